@@ -1,0 +1,56 @@
+//! `resnet-kernels`: the arithmetic of resnet-rs.
+//!
+//! Every kernel exists as a plain scalar twin in [`naive`], written for obviousness and
+//! accumulating in f64: the oracle the fast paths are tested against. Kernels work on flat
+//! slices in NCHW order and take their sizes from a validated geometry ([`ConvGeometry`],
+//! [`PoolGeometry`]), so they can serve any model, not only resnet-rs's.
+//!
+//! ```
+//! use resnet_kernels::{naive, Conv2dParams, ConvGeometry};
+//!
+//! // One 1-channel 3x3 image, one 3x3 kernel of ones, padding 1: a box sum.
+//! let geom = ConvGeometry::new([1, 1, 3, 3], [1, 1, 3, 3], Conv2dParams::default().with_padding(1))?;
+//! assert_eq!(geom.output_dims(), [1, 1, 3, 3]);
+//! let input: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+//! let mut out = vec![0.0; 9];
+//! naive::conv2d(&geom, &input, &[1.0; 9], None, &mut out)?;
+//! assert_eq!(out[4], 45.0); // the centre sees all nine values
+//! assert_eq!(out[0], 1.0 + 2.0 + 4.0 + 5.0);
+//! # Ok::<(), resnet_kernels::KernelError>(())
+//! ```
+
+mod geometry;
+pub mod naive;
+
+pub use geometry::{Conv2dParams, ConvGeometry, PoolGeometry, adaptive_bin};
+
+/// Errors from kernel entry points: sizes that do not fit together.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum KernelError {
+    /// A buffer's length differs from what the geometry needs.
+    #[error("{what}: expected {expected} elements, found {found}")]
+    BadLength {
+        /// Which buffer.
+        what: &'static str,
+        /// Elements the geometry needs.
+        expected: usize,
+        /// Elements given.
+        found: usize,
+    },
+    /// An invalid combination of sizes or parameters.
+    #[error("invalid geometry: {0}")]
+    Geometry(String),
+}
+
+pub(crate) fn check_len(what: &'static str, buf: &[f32], expected: usize) -> Result<(), KernelError> {
+    if buf.len() == expected {
+        Ok(())
+    } else {
+        Err(KernelError::BadLength {
+            what,
+            expected,
+            found: buf.len(),
+        })
+    }
+}

@@ -1,0 +1,387 @@
+//! Reference kernels: plain loops, f64 accumulation, written to be obviously right.
+//!
+//! These are the oracle every fast kernel is checked against, and the `Naive` backend of
+//! `resnet-layers`. All tensors are flat slices in NCHW (row-major) order.
+
+use crate::{ConvGeometry, KernelError, PoolGeometry, adaptive_bin, check_len};
+
+/// 2-D convolution with PyTorch semantics (zero padding, stride, dilation, groups, optional bias).
+///
+/// `input` is `[N, C, H, W]`, `weight` `[O, C/groups, KH, KW]`, `bias` `[O]`, `output`
+/// `[N, O, OH, OW]`, all as given by `geom`.
+pub fn conv2d(
+    geom: &ConvGeometry,
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+) -> Result<(), KernelError> {
+    let (li, lw, lo) = geom.lens();
+    check_len("conv2d input", input, li)?;
+    check_len("conv2d weight", weight, lw)?;
+    check_len("conv2d output", output, lo)?;
+    let [n, c, h, w] = geom.input;
+    let [o, cg, kh, kw] = geom.weight;
+    let [_, _, oh, ow] = geom.output;
+    if let Some(b) = bias {
+        check_len("conv2d bias", b, o)?;
+    }
+    let p = &geom.params;
+    let og = o / p.groups;
+    for ni in 0..n {
+        for oc in 0..o {
+            let g = oc / og;
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    let mut acc = bias.map_or(0.0, |b| f64::from(b[oc]));
+                    for ci in 0..cg {
+                        let ic = g * cg + ci;
+                        for ky in 0..kh {
+                            let iy = (oy * p.stride[0] + ky * p.dilation[0]) as isize
+                                - p.padding[0] as isize;
+                            if iy < 0 || iy >= h as isize {
+                                continue;
+                            }
+                            for kx in 0..kw {
+                                let ix = (ox * p.stride[1] + kx * p.dilation[1]) as isize
+                                    - p.padding[1] as isize;
+                                if ix < 0 || ix >= w as isize {
+                                    continue;
+                                }
+                                let x = input[((ni * c + ic) * h + iy as usize) * w + ix as usize];
+                                let wv = weight[((oc * cg + ci) * kh + ky) * kw + kx];
+                                acc += f64::from(x) * f64::from(wv);
+                            }
+                        }
+                    }
+                    output[((ni * o + oc) * oh + oy) * ow + ox] = acc as f32;
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Inference batch-norm over `[N, C, H*W]`: `y = (x - mean) / sqrt(var + eps) * gamma + beta`.
+#[allow(clippy::too_many_arguments)]
+pub fn batch_norm(
+    dims: [usize; 4],
+    input: &[f32],
+    gamma: &[f32],
+    beta: &[f32],
+    mean: &[f32],
+    var: &[f32],
+    eps: f32,
+    output: &mut [f32],
+) -> Result<(), KernelError> {
+    let [n, c, h, w] = dims;
+    let len = n * c * h * w;
+    check_len("batch_norm input", input, len)?;
+    check_len("batch_norm output", output, len)?;
+    for (what, v) in [("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var)] {
+        check_len(what, v, c)?;
+    }
+    let hw = h * w;
+    for ni in 0..n {
+        for ci in 0..c {
+            let inv = 1.0 / (f64::from(var[ci]) + f64::from(eps)).sqrt();
+            let base = (ni * c + ci) * hw;
+            for i in base..base + hw {
+                let x = f64::from(input[i]);
+                output[i] =
+                    ((x - f64::from(mean[ci])) * inv * f64::from(gamma[ci]) + f64::from(beta[ci]))
+                        as f32;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// `output[i] = max(input[i], 0)`. NaN stays NaN, as in PyTorch.
+pub fn relu(input: &[f32], output: &mut [f32]) -> Result<(), KernelError> {
+    check_len("relu output", output, input.len())?;
+    for (o, &x) in output.iter_mut().zip(input) {
+        *o = if x > 0.0 || x.is_nan() { x } else { 0.0 };
+    }
+    Ok(())
+}
+
+/// `output[i] = a[i] + b[i]`.
+pub fn add(a: &[f32], b: &[f32], output: &mut [f32]) -> Result<(), KernelError> {
+    check_len("add rhs", b, a.len())?;
+    check_len("add output", output, a.len())?;
+    for ((o, &x), &y) in output.iter_mut().zip(a).zip(b) {
+        *o = (f64::from(x) + f64::from(y)) as f32;
+    }
+    Ok(())
+}
+
+/// 2-D max pooling; padded positions never win (they are not candidates at all).
+pub fn max_pool2d(geom: &PoolGeometry, input: &[f32], output: &mut [f32]) -> Result<(), KernelError> {
+    let [n, c, h, w] = geom.input;
+    let [_, _, oh, ow] = geom.output;
+    check_len("max_pool2d input", input, n * c * h * w)?;
+    check_len("max_pool2d output", output, n * c * oh * ow)?;
+    for nc in 0..n * c {
+        let plane = &input[nc * h * w..(nc + 1) * h * w];
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut best = f32::NEG_INFINITY;
+                let mut nan = false;
+                for ky in 0..geom.kernel[0] {
+                    let iy = (oy * geom.stride[0] + ky) as isize - geom.padding[0] as isize;
+                    if iy < 0 || iy >= h as isize {
+                        continue;
+                    }
+                    for kx in 0..geom.kernel[1] {
+                        let ix = (ox * geom.stride[1] + kx) as isize - geom.padding[1] as isize;
+                        if ix < 0 || ix >= w as isize {
+                            continue;
+                        }
+                        let v = plane[iy as usize * w + ix as usize];
+                        nan |= v.is_nan();
+                        if v > best {
+                            best = v;
+                        }
+                    }
+                }
+                output[(nc * oh + oy) * ow + ox] = if nan { f32::NAN } else { best };
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Adaptive average pooling of `[N, C, H, W]` to `[N, C, OH, OW]` with torchvision's bins
+/// (see [`adaptive_bin`]). Global average pooling is `out_hw = [1, 1]`.
+pub fn adaptive_avg_pool2d(
+    dims: [usize; 4],
+    out_hw: [usize; 2],
+    input: &[f32],
+    output: &mut [f32],
+) -> Result<(), KernelError> {
+    let [n, c, h, w] = dims;
+    let [oh, ow] = out_hw;
+    if (oh == 0 || ow == 0) && n * c > 0 || (h == 0 || w == 0) && n * c * oh * ow > 0 {
+        return Err(KernelError::Geometry(format!(
+            "adaptive pool from {h}x{w} to {oh}x{ow}: sizes must be non-zero"
+        )));
+    }
+    check_len("adaptive_avg_pool2d input", input, n * c * h * w)?;
+    check_len("adaptive_avg_pool2d output", output, n * c * oh * ow)?;
+    for nc in 0..n * c {
+        let plane = &input[nc * h * w..(nc + 1) * h * w];
+        for oy in 0..oh {
+            let (y0, y1) = adaptive_bin(oy, h, oh);
+            for ox in 0..ow {
+                let (x0, x1) = adaptive_bin(ox, w, ow);
+                let mut acc = 0.0f64;
+                for y in y0..y1 {
+                    for x in x0..x1 {
+                        acc += f64::from(plane[y * w + x]);
+                    }
+                }
+                output[(nc * oh + oy) * ow + ox] = (acc / ((y1 - y0) * (x1 - x0)) as f64) as f32;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Fully connected layer: `output[n, o] = bias[o] + sum_i input[n, i] * weight[o, i]`.
+///
+/// `input` is `[N, I]`, `weight` `[O, I]` (PyTorch's `Linear` layout), `output` `[N, O]`.
+pub fn linear(
+    dims: [usize; 3],
+    input: &[f32],
+    weight: &[f32],
+    bias: Option<&[f32]>,
+    output: &mut [f32],
+) -> Result<(), KernelError> {
+    let [n, i, o] = dims;
+    check_len("linear input", input, n * i)?;
+    check_len("linear weight", weight, o * i)?;
+    check_len("linear output", output, n * o)?;
+    if let Some(b) = bias {
+        check_len("linear bias", b, o)?;
+    }
+    for ni in 0..n {
+        let x = &input[ni * i..(ni + 1) * i];
+        for oi in 0..o {
+            let wr = &weight[oi * i..(oi + 1) * i];
+            let mut acc = bias.map_or(0.0, |b| f64::from(b[oi]));
+            for (&a, &b) in x.iter().zip(wr) {
+                acc += f64::from(a) * f64::from(b);
+            }
+            output[ni * o + oi] = acc as f32;
+        }
+    }
+    Ok(())
+}
+
+/// Softmax over each row of `[rows, len]`, with the maximum subtracted first for stability.
+pub fn softmax(len: usize, input: &[f32], output: &mut [f32]) -> Result<(), KernelError> {
+    check_len("softmax output", output, input.len())?;
+    if len == 0 {
+        return if input.is_empty() {
+            Ok(())
+        } else {
+            Err(KernelError::Geometry("softmax row length 0".into()))
+        };
+    }
+    if input.len() % len != 0 {
+        return Err(KernelError::Geometry(format!(
+            "softmax input of {} elements is not a whole number of rows of {len}",
+            input.len()
+        )));
+    }
+    for (row, out) in input.chunks_exact(len).zip(output.chunks_exact_mut(len)) {
+        let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+        let sum: f64 = row.iter().map(|&v| (f64::from(v) - m).exp()).sum();
+        for (o, &v) in out.iter_mut().zip(row) {
+            *o = ((f64::from(v) - m).exp() / sum) as f32;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Conv2dParams;
+
+    #[test]
+    fn conv_stride_dilation_groups_bias_by_hand() {
+        // 1 image, 2 channels of 4x4, groups 2, one 2x2 dilated-by-2 kernel per group, stride 2.
+        let input: Vec<f32> = (0..32).map(|v| v as f32).collect();
+        let p = Conv2dParams::default()
+            .with_groups(2)
+            .with_dilation(2)
+            .with_stride(2);
+        let g = ConvGeometry::new([1, 2, 4, 4], [2, 1, 2, 2], p).unwrap();
+        assert_eq!(g.output, [1, 2, 1, 1]);
+        let w = [1.0, 0.0, 0.0, 1.0, 0.0, 1.0, 1.0, 0.0];
+        let mut out = [0.0; 2];
+        conv2d(&g, &input, &w, Some(&[0.5, -1.0]), &mut out).unwrap();
+        // group 0: x[0,0] + x[2,2] = 0 + 10; group 1: x[0,2] + x[2,0] of channel 1 = 18 + 24
+        assert_eq!(out, [10.5, 41.0]);
+    }
+
+    #[test]
+    fn conv_padding_reads_zeros() {
+        let g = ConvGeometry::new(
+            [1, 1, 1, 1],
+            [1, 1, 3, 3],
+            Conv2dParams::default().with_padding(1),
+        )
+        .unwrap();
+        let mut out = [0.0];
+        conv2d(&g, &[2.0], &[1., 1., 1., 1., 3., 1., 1., 1., 1.], None, &mut out).unwrap();
+        assert_eq!(out, [6.0]);
+    }
+
+    #[test]
+    fn conv_rejects_bad_geometry_and_lengths() {
+        let p = Conv2dParams::default().with_groups(3);
+        assert!(ConvGeometry::new([1, 4, 3, 3], [3, 1, 1, 1], p).is_err());
+        assert!(ConvGeometry::new([1, 2, 2, 2], [1, 2, 3, 3], Conv2dParams::default()).is_err());
+        let g = ConvGeometry::new([1, 1, 2, 2], [1, 1, 1, 1], Conv2dParams::default()).unwrap();
+        let e = conv2d(&g, &[0.0; 3], &[1.0], None, &mut [0.0; 4]).unwrap_err();
+        assert_eq!(
+            e,
+            KernelError::BadLength {
+                what: "conv2d input",
+                expected: 4,
+                found: 3
+            }
+        );
+    }
+
+    #[test]
+    fn batch_norm_by_hand() {
+        let mut out = [0.0; 2];
+        batch_norm(
+            [1, 2, 1, 1],
+            &[3.0, 2.0],
+            &[2.0, 1.0],
+            &[1.0, 0.0],
+            &[1.0, 1.0],
+            &[4.0, 0.25],
+            0.0,
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out, [3.0, 2.0]);
+    }
+
+    #[test]
+    fn relu_and_add() {
+        let mut out = [0.0; 3];
+        relu(&[-1.0, 0.0, 2.5], &mut out).unwrap();
+        assert_eq!(out, [0.0, 0.0, 2.5]);
+        add(&[1.0, 2.0, 3.0], &[0.5, -2.0, 1.0], &mut out).unwrap();
+        assert_eq!(out, [1.5, 0.0, 4.0]);
+    }
+
+    #[test]
+    fn max_pool_padding_never_wins() {
+        // All-negative input: a padded zero would win if padding were a candidate.
+        let input = [-5.0, -4.0, -3.0, -2.0];
+        let g = PoolGeometry::new([1, 1, 2, 2], [3, 3], [2, 2], [1, 1]).unwrap();
+        assert_eq!(g.output, [1, 1, 1, 1]);
+        let mut out = [0.0];
+        max_pool2d(&g, &input, &mut out).unwrap();
+        assert_eq!(out, [-2.0]);
+        // torchvision stem pool: 112 -> 56, odd 7 -> 4
+        assert_eq!(
+            PoolGeometry::new([1, 1, 112, 112], [3, 3], [2, 2], [1, 1])
+                .unwrap()
+                .output,
+            [1, 1, 56, 56]
+        );
+        assert_eq!(
+            PoolGeometry::new([1, 1, 7, 7], [3, 3], [2, 2], [1, 1])
+                .unwrap()
+                .output,
+            [1, 1, 4, 4]
+        );
+        assert!(PoolGeometry::new([1, 1, 7, 7], [3, 3], [2, 2], [2, 2]).is_err());
+    }
+
+    #[test]
+    fn adaptive_bins_match_torch() {
+        // torch: AdaptiveAvgPool1d(3) over 5 → bins [0,2), [1,4), [3,5)
+        assert_eq!(adaptive_bin(0, 5, 3), (0, 2));
+        assert_eq!(adaptive_bin(1, 5, 3), (1, 4));
+        assert_eq!(adaptive_bin(2, 5, 3), (3, 5));
+        let input: Vec<f32> = (0..5).map(|v| v as f32).collect();
+        let mut out = [0.0; 3];
+        adaptive_avg_pool2d([1, 1, 1, 5], [1, 3], &input, &mut out).unwrap();
+        assert_eq!(out, [0.5, 2.0, 3.5]);
+        let mut g = [0.0];
+        adaptive_avg_pool2d([1, 1, 1, 5], [1, 1], &input, &mut g).unwrap();
+        assert_eq!(g, [2.0]);
+        // Upsampling (output larger than input) repeats values.
+        let mut up = [0.0; 4];
+        adaptive_avg_pool2d([1, 1, 1, 2], [1, 4], &[1.0, 3.0], &mut up).unwrap();
+        assert_eq!(up, [1.0, 1.0, 3.0, 3.0]);
+    }
+
+    #[test]
+    fn linear_and_softmax() {
+        let mut out = [0.0; 2];
+        linear(
+            [1, 3, 2],
+            &[1.0, 2.0, 3.0],
+            &[1.0, 0.0, 0.0, 0.0, 1.0, 1.0],
+            Some(&[0.5, 0.0]),
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(out, [1.5, 5.0]);
+        let mut s = [0.0; 2];
+        softmax(2, &[1000.0, 1000.0], &mut s).unwrap();
+        assert_eq!(s, [0.5, 0.5]);
+        assert!(softmax(3, &[0.0; 4], &mut [0.0; 4]).is_err());
+    }
+}
