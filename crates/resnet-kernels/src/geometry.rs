@@ -109,8 +109,20 @@ impl ConvGeometry {
                 c / g
             )));
         }
-        let oh = out_size(h, kh, params.stride[0], params.padding[0], params.dilation[0])?;
-        let ow = out_size(w, kw, params.stride[1], params.padding[1], params.dilation[1])?;
+        let oh = out_size(
+            h,
+            kh,
+            params.stride[0],
+            params.padding[0],
+            params.dilation[0],
+        )?;
+        let ow = out_size(
+            w,
+            kw,
+            params.stride[1],
+            params.padding[1],
+            params.dilation[1],
+        )?;
         let output = [n, o, oh, ow];
         for dims in [input, weight, output] {
             dims.iter()
@@ -134,7 +146,10 @@ impl ConvGeometry {
     pub fn macs(&self) -> u64 {
         let [n, o, oh, ow] = self.output;
         let [_, cg, kh, kw] = self.weight;
-        [n, o, oh, ow, cg, kh, kw].iter().map(|&v| v as u64).product()
+        [n, o, oh, ow, cg, kh, kw]
+            .iter()
+            .map(|&v| v as u64)
+            .product()
     }
 
     /// Elements of the input, weight and output buffers.

@@ -43,7 +43,11 @@ pub enum KernelError {
     Geometry(String),
 }
 
-pub(crate) fn check_len(what: &'static str, buf: &[f32], expected: usize) -> Result<(), KernelError> {
+pub(crate) fn check_len(
+    what: &'static str,
+    buf: &[f32],
+    expected: usize,
+) -> Result<(), KernelError> {
     if buf.len() == expected {
         Ok(())
     } else {

@@ -78,7 +78,12 @@ pub fn batch_norm(
     let len = n * c * h * w;
     check_len("batch_norm input", input, len)?;
     check_len("batch_norm output", output, len)?;
-    for (what, v) in [("gamma", gamma), ("beta", beta), ("mean", mean), ("var", var)] {
+    for (what, v) in [
+        ("gamma", gamma),
+        ("beta", beta),
+        ("mean", mean),
+        ("var", var),
+    ] {
         check_len(what, v, c)?;
     }
     let hw = h * w;
@@ -88,9 +93,8 @@ pub fn batch_norm(
             let base = (ni * c + ci) * hw;
             for i in base..base + hw {
                 let x = f64::from(input[i]);
-                output[i] =
-                    ((x - f64::from(mean[ci])) * inv * f64::from(gamma[ci]) + f64::from(beta[ci]))
-                        as f32;
+                output[i] = ((x - f64::from(mean[ci])) * inv * f64::from(gamma[ci])
+                    + f64::from(beta[ci])) as f32;
             }
         }
     }
@@ -106,6 +110,15 @@ pub fn relu(input: &[f32], output: &mut [f32]) -> Result<(), KernelError> {
     Ok(())
 }
 
+/// `x[i] = max(x[i], 0)` in place.
+pub fn relu_inplace(x: &mut [f32]) {
+    for v in x {
+        if *v < 0.0 {
+            *v = 0.0;
+        }
+    }
+}
+
 /// `output[i] = a[i] + b[i]`.
 pub fn add(a: &[f32], b: &[f32], output: &mut [f32]) -> Result<(), KernelError> {
     check_len("add rhs", b, a.len())?;
@@ -117,7 +130,11 @@ pub fn add(a: &[f32], b: &[f32], output: &mut [f32]) -> Result<(), KernelError> 
 }
 
 /// 2-D max pooling; padded positions never win (they are not candidates at all).
-pub fn max_pool2d(geom: &PoolGeometry, input: &[f32], output: &mut [f32]) -> Result<(), KernelError> {
+pub fn max_pool2d(
+    geom: &PoolGeometry,
+    input: &[f32],
+    output: &mut [f32],
+) -> Result<(), KernelError> {
     let [n, c, h, w] = geom.input;
     let [_, _, oh, ow] = geom.output;
     check_len("max_pool2d input", input, n * c * h * w)?;
@@ -236,7 +253,9 @@ pub fn softmax(len: usize, input: &[f32], output: &mut [f32]) -> Result<(), Kern
         )));
     }
     for (row, out) in input.chunks_exact(len).zip(output.chunks_exact_mut(len)) {
-        let m = row.iter().fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
+        let m = row
+            .iter()
+            .fold(f64::NEG_INFINITY, |m, &v| m.max(f64::from(v)));
         let sum: f64 = row.iter().map(|&v| (f64::from(v) - m).exp()).sum();
         for (o, &v) in out.iter_mut().zip(row) {
             *o = ((f64::from(v) - m).exp() / sum) as f32;
@@ -276,7 +295,14 @@ mod tests {
         )
         .unwrap();
         let mut out = [0.0];
-        conv2d(&g, &[2.0], &[1., 1., 1., 1., 3., 1., 1., 1., 1.], None, &mut out).unwrap();
+        conv2d(
+            &g,
+            &[2.0],
+            &[1., 1., 1., 1., 3., 1., 1., 1., 1.],
+            None,
+            &mut out,
+        )
+        .unwrap();
         assert_eq!(out, [6.0]);
     }
 

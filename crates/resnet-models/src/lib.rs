@@ -1,1 +1,83 @@
-//! placeholder
+//! `resnet-models`: the ResNet family, built from a config and filled from a weight source.
+//!
+//! [`ResNetConfig`] describes any torchvision-style residual network: block type
+//! ([`BlockKind::Basic`] or [`BlockKind::Bottleneck`], torchvision v1.5 with the stride on the
+//! 3x3 conv), blocks per stage, groups and width per group (ResNeXt, Wide ResNet), the number of
+//! classes, and whether blocks have shortcuts at all (the "plain" twin). Constructors
+//! [`resnet18`] … [`wide_resnet101_2`] give torchvision's configurations.
+//!
+//! A [`ResNet`] is filled from any [`WeightSource`] (torchvision, timm and HF transformers key
+//! names), from a file with its architecture inferred from the keys and shapes
+//! ([`ResNet::from_file`]), or from seeded Kaiming initialisation ([`ResNet::random`]).
+//!
+//! ```no_run
+//! use resnet_models::ResNet;
+//! use resnet_tensor::Tensor;
+//!
+//! let model = ResNet::from_file("resnet18.safetensors")?;
+//! let x = Tensor::zeros(&[1, 3, 224, 224])?; // a normalised NCHW image batch
+//! let logits = model.forward(&x)?;           // [1, 1000]
+//! let top = resnet_models::top_k(&logits, 5)?;
+//! println!("class {} with probability {:.3}", top[0][0].0, top[0][0].1);
+//! # Ok::<(), resnet_models::ModelError>(())
+//! ```
+//!
+//! Without a file, a seeded random network of any configuration:
+//!
+//! ```
+//! use resnet_models::{ResNet, resnet18};
+//! use resnet_tensor::Tensor;
+//!
+//! let model = ResNet::random(&resnet18(10), 42)?;
+//! let x = Tensor::zeros(&[2, 3, 33, 47])?; // any batch, odd sizes
+//! let stages = model.forward_stages(&x)?;
+//! assert_eq!(stages.logits.shape().dims(), &[2, 10]);
+//! assert_eq!(stages.pool.shape().dims(), &[2, 512]);
+//! assert_eq!(stages.layers[3].shape().dims(), &[2, 512, 2, 2]);
+//! # Ok::<(), resnet_models::ModelError>(())
+//! ```
+
+mod config;
+mod infer;
+mod init;
+pub use init::random_tensor_map;
+mod resnet;
+
+pub use config::{
+    BlockKind, ResNetConfig, resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d,
+    resnext101_32x8d, resnext101_64x4d, wide_resnet50_2, wide_resnet101_2,
+};
+pub use infer::infer_config;
+pub use resnet::{Block, ConvBn, ResNet, StageOutputs, top_k};
+
+pub use resnet_layers::{Backend, LayerError};
+pub use resnet_weights::{Strictness, WeightError, WeightFile, WeightSource};
+
+/// Errors from building or running a model.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ModelError {
+    /// The weights could not be read, or do not fit the architecture.
+    #[error(transparent)]
+    Weights(#[from] WeightError),
+    /// A layer refused its parameters or its input.
+    #[error(transparent)]
+    Layer(#[from] LayerError),
+    /// The configuration is invalid.
+    #[error("invalid model configuration: {0}")]
+    Config(String),
+    /// The input does not fit the model.
+    #[error("input of shape {found:?} does not fit the model: {reason}")]
+    Input {
+        /// Shape given.
+        found: Vec<usize>,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The architecture could not be inferred from the weights.
+    #[error("cannot infer the architecture from the weights: {0}")]
+    Infer(String),
+    /// A tensor could not be built.
+    #[error(transparent)]
+    Tensor(#[from] resnet_tensor::TensorError),
+}

@@ -193,7 +193,11 @@ impl Tensor {
     /// A tensor from raw little-endian f32 bytes laid out in `layout`.
     ///
     /// The byte count must be exactly `4 * numel`; nothing is allocated before that is checked.
-    pub fn from_le_bytes(dims: &[usize], layout: Layout, bytes: &[u8]) -> Result<Self, TensorError> {
+    pub fn from_le_bytes(
+        dims: &[usize],
+        layout: Layout,
+        bytes: &[u8],
+    ) -> Result<Self, TensorError> {
         let shape = Shape::new(dims)?;
         check_layout(&shape, layout)?;
         if bytes.len() % 4 != 0 {
@@ -254,7 +258,10 @@ impl Tensor {
 
     /// The elements as little-endian bytes in memory order.
     pub fn to_le_bytes(&self) -> Vec<u8> {
-        self.as_slice().iter().flat_map(|v| v.to_le_bytes()).collect()
+        self.as_slice()
+            .iter()
+            .flat_map(|v| v.to_le_bytes())
+            .collect()
     }
 
     /// A borrowed view of the whole tensor.

@@ -1,0 +1,201 @@
+use crate::ModelError;
+
+/// The residual block a network is made of.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BlockKind {
+    /// Two 3x3 convs (ResNet-18/34); expansion 1.
+    Basic,
+    /// 1x1 → 3x3 (grouped, strided) → 1x1 convs (ResNet-50 and deeper, ResNeXt, Wide); expansion 4.
+    Bottleneck,
+}
+
+impl BlockKind {
+    /// Output channels of a block relative to its `planes`.
+    pub fn expansion(self) -> usize {
+        match self {
+            BlockKind::Basic => 1,
+            BlockKind::Bottleneck => 4,
+        }
+    }
+}
+
+/// A torchvision-style residual network.
+///
+/// ```
+/// use resnet_models::{BlockKind, ResNetConfig};
+/// let c = ResNetConfig::new(BlockKind::Bottleneck, vec![3, 4, 6, 3])
+///     .with_groups(32)
+///     .with_width_per_group(4)
+///     .with_num_classes(10);
+/// assert_eq!(c, resnet_models::resnext50_32x4d(10));
+/// assert_eq!(c.feature_dim(), 2048);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+pub struct ResNetConfig {
+    /// Block type.
+    pub block: BlockKind,
+    /// Blocks per stage; stage `i` has `64 * 2^i` planes and stride 2 (stride 1 for the first).
+    pub layers: Vec<usize>,
+    /// Groups of the 3x3 conv (ResNeXt's cardinality).
+    pub groups: usize,
+    /// Channels per group of the bottleneck's 3x3 conv at 64 planes (64 = ResNet, 128 = Wide).
+    pub width_per_group: usize,
+    /// Output classes of the classifier.
+    pub num_classes: usize,
+    /// Input channels (3 for RGB).
+    pub in_channels: usize,
+    /// Whether blocks add their shortcut; `false` gives the plain (shortcut-free) twin.
+    pub shortcuts: bool,
+    /// BatchNorm epsilon.
+    pub bn_eps: f32,
+}
+
+impl ResNetConfig {
+    /// A network of `block`s with `layers[i]` blocks in stage `i`; 1000 classes, RGB input,
+    /// groups 1, width per group 64, shortcuts on.
+    pub fn new(block: BlockKind, layers: Vec<usize>) -> Self {
+        Self {
+            block,
+            layers,
+            groups: 1,
+            width_per_group: 64,
+            num_classes: 1000,
+            in_channels: 3,
+            shortcuts: true,
+            bn_eps: 1e-5,
+        }
+    }
+    /// Groups of the 3x3 conv.
+    pub fn with_groups(mut self, groups: usize) -> Self {
+        self.groups = groups;
+        self
+    }
+    /// Width per group.
+    pub fn with_width_per_group(mut self, w: usize) -> Self {
+        self.width_per_group = w;
+        self
+    }
+    /// Number of classes.
+    pub fn with_num_classes(mut self, n: usize) -> Self {
+        self.num_classes = n;
+        self
+    }
+    /// Number of input channels.
+    pub fn with_in_channels(mut self, c: usize) -> Self {
+        self.in_channels = c;
+        self
+    }
+    /// The same network without shortcut connections (each block is `relu(F(z))`).
+    pub fn plain(mut self) -> Self {
+        self.shortcuts = false;
+        self
+    }
+
+    /// Stem output channels.
+    pub const STEM_CHANNELS: usize = 64;
+
+    /// Planes of stage `i` (`64 * 2^i`).
+    pub fn planes(&self, stage: usize) -> usize {
+        64 << stage
+    }
+
+    /// Channels of the 3x3 conv of a bottleneck with `planes` planes.
+    pub fn bottleneck_width(&self, planes: usize) -> usize {
+        planes * self.width_per_group / 64 * self.groups
+    }
+
+    /// Length of the pooled embedding (input of the classifier).
+    pub fn feature_dim(&self) -> usize {
+        self.planes(self.layers.len().saturating_sub(1)) * self.block.expansion()
+    }
+
+    /// Check the configuration for sizes torchvision would refuse.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        let err = |s: String| Err(ModelError::Config(s));
+        if self.layers.is_empty() || self.layers.contains(&0) {
+            return err(format!(
+                "every stage needs at least one block, got {:?}",
+                self.layers
+            ));
+        }
+        if self.layers.len() > 8 {
+            return err(format!("{} stages is more than 8", self.layers.len()));
+        }
+        if self.in_channels == 0 {
+            return err("in_channels must be at least 1".into());
+        }
+        if self.groups == 0 || self.width_per_group == 0 {
+            return err("groups and width_per_group must be at least 1".into());
+        }
+        if self.block == BlockKind::Basic && (self.groups != 1 || self.width_per_group != 64) {
+            return err("BasicBlock only supports groups=1 and width_per_group=64".into());
+        }
+        if self.block == BlockKind::Bottleneck && self.bottleneck_width(64) == 0 {
+            return err("width_per_group too small: the bottleneck would have no channels".into());
+        }
+        if !(self.bn_eps >= 0.0) {
+            return err(format!("bn_eps must be non-negative, got {}", self.bn_eps));
+        }
+        Ok(())
+    }
+
+    /// A short name such as `resnet50`, `resnext50_32x4d`, `wide_resnet50_2`, or a description.
+    pub fn name(&self) -> String {
+        let depth = self.layers.iter().sum::<usize>()
+            * match self.block {
+                BlockKind::Basic => 2,
+                BlockKind::Bottleneck => 3,
+            }
+            + 2;
+        let base = if self.layers.len() == 4 {
+            match (self.block, self.groups, self.width_per_group) {
+                (_, 1, 64) => format!("resnet{depth}"),
+                (BlockKind::Bottleneck, 1, w) if w % 64 == 0 => {
+                    format!("wide_resnet{depth}_{}", w / 64)
+                }
+                (BlockKind::Bottleneck, g, w) => format!("resnext{depth}_{g}x{w}d"),
+                _ => format!("resnet{depth}"),
+            }
+        } else {
+            format!("resnet{depth}_{}stages", self.layers.len())
+        };
+        if self.shortcuts {
+            base
+        } else {
+            format!("plain_{base}")
+        }
+    }
+}
+
+macro_rules! ctor {
+    ($(#[$doc:meta])* $name:ident, $block:ident, [$($l:expr),*], $g:expr, $w:expr) => {
+        $(#[$doc])*
+        pub fn $name(num_classes: usize) -> ResNetConfig {
+            ResNetConfig::new(BlockKind::$block, vec![$($l),*])
+                .with_groups($g)
+                .with_width_per_group($w)
+                .with_num_classes(num_classes)
+        }
+    };
+}
+
+ctor!(/// ResNet-18: BasicBlock, [2, 2, 2, 2].
+    resnet18, Basic, [2, 2, 2, 2], 1, 64);
+ctor!(/// ResNet-34: BasicBlock, [3, 4, 6, 3].
+    resnet34, Basic, [3, 4, 6, 3], 1, 64);
+ctor!(/// ResNet-50: Bottleneck, [3, 4, 6, 3].
+    resnet50, Bottleneck, [3, 4, 6, 3], 1, 64);
+ctor!(/// ResNet-101: Bottleneck, [3, 4, 23, 3].
+    resnet101, Bottleneck, [3, 4, 23, 3], 1, 64);
+ctor!(/// ResNet-152: Bottleneck, [3, 8, 36, 3].
+    resnet152, Bottleneck, [3, 8, 36, 3], 1, 64);
+ctor!(/// ResNeXt-50 32x4d.
+    resnext50_32x4d, Bottleneck, [3, 4, 6, 3], 32, 4);
+ctor!(/// ResNeXt-101 32x8d.
+    resnext101_32x8d, Bottleneck, [3, 4, 23, 3], 32, 8);
+ctor!(/// ResNeXt-101 64x4d.
+    resnext101_64x4d, Bottleneck, [3, 4, 23, 3], 64, 4);
+ctor!(/// Wide ResNet-50-2 (bottleneck width doubled).
+    wide_resnet50_2, Bottleneck, [3, 4, 6, 3], 1, 128);
+ctor!(/// Wide ResNet-101-2.
+    wide_resnet101_2, Bottleneck, [3, 4, 23, 3], 1, 128);

@@ -1,0 +1,110 @@
+//! Single residual blocks against torchvision (`blocks.safetensors`, copied into tests/data).
+
+mod common;
+
+use common::rel_err;
+use resnet_models::{Backend, Block, BlockKind, ResNetConfig};
+use resnet_weights::{WeightFile, WeightSource};
+
+/// A source that serves `CASE.<name>` as `<name>`.
+struct Prefixed<'a> {
+    file: &'a WeightFile,
+    prefix: String,
+}
+
+impl WeightSource for Prefixed<'_> {
+    fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
+        self.file.shape_of(&format!("{}{name}", self.prefix))
+    }
+    fn names(&self) -> Vec<String> {
+        self.file
+            .names()
+            .into_iter()
+            .filter_map(|n| n.strip_prefix(&self.prefix).map(str::to_string))
+            .collect()
+    }
+    fn tensor(
+        &self,
+        name: &str,
+        expected: &[usize],
+    ) -> Result<resnet_tensor::Tensor, resnet_weights::WeightError> {
+        self.file
+            .tensor(&format!("{}{name}", self.prefix), expected)
+    }
+}
+
+fn run_case(case: &str, cfg: ResNetConfig, in_c: usize, planes: usize, stride: usize) -> f64 {
+    let file = WeightFile::open(common::blocks_file()).unwrap();
+    let src = Prefixed {
+        file: &file,
+        prefix: format!("{case}."),
+    };
+    let block = Block::load(&src, &cfg, "", in_c, planes, stride);
+    let block = block.unwrap_or_else(|e| panic!("{case}: {e}"));
+    let x = file.load(&format!("{case}.input")).unwrap();
+    let expected = file.load(&format!("{case}.output")).unwrap();
+    let y = block.forward(&x, Backend::Naive).unwrap();
+    let err = rel_err(&y, &expected);
+    eprintln!("{case}: relative error {err:.3e}");
+    assert!(err < 1e-4, "{case}: relative error {err:e}");
+    err
+}
+
+fn basic() -> ResNetConfig {
+    ResNetConfig::new(BlockKind::Basic, vec![1])
+}
+
+fn bottleneck(groups: usize, wpg: usize) -> ResNetConfig {
+    ResNetConfig::new(BlockKind::Bottleneck, vec![1])
+        .with_groups(groups)
+        .with_width_per_group(wpg)
+}
+
+#[test]
+fn basic_identity() {
+    run_case("basic_id", basic(), 16, 16, 1);
+}
+
+#[test]
+fn basic_downsample() {
+    run_case("basic_down", basic(), 16, 32, 2);
+}
+
+#[test]
+fn bottleneck_downsample() {
+    run_case("bottleneck_down", bottleneck(1, 64), 32, 16, 2);
+}
+
+#[test]
+fn bottleneck_identity() {
+    run_case("bottleneck_id", bottleneck(1, 64), 64, 16, 1);
+}
+
+#[test]
+fn resnext_downsample() {
+    run_case("resnext_down", bottleneck(8, 4), 64, 32, 2);
+}
+
+#[test]
+fn wide_downsample() {
+    run_case("wide_down", bottleneck(1, 128), 32, 16, 2);
+}
+
+#[test]
+fn a_wrong_block_config_names_the_tensor() {
+    // basic_down loaded as if it had no stride: the projection shape still fits, but loading
+    // resnext_down with groups 1 must fail on conv2 with both shapes named.
+    let file = WeightFile::open(common::blocks_file()).unwrap();
+    let src = Prefixed {
+        file: &file,
+        prefix: "resnext_down.".into(),
+    };
+    let e = Block::load(&src, &bottleneck(1, 32), "", 64, 32, 2).unwrap_err();
+    let msg = e.to_string();
+    assert!(
+        msg.contains("conv2.weight")
+            && msg.contains("[16, 2, 3, 3]")
+            && msg.contains("[16, 16, 3, 3]"),
+        "{msg}"
+    );
+}

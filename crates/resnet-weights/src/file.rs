@@ -1,0 +1,327 @@
+use crate::names::{NameScheme, to_canonical};
+use crate::{WeightError, WeightSource};
+use resnet_tensor::{Layout, Shape, Tensor};
+use safetensors::{Dtype, SafeTensors};
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+
+/// The largest safetensors header this loader parses: 16 MiB. A ResNet header is a few KiB;
+/// the largest real checkpoints have headers of a few MiB.
+pub const MAX_HEADER_BYTES: u64 = 16 << 20;
+
+/// A tensor's element type in the file.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WeightDtype(Dtype);
+
+impl WeightDtype {
+    /// Whether [`WeightFile`] can convert it to f32 (F32, F16, BF16, F64).
+    pub fn is_float(self) -> bool {
+        matches!(self.0, Dtype::F32 | Dtype::F16 | Dtype::BF16 | Dtype::F64)
+    }
+    /// Bytes per element (elements of fewer than 8 bits report 0).
+    pub fn size(self) -> usize {
+        self.0.bitsize() / 8
+    }
+}
+
+impl std::fmt::Display for WeightDtype {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:?}", self.0)
+    }
+}
+
+/// What the header says of one tensor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TensorInfo {
+    /// The key in the file.
+    pub file_name: String,
+    /// Element type.
+    pub dtype: WeightDtype,
+    /// Shape.
+    pub shape: Vec<usize>,
+    range: std::ops::Range<usize>,
+}
+
+enum Bytes {
+    Mapped(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl std::ops::Deref for Bytes {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        match self {
+            Bytes::Mapped(m) => m,
+            Bytes::Owned(v) => v,
+        }
+    }
+}
+
+/// A validated safetensors file: header parsed, names mapped, data left in place until asked for.
+pub struct WeightFile {
+    bytes: Bytes,
+    scheme: NameScheme,
+    /// Internal name → info, sorted.
+    tensors: BTreeMap<String, TensorInfo>,
+    metadata: HashMap<String, String>,
+}
+
+impl std::fmt::Debug for WeightFile {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("WeightFile")
+            .field("scheme", &self.scheme)
+            .field("tensors", &self.tensors.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl WeightFile {
+    /// Open a file memory-mapped and validate its header.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, WeightError> {
+        let path = path.as_ref();
+        let io = |source| WeightError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = std::fs::File::open(path).map_err(io)?;
+        let len = file.metadata().map_err(io)?.len();
+        if len == 0 {
+            // mmap of an empty file fails on some platforms; report the format error instead.
+            return Self::from_bytes(Vec::new());
+        }
+        // SAFETY: the map is read-only and private to this value; as for every memory map, the
+        // file must not be truncated or modified by another process while it is mapped (use
+        // `WeightFile::read` where that cannot be ruled out).
+        #[allow(unsafe_code)]
+        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        Self::from_backing(Bytes::Mapped(map))
+    }
+
+    /// Read a file fully into memory (no memory map) and validate its header.
+    pub fn read(path: impl AsRef<Path>) -> Result<Self, WeightError> {
+        let path = path.as_ref();
+        let bytes = std::fs::read(path).map_err(|source| WeightError::Io {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::from_bytes(bytes)
+    }
+
+    /// Validate an in-memory safetensors buffer.
+    pub fn from_bytes(bytes: Vec<u8>) -> Result<Self, WeightError> {
+        Self::from_backing(Bytes::Owned(bytes))
+    }
+
+    fn from_backing(bytes: Bytes) -> Result<Self, WeightError> {
+        let buf: &[u8] = &bytes;
+        let Some(len_bytes) = buf.get(..8) else {
+            return Err(WeightError::TooShort { len: buf.len() });
+        };
+        let header_len = u64::from_le_bytes(len_bytes.try_into().expect("8 bytes"));
+        if header_len > MAX_HEADER_BYTES {
+            return Err(WeightError::HeaderTooLarge {
+                len: header_len,
+                limit: MAX_HEADER_BYTES,
+            });
+        }
+        if header_len > (buf.len() - 8) as u64 {
+            return Err(WeightError::HeaderPastEnd {
+                len: header_len,
+                file_len: buf.len(),
+            });
+        }
+        let (n, meta) = SafeTensors::read_metadata(buf).map_err(|e| WeightError::Malformed {
+            reason: e.to_string(),
+        })?;
+        let data_start = 8 + n;
+        let keys: Vec<String> = meta.offset_keys();
+        let scheme = NameScheme::detect(keys.iter().map(String::as_str));
+        let mut tensors = BTreeMap::new();
+        for key in keys {
+            let info = meta.info(&key).expect("key from the header");
+            let (s, e) = info.data_offsets;
+            let canonical = to_canonical(scheme, &key);
+            let entry = TensorInfo {
+                file_name: key.clone(),
+                dtype: WeightDtype(info.dtype),
+                shape: info.shape.clone(),
+                range: data_start + s..data_start + e,
+            };
+            if let Some(prev) = tensors.insert(canonical.clone(), entry) {
+                return Err(WeightError::DuplicateKey {
+                    canonical,
+                    first: prev.file_name,
+                    second: key,
+                });
+            }
+        }
+        let metadata = meta.metadata().clone().unwrap_or_default();
+        Ok(Self {
+            bytes,
+            scheme,
+            tensors,
+            metadata,
+        })
+    }
+
+    /// The naming scheme the file's keys are written in.
+    pub fn scheme(&self) -> NameScheme {
+        self.scheme
+    }
+
+    /// The `__metadata__` string map of the header (empty when absent).
+    pub fn metadata(&self) -> &HashMap<String, String> {
+        &self.metadata
+    }
+
+    /// Internal names and header info of every tensor, sorted by name.
+    pub fn tensors(&self) -> impl Iterator<Item = (&str, &TensorInfo)> {
+        self.tensors.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Header info of one tensor by internal name.
+    pub fn info(&self, name: &str) -> Option<&TensorInfo> {
+        self.tensors.get(name)
+    }
+
+    /// A tensor by internal name, converted to f32, whatever its shape.
+    pub fn load(&self, name: &str) -> Result<Tensor, WeightError> {
+        let info = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| WeightError::MissingKey {
+                name: name.to_string(),
+                expected: None,
+            })?;
+        convert(info, &self.bytes[info.range.clone()])
+    }
+}
+
+fn convert(info: &TensorInfo, raw: &[u8]) -> Result<Tensor, WeightError> {
+    let shape = Shape::new(&info.shape)?;
+    let n = shape.numel();
+    if !info.dtype.is_float() {
+        return Err(WeightError::UnsupportedDtype {
+            name: info.file_name.clone(),
+            found: info.dtype.to_string(),
+        });
+    };
+    // The header was validated: the byte count is exactly numel * dtype size, so the output
+    // is never larger than the file.
+    debug_assert_eq!(raw.len(), n * info.dtype.size());
+    let mut t = Tensor::zeros_with_layout(&info.shape, Layout::Nchw)?;
+    let out = t.as_mut_slice();
+    match info.dtype.0 {
+        Dtype::F32 => {
+            for (o, b) in out.iter_mut().zip(raw.chunks_exact(4)) {
+                *o = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+            }
+        }
+        Dtype::F16 => {
+            for (o, b) in out.iter_mut().zip(raw.chunks_exact(2)) {
+                *o = half::f16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+        Dtype::BF16 => {
+            for (o, b) in out.iter_mut().zip(raw.chunks_exact(2)) {
+                *o = half::bf16::from_le_bytes([b[0], b[1]]).to_f32();
+            }
+        }
+        _ => {
+            for (o, b) in out.iter_mut().zip(raw.chunks_exact(8)) {
+                *o = f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32;
+            }
+        }
+    }
+    if let Some((index, &value)) = out.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+        return Err(WeightError::NonFinite {
+            name: info.file_name.clone(),
+            index,
+            value,
+        });
+    }
+    Ok(t)
+}
+
+impl WeightSource for WeightFile {
+    fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensors.get(name).map(|i| i.shape.clone())
+    }
+
+    fn names(&self) -> Vec<String> {
+        self.tensors.keys().cloned().collect()
+    }
+
+    fn file_name(&self, name: &str) -> String {
+        self.tensors
+            .get(name)
+            .map_or_else(|| name.to_string(), |i| i.file_name.clone())
+    }
+
+    fn tensor(&self, name: &str, expected: &[usize]) -> Result<Tensor, WeightError> {
+        let info = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| WeightError::MissingKey {
+                name: name.to_string(),
+                expected: Some(expected.to_vec()),
+            })?;
+        if info.shape != expected {
+            return Err(WeightError::ShapeMismatch {
+                name: info.file_name.clone(),
+                expected: expected.to_vec(),
+                found: info.shape.clone(),
+            });
+        }
+        convert(info, &self.bytes[info.range.clone()])
+    }
+
+    fn metadata_value(&self, key: &str) -> Option<String> {
+        self.metadata.get(key).cloned()
+    }
+}
+
+/// Write f32 tensors (in their memory order, NCHW expected) and string metadata as a
+/// safetensors file.
+pub fn write_safetensors(
+    path: impl AsRef<Path>,
+    tensors: &[(&str, &Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<(), WeightError> {
+    let bytes = safetensors_bytes(tensors, metadata)?;
+    std::fs::write(path.as_ref(), bytes).map_err(|source| WeightError::Io {
+        path: path.as_ref().to_path_buf(),
+        source,
+    })
+}
+
+/// Serialise f32 tensors and metadata to safetensors bytes.
+pub(crate) fn safetensors_bytes(
+    tensors: &[(&str, &Tensor)],
+    metadata: Option<HashMap<String, String>>,
+) -> Result<Vec<u8>, WeightError> {
+    let owned: Vec<(String, Vec<u8>, Vec<usize>)> = tensors
+        .iter()
+        .map(|(n, t)| {
+            let t = if t.layout() == Layout::Nchw {
+                std::borrow::Cow::Borrowed(*t)
+            } else {
+                std::borrow::Cow::Owned(t.to_layout(Layout::Nchw)?)
+            };
+            Ok((n.to_string(), t.to_le_bytes(), t.shape().dims().to_vec()))
+        })
+        .collect::<Result<_, WeightError>>()?;
+    let views = owned
+        .iter()
+        .map(|(n, b, s)| {
+            safetensors::tensor::TensorView::new(Dtype::F32, s.clone(), b)
+                .map(|v| (n.clone(), v))
+                .map_err(|e| WeightError::Write {
+                    reason: e.to_string(),
+                })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    safetensors::serialize(views, metadata).map_err(|e| WeightError::Write {
+        reason: e.to_string(),
+    })
+}
