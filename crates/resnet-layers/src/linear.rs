@@ -81,7 +81,7 @@ impl Linear {
     pub fn forward(&self, x: &Tensor, backend: Backend) -> Result<Tensor, LayerError> {
         let dims = x.shape().dims();
         let n = dims.first().copied().unwrap_or(1);
-        let per = if n == 0 { 0 } else { x.len() / n };
+        let per = x.len().checked_div(n).unwrap_or(0);
         if dims.is_empty() || (n > 0 && per != self.config.in_features) {
             return Err(LayerError::InputShape {
                 layer: "Linear",

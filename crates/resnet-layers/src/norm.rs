@@ -50,7 +50,7 @@ impl BatchNorm2d {
         check_param("BatchNorm2d", "bias", &bias, &c)?;
         check_param("BatchNorm2d", "running_mean", &running_mean, &c)?;
         check_param("BatchNorm2d", "running_var", &running_var, &c)?;
-        if !(config.eps >= 0.0) {
+        if config.eps.is_nan() || config.eps < 0.0 {
             return Err(LayerError::Config {
                 layer: "BatchNorm2d",
                 reason: format!("eps must be a non-negative number, got {}", config.eps),

@@ -133,7 +133,7 @@ impl ResNetConfig {
         if self.block == BlockKind::Bottleneck && self.bottleneck_width(64) == 0 {
             return err("width_per_group too small: the bottleneck would have no channels".into());
         }
-        if !(self.bn_eps >= 0.0) {
+        if self.bn_eps.is_nan() || self.bn_eps < 0.0 {
             return err(format!("bn_eps must be non-negative, got {}", self.bn_eps));
         }
         Ok(())

@@ -59,13 +59,9 @@ impl Shape {
     }
 
     pub(crate) fn set_dim(&mut self, axis: usize, value: usize) {
-        let old = self.dims[axis];
+        // Only ever used to shrink a dimension, so the product cannot overflow.
         self.dims[axis] = value;
-        self.numel = if old == 0 {
-            self.dims().iter().product()
-        } else {
-            self.numel / old * value
-        };
+        self.numel = self.dims().iter().product();
     }
 }
 
