@@ -30,12 +30,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let (input, key) = match (args.get(1), args.get(2)) {
         (Some(f), Some(k)) => (f.clone(), k.clone()),
-        _ => (format!("{golden}/resnet18_f16.expected.safetensors"), "x224".into()),
+        _ => (
+            format!("{golden}/resnet18_f16.expected.safetensors"),
+            "x224".into(),
+        ),
     };
     let x = if std::path::Path::new(&input).is_file() {
         WeightFile::open(&input)?.load(&key)?
     } else {
-        let v = (0..3 * 224 * 224).map(|i| ((i % 251) as f32 / 125.0) - 1.0).collect();
+        let v = (0..3 * 224 * 224)
+            .map(|i| ((i % 251) as f32 / 125.0) - 1.0)
+            .collect();
         Tensor::from_vec(&[1, 3, 224, 224], v)?
     };
     let t0 = Instant::now();
