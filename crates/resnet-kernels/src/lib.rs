@@ -19,9 +19,12 @@
 //! # Ok::<(), resnet_kernels::KernelError>(())
 //! ```
 
+mod cpu;
+pub mod fast;
 mod geometry;
 pub mod naive;
 
+pub use cpu::{Cpu, SimdLevel};
 pub use geometry::{Conv2dParams, ConvGeometry, PoolGeometry, adaptive_bin};
 
 /// Errors from kernel entry points: sizes that do not fit together.

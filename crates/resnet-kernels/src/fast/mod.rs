@@ -1,0 +1,199 @@
+//! Fast kernels: SIMD written once over [`pulp`] and dispatched through a [`Cpu`] token,
+//! matrix products through [`gemm`]. Activations are NHWC.
+//!
+//! Every kernel here has a twin in [`crate::naive`] and is tested against it (`cargo xtask
+//! props`).
+
+mod conv;
+mod simd;
+
+pub use conv::{ConvAlgo, PackedConv};
+
+use crate::{Cpu, KernelError, PoolGeometry, check_len};
+use rayon::prelude::*;
+
+/// Copy an NCHW tensor of logical dims `[N, C, H, W]` to NHWC.
+pub fn nchw_to_nhwc(dims: [usize; 4], src: &[f32], dst: &mut [f32]) -> Result<(), KernelError> {
+    let [n, c, h, w] = dims;
+    let len = n * c * h * w;
+    check_len("nchw_to_nhwc input", src, len)?;
+    check_len("nchw_to_nhwc output", dst, len)?;
+    transpose_batch(n, c, h * w, src, dst);
+    Ok(())
+}
+
+/// Copy an NHWC tensor of logical dims `[N, C, H, W]` to NCHW.
+pub fn nhwc_to_nchw(dims: [usize; 4], src: &[f32], dst: &mut [f32]) -> Result<(), KernelError> {
+    let [n, c, h, w] = dims;
+    let len = n * c * h * w;
+    check_len("nhwc_to_nchw input", src, len)?;
+    check_len("nhwc_to_nchw output", dst, len)?;
+    transpose_batch(n, h * w, c, src, dst);
+    Ok(())
+}
+
+/// Per image, transpose a `[rows, cols]` matrix into `[cols, rows]`, in cache-sized blocks.
+fn transpose_batch(n: usize, rows: usize, cols: usize, src: &[f32], dst: &mut [f32]) {
+    const B: usize = 16;
+    let per = rows * cols;
+    if per == 0 {
+        return;
+    }
+    for (s, d) in src.chunks_exact(per).zip(dst.chunks_exact_mut(per)).take(n) {
+        for r0 in (0..rows).step_by(B) {
+            for c0 in (0..cols).step_by(B) {
+                for r in r0..(r0 + B).min(rows) {
+                    for cc in c0..(c0 + B).min(cols) {
+                        d[cc * rows + r] = s[r * cols + cc];
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Max pooling on NHWC data; padded positions never win.
+pub fn max_pool2d_nhwc(
+    cpu: Cpu,
+    geom: &PoolGeometry,
+    input: &[f32],
+    output: &mut [f32],
+    parallel: bool,
+) -> Result<(), KernelError> {
+    let [n, c, h, w] = geom.input;
+    let [_, _, oh, ow] = geom.output;
+    check_len("max_pool2d input", input, n * c * h * w)?;
+    check_len("max_pool2d output", output, n * c * oh * ow)?;
+    if output.is_empty() {
+        return Ok(());
+    }
+    let row_task = |(idx, out_row): (usize, &mut [f32])| {
+        let (ni, oy) = (idx / oh, idx % oh);
+        let x = &input[ni * h * w * c..(ni + 1) * h * w * c];
+        for (ox, d) in out_row.chunks_exact_mut(c).enumerate() {
+            d.fill(f32::NEG_INFINITY);
+            for ky in 0..geom.kernel[0] {
+                let iy = (oy * geom.stride[0] + ky) as isize - geom.padding[0] as isize;
+                if iy < 0 || iy >= h as isize {
+                    continue;
+                }
+                for kx in 0..geom.kernel[1] {
+                    let ix = (ox * geom.stride[1] + kx) as isize - geom.padding[1] as isize;
+                    if ix < 0 || ix >= w as isize {
+                        continue;
+                    }
+                    let s = &x[(iy as usize * w + ix as usize) * c..][..c];
+                    simd::max_inplace(cpu, d, s);
+                }
+            }
+        }
+    };
+    if parallel {
+        output.par_chunks_mut(ow * c).enumerate().for_each(row_task);
+    } else {
+        output.chunks_mut(ow * c).enumerate().for_each(row_task);
+    }
+    Ok(())
+}
+
+/// Global average pooling of NHWC `[N, H, W, C]` into `[N, C]`.
+pub fn global_avg_pool_nhwc(
+    cpu: Cpu,
+    dims: [usize; 4],
+    input: &[f32],
+    output: &mut [f32],
+) -> Result<(), KernelError> {
+    let [n, c, h, w] = dims;
+    check_len("global_avg_pool input", input, n * c * h * w)?;
+    check_len("global_avg_pool output", output, n * c)?;
+    if h * w == 0 {
+        return Err(KernelError::Geometry(
+            "global pool of an empty image".into(),
+        ));
+    }
+    for (x, d) in input
+        .chunks_exact(h * w * c)
+        .zip(output.chunks_exact_mut(c.max(1)))
+    {
+        d.fill(0.0);
+        for row in x.chunks_exact(c) {
+            simd::add_inplace(cpu, d, row);
+        }
+        simd::scale_inplace(cpu, d, 1.0 / (h * w) as f32);
+    }
+    Ok(())
+}
+
+/// `x = max(x, 0)` in SIMD.
+pub fn relu_inplace(cpu: Cpu, x: &mut [f32]) {
+    simd::relu_inplace(cpu, x);
+}
+
+/// `dst = a + b` in SIMD.
+pub fn add(cpu: Cpu, a: &[f32], b: &[f32], dst: &mut [f32]) -> Result<(), KernelError> {
+    check_len("add rhs", b, a.len())?;
+    check_len("add output", dst, a.len())?;
+    simd::add_to(cpu, dst, a, b);
+    Ok(())
+}
+
+/// A fully connected layer with its weight transposed once at build time.
+#[derive(Debug, Clone)]
+pub struct PackedLinear {
+    in_features: usize,
+    out_features: usize,
+    /// `[in, out]` row-major.
+    weight_t: Vec<f32>,
+    bias: Vec<f32>,
+}
+
+impl PackedLinear {
+    /// Pack a PyTorch `[out, in]` weight and optional `[out]` bias.
+    pub fn new(
+        weight: &[f32],
+        in_features: usize,
+        out_features: usize,
+        bias: Option<&[f32]>,
+    ) -> Result<Self, KernelError> {
+        check_len("linear weight", weight, in_features * out_features)?;
+        let mut weight_t = vec![0.0; weight.len()];
+        for o in 0..out_features {
+            for i in 0..in_features {
+                weight_t[i * out_features + o] = weight[o * in_features + i];
+            }
+        }
+        let bias = match bias {
+            Some(b) => {
+                check_len("linear bias", b, out_features)?;
+                b.to_vec()
+            }
+            None => vec![0.0; out_features],
+        };
+        Ok(Self {
+            in_features,
+            out_features,
+            weight_t,
+            bias,
+        })
+    }
+
+    /// `output[n, :] = bias + input[n, :] W^T` for `[N, in]` → `[N, out]`.
+    pub fn run(&self, input: &[f32], output: &mut [f32]) -> Result<(), KernelError> {
+        let (i, o) = (self.in_features, self.out_features);
+        let n = if i == 0 {
+            output.len() / o.max(1)
+        } else {
+            input.len() / i
+        };
+        check_len("linear input", input, n * i)?;
+        check_len("linear output", output, n * o)?;
+        if o == 0 {
+            return Ok(());
+        }
+        for row in output.chunks_exact_mut(o) {
+            row.copy_from_slice(&self.bias);
+        }
+        conv::gemm_acc(n, o, i, output, o, input, i, &self.weight_t, o);
+        Ok(())
+    }
+}

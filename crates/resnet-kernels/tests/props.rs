@@ -1,0 +1,384 @@
+//! Every fast kernel against its naive twin: random shapes (proptest) plus a fixed list of
+//! awkward ones. `RESNET_PROPS_CASES` sets the number of random cases (`cargo xtask props
+//! --cases N`); plain `cargo test` runs a quick count.
+
+use proptest::prelude::*;
+use resnet_kernels::fast::{self, PackedConv, PackedLinear};
+use resnet_kernels::{Conv2dParams, ConvGeometry, Cpu, PoolGeometry, naive};
+
+fn cases() -> u32 {
+    std::env::var("RESNET_PROPS_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(48)
+}
+
+/// Deterministic values in [-1, 1) from a seed.
+fn values(len: usize, seed: u64) -> Vec<f32> {
+    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
+    (0..len)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn to_nhwc(d: [usize; 4], x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0; x.len()];
+    fast::nchw_to_nhwc(d, x, &mut y).unwrap();
+    y
+}
+
+fn to_nchw(d: [usize; 4], x: &[f32]) -> Vec<f32> {
+    let mut y = vec![0.0; x.len()];
+    fast::nhwc_to_nchw(d, x, &mut y).unwrap();
+    y
+}
+
+#[derive(Debug, Clone, Copy)]
+struct ConvCase {
+    n: usize,
+    cg: usize,
+    og: usize,
+    groups: usize,
+    h: usize,
+    w: usize,
+    k: [usize; 2],
+    stride: [usize; 2],
+    pad: [usize; 2],
+    dil: [usize; 2],
+    bias: bool,
+    residual: bool,
+    relu: bool,
+    seed: u64,
+}
+
+/// Compare the fast conv (NHWC, fused epilogue) with naive conv + add + relu (NCHW). The
+/// tolerance is the classical bound on a K-term f32 dot product, (K + 2) u Σ|x w|, with
+/// Σ|x w| computed by the naive kernel on absolute values.
+fn check_conv(cpu: Cpu, c: ConvCase) -> Result<(), TestCaseError> {
+    let (ci, co) = (c.cg * c.groups, c.og * c.groups);
+    let params = Conv2dParams {
+        stride: c.stride,
+        padding: c.pad,
+        dilation: c.dil,
+        groups: c.groups,
+    };
+    let wd = [co, c.cg, c.k[0], c.k[1]];
+    let Ok(geom) = ConvGeometry::new([c.n, ci, c.h, c.w], wd, params) else {
+        return Ok(()); // kernel larger than the padded input: not a valid case
+    };
+    let (li, lw, lo) = geom.lens();
+    let x = values(li, c.seed);
+    let wt = values(lw, c.seed + 1);
+    let b = values(co, c.seed + 2);
+    let r = values(lo, c.seed + 3);
+    let bias = c.bias.then_some(&b[..]);
+    let mut want = vec![0.0; lo];
+    naive::conv2d(&geom, &x, &wt, bias, &mut want).unwrap();
+    let mut bound = vec![0.0; lo];
+    let abs = |v: &[f32]| v.iter().map(|a| a.abs()).collect::<Vec<_>>();
+    let abs_b = abs(&b);
+    naive::conv2d(
+        &geom,
+        &abs(&x),
+        &abs(&wt),
+        bias.map(|_| &abs_b[..]),
+        &mut bound,
+    )
+    .unwrap();
+    if c.residual {
+        let w2 = want.clone();
+        naive::add(&w2, &r, &mut want).unwrap();
+        for (bv, rv) in bound.iter_mut().zip(&r) {
+            *bv += rv.abs();
+        }
+    }
+    if c.relu {
+        let w2 = want.clone();
+        naive::relu(&w2, &mut want).unwrap();
+    }
+    let packed = PackedConv::new(&wt, wd, bias, params).unwrap();
+    let od = geom.output;
+    let res_nhwc = to_nhwc(od, &r);
+    for parallel in [false, true] {
+        let mut out = vec![f32::NAN; lo];
+        packed
+            .run(
+                cpu,
+                &to_nhwc(geom.input, &x),
+                geom.input,
+                c.residual.then_some(&res_nhwc[..]),
+                c.relu,
+                &mut out,
+                parallel,
+            )
+            .unwrap();
+        let got = to_nchw(od, &out);
+        let kdim = (c.cg * c.k[0] * c.k[1] + 2) as f32;
+        for i in 0..lo {
+            let tol = kdim * f32::EPSILON * bound[i] + f32::MIN_POSITIVE;
+            prop_assert!(
+                (got[i] - want[i]).abs() <= tol,
+                "{:?} {:?} at {}: fast {} naive {} tol {}",
+                c,
+                packed.algorithm(),
+                i,
+                got[i],
+                want[i],
+                tol
+            );
+        }
+    }
+    Ok(())
+}
+
+fn conv_case() -> impl Strategy<Value = ConvCase> {
+    (
+        (
+            1usize..3,
+            1usize..9,
+            1usize..9,
+            prop_oneof![Just(1usize), 1usize..5],
+        ),
+        (1usize..12, 1usize..12),
+        (
+            prop_oneof![Just(1usize), Just(3), 1usize..8],
+            1usize..4,
+            0usize..3,
+            1usize..3,
+        ),
+        (any::<bool>(), any::<bool>(), any::<bool>(), any::<u64>()),
+    )
+        .prop_map(
+            |((n, cg, og, groups), (h, w), (k, s, p, d), (bias, residual, relu, seed))| ConvCase {
+                n,
+                cg,
+                og,
+                groups,
+                h,
+                w,
+                k: [k, k],
+                stride: [s, s],
+                pad: [p.min(k / 2 + 1), p.min(k / 2 + 1)],
+                dil: [d, d],
+                bias,
+                residual,
+                relu,
+                seed,
+            },
+        )
+}
+
+/// Shapes chosen to hit edges: 1x1 pointwise, vector tails, primes, a single pixel, tiles that
+/// split unevenly, ResNeXt-like groups, the ResNet stem, asymmetric kernels and strides.
+fn awkward() -> Vec<ConvCase> {
+    let base = ConvCase {
+        n: 1,
+        cg: 1,
+        og: 1,
+        groups: 1,
+        h: 1,
+        w: 1,
+        k: [1, 1],
+        stride: [1, 1],
+        pad: [0, 0],
+        dil: [1, 1],
+        bias: true,
+        residual: true,
+        relu: true,
+        seed: 7,
+    };
+    vec![
+        base,
+        ConvCase {
+            cg: 17,
+            og: 33,
+            h: 5,
+            w: 7,
+            ..base
+        },
+        ConvCase {
+            cg: 64,
+            og: 64,
+            h: 9,
+            w: 11,
+            k: [3, 3],
+            pad: [1, 1],
+            ..base
+        },
+        ConvCase {
+            cg: 3,
+            og: 64,
+            h: 23,
+            w: 19,
+            k: [7, 7],
+            stride: [2, 2],
+            pad: [3, 3],
+            ..base
+        },
+        ConvCase {
+            cg: 32,
+            og: 64,
+            h: 9,
+            w: 9,
+            stride: [2, 2],
+            residual: false,
+            relu: false,
+            ..base
+        },
+        ConvCase {
+            cg: 4,
+            og: 4,
+            groups: 32,
+            h: 8,
+            w: 9,
+            k: [3, 3],
+            stride: [2, 2],
+            pad: [1, 1],
+            ..base
+        },
+        ConvCase {
+            cg: 5,
+            og: 3,
+            groups: 3,
+            h: 13,
+            w: 2,
+            k: [3, 3],
+            pad: [1, 1],
+            dil: [2, 2],
+            ..base
+        },
+        ConvCase {
+            n: 2,
+            cg: 7,
+            og: 15,
+            h: 41,
+            w: 43,
+            k: [3, 3],
+            pad: [1, 1],
+            ..base
+        },
+        ConvCase {
+            cg: 300,
+            og: 17,
+            h: 40,
+            w: 40,
+            k: [3, 3],
+            pad: [1, 1],
+            ..base
+        },
+        ConvCase {
+            cg: 2,
+            og: 2,
+            h: 3,
+            w: 9,
+            k: [1, 3],
+            stride: [1, 2],
+            pad: [0, 1],
+            ..base
+        },
+        ConvCase {
+            n: 3,
+            cg: 1,
+            og: 1,
+            h: 2,
+            w: 2,
+            k: [2, 2],
+            ..base
+        },
+    ]
+}
+
+#[test]
+fn conv_awkward_shapes() {
+    for cpu in [Cpu::detect(), Cpu::scalar()] {
+        for c in awkward() {
+            check_conv(cpu, c).unwrap();
+        }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    #[test]
+    fn conv_matches_naive(c in conv_case()) {
+        check_conv(Cpu::detect(), c)?;
+    }
+
+    #[test]
+    fn conv_scalar_fallback_matches_naive(c in conv_case()) {
+        check_conv(Cpu::scalar(), c)?;
+    }
+
+    #[test]
+    fn max_pool_matches_naive(n in 1usize..3, c in 1usize..40, h in 1usize..14, w in 1usize..14,
+                              k in 1usize..4, s in 1usize..3, seed in any::<u64>()) {
+        let p = k / 2;
+        let Ok(g) = PoolGeometry::new([n, c, h, w], [k, k], [s, s], [p, p]) else { return Ok(()) };
+        let x = values(n * c * h * w, seed);
+        let mut want = vec![0.0; g.output.iter().product()];
+        naive::max_pool2d(&g, &x, &mut want).unwrap();
+        for cpu in [Cpu::detect(), Cpu::scalar()] {
+            for parallel in [false, true] {
+                let mut out = vec![0.0; want.len()];
+                fast::max_pool2d_nhwc(cpu, &g, &to_nhwc(g.input, &x), &mut out, parallel).unwrap();
+                prop_assert_eq!(to_nchw(g.output, &out), want.clone());
+            }
+        }
+    }
+
+    #[test]
+    fn global_pool_matches_naive(n in 0usize..3, c in 1usize..70, h in 1usize..9, w in 1usize..9, seed in any::<u64>()) {
+        let d = [n, c, h, w];
+        let x = values(n * c * h * w, seed);
+        let mut want = vec![0.0; n * c];
+        naive::adaptive_avg_pool2d(d, [1, 1], &x, &mut want).unwrap();
+        let mut got = vec![0.0; n * c];
+        fast::global_avg_pool_nhwc(Cpu::detect(), d, &to_nhwc(d, &x), &mut got).unwrap();
+        for (a, b) in got.iter().zip(&want) {
+            prop_assert!((a - b).abs() <= 1e-6 * (h * w) as f32, "{} vs {}", a, b);
+        }
+    }
+
+    #[test]
+    fn linear_matches_naive(n in 0usize..4, i in 1usize..300, o in 1usize..40, seed in any::<u64>()) {
+        let x = values(n * i, seed);
+        let w = values(o * i, seed + 1);
+        let b = values(o, seed + 2);
+        let mut want = vec![0.0; n * o];
+        naive::linear([n, i, o], &x, &w, Some(&b), &mut want).unwrap();
+        let mut got = vec![0.0; n * o];
+        PackedLinear::new(&w, i, o, Some(&b)).unwrap().run(&x, &mut got).unwrap();
+        for (a, bb) in got.iter().zip(&want) {
+            prop_assert!((a - bb).abs() <= (i + 2) as f32 * f32::EPSILON * (i as f32 + 1.0), "{} vs {}", a, bb);
+        }
+    }
+
+    #[test]
+    fn relu_and_add_match_naive(len in 0usize..100, seed in any::<u64>()) {
+        let a = values(len, seed);
+        let b = values(len, seed + 1);
+        let mut want = vec![0.0; len];
+        naive::add(&a, &b, &mut want).unwrap();
+        let mut got = vec![0.0; len];
+        fast::add(Cpu::detect(), &a, &b, &mut got).unwrap();
+        prop_assert_eq!(&got, &want);
+        let mut want_r = vec![0.0; len];
+        naive::relu(&a, &mut want_r).unwrap();
+        let mut got_r = a.clone();
+        fast::relu_inplace(Cpu::detect(), &mut got_r);
+        prop_assert_eq!(got_r, want_r);
+    }
+
+    #[test]
+    fn layout_round_trip(n in 0usize..3, c in 1usize..20, h in 1usize..20, w in 1usize..20, seed in any::<u64>()) {
+        let d = [n, c, h, w];
+        let x = values(n * c * h * w, seed);
+        prop_assert_eq!(to_nchw(d, &to_nhwc(d, &x)), x);
+    }
+}
