@@ -353,7 +353,7 @@ proptest! {
         let mut want = vec![0.0; n * o];
         naive::linear([n, i, o], &x, &w, Some(&b), &mut want).unwrap();
         let mut got = vec![0.0; n * o];
-        PackedLinear::new(&w, i, o, Some(&b)).unwrap().run(&x, &mut got).unwrap();
+        PackedLinear::new(&w, i, o, Some(&b)).unwrap().run(n, &x, &mut got).unwrap();
         for (a, bb) in got.iter().zip(&want) {
             prop_assert!((a - bb).abs() <= (i + 2) as f32 * f32::EPSILON * (i as f32 + 1.0), "{} vs {}", a, bb);
         }

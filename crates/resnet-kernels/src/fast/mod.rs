@@ -177,14 +177,9 @@ impl PackedLinear {
         })
     }
 
-    /// `output[n, :] = bias + input[n, :] W^T` for `[N, in]` → `[N, out]`.
-    pub fn run(&self, input: &[f32], output: &mut [f32]) -> Result<(), KernelError> {
+    /// `output[n, :] = bias + input[n, :] W^T` for `n` rows: `[n, in]` → `[n, out]`.
+    pub fn run(&self, n: usize, input: &[f32], output: &mut [f32]) -> Result<(), KernelError> {
         let (i, o) = (self.in_features, self.out_features);
-        let n = if i == 0 {
-            output.len() / o.max(1)
-        } else {
-            input.len() / i
-        };
         check_len("linear input", input, n * i)?;
         check_len("linear output", output, n * o)?;
         if o == 0 {
