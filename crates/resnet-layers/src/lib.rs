@@ -5,8 +5,10 @@
 //! [`Tensor`]s. Every layer checks its weights' shapes when built and its input's shape when run,
 //! and reports mismatches as a [`LayerError`].
 //!
-//! Layers run on a [`Backend`]: today the f64 reference kernels of `resnet_kernels::naive`.
-//! The backend is the seam where a faster implementation plugs in without changing callers.
+//! Layers run on a [`Backend`]: [`Backend::Fast`] (SIMD kernels and `gemm`, the default) or
+//! [`Backend::Naive`] (the f64 reference kernels of `resnet_kernels::naive`, for checking).
+//! [`FusedConv`] is what networks run: a convolution with its batch-norm folded in at build
+//! time, weights packed once, and bias, residual add and ReLU applied in its output step.
 //!
 //! ```
 //! use resnet_layers::{Backend, Conv2d, Conv2dConfig, ReLU};
@@ -25,14 +27,18 @@
 //! ```
 
 mod conv;
+mod fused;
 mod linear;
 mod norm;
 mod pool;
 
 pub use conv::{Conv2d, Conv2dConfig};
+pub use fused::FusedConv;
 pub use linear::{Linear, LinearConfig};
 pub use norm::{BatchNorm2d, BatchNorm2dConfig};
 pub use pool::{AdaptiveAvgPool2d, MaxPool2d, MaxPool2dConfig};
+pub use resnet_kernels::fast::ConvAlgo;
+pub use resnet_kernels::{Cpu, SimdLevel};
 
 use resnet_kernels::KernelError;
 pub use resnet_tensor::{Layout, Tensor, TensorError};
@@ -42,8 +48,19 @@ pub use resnet_tensor::{Layout, Tensor, TensorError};
 #[non_exhaustive]
 pub enum Backend {
     /// The f64-accumulating reference kernels: slow, obviously right, for checking and debugging.
-    #[default]
     Naive,
+    /// SIMD kernels dispatched for this CPU, matrix products through `gemm`, packed weights.
+    #[default]
+    Fast,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Naive => "naive",
+            Backend::Fast => "fast",
+        })
+    }
 }
 
 /// Errors from building or running a layer.
@@ -124,6 +141,26 @@ pub(crate) fn nchw_input<'a>(
     Ok((t, dims))
 }
 
+/// The NHWC data of a rank-4 tensor (converted from NCHW when needed).
+pub(crate) fn nhwc_data(
+    x: &Tensor,
+    dims: [usize; 4],
+) -> Result<std::borrow::Cow<'_, [f32]>, LayerError> {
+    if x.layout() == Layout::Nhwc {
+        return Ok(std::borrow::Cow::Borrowed(x.as_slice()));
+    }
+    let mut v = vec![0.0; x.len()];
+    resnet_kernels::fast::nchw_to_nhwc(dims, x.as_slice(), &mut v)?;
+    Ok(std::borrow::Cow::Owned(v))
+}
+
+/// An NCHW tensor of logical dims `dims` from NHWC data.
+pub(crate) fn nchw_from_nhwc(dims: [usize; 4], data: &[f32]) -> Result<Tensor, LayerError> {
+    let mut y = Tensor::zeros(&dims)?;
+    resnet_kernels::fast::nhwc_to_nchw(dims, data, y.as_mut_slice())?;
+    Ok(y)
+}
+
 /// Rectified linear unit, `max(x, 0)`, elementwise.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReLU;
@@ -138,7 +175,7 @@ impl ReLU {
 
     /// `x = max(x, 0)` in place.
     pub fn forward_inplace(&self, x: &mut Tensor) {
-        resnet_kernels::naive::relu_inplace(x.as_mut_slice());
+        resnet_kernels::fast::relu_inplace(Cpu::detect(), x.as_mut_slice());
     }
 }
 

@@ -1,5 +1,7 @@
 use crate::{Backend, LayerError, Layout, Tensor, check_param};
+use resnet_kernels::fast::PackedLinear;
 use resnet_kernels::naive;
+use std::sync::OnceLock;
 
 /// Configuration of a [`Linear`] layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -34,6 +36,8 @@ pub struct Linear {
     config: LinearConfig,
     weight: Tensor,
     bias: Option<Tensor>,
+    /// Transposed weights for [`Backend::Fast`], built on first use.
+    packed: OnceLock<PackedLinear>,
 }
 
 impl Linear {
@@ -63,6 +67,7 @@ impl Linear {
             config,
             weight,
             bias,
+            packed: OnceLock::new(),
         })
     }
 
@@ -96,6 +101,7 @@ impl Linear {
         };
         let mut y = Tensor::zeros(&[n, self.config.out_features])?;
         match backend {
+            Backend::Fast => self.packed()?.run(n, x.as_slice(), y.as_mut_slice())?,
             Backend::Naive => naive::linear(
                 [n, self.config.in_features, self.config.out_features],
                 x.as_slice(),
@@ -105,5 +111,19 @@ impl Linear {
             )?,
         }
         Ok(y)
+    }
+
+    /// The weights packed for the fast path (built once, on first use).
+    pub fn packed(&self) -> Result<&PackedLinear, LayerError> {
+        if let Some(p) = self.packed.get() {
+            return Ok(p);
+        }
+        let p = PackedLinear::new(
+            self.weight.as_slice(),
+            self.config.in_features,
+            self.config.out_features,
+            self.bias.as_ref().map(Tensor::as_slice),
+        )?;
+        Ok(self.packed.get_or_init(|| p))
     }
 }

@@ -93,7 +93,8 @@ impl BatchNorm2d {
             .collect()
     }
 
-    /// Run on an `[N, C, H, W]` input.
+    /// Run on an `[N, C, H, W]` input. Both backends use the reference kernel: in a network a
+    /// batch-norm is folded into its convolution ([`crate::FusedConv`]) and never runs alone.
     pub fn forward(&self, x: &Tensor, backend: Backend) -> Result<Tensor, LayerError> {
         let (x, dims) = nchw_input("BatchNorm2d", x)?;
         if dims[1] != self.config.channels {
@@ -104,18 +105,17 @@ impl BatchNorm2d {
             });
         }
         let mut y = Tensor::zeros(&dims)?;
-        match backend {
-            Backend::Naive => naive::batch_norm(
-                dims,
-                x.as_slice(),
-                self.weight.as_slice(),
-                self.bias.as_slice(),
-                self.running_mean.as_slice(),
-                self.running_var.as_slice(),
-                self.config.eps,
-                y.as_mut_slice(),
-            )?,
-        }
+        let _ = backend;
+        naive::batch_norm(
+            dims,
+            x.as_slice(),
+            self.weight.as_slice(),
+            self.bias.as_slice(),
+            self.running_mean.as_slice(),
+            self.running_var.as_slice(),
+            self.config.eps,
+            y.as_mut_slice(),
+        )?;
         Ok(y)
     }
 }

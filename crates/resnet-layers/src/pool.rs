@@ -1,5 +1,5 @@
-use crate::{Backend, LayerError, Tensor, nchw_input};
-use resnet_kernels::{PoolGeometry, naive};
+use crate::{Backend, LayerError, Tensor, nchw_from_nhwc, nchw_input, nhwc_data};
+use resnet_kernels::{Cpu, PoolGeometry, fast, naive};
 
 /// Configuration of a [`MaxPool2d`]: square window, stride (default: the window), padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -77,12 +77,18 @@ impl MaxPool2d {
 
     /// Run on an `[N, C, H, W]` input.
     pub fn forward(&self, x: &Tensor, backend: Backend) -> Result<Tensor, LayerError> {
+        if backend == Backend::Fast
+            && let Some(dims) = x.shape().dims4()
+        {
+            let geom = self.geometry(dims)?;
+            let mut out = vec![0.0; geom.output.iter().product()];
+            fast::max_pool2d_nhwc(Cpu::detect(), &geom, &nhwc_data(x, dims)?, &mut out, false)?;
+            return nchw_from_nhwc(geom.output, &out);
+        }
         let (x, dims) = nchw_input("MaxPool2d", x)?;
         let geom = self.geometry(dims)?;
         let mut y = Tensor::zeros(&geom.output)?;
-        match backend {
-            Backend::Naive => naive::max_pool2d(&geom, x.as_slice(), y.as_mut_slice())?,
-        }
+        naive::max_pool2d(&geom, x.as_slice(), y.as_mut_slice())?;
         Ok(y)
     }
 }
@@ -122,10 +128,11 @@ impl AdaptiveAvgPool2d {
             });
         }
         let mut y = Tensor::zeros(&[dims[0], dims[1], self.output[0], self.output[1]])?;
-        match backend {
-            Backend::Naive => {
-                naive::adaptive_avg_pool2d(dims, self.output, x.as_slice(), y.as_mut_slice())?
-            }
+        if backend == Backend::Fast && self.output == [1, 1] {
+            let nhwc = nhwc_data(&x, dims)?;
+            fast::global_avg_pool_nhwc(Cpu::detect(), dims, &nhwc, y.as_mut_slice())?;
+        } else {
+            naive::adaptive_avg_pool2d(dims, self.output, x.as_slice(), y.as_mut_slice())?;
         }
         Ok(y)
     }

@@ -38,6 +38,7 @@
 //! ```
 
 mod config;
+mod fast;
 mod infer;
 mod init;
 pub use init::random_tensor_map;
@@ -80,4 +81,7 @@ pub enum ModelError {
     /// A tensor could not be built.
     #[error(transparent)]
     Tensor(#[from] resnet_tensor::TensorError),
+    /// A kernel refused its arguments.
+    #[error(transparent)]
+    Kernel(#[from] resnet_kernels::KernelError),
 }

@@ -1,10 +1,13 @@
+use crate::fast::{Exec, FastNet};
 use crate::{BlockKind, ModelError, ResNetConfig};
+use resnet_kernels::Cpu;
 use resnet_layers::{
     AdaptiveAvgPool2d, Backend, BatchNorm2d, BatchNorm2dConfig, Conv2d, Conv2dConfig, Linear,
     LinearConfig, MaxPool2d, MaxPool2dConfig, ReLU,
 };
 use resnet_tensor::{Layout, Tensor};
 use resnet_weights::{Strictness, Tracked, WeightFile, WeightSource};
+use std::sync::Arc;
 
 /// A convolution followed by its batch-norm: the unit every ResNet conv comes in.
 #[derive(Debug, Clone)]
@@ -145,6 +148,11 @@ impl Block {
         &self.convs
     }
 
+    /// Whether the block adds a shortcut (false in a plain network).
+    pub fn has_shortcut(&self) -> bool {
+        self.shortcut
+    }
+
     /// The projection shortcut, if the block has one.
     pub fn downsample(&self) -> Option<&ConvBn> {
         self.downsample.as_ref()
@@ -164,6 +172,13 @@ impl Block {
         }
         last.forward(h.as_ref().unwrap_or(x), residual, true, backend)
     }
+}
+
+/// What the fast path returns.
+struct FastOutput {
+    pool: Tensor,
+    logits: Tensor,
+    stages: Vec<Tensor>,
 }
 
 /// Outputs of every stage of a forward pass, for debugging and comparison with other frameworks.
@@ -192,7 +207,14 @@ impl StageOutputs {
     }
 }
 
-/// A residual network ready for inference. `Send + Sync`: share it between threads.
+/// A residual network ready for inference.
+///
+/// `Send + Sync`: share one model between threads (behind an `Arc` or a reference); concurrent
+/// forwards each take their own workspace. On [`Backend::Fast`] (the default) batch-norms are
+/// folded into the convolutions and weights packed when the model is built; the reference
+/// layers are kept too, so [`ResNet::with_backend`] can switch to [`Backend::Naive`] for
+/// debugging. Work is spread over [`ResNet::threads`] threads (default: all cores), and the
+/// output is bitwise identical for any thread count.
 #[derive(Debug, Clone)]
 pub struct ResNet {
     config: ResNetConfig,
@@ -202,6 +224,9 @@ pub struct ResNet {
     pool: AdaptiveAvgPool2d,
     fc: Linear,
     backend: Backend,
+    cpu: Cpu,
+    fast: Option<Arc<FastNet>>,
+    exec: Exec,
 }
 
 impl ResNet {
@@ -240,15 +265,20 @@ impl ResNet {
             src.tensor("fc.weight", &[config.num_classes, in_c])?,
             Some(src.tensor("fc.bias", &[config.num_classes])?),
         )?;
-        Ok(Self {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let model = Self {
             config: config.clone(),
             stem,
             max_pool: MaxPool2d::new(MaxPool2dConfig::new(3).with_stride(2).with_padding(1))?,
             stages,
             pool: AdaptiveAvgPool2d::new([1, 1])?,
             fc,
-            backend: Backend::default(),
-        })
+            backend: Backend::Naive,
+            cpu: Cpu::detect(),
+            fast: None,
+            exec: Exec::new(threads)?,
+        };
+        model.try_with_backend(Backend::default())
     }
 
     /// Like [`ResNet::load`], then check for tensors the network did not use: an error in
@@ -278,10 +308,78 @@ impl ResNet {
         Self::load(&crate::init::random_weights(config, seed)?, config)
     }
 
-    /// The same network running on another backend.
-    pub fn with_backend(mut self, backend: Backend) -> Self {
+    /// The same network running on another backend (packing the weights for
+    /// [`Backend::Fast`] if they are not yet).
+    pub fn try_with_backend(mut self, backend: Backend) -> Result<Self, ModelError> {
+        match backend {
+            Backend::Fast if self.fast.is_none() => {
+                self.fast = Some(Arc::new(FastNet::build(&self)?));
+            }
+            Backend::Naive => self.fast = None,
+            _ => {}
+        }
         self.backend = backend;
-        self
+        Ok(self)
+    }
+
+    /// The same network running on another backend.
+    ///
+    /// # Panics
+    /// Only if packing fails, which cannot happen for a network that loaded; use
+    /// [`ResNet::try_with_backend`] to get the error instead.
+    pub fn with_backend(self, backend: Backend) -> Self {
+        self.try_with_backend(backend)
+            .expect("a loaded network always packs")
+    }
+
+    /// The same network on `threads` worker threads (1: the calling thread only).
+    pub fn with_threads(mut self, threads: usize) -> Result<Self, ModelError> {
+        self.exec = Exec::new(threads)?;
+        Ok(self)
+    }
+
+    /// Worker threads used by a forward pass.
+    pub fn threads(&self) -> usize {
+        self.exec.threads
+    }
+
+    /// The CPU features the fast kernels dispatch to.
+    pub fn cpu(&self) -> Cpu {
+        self.cpu
+    }
+
+    /// The classifier.
+    pub fn fc(&self) -> &Linear {
+        &self.fc
+    }
+
+    /// Every convolution in execution order, with the algorithm the fast path chose for it
+    /// (`None` on the naive backend).
+    pub fn conv_algorithms(&self) -> Option<Vec<(String, resnet_layers::ConvAlgo)>> {
+        self.fast.as_ref().map(|f| f.conv_algorithms())
+    }
+
+    fn run_fast(&self, fast: &FastNet, x: &Tensor, stages: bool) -> Result<FastOutput, ModelError> {
+        let mut ws = self.exec.workspaces.take();
+        let cpu = self.cpu;
+        let result = self.exec.install(|parallel| {
+            let mut kept = Vec::new();
+            let mut keep = |name: &str, dims: [usize; 4], data: &[f32]| -> Result<(), ModelError> {
+                let t = Tensor::from_slice_with_layout(&dims, Layout::Nhwc, data)?;
+                kept.push((name.to_string(), t.to_layout(Layout::Nchw)?));
+                Ok(())
+            };
+            let sink: Option<crate::fast::StageSink<'_>> =
+                if stages { Some(&mut keep) } else { None };
+            let (pool, logits) = fast.run(cpu, x, &mut ws, parallel, sink)?;
+            Ok(FastOutput {
+                pool,
+                logits,
+                stages: kept.into_iter().map(|(_, t)| t).collect(),
+            })
+        });
+        self.exec.workspaces.give(ws);
+        result
     }
 
     /// The backend in use.
@@ -324,9 +422,20 @@ impl ResNet {
         Ok(())
     }
 
-    /// Run every stage and keep each output.
+    /// Run every stage and keep each output (NCHW).
     pub fn forward_stages(&self, x: &Tensor) -> Result<StageOutputs, ModelError> {
         self.check_input(x)?;
+        if let Some(fast) = &self.fast {
+            let out = self.run_fast(fast, x, true)?;
+            let mut it = out.stages.into_iter();
+            let stem = it.next().expect("the stem is always reported");
+            return Ok(StageOutputs {
+                stem,
+                layers: it.collect(),
+                pool: out.pool,
+                logits: out.logits,
+            });
+        }
         let b = self.backend;
         let x = if x.layout() == Layout::Nchw {
             std::borrow::Cow::Borrowed(x)
@@ -360,11 +469,19 @@ impl ResNet {
 
     /// The pooled embedding `[N, feature_dim]` (the classifier's input).
     pub fn forward_features(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        if let Some(fast) = &self.fast {
+            self.check_input(x)?;
+            return Ok(self.run_fast(fast, x, false)?.pool);
+        }
         Ok(self.forward_stages(x)?.pool)
     }
 
-    /// Logits `[N, num_classes]` of a normalised `[N, C, H, W]` batch.
+    /// Logits `[N, num_classes]` of a normalised `[N, C, H, W]` batch (either layout).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        if let Some(fast) = &self.fast {
+            self.check_input(x)?;
+            return Ok(self.run_fast(fast, x, false)?.logits);
+        }
         Ok(self.forward_stages(x)?.logits)
     }
 }

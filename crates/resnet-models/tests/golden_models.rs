@@ -3,7 +3,7 @@
 mod common;
 
 use common::{golden, rel_err};
-use resnet_models::{ResNet, infer_config, resnet18, resnet50};
+use resnet_models::{Backend, ResNet, infer_config, resnet18, resnet50};
 use resnet_weights::{NameScheme, Strictness, TensorMap, WeightFile, WeightSource};
 
 fn check_stages(model: &ResNet, expected: &WeightFile, label: &str) -> Vec<(String, f64)> {
@@ -38,7 +38,14 @@ fn resnet18_f16_every_stage() {
     assert_eq!(cfg, resnet18(1000));
     let (model, unused) = ResNet::load_checked(&file, &cfg, Strictness::Strict).unwrap();
     assert!(unused.is_empty());
-    check_stages(&model, &WeightFile::open(e).unwrap(), "resnet18");
+    assert_eq!(model.backend(), Backend::Fast);
+    let expected = WeightFile::open(e).unwrap();
+    check_stages(&model, &expected, "resnet18 fast");
+    check_stages(
+        &model.with_backend(Backend::Naive),
+        &expected,
+        "resnet18 naive",
+    );
 }
 
 #[test]
@@ -51,7 +58,18 @@ fn resnet50_bf16_every_stage() {
     };
     let model = ResNet::from_file(&w).unwrap();
     assert_eq!(model.config(), &resnet50(1000));
-    check_stages(&model, &WeightFile::open(e).unwrap(), "resnet50");
+    let expected = WeightFile::open(e).unwrap();
+    check_stages(&model, &expected, "resnet50 fast");
+    // Any thread count gives the same bits.
+    let x = expected.load("x224").unwrap();
+    let one = model.clone().with_threads(1).unwrap().forward(&x).unwrap();
+    let three = model.clone().with_threads(3).unwrap().forward(&x).unwrap();
+    assert_eq!(one.as_slice(), three.as_slice());
+    check_stages(
+        &model.with_backend(Backend::Naive),
+        &expected,
+        "resnet50 naive",
+    );
 }
 
 /// torchvision name → HF transformers name (the inverse of the loader's mapping), written here
@@ -117,6 +135,7 @@ fn resnet18_with_hf_transformers_names_gives_the_same_logits() {
     assert_eq!(hf.scheme(), NameScheme::HfTransformers);
     let model = ResNet::from_file(&path).unwrap();
     let reference = ResNet::load(&file, &resnet18(1000)).unwrap();
+    assert_eq!(model.backend(), reference.backend());
     let expected = WeightFile::open(e).unwrap();
     let x = expected.load("x224").unwrap();
     let (a, b) = (model.forward(&x).unwrap(), reference.forward(&x).unwrap());

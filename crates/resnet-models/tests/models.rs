@@ -202,3 +202,111 @@ fn from_file_round_trip_through_safetensors() {
         ResNet::load(&map, &cfg).unwrap().forward(&x).unwrap()
     );
 }
+
+fn rel(a: &Tensor, b: &Tensor) -> f64 {
+    let num = a
+        .as_slice()
+        .iter()
+        .zip(b.as_slice())
+        .map(|(x, y)| f64::from((x - y).abs()))
+        .fold(0.0, f64::max);
+    let den = b
+        .as_slice()
+        .iter()
+        .map(|y| f64::from(y.abs()))
+        .fold(0.0, f64::max);
+    num / den
+}
+
+#[test]
+fn fast_path_matches_naive_for_every_family() {
+    for cfg in [
+        small(resnet18(1000)),
+        small(resnet50(1000)),
+        small(resnext50_32x4d(1000)),
+        small(resnext101_64x4d(1000)),
+        small(wide_resnet50_2(1000)),
+        small(resnet34(1000)).plain(),
+        small(resnet50(1000)).plain().with_in_channels(1),
+    ] {
+        let fast = ResNet::random(&cfg, 11).unwrap();
+        assert_eq!(fast.backend(), Backend::Fast);
+        let naive = fast.clone().with_backend(Backend::Naive);
+        let c = cfg.in_channels;
+        let x = Tensor::from_vec(
+            &[2, c, 37, 29],
+            (0..2 * c * 37 * 29)
+                .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+                .collect(),
+        )
+        .unwrap();
+        let (a, b) = (
+            fast.forward_stages(&x).unwrap(),
+            naive.forward_stages(&x).unwrap(),
+        );
+        for ((name, ta), (_, tb)) in a.named().into_iter().zip(b.named()) {
+            let e = rel(ta, tb);
+            assert!(e < 1e-5, "{} {name}: {e:e}", cfg.name());
+        }
+    }
+}
+
+#[test]
+fn outputs_are_bitwise_identical_for_any_thread_count() {
+    let model = ResNet::random(&small(resnext50_32x4d(1000)), 2).unwrap();
+    let x = Tensor::from_vec(
+        &[3, 3, 45, 51],
+        (0..3 * 3 * 45 * 51)
+            .map(|i| (i as f32 * 0.013).sin())
+            .collect(),
+    )
+    .unwrap();
+    let reference = model
+        .clone()
+        .with_threads(1)
+        .unwrap()
+        .forward_stages(&x)
+        .unwrap();
+    for t in [2, 3, 5] {
+        let m = model.clone().with_threads(t).unwrap();
+        assert_eq!(m.threads(), t);
+        let s = m.forward_stages(&x).unwrap();
+        for ((name, a), (_, b)) in s.named().into_iter().zip(reference.named()) {
+            assert_eq!(a.as_slice(), b.as_slice(), "{t} threads, {name}");
+        }
+    }
+    assert!(model.with_threads(0).is_err());
+}
+
+#[test]
+fn one_model_serves_concurrent_callers() {
+    let model = std::sync::Arc::new(
+        ResNet::random(&small(resnet18(1000)), 4)
+            .unwrap()
+            .with_threads(2)
+            .unwrap(),
+    );
+    let inputs: Vec<Tensor> = (0..4)
+        .map(|k| {
+            Tensor::from_vec(
+                &[1, 3, 24, 24],
+                (0..3 * 24 * 24)
+                    .map(|i| ((i + k * 31) % 13) as f32 / 13.0)
+                    .collect(),
+            )
+            .unwrap()
+        })
+        .collect();
+    let expected: Vec<Tensor> = inputs.iter().map(|x| model.forward(x).unwrap()).collect();
+    std::thread::scope(|s| {
+        for t in 0..4 {
+            let (model, inputs, expected) = (&model, &inputs, &expected);
+            s.spawn(move || {
+                for i in 0..20 {
+                    let k = (t + i) % inputs.len();
+                    assert_eq!(model.forward(&inputs[k]).unwrap(), expected[k]);
+                }
+            });
+        }
+    });
+}

@@ -185,10 +185,18 @@ impl PackedLinear {
         if o == 0 {
             return Ok(());
         }
-        for row in output.chunks_exact_mut(o) {
-            row.copy_from_slice(&self.bias);
+        if i == 0 {
+            for row in output.chunks_exact_mut(o) {
+                row.copy_from_slice(&self.bias);
+            }
+            return Ok(());
         }
-        conv::gemm_acc(n, o, i, output, o, input, i, &self.weight_t, o);
+        // One row at a time: an image's logits do not depend on the rest of its batch, to the
+        // bit (the classifier is a tiny share of the work).
+        for (x, row) in input.chunks_exact(i).zip(output.chunks_exact_mut(o)) {
+            row.copy_from_slice(&self.bias);
+            conv::gemm_acc(1, o, i, row, o, x, i, &self.weight_t, o);
+        }
         Ok(())
     }
 }
