@@ -5,9 +5,11 @@
 //! props`).
 
 mod conv;
+mod peak;
 mod simd;
 
 pub use conv::{ConvAlgo, PackedConv};
+pub use peak::measure_peak_gflops;
 
 use crate::{Cpu, KernelError, PoolGeometry, check_len};
 use rayon::prelude::*;
