@@ -311,6 +311,15 @@ proptest! {
     }
 
     #[test]
+    fn winograd_shapes_match_naive(n in 1usize..3, cg in 8usize..40, og in 8usize..40, h in 1usize..20,
+                                   w in 1usize..20, pad in 0usize..3, flags in any::<(bool, bool, bool)>(),
+                                   seed in any::<u64>()) {
+        let c = ConvCase { n, cg, og, groups: 1, h, w, k: [3, 3], stride: [1, 1], pad: [pad, pad],
+                           dil: [1, 1], bias: flags.0, residual: flags.1, relu: flags.2, seed };
+        check_conv(Cpu::detect(), c)?;
+    }
+
+    #[test]
     fn conv_scalar_fallback_matches_naive(c in conv_case()) {
         check_conv(Cpu::scalar(), c)?;
     }

@@ -8,6 +8,7 @@ use resnet_kernels::{Cpu, PoolGeometry};
 use resnet_layers::{ConvAlgo, FusedConv};
 use resnet_tensor::{Layout, Tensor};
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 #[derive(Debug)]
 struct FastBlock {
@@ -110,7 +111,8 @@ impl FastNet {
         v
     }
 
-    /// Run on an NCHW or NHWC batch; returns `(features [N, F], logits [N, K])`.
+    /// Run on an NCHW or NHWC batch; returns `(features [N, F], logits [N, K])`. With
+    /// `profile`, each step's wall time is recorded.
     pub(crate) fn run(
         &self,
         cpu: Cpu,
@@ -118,46 +120,32 @@ impl FastNet {
         ws: &mut Workspace,
         parallel: bool,
         mut sink: Option<StageSink<'_>>,
+        profile: Option<&mut Vec<LayerTime>>,
     ) -> Result<(Tensor, Tensor), ModelError> {
         let dims = x.shape().dims4().expect("checked by the caller");
         let n = dims[0];
-        let bufs = &mut ws.bufs;
-        // Run `conv` from buffer `src` into buffer `dst` (≠ src, ≠ res), returning output dims.
-        let conv_into = |bufs: &mut [Vec<f32>; 4],
-                         conv: &FusedConv,
-                         src: usize,
-                         src_dims: [usize; 4],
-                         res: Option<usize>,
-                         relu: bool,
-                         dst: usize|
-         -> Result<[usize; 4], ModelError> {
-            let od = conv.geometry(src_dims)?.output;
-            let mut out = std::mem::take(&mut bufs[dst]);
-            let result = conv.run(
-                cpu,
-                &bufs[src][..numel(src_dims)],
-                src_dims,
-                res.map(|r| &bufs[r][..numel(od)]),
-                relu,
-                slot(&mut out, numel(od)),
-                parallel,
-            );
-            bufs[dst] = out;
-            result?;
-            Ok(od)
+        let Workspace { bufs, feats } = ws;
+        let mut r = Runner {
+            cpu,
+            parallel,
+            profile,
+            bufs,
         };
         // Entry: the model's input in NHWC, in buffer 0.
-        let input = slot(&mut bufs[0], x.len());
+        let t0 = Instant::now();
+        let input = slot(&mut r.bufs[0], x.len());
         match x.layout() {
             Layout::Nchw => fast::nchw_to_nhwc(dims, x.as_slice(), input)?,
             Layout::Nhwc => input.copy_from_slice(x.as_slice()),
         }
+        r.record(|| "input NCHW->NHWC".into(), None, dims, dims, 0, t0);
         // Stem: conv + BN + ReLU into buffer 1, then the max-pool into buffer 0.
-        let sd = conv_into(bufs, &self.stem, 0, dims, None, true, 1)?;
+        let sd = r.conv(|| "conv1".into(), &self.stem, 0, dims, None, true, 1)?;
         let pool = PoolGeometry::new(sd, [3, 3], [2, 2], [1, 1])?;
         let mut cur_dims = pool.output;
+        let t0 = Instant::now();
         {
-            let [b0, b1, ..] = &mut *bufs;
+            let [b0, b1, ..] = &mut *r.bufs;
             fast::max_pool2d_nhwc(
                 cpu,
                 &pool,
@@ -166,24 +154,42 @@ impl FastNet {
                 parallel,
             )?;
         }
+        r.record(|| "maxpool".into(), None, sd, cur_dims, 0, t0);
         let mut cur = 0;
         if let Some(s) = sink.as_mut() {
-            s("stem", cur_dims, &bufs[cur][..numel(cur_dims)])?;
+            s("stem", cur_dims, &r.bufs[cur][..numel(cur_dims)])?;
         }
         for (si, stage) in self.stages.iter().enumerate() {
-            for block in stage {
+            for (bi, block) in stage.iter().enumerate() {
+                let name = |what: String| move || format!("layer{}.{bi}.{what}", si + 1);
                 let free: Vec<usize> = (0..4).filter(|&i| i != cur).collect();
                 let (last, inner) = block.convs.split_last().expect("blocks have convs");
                 // Inner convs (conv + BN + ReLU) alternate between two free buffers.
                 let (mut h, mut h_dims) = (cur, cur_dims);
                 for (j, conv) in inner.iter().enumerate() {
-                    h_dims = conv_into(bufs, conv, h, h_dims, None, true, free[j % 2])?;
+                    h_dims = r.conv(
+                        name(format!("conv{}", j + 1)),
+                        conv,
+                        h,
+                        h_dims,
+                        None,
+                        true,
+                        free[j % 2],
+                    )?;
                     h = free[j % 2];
                 }
                 // The shortcut: a projection into the third free buffer, the input, or none.
                 let res = match (&block.down, block.shortcut) {
                     (Some(down), _) => {
-                        conv_into(bufs, down, cur, cur_dims, None, false, free[2])?;
+                        r.conv(
+                            name("downsample".into()),
+                            down,
+                            cur,
+                            cur_dims,
+                            None,
+                            false,
+                            free[2],
+                        )?;
                         Some(free[2])
                     }
                     (None, true) => Some(cur),
@@ -191,24 +197,114 @@ impl FastNet {
                 };
                 // The last conv adds the shortcut and applies ReLU in its output step.
                 let dst = if h == free[0] { free[1] } else { free[0] };
-                cur_dims = conv_into(bufs, last, h, h_dims, res, true, dst)?;
+                let label = format!("conv{}", inner.len() + 1);
+                cur_dims = r.conv(name(label), last, h, h_dims, res, true, dst)?;
                 cur = dst;
             }
             if let Some(s) = sink.as_mut() {
                 s(
                     &format!("layer{}", si + 1),
                     cur_dims,
-                    &bufs[cur][..numel(cur_dims)],
+                    &r.bufs[cur][..numel(cur_dims)],
                 )?;
             }
         }
         // Head: global average pool, classifier.
-        let feats = slot(&mut ws.feats, n * self.feature_dim);
-        fast::global_avg_pool_nhwc(cpu, cur_dims, &ws.bufs[cur][..numel(cur_dims)], feats)?;
+        let t0 = Instant::now();
+        let feats = slot(feats, n * self.feature_dim);
+        fast::global_avg_pool_nhwc(cpu, cur_dims, &r.bufs[cur][..numel(cur_dims)], feats)?;
         let pooled = Tensor::from_slice_with_layout(&[n, self.feature_dim], Layout::Nchw, feats)?;
         let mut logits = Tensor::zeros(&[n, self.num_classes])?;
         self.fc.run(n, feats, logits.as_mut_slice())?;
+        if let Some(p) = r.profile {
+            p.push(LayerTime {
+                name: "avgpool+fc".into(),
+                algo: None,
+                input: cur_dims,
+                output: [n, self.num_classes, 1, 1],
+                macs: (n * self.feature_dim * self.num_classes) as u64,
+                seconds: t0.elapsed().as_secs_f64(),
+            });
+        }
         Ok((pooled, logits))
+    }
+}
+
+/// The wall time of one step of a forward pass (see [`ResNet::profile`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerTime {
+    /// Layer name (torchvision's, e.g. `layer2.0.conv1`).
+    pub name: String,
+    /// The convolution algorithm, for convolutions.
+    pub algo: Option<ConvAlgo>,
+    /// Input dims `[N, C, H, W]`.
+    pub input: [usize; 4],
+    /// Output dims `[N, C, H, W]`.
+    pub output: [usize; 4],
+    /// Multiply-accumulates (direct-convolution count).
+    pub macs: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+struct Runner<'a, 'p> {
+    cpu: Cpu,
+    parallel: bool,
+    profile: Option<&'p mut Vec<LayerTime>>,
+    bufs: &'a mut [Vec<f32>; 4],
+}
+
+impl Runner<'_, '_> {
+    fn record(
+        &mut self,
+        name: impl FnOnce() -> String,
+        algo: Option<ConvAlgo>,
+        input: [usize; 4],
+        output: [usize; 4],
+        macs: u64,
+        t0: Instant,
+    ) {
+        if let Some(p) = self.profile.as_mut() {
+            p.push(LayerTime {
+                name: name(),
+                algo,
+                input,
+                output,
+                macs,
+                seconds: t0.elapsed().as_secs_f64(),
+            });
+        }
+    }
+
+    /// Run `conv` from buffer `src` into buffer `dst` (≠ src, ≠ res), returning output dims.
+    #[allow(clippy::too_many_arguments)]
+    fn conv(
+        &mut self,
+        name: impl FnOnce() -> String,
+        conv: &FusedConv,
+        src: usize,
+        src_dims: [usize; 4],
+        res: Option<usize>,
+        relu: bool,
+        dst: usize,
+    ) -> Result<[usize; 4], ModelError> {
+        let t0 = Instant::now();
+        let geom = conv.geometry(src_dims)?;
+        let od = geom.output;
+        let mut out = std::mem::take(&mut self.bufs[dst]);
+        let result = conv.run(
+            self.cpu,
+            &self.bufs[src][..numel(src_dims)],
+            src_dims,
+            res.map(|r| &self.bufs[r][..numel(od)]),
+            relu,
+            slot(&mut out, numel(od)),
+            self.parallel,
+        );
+        self.bufs[dst] = out;
+        result?;
+        self.record(name, Some(conv.algorithm()), src_dims, od, geom.macs(), t0);
+        Ok(od)
     }
 }
 

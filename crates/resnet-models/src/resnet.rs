@@ -359,6 +359,27 @@ impl ResNet {
         self.fast.as_ref().map(|f| f.conv_algorithms())
     }
 
+    /// Run the fast path once on `x`, timing every step (each conv with its algorithm, the
+    /// pools, the classifier): the per-layer table of `cargo xtask bench`. An error on the
+    /// naive backend, which has no plan to time.
+    pub fn profile(&self, x: &Tensor) -> Result<Vec<crate::LayerTime>, ModelError> {
+        self.check_input(x)?;
+        let Some(fast) = &self.fast else {
+            return Err(ModelError::Config(
+                "profiling needs the fast backend".into(),
+            ));
+        };
+        let mut ws = self.exec.workspaces.take();
+        let cpu = self.cpu;
+        let mut times = Vec::new();
+        let result = self
+            .exec
+            .install(|parallel| fast.run(cpu, x, &mut ws, parallel, None, Some(&mut times)));
+        self.exec.workspaces.give(ws);
+        result?;
+        Ok(times)
+    }
+
     fn run_fast(&self, fast: &FastNet, x: &Tensor, stages: bool) -> Result<FastOutput, ModelError> {
         let mut ws = self.exec.workspaces.take();
         let cpu = self.cpu;
@@ -371,7 +392,7 @@ impl ResNet {
             };
             let sink: Option<crate::fast::StageSink<'_>> =
                 if stages { Some(&mut keep) } else { None };
-            let (pool, logits) = fast.run(cpu, x, &mut ws, parallel, sink)?;
+            let (pool, logits) = fast.run(cpu, x, &mut ws, parallel, sink, None)?;
             Ok(FastOutput {
                 pool,
                 logits,

@@ -7,6 +7,7 @@
 mod conv;
 mod peak;
 mod simd;
+mod winograd;
 
 pub use conv::{ConvAlgo, PackedConv};
 pub use peak::measure_peak_gflops;
