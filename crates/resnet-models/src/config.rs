@@ -167,6 +167,47 @@ impl ResNetConfig {
     }
 }
 
+impl ResNetConfig {
+    /// torchvision's configuration of a named architecture (`resnet18`, `resnet50`,
+    /// `resnext50_32x4d`, `wide_resnet50_2`, …) with `num_classes` classes.
+    ///
+    /// ```
+    /// let c = resnet_models::ResNetConfig::by_name("resnet34", 10).unwrap();
+    /// assert_eq!(c, resnet_models::resnet34(10));
+    /// assert!(resnet_models::ResNetConfig::by_name("vgg16", 10).is_none());
+    /// ```
+    pub fn by_name(name: &str, num_classes: usize) -> Option<Self> {
+        let f: fn(usize) -> ResNetConfig = match name {
+            "resnet18" => resnet18,
+            "resnet34" => resnet34,
+            "resnet50" => resnet50,
+            "resnet101" => resnet101,
+            "resnet152" => resnet152,
+            "resnext50_32x4d" => resnext50_32x4d,
+            "resnext101_32x8d" => resnext101_32x8d,
+            "resnext101_64x4d" => resnext101_64x4d,
+            "wide_resnet50_2" => wide_resnet50_2,
+            "wide_resnet101_2" => wide_resnet101_2,
+            _ => return None,
+        };
+        Some(f(num_classes))
+    }
+
+    /// The names [`ResNetConfig::by_name`] knows.
+    pub const NAMES: [&'static str; 10] = [
+        "resnet18",
+        "resnet34",
+        "resnet50",
+        "resnet101",
+        "resnet152",
+        "resnext50_32x4d",
+        "resnext101_32x8d",
+        "resnext101_64x4d",
+        "wide_resnet50_2",
+        "wide_resnet101_2",
+    ];
+}
+
 macro_rules! ctor {
     ($(#[$doc:meta])* $name:ident, $block:ident, [$($l:expr),*], $g:expr, $w:expr) => {
         $(#[$doc])*

@@ -1,0 +1,331 @@
+//! The benchmark report behind `cargo xtask bench`: end-to-end latency and throughput, a
+//! per-layer table, the machine line with a measured peak, JSON and an SVG plot.
+
+use clap::Parser;
+use indicatif::{ProgressBar, ProgressStyle};
+use resnet_benches::{Machine, median_min, plot, time_iters};
+use resnet_models::{LayerTime, ResNet, ResNetConfig};
+use resnet_tensor::Tensor;
+use serde_json::json;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+/// Benchmark resnet-rs: end-to-end and per-layer, against the measured peak of the core.
+#[derive(Debug, Parser)]
+#[command(name = "resnet-bench")]
+struct Args {
+    /// A short run for CI: ResNet-18 only, batch 1, 1 thread, few iterations.
+    #[arg(long)]
+    quick: bool,
+    /// Architectures (seeded random weights unless --weights is given).
+    #[arg(long, value_delimiter = ',', default_value = "resnet18,resnet50")]
+    models: Vec<String>,
+    /// Batch sizes.
+    #[arg(long, value_delimiter = ',', default_value = "1,8")]
+    batch: Vec<usize>,
+    /// Thread counts (default: 1 and all cores).
+    #[arg(long, value_delimiter = ',')]
+    threads: Vec<usize>,
+    /// Timed iterations per configuration at batch 1 (fewer at larger batches).
+    #[arg(long, default_value_t = 20)]
+    iters: usize,
+    /// Input size (square).
+    #[arg(long, default_value_t = 224)]
+    size: usize,
+    /// A safetensors file to benchmark instead of the named random models.
+    #[arg(long)]
+    weights: Option<PathBuf>,
+    /// Write the numbers as JSON.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Draw per-layer GFLOP/s against the peak as SVG.
+    #[arg(long)]
+    plot: Option<PathBuf>,
+    /// Also time ONNX Runtime on the same weights with this tool (e.g. ../shared/tools/ort-baseline).
+    #[arg(long)]
+    ort: Option<PathBuf>,
+}
+
+struct Row {
+    model: String,
+    batch: usize,
+    threads: usize,
+    median: f64,
+    min: f64,
+    gflop: f64,
+    ort: Option<(f64, f64)>,
+}
+
+fn flops(profile: &[LayerTime]) -> f64 {
+    profile.iter().map(|l| 2.0 * l.macs as f64).sum()
+}
+
+fn ort_time(
+    tool: &PathBuf,
+    weights: &PathBuf,
+    batch: usize,
+    threads: usize,
+    iters: usize,
+    size: usize,
+) -> Result<(f64, f64), String> {
+    let out = std::process::Command::new(tool)
+        .arg(weights)
+        .args([
+            "--batch",
+            &batch.to_string(),
+            "--threads",
+            &threads.to_string(),
+        ])
+        .args(["--iters", &iters.to_string(), "--size", &size.to_string()])
+        .output()
+        .map_err(|e| format!("cannot run {}: {e}", tool.display()))?;
+    if !out.status.success() {
+        return Err(format!(
+            "{} failed: {}",
+            tool.display(),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .rev()
+        .find(|l| l.starts_with('{'))
+        .ok_or("no JSON from the ORT tool")?;
+    let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
+    match (v["median_ms"].as_f64(), v["min_ms"].as_f64()) {
+        (Some(a), Some(b)) => Ok((a / 1e3, b / 1e3)),
+        _ => Err(format!("unexpected ORT output: {line}")),
+    }
+}
+
+fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if args.quick {
+        args.models = vec!["resnet18".into()];
+        args.batch = vec![1];
+        args.threads = vec![1];
+        args.iters = args.iters.min(3);
+    }
+    let machine = Machine::detect(if args.quick { 100 } else { 400 });
+    if args.threads.is_empty() {
+        args.threads = if machine.cores > 1 {
+            vec![1, machine.cores]
+        } else {
+            vec![1]
+        };
+    }
+    println!(
+        "machine: {} | SIMD: {} | cores: {} | measured peak: {:.1} GFLOP/s per core (FMA loop)",
+        machine.cpu, machine.simd, machine.cores, machine.peak_gflops
+    );
+    // The models: from a file, or seeded random weights of the named architectures.
+    let tmp = std::env::temp_dir().join(format!("resnet-bench-{}", std::process::id()));
+    let mut models: Vec<(String, ResNet, Option<PathBuf>)> = Vec::new();
+    if let Some(w) = &args.weights {
+        let m = ResNet::from_file(w)?;
+        models.push((m.config().name(), m, Some(w.clone())));
+    } else {
+        for name in &args.models {
+            let cfg = ResNetConfig::by_name(name, 1000).ok_or_else(|| {
+                format!(
+                    "unknown model {name:?}; known: {}",
+                    ResNetConfig::NAMES.join(", ")
+                )
+            })?;
+            let m = ResNet::random(&cfg, 0)?;
+            // The ORT baseline needs a file of the same weights.
+            let file = if args.ort.is_some() {
+                std::fs::create_dir_all(&tmp)?;
+                let p = tmp.join(format!("{name}.safetensors"));
+                let map = resnet_models::random_tensor_map(&cfg, 0)?;
+                std::fs::write(&p, map.to_safetensors_bytes(None)?)?;
+                Some(p)
+            } else {
+                None
+            };
+            models.push((name.clone(), m, file));
+        }
+    }
+    let configs: Vec<(usize, usize, usize)> = (0..models.len())
+        .flat_map(|m| {
+            let threads = args.threads.clone();
+            args.batch
+                .iter()
+                .flat_map(move |&b| threads.clone().into_iter().map(move |t| (m, b, t)))
+        })
+        .collect();
+    let bar = ProgressBar::new((configs.len() + models.len()) as u64);
+    bar.set_style(ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}")?);
+    // Per-layer profiles (batch 1, 1 thread): median of several runs per layer.
+    let mut profiles = Vec::new();
+    for (name, model, _) in &models {
+        bar.set_message(format!("per-layer {name}"));
+        let m = model.clone().with_threads(1)?;
+        let x = Tensor::zeros(&[1, 3, args.size, args.size])?;
+        m.forward(&x)?;
+        let runs: Vec<Vec<LayerTime>> = (0..if args.quick { 1 } else { 7 })
+            .map(|_| m.profile(&x))
+            .collect::<Result<_, _>>()?;
+        let mut layers = runs[0].clone();
+        for (i, l) in layers.iter_mut().enumerate() {
+            l.seconds = median_min(&runs.iter().map(|r| r[i].seconds).collect::<Vec<_>>()).0;
+        }
+        profiles.push((name.clone(), layers));
+        bar.inc(1);
+    }
+    let mut rows = Vec::new();
+    for &(mi, batch, threads) in &configs {
+        let (name, model, file) = &models[mi];
+        bar.set_message(format!("{name} batch {batch} threads {threads}"));
+        let m = model.clone().with_threads(threads)?;
+        let x = Tensor::from_vec(
+            &[batch, 3, args.size, args.size],
+            (0..batch * 3 * args.size * args.size)
+                .map(|i| ((i % 251) as f32) / 125.0 - 1.0)
+                .collect(),
+        )?;
+        let iters = (args.iters / batch.max(1)).max(3);
+        let times = time_iters(iters, || m.forward(&x).map(|_| ()))?;
+        let (median, min) = median_min(&times);
+        let ort = match (&args.ort, file) {
+            (Some(tool), Some(f)) => {
+                Some(ort_time(tool, f, batch, threads, iters.max(10), args.size)?)
+            }
+            _ => None,
+        };
+        rows.push(Row {
+            model: name.clone(),
+            batch,
+            threads,
+            median,
+            min,
+            gflop: flops(&profiles[mi].1) * batch as f64 / 1e9,
+            ort,
+        });
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let _ = std::fs::remove_dir_all(&tmp);
+
+    println!(
+        "\nEnd to end ({}x{}, medians of timed runs)",
+        args.size, args.size
+    );
+    print!("| model | batch | threads | median ms | min ms | images/s | GFLOP/s* | % of peak |");
+    if args.ort.is_some() {
+        print!(" ORT median ms | ours / ORT |");
+    }
+    println!();
+    println!(
+        "|---|---|---|---|---|---|---|---|{}",
+        if args.ort.is_some() { "---|---|" } else { "" }
+    );
+    for r in &rows {
+        let gfs = r.gflop / r.median;
+        print!(
+            "| {} | {} | {} | {:.2} | {:.2} | {:.1} | {:.1} | {:.0}% |",
+            r.model,
+            r.batch,
+            r.threads,
+            r.median * 1e3,
+            r.min * 1e3,
+            r.batch as f64 / r.median,
+            gfs,
+            100.0 * gfs / (machine.peak_gflops * r.threads as f64)
+        );
+        if let Some((om, _)) = r.ort {
+            print!(" {:.2} | {:.2} |", om * 1e3, r.median / om);
+        }
+        println!();
+    }
+    for (name, layers) in &profiles {
+        let total: f64 = layers.iter().map(|l| l.seconds).sum();
+        println!(
+            "\nPer layer: {name}, batch 1, 1 thread ({:.2} ms in all)",
+            total * 1e3
+        );
+        println!("| layer | input → output | algorithm | ms | GFLOP/s* | % of peak | share |");
+        println!("|---|---|---|---|---|---|---|");
+        for l in layers {
+            let gfs = 2.0 * l.macs as f64 / l.seconds / 1e9;
+            let (rate, share_of_peak) = if l.macs == 0 {
+                ("-".to_string(), "-".to_string())
+            } else {
+                (
+                    format!("{gfs:.1}"),
+                    format!("{:.0}%", 100.0 * gfs / machine.peak_gflops),
+                )
+            };
+            println!(
+                "| {} | {}x{}x{} → {}x{}x{} | {} | {:.3} | {} | {} | {:.1}% |",
+                l.name,
+                l.input[1],
+                l.input[2],
+                l.input[3],
+                l.output[1],
+                l.output[2],
+                l.output[3],
+                l.algo.map_or_else(|| "-".to_string(), |a| a.to_string()),
+                l.seconds * 1e3,
+                rate,
+                share_of_peak,
+                100.0 * l.seconds / total
+            );
+        }
+    }
+    println!(
+        "\n* GFLOP/s count the multiply-adds of direct convolution (2 FLOP each), whatever the \
+         algorithm: Winograd layers do fewer, so their rate can exceed the peak."
+    );
+    if let Some(path) = &args.json {
+        let v = json!({
+            "machine": {"cpu": machine.cpu, "simd": machine.simd, "cores": machine.cores, "peak_gflops": machine.peak_gflops},
+            "size": args.size,
+            "end_to_end": rows.iter().map(|r| json!({
+                "model": r.model, "batch": r.batch, "threads": r.threads,
+                "median_ms": r.median * 1e3, "min_ms": r.min * 1e3,
+                "images_per_s": r.batch as f64 / r.median, "gflops": r.gflop / r.median,
+                "ort_median_ms": r.ort.map(|o| o.0 * 1e3), "ort_min_ms": r.ort.map(|o| o.1 * 1e3),
+            })).collect::<Vec<_>>(),
+            "layers": profiles.iter().map(|(name, layers)| json!({
+                "model": name,
+                "layers": layers.iter().map(|l| json!({
+                    "name": l.name, "algorithm": l.algo.map(|a| a.to_string()),
+                    "input": l.input, "output": l.output, "macs": l.macs,
+                    "ms": l.seconds * 1e3, "gflops": 2.0 * l.macs as f64 / l.seconds / 1e9,
+                })).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&v)?)?;
+        println!("\nwrote {}", path.display());
+    }
+    if let Some(path) = &args.plot {
+        let groups: Vec<(String, Vec<plot::Bar>)> = profiles
+            .iter()
+            .map(|(name, layers)| {
+                let bars = layers
+                    .iter()
+                    .filter(|l| l.algo.is_some())
+                    .map(|l| plot::Bar {
+                        label: l.name.clone(),
+                        gflops: 2.0 * l.macs as f64 / l.seconds / 1e9,
+                    })
+                    .collect();
+                (name.clone(), bars)
+            })
+            .collect();
+        std::fs::write(path, plot::svg(&groups, machine.peak_gflops))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}
+
+fn main() -> ExitCode {
+    match run(Args::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("resnet-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,357 @@
+//! `resnet-image`: torchvision's evaluation preprocessing, in Rust.
+//!
+//! Decode (JPEG, PNG, WebP, BMP, GIF, TIFF through the `image` crate), apply the EXIF
+//! orientation, convert to RGB, resize the short side with an antialiased bilinear filter
+//! computed as PIL computes it (fixed-point weights, horizontal then vertical pass, each rounded
+//! to 8 bits; a general-purpose resizer such as `fast_image_resize` rounds differently and
+//! lands a level off on about one value in ten), center-crop, scale to `[0, 1]` and normalise with a
+//! per-channel mean and standard deviation. The defaults are ImageNet's (`Resize(256)`,
+//! `CenterCrop(224)`, mean `(0.485, 0.456, 0.406)`, std `(0.229, 0.224, 0.225)`), and every one
+//! is configurable.
+//!
+//! ```no_run
+//! use resnet_image::Preprocess;
+//!
+//! let pre = Preprocess::imagenet();
+//! let x = pre.load("cat.jpg")?;                 // [1, 3, 224, 224], NCHW
+//! let batch = pre.load_batch(&["a.png", "b.webp"])?; // [2, 3, 224, 224]
+//! # Ok::<(), resnet_image::ImageError>(())
+//! ```
+//!
+//! From pixels already in memory:
+//!
+//! ```
+//! use resnet_image::Preprocess;
+//!
+//! let img = image::RgbImage::from_pixel(300, 200, image::Rgb([124, 116, 104]));
+//! let x = Preprocess::imagenet().from_image(&img.into())?;
+//! assert_eq!(x.shape().dims(), &[1, 3, 224, 224]);
+//! // ImageNet's mean colour normalises to about zero.
+//! assert!(x.as_slice().iter().all(|v| v.abs() < 0.02));
+//! # Ok::<(), resnet_image::ImageError>(())
+//! ```
+
+use image::{DynamicImage, ImageDecoder, ImageReader};
+use resnet_tensor::Tensor;
+use std::path::{Path, PathBuf};
+
+/// Errors from reading or preprocessing an image.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ImageError {
+    /// The file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The bytes are not an image this build can decode.
+    #[error("cannot decode {what}: {source}")]
+    Decode {
+        /// The file, or "image bytes".
+        what: String,
+        /// The decoder's error.
+        #[source]
+        source: image::ImageError,
+    },
+    /// An invalid configuration or an image with no pixels.
+    #[error("{0}")]
+    Invalid(String),
+    /// A tensor could not be built.
+    #[error(transparent)]
+    Tensor(#[from] resnet_tensor::TensorError),
+}
+
+/// ImageNet's channel means (RGB), as torchvision normalises.
+pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
+/// ImageNet's channel standard deviations (RGB).
+pub const IMAGENET_STD: [f32; 3] = [0.229, 0.224, 0.225];
+
+/// A preprocessing pipeline: resize the short side, center-crop, normalise.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Preprocess {
+    /// Length the short side is resized to (`None`: no resize).
+    pub resize: Option<u32>,
+    /// Center crop `[height, width]` (`None`: no crop).
+    pub crop: Option<[u32; 2]>,
+    /// Per-channel mean subtracted after scaling to `[0, 1]`.
+    pub mean: [f32; 3],
+    /// Per-channel standard deviation divided by.
+    pub std: [f32; 3],
+}
+
+impl Default for Preprocess {
+    fn default() -> Self {
+        Self::imagenet()
+    }
+}
+
+impl Preprocess {
+    /// torchvision's ImageNet evaluation transform: `Resize(256)`, `CenterCrop(224)`,
+    /// `ToTensor()`, `Normalize(IMAGENET_MEAN, IMAGENET_STD)`.
+    pub fn imagenet() -> Self {
+        Self {
+            resize: Some(256),
+            crop: Some([224, 224]),
+            mean: IMAGENET_MEAN,
+            std: IMAGENET_STD,
+        }
+    }
+
+    /// Resize the short side to `size` (or not at all).
+    pub fn with_resize(mut self, size: Option<u32>) -> Self {
+        self.resize = size;
+        self
+    }
+
+    /// Center-crop to `size x size` (or not at all).
+    pub fn with_crop(mut self, size: Option<u32>) -> Self {
+        self.crop = size.map(|s| [s, s]);
+        self
+    }
+
+    /// Normalise with another mean and standard deviation.
+    pub fn with_mean_std(mut self, mean: [f32; 3], std: [f32; 3]) -> Self {
+        self.mean = mean;
+        self.std = std;
+        self
+    }
+
+    fn validate(&self) -> Result<(), ImageError> {
+        if self.resize == Some(0) || self.crop.is_some_and(|c| c.contains(&0)) {
+            return Err(ImageError::Invalid(
+                "resize and crop sizes must be at least 1".into(),
+            ));
+        }
+        if self.std.iter().any(|s| !s.is_finite() || *s == 0.0)
+            || self.mean.iter().any(|m| !m.is_finite())
+        {
+            return Err(ImageError::Invalid(
+                "mean must be finite and std finite and non-zero".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Decode, orient and preprocess an image file into a `[1, 3, H, W]` NCHW tensor.
+    pub fn load(&self, path: impl AsRef<Path>) -> Result<Tensor, ImageError> {
+        let path = path.as_ref();
+        let img = decode_file(path)?;
+        self.from_image(&img)
+    }
+
+    /// Preprocess encoded image bytes (any supported format) into `[1, 3, H, W]`.
+    pub fn from_bytes(&self, bytes: &[u8]) -> Result<Tensor, ImageError> {
+        let img = decode(ImageReader::new(std::io::Cursor::new(bytes)), "image bytes")?;
+        self.from_image(&img)
+    }
+
+    /// Preprocess several files into one `[N, 3, H, W]` batch (all must end at the same size,
+    /// which a crop guarantees).
+    pub fn load_batch<P: AsRef<Path>>(&self, paths: &[P]) -> Result<Tensor, ImageError> {
+        let mut data = Vec::new();
+        let mut dims = None;
+        for p in paths {
+            let t = self.load(p)?;
+            let d = t.shape().dims().to_vec();
+            match &dims {
+                None => dims = Some(d),
+                Some(prev) if prev != &d => {
+                    return Err(ImageError::Invalid(format!(
+                        "{} preprocesses to {:?}, the batch so far to {:?}: set a crop size",
+                        p.as_ref().display(),
+                        &d[1..],
+                        &prev[1..]
+                    )));
+                }
+                _ => {}
+            }
+            data.extend_from_slice(t.as_slice());
+        }
+        let d = dims.unwrap_or_else(|| vec![0, 3, 0, 0]);
+        Ok(Tensor::from_vec(&[paths.len(), d[1], d[2], d[3]], data)?)
+    }
+
+    /// Preprocess a decoded image (converted to RGB 8-bit first) into `[1, 3, H, W]`.
+    pub fn from_image(&self, img: &DynamicImage) -> Result<Tensor, ImageError> {
+        self.validate()?;
+        let rgb = img.to_rgb8();
+        let (w, h) = rgb.dimensions();
+        if w == 0 || h == 0 {
+            return Err(ImageError::Invalid("the image has no pixels".into()));
+        }
+        let (rw, rh, pixels) = match self.resize {
+            Some(size) => {
+                let (nw, nh) = resized_dims(w, h, size);
+                (nw, nh, resize_rgb(rgb.into_raw(), w, h, nw, nh))
+            }
+            None => (w, h, rgb.into_raw()),
+        };
+        let [ch, cw] = self.crop.unwrap_or([rh, rw]);
+        // torchvision's CenterCrop: offsets int(round((size - crop) / 2)), rounding half to
+        // even like Python; a crop larger than the image pads with zeros.
+        let top = ((f64::from(rh) - f64::from(ch)) / 2.0).round_ties_even() as i64;
+        let left = ((f64::from(rw) - f64::from(cw)) / 2.0).round_ties_even() as i64;
+        let (ch, cw) = (ch as usize, cw as usize);
+        let mut out = Tensor::zeros(&[1, 3, ch, cw])?;
+        let data = out.as_mut_slice();
+        let plane = ch * cw;
+        for y in 0..ch {
+            let sy = y as i64 + top;
+            for x in 0..cw {
+                let sx = x as i64 + left;
+                let inside = sy >= 0 && sy < i64::from(rh) && sx >= 0 && sx < i64::from(rw);
+                for c in 0..3 {
+                    let v = if inside {
+                        f32::from(pixels[(sy as usize * rw as usize + sx as usize) * 3 + c]) / 255.0
+                    } else {
+                        0.0
+                    };
+                    data[c * plane + y * cw + x] = (v - self.mean[c]) / self.std[c];
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// torchvision's `Resize(size)` output for a `w x h` image: the short side becomes `size`, the
+/// long side `int(size * long / short)`.
+pub fn resized_dims(w: u32, h: u32, size: u32) -> (u32, u32) {
+    let long = |l: u32, s: u32| ((u64::from(size) * u64::from(l)) / u64::from(s)) as u32;
+    if w <= h {
+        (size, long(h, w))
+    } else {
+        (long(w, h), size)
+    }
+}
+
+/// Fixed-point precision of the resampling weights (bits), as in PIL's 8-bit resampler.
+const PRECISION_BITS: u32 = 22;
+
+/// For each output index along one axis: the first input index and the fixed-point weights of
+/// the triangle (bilinear) filter, widened by the scale when shrinking (antialiasing) and
+/// normalised to sum to one — PIL's resampling scheme.
+fn bilinear_weights(in_size: u32, out_size: u32) -> Vec<(usize, Vec<i32>)> {
+    let scale = f64::from(in_size) / f64::from(out_size);
+    let filter_scale = scale.max(1.0);
+    let support = filter_scale; // the triangle filter's support is 1
+    (0..out_size)
+        .map(|o| {
+            let center = (f64::from(o) + 0.5) * scale;
+            // Truncation toward zero, then clamping, as the reference does.
+            let lo = ((center - support + 0.5) as i64).max(0) as usize;
+            let hi = ((center + support + 0.5) as i64).min(i64::from(in_size)) as usize;
+            let w: Vec<f64> = (lo..hi)
+                .map(|i| {
+                    let t = ((i as f64 - center + 0.5) / filter_scale).abs();
+                    if t < 1.0 { 1.0 - t } else { 0.0 }
+                })
+                .collect();
+            let total: f64 = w.iter().sum();
+            let one = f64::from(1u32 << PRECISION_BITS);
+            let k = w
+                .iter()
+                .map(|&v| {
+                    let v = if total != 0.0 { v / total } else { v };
+                    if v < 0.0 {
+                        (v * one - 0.5) as i32
+                    } else {
+                        (v * one + 0.5) as i32
+                    }
+                })
+                .collect();
+            (lo, k)
+        })
+        .collect()
+}
+
+/// Resample interleaved 8-bit RGB along one axis. `stride` steps between neighbours along the
+/// axis, `lines`/`line_step` enumerate the lines across it; the result is rounded to 8 bits.
+fn resample_axis(
+    src: &[u8],
+    weights: &[(usize, Vec<i32>)],
+    out: &mut [u8],
+    out_index: impl Fn(usize, usize) -> usize,
+    in_index: impl Fn(usize, usize) -> usize,
+    lines: usize,
+) {
+    let half = 1i64 << (PRECISION_BITS - 1);
+    for line in 0..lines {
+        for (o, (lo, k)) in weights.iter().enumerate() {
+            for c in 0..3 {
+                let mut acc = half;
+                for (j, &kk) in k.iter().enumerate() {
+                    acc += i64::from(src[in_index(line, lo + j) + c]) * i64::from(kk);
+                }
+                out[out_index(line, o) + c] = (acc >> PRECISION_BITS).clamp(0, 255) as u8;
+            }
+        }
+    }
+}
+
+/// Resize interleaved RGB from `w x h` to `nw x nh`: horizontal pass, then vertical, each
+/// rounded to 8 bits, like PIL's `Image.resize(.., BILINEAR)` that torchvision's `Resize` calls.
+fn resize_rgb(pixels: Vec<u8>, w: u32, h: u32, nw: u32, nh: u32) -> Vec<u8> {
+    let (w, h, nw_, nh_) = (w as usize, h as usize, nw as usize, nh as usize);
+    let mut cur = pixels;
+    let mut cur_w = w;
+    if nw_ != w {
+        let k = bilinear_weights(w as u32, nw);
+        let mut out = vec![0u8; nw_ * h * 3];
+        resample_axis(
+            &cur,
+            &k,
+            &mut out,
+            |y, x| (y * nw_ + x) * 3,
+            |y, x| (y * w + x) * 3,
+            h,
+        );
+        cur = out;
+        cur_w = nw_;
+    }
+    if nh_ != h {
+        let k = bilinear_weights(h as u32, nh);
+        let mut out = vec![0u8; cur_w * nh_ * 3];
+        resample_axis(
+            &cur,
+            &k,
+            &mut out,
+            |x, y| (y * cur_w + x) * 3,
+            |x, y| (y * cur_w + x) * 3,
+            cur_w,
+        );
+        cur = out;
+    }
+    cur
+}
+
+fn decode<R: std::io::BufRead + std::io::Seek>(
+    reader: ImageReader<R>,
+    what: &str,
+) -> Result<DynamicImage, ImageError> {
+    let err = |source| ImageError::Decode {
+        what: what.to_string(),
+        source,
+    };
+    let reader = reader
+        .with_guessed_format()
+        .map_err(|e| err(image::ImageError::IoError(e)))?;
+    let mut decoder = reader.into_decoder().map_err(err)?;
+    let orientation = decoder.orientation().map_err(err)?;
+    let mut img = DynamicImage::from_decoder(decoder).map_err(err)?;
+    img.apply_orientation(orientation);
+    Ok(img)
+}
+
+/// Decode an image file (format from its contents) and apply its EXIF orientation.
+pub fn decode_file(path: &Path) -> Result<DynamicImage, ImageError> {
+    let reader = ImageReader::open(path).map_err(|source| ImageError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    decode(reader, &path.display().to_string())
+}
