@@ -1,23 +1,156 @@
 //! `resnet`: run residual networks from safetensors weights on the command line.
 //!
-//! The subcommands (classify, embed, forward, inspect, bench) arrive with their issues; today
-//! the binary describes itself.
-//!
 //! ```text
-//! resnet --help
+//! resnet classify cat.jpg dog.png --weights hf:timm/resnet18.tv_in1k --top 5
+//! resnet embed photos/ --weights resnet50.safetensors --output embeddings.safetensors
+//! resnet forward --weights w.safetensors --input x.safetensors --output y.safetensors --stages
+//! resnet inspect w.safetensors
+//! resnet bench --arch resnet50 --batch 8 --threads 2 --json
 //! ```
+//!
+//! Errors are one line on stderr and exit code 1; usage errors exit with 2.
 
-use clap::Parser;
+mod commands;
+mod weights;
+
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
 
 /// Run ResNet-family networks on the CPU from safetensors weights.
 #[derive(Debug, Parser)]
 #[command(name = "resnet", version, about, long_about = None, arg_required_else_help = true)]
-struct Cli {
+pub struct Cli {
     /// Worker threads (default: all cores).
-    #[arg(long, global = true)]
-    threads: Option<usize>,
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: Option<u16>,
+    #[command(subcommand)]
+    command: Command,
 }
 
-fn main() {
-    let _cli = Cli::parse();
+/// Where the weights come from.
+#[derive(Debug, Args)]
+pub struct WeightsArg {
+    /// Weights: a safetensors file (torchvision, timm or HF transformers names), or
+    /// `hf:REPO[/FILE]` to download from the Hugging Face Hub (FILE defaults to model.safetensors).
+    #[arg(long, short = 'w', value_name = "FILE|hf:REPO[/FILE]")]
+    weights: String,
+}
+
+/// Image preprocessing options (torchvision's ImageNet evaluation transform by default).
+#[derive(Debug, Args)]
+pub struct PreprocessArgs {
+    /// Resize the short side to this many pixels.
+    #[arg(long, default_value_t = 256)]
+    resize: u32,
+    /// Center-crop to this square size.
+    #[arg(long, default_value_t = 224)]
+    crop: u32,
+    /// Per-channel mean, R,G,B.
+    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = resnet_image::IMAGENET_MEAN)]
+    mean: Vec<f32>,
+    /// Per-channel standard deviation, R,G,B.
+    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = resnet_image::IMAGENET_STD)]
+    std: Vec<f32>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Classify images: the top-k ImageNet classes (or your labels) with probabilities.
+    Classify {
+        /// Image files or directories (JPEG, PNG, WebP, BMP, GIF, TIFF).
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[command(flatten)]
+        weights: WeightsArg,
+        /// How many classes to show per image.
+        #[arg(long, default_value_t = 5)]
+        top: usize,
+        /// A file with one class name per line (default: the 1000 ImageNet classes).
+        #[arg(long)]
+        labels: Option<PathBuf>,
+        /// Images per forward pass.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+        batch: u16,
+        /// One JSON object per image (path, indices, names, probabilities) instead of text.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        pre: PreprocessArgs,
+    },
+    /// Write the pooled embedding of each image (one row per image) to a safetensors file.
+    Embed {
+        /// Image files or directories.
+        #[arg(required = true)]
+        images: Vec<PathBuf>,
+        #[command(flatten)]
+        weights: WeightsArg,
+        /// Output safetensors file (key `embeddings`, image paths in the metadata).
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+        /// Images per forward pass.
+        #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
+        batch: u16,
+        #[command(flatten)]
+        pre: PreprocessArgs,
+    },
+    /// Run the model on an NCHW f32 tensor from a safetensors file and write the logits
+    /// (and with --stages every stage): for checking against another framework.
+    Forward {
+        #[command(flatten)]
+        weights: WeightsArg,
+        /// Input safetensors file.
+        #[arg(long, short = 'i')]
+        input: PathBuf,
+        /// Key of the input tensor (default: the file's only tensor).
+        #[arg(long)]
+        key: Option<String>,
+        /// Output safetensors file.
+        #[arg(long, short = 'o')]
+        output: PathBuf,
+        /// Also write stem, layer1 … layer4 and pool.
+        #[arg(long)]
+        stages: bool,
+    },
+    /// Describe a weights file: tensors, dtypes, shapes, parameters, naming scheme,
+    /// architecture, and what could not be mapped.
+    Inspect {
+        /// The safetensors file (or hf:REPO[/FILE]).
+        file: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Time forward passes of one configuration.
+    Bench {
+        /// Architecture with seeded random weights (ignored with --weights).
+        #[arg(long, default_value = "resnet18")]
+        arch: String,
+        /// Time a real weights file instead.
+        #[arg(long, short = 'w')]
+        weights: Option<String>,
+        /// Batch size.
+        #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+        batch: u16,
+        /// Timed iterations.
+        #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+        iters: u32,
+        /// Input size (square).
+        #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(u32).range(1..4097))]
+        size: u32,
+        /// Print one JSON line.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match commands::run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,0 +1,432 @@
+//! The subcommands.
+
+use crate::{Cli, Command, PreprocessArgs, weights};
+use indicatif::{ProgressBar, ProgressStyle};
+use resnet_image::Preprocess;
+use resnet_models::{ResNet, ResNetConfig, Strictness, WeightFile, infer_config, top_k};
+use resnet_tensor::{Layout, Tensor};
+use resnet_weights::{WeightSource, write_safetensors};
+use serde_json::json;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+type Result<T> = std::result::Result<T, String>;
+
+const IMAGENET_CLASSES: &str = include_str!("../data/imagenet_classes.txt");
+const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"];
+
+fn err(e: impl std::fmt::Display) -> String {
+    e.to_string()
+}
+
+/// Print a line to stdout; a closed pipe (`resnet ... | head`) ends the program quietly.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write;
+        let mut o = std::io::stdout().lock();
+        if let Err(e) = writeln!(o, $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+            return Err(format!("cannot write to stdout: {e}"));
+        }
+    }};
+}
+
+pub fn run(cli: Cli) -> Result<()> {
+    let threads = cli.threads.map(usize::from);
+    match cli.command {
+        Command::Classify {
+            images,
+            weights,
+            top,
+            labels,
+            batch,
+            json,
+            pre,
+        } => {
+            // Cheap checks first, before loading the weights.
+            let paths = expand(&images)?;
+            let pre = preprocess(&pre)?;
+            let labels = load_labels(labels.as_deref())?;
+            let model = load_model(&weights.weights, threads)?;
+            let classes = model.config().num_classes;
+            if labels.len() != classes {
+                return Err(format!(
+                    "{} labels for a model with {classes} classes (use --labels FILE)",
+                    labels.len()
+                ));
+            }
+            for_batches(&paths, usize::from(batch), &pre, |chunk, x| {
+                let logits = model.forward(&x).map_err(err)?;
+                for (path, row) in chunk.iter().zip(top_k(&logits, top).map_err(err)?) {
+                    if json {
+                        let v = json!({
+                            "path": path.display().to_string(),
+                            "indices": row.iter().map(|r| r.0).collect::<Vec<_>>(),
+                            "names": row.iter().map(|r| labels[r.0].as_str()).collect::<Vec<_>>(),
+                            "probabilities": row.iter().map(|r| r.1).collect::<Vec<_>>(),
+                        });
+                        out!("{v}");
+                    } else {
+                        out!("{}", path.display());
+                        for (rank, (class, p)) in row.iter().enumerate() {
+                            out!("  {:>2}. {p:.4}  {} ({class})", rank + 1, labels[*class]);
+                        }
+                    }
+                }
+                Ok(())
+            })
+        }
+        Command::Embed {
+            images,
+            weights,
+            output,
+            batch,
+            pre,
+        } => {
+            let paths = expand(&images)?;
+            let pre = preprocess(&pre)?;
+            let model = load_model(&weights.weights, threads)?;
+            let dim = model.config().feature_dim();
+            let mut rows = Vec::with_capacity(paths.len() * dim);
+            for_batches(&paths, usize::from(batch), &pre, |_, x| {
+                rows.extend_from_slice(model.forward_features(&x).map_err(err)?.as_slice());
+                Ok(())
+            })?;
+            let t = Tensor::from_vec(&[paths.len(), dim], rows).map_err(err)?;
+            let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            let meta = HashMap::from([
+                (
+                    "paths".to_string(),
+                    serde_json::to_string(&names).map_err(err)?,
+                ),
+                ("arch".to_string(), model.config().name()),
+            ]);
+            write_safetensors(&output, &[("embeddings", &t)], Some(meta)).map_err(err)?;
+            eprintln!(
+                "wrote {} embeddings of {dim} values to {}",
+                paths.len(),
+                output.display()
+            );
+            Ok(())
+        }
+        Command::Forward {
+            weights,
+            input,
+            key,
+            output,
+            stages,
+        } => {
+            let model = load_model(&weights.weights, threads)?;
+            let file = WeightFile::open(&input).map_err(|e| format!("{}: {e}", input.display()))?;
+            let key = match key {
+                Some(k) => k,
+                None => {
+                    let names = file.names();
+                    match names.as_slice() {
+                        [only] => only.clone(),
+                        _ => {
+                            return Err(format!(
+                                "{} holds {} tensors ({}): choose one with --key",
+                                input.display(),
+                                names.len(),
+                                names.join(", ")
+                            ));
+                        }
+                    }
+                }
+            };
+            let x = file.load(&key).map_err(err)?;
+            let mut out: Vec<(String, Tensor)> = Vec::new();
+            if stages {
+                let s = model.forward_stages(&x).map_err(err)?;
+                for (name, t) in s.named() {
+                    out.push((name, t.clone()));
+                }
+            } else {
+                out.push(("logits".into(), model.forward(&x).map_err(err)?));
+            }
+            let list: Vec<(&str, &Tensor)> = out.iter().map(|(n, t)| (n.as_str(), t)).collect();
+            write_safetensors(&output, &list, None).map_err(err)?;
+            eprintln!(
+                "wrote {} to {}",
+                out.iter()
+                    .map(|o| o.0.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                output.display()
+            );
+            Ok(())
+        }
+        Command::Inspect { file, json } => inspect(&file, json),
+        Command::Bench {
+            arch,
+            weights,
+            batch,
+            iters,
+            size,
+            json,
+        } => bench(
+            &arch,
+            weights.as_deref(),
+            usize::from(batch),
+            iters as usize,
+            size as usize,
+            threads,
+            json,
+        ),
+    }
+}
+
+fn load_model(spec: &str, threads: Option<usize>) -> Result<ResNet> {
+    let path = weights::resolve(spec)?;
+    let model = ResNet::from_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    match threads {
+        Some(t) => model.with_threads(t).map_err(err),
+        None => Ok(model),
+    }
+}
+
+fn load_labels(path: Option<&Path>) -> Result<Vec<String>> {
+    let text = match path {
+        Some(p) => std::fs::read_to_string(p)
+            .map_err(|e| format!("cannot read labels {}: {e}", p.display()))?,
+        None => IMAGENET_CLASSES.to_string(),
+    };
+    Ok(text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect())
+}
+
+fn preprocess(a: &PreprocessArgs) -> Result<Preprocess> {
+    let three = |v: &[f32]| -> [f32; 3] { [v[0], v[1], v[2]] };
+    if a.mean.len() != 3 || a.std.len() != 3 {
+        return Err("--mean and --std take three values, R,G,B".into());
+    }
+    if a.resize == 0 || a.crop == 0 {
+        return Err("--resize and --crop must be at least 1".into());
+    }
+    Ok(Preprocess::imagenet()
+        .with_resize(Some(a.resize))
+        .with_crop(Some(a.crop))
+        .with_mean_std(three(&a.mean), three(&a.std)))
+}
+
+/// Files as given, and the image files of directories (sorted), in order.
+fn expand(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in inputs {
+        if p.is_dir() {
+            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
+                .map_err(|e| format!("cannot read directory {}: {e}", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| {
+                    f.is_file()
+                        && f.extension().and_then(|x| x.to_str()).is_some_and(|x| {
+                            IMAGE_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str())
+                        })
+                })
+                .collect();
+            found.sort();
+            out.extend(found);
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            return Err(format!("{} does not exist", p.display()));
+        }
+    }
+    if out.is_empty() {
+        return Err("no images found".into());
+    }
+    Ok(out)
+}
+
+/// Preprocess and run `paths` in batches, with a progress bar when there is more than one batch.
+fn for_batches(
+    paths: &[PathBuf],
+    batch: usize,
+    pre: &Preprocess,
+    mut f: impl FnMut(&[PathBuf], Tensor) -> Result<()>,
+) -> Result<()> {
+    let bar = if paths.len() > batch {
+        let b = ProgressBar::new(paths.len() as u64);
+        b.set_style(
+            ProgressStyle::with_template("{bar:30} {pos}/{len} images {eta}").map_err(err)?,
+        );
+        b
+    } else {
+        ProgressBar::hidden()
+    };
+    for chunk in paths.chunks(batch) {
+        let x = pre.load_batch(chunk).map_err(err)?;
+        bar.suspend(|| f(chunk, x))?;
+        bar.inc(chunk.len() as u64);
+    }
+    bar.finish_and_clear();
+    Ok(())
+}
+
+fn inspect(spec: &str, json_out: bool) -> Result<()> {
+    let path = weights::resolve(spec)?;
+    let file = WeightFile::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut params = 0usize;
+    let mut tensors = Vec::new();
+    for (name, info) in file.tensors() {
+        let n: usize = info.shape.iter().product();
+        if !resnet_weights::is_ignorable(name) {
+            params += n;
+        }
+        tensors.push((
+            info.file_name.clone(),
+            name.to_string(),
+            info.dtype.to_string(),
+            info.shape.clone(),
+        ));
+    }
+    tensors.sort();
+    let (arch, unmapped) = match infer_config(&file) {
+        Ok(cfg) => match ResNet::load_checked(&file, &cfg, Strictness::Lenient) {
+            Ok((_, unused)) => (Ok(cfg), unused),
+            Err(e) => (Err(e.to_string()), Vec::new()),
+        },
+        Err(e) => (
+            Err(e.to_string()),
+            file.names()
+                .into_iter()
+                .map(|n| file.file_name(&n))
+                .collect(),
+        ),
+    };
+    if json_out {
+        let v = json!({
+            "file": path.display().to_string(),
+            "scheme": file.scheme().to_string(),
+            "parameters": params,
+            "tensors": tensors.iter().map(|(f, _, d, s)| json!({"name": f, "dtype": d, "shape": s})).collect::<Vec<_>>(),
+            "architecture": arch.as_ref().ok().map(describe),
+            "architecture_error": arch.as_ref().err(),
+            "unmapped": unmapped,
+            "metadata": file.metadata(),
+        });
+        out!("{v}");
+        return Ok(());
+    }
+    out!("file:         {}", path.display());
+    out!("naming:       {}", file.scheme());
+    out!("tensors:      {}", tensors.len());
+    out!("parameters:   {params} ({:.1} M)", params as f64 / 1e6);
+    match &arch {
+        Ok(cfg) => out!("architecture: {}", describe(cfg)),
+        Err(e) => out!("architecture: not recognised: {e}"),
+    }
+    if unmapped.is_empty() {
+        out!("unmapped:     none");
+    } else {
+        out!(
+            "unmapped:     {} tensor(s): {}",
+            unmapped.len(),
+            unmapped.join(", ")
+        );
+    }
+    for (k, v) in file.metadata() {
+        out!("metadata:     {k} = {v}");
+    }
+    out!();
+    for (file_name, canonical, dtype, shape) in &tensors {
+        let mapped = if file_name == canonical {
+            String::new()
+        } else {
+            format!("  -> {canonical}")
+        };
+        out!("{file_name:60} {dtype:5} {shape:?}{mapped}");
+    }
+    Ok(())
+}
+
+fn describe(c: &ResNetConfig) -> String {
+    format!(
+        "{} ({:?} blocks {:?}, groups {}, width/group {}, {} classes, {} input channels{})",
+        c.name(),
+        c.block,
+        c.layers,
+        c.groups,
+        c.width_per_group,
+        c.num_classes,
+        c.in_channels,
+        if c.shortcuts { "" } else { ", no shortcuts" }
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+fn bench(
+    arch: &str,
+    weights: Option<&str>,
+    batch: usize,
+    iters: usize,
+    size: usize,
+    threads: Option<usize>,
+    json_out: bool,
+) -> Result<()> {
+    let model = match weights {
+        Some(w) => load_model(w, threads)?,
+        None => {
+            let cfg = ResNetConfig::by_name(arch, 1000).ok_or_else(|| {
+                format!(
+                    "unknown --arch {arch:?}; known: {}",
+                    ResNetConfig::NAMES.join(", ")
+                )
+            })?;
+            let m = ResNet::random(&cfg, 0).map_err(err)?;
+            match threads {
+                Some(t) => m.with_threads(t).map_err(err)?,
+                None => m,
+            }
+        }
+    };
+    let x = Tensor::zeros_with_layout(&[batch, 3, size, size], Layout::Nchw).map_err(err)?;
+    let flop: f64 = model
+        .profile(&x.image(0).map_err(err)?.to_tensor())
+        .map_err(err)?
+        .iter()
+        .map(|l| 2.0 * l.macs as f64)
+        .sum::<f64>()
+        * batch as f64;
+    model.forward(&x).map_err(err)?;
+    let mut t = Vec::with_capacity(iters);
+    for _ in 0..iters {
+        let t0 = Instant::now();
+        model.forward(&x).map_err(err)?;
+        t.push(t0.elapsed().as_secs_f64());
+    }
+    t.sort_by(f64::total_cmp);
+    let median = t[t.len() / 2];
+    let min = t[0];
+    let name = model.config().name();
+    if json_out {
+        out!(
+            "{}",
+            json!({
+                "arch": name, "batch": batch, "threads": model.threads(), "size": size,
+                "median_ms": median * 1e3, "min_ms": min * 1e3,
+                "images_per_s": batch as f64 / median, "gflops": flop / median / 1e9,
+                "simd": model.cpu().level().to_string(),
+            })
+        );
+    } else {
+        out!(
+            "{name} batch {batch} threads {} {size}x{size}: median {:.2} ms, min {:.2} ms, {:.1} images/s, {:.1} GFLOP/s ({})",
+            model.threads(),
+            median * 1e3,
+            min * 1e3,
+            batch as f64 / median,
+            flop / median / 1e9,
+            model.cpu().level()
+        );
+    }
+    Ok(())
+}

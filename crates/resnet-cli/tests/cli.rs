@@ -1,0 +1,355 @@
+//! The real `resnet` binary on the sample images and the golden weights.
+
+use assert_cmd::Command;
+use resnet_models::{ResNet, top_k};
+use resnet_weights::{TensorMap, WeightFile, WeightSource};
+use std::path::{Path, PathBuf};
+
+fn golden_dir() -> Option<PathBuf> {
+    let (dir, required) = match std::env::var_os("RESNET_GOLDEN_DIR") {
+        Some(d) => (PathBuf::from(d), true),
+        None => (
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden"),
+            false,
+        ),
+    };
+    if dir.join("resnet18_f16.safetensors").is_file() {
+        return Some(dir);
+    }
+    assert!(
+        !required,
+        "golden fixtures missing from RESNET_GOLDEN_DIR={}",
+        dir.display()
+    );
+    eprintln!(
+        "\n!!!!!!!! SKIPPED: no golden fixtures at {}; set RESNET_GOLDEN_DIR !!!!!!!!\n",
+        dir.display()
+    );
+    None
+}
+
+fn resnet() -> Command {
+    Command::cargo_bin("resnet").expect("the resnet binary is built")
+}
+
+/// Run and expect failure: exit code 1, one line on stderr starting with "error:", no panic.
+fn fails(args: &[&str]) -> String {
+    let out = resnet().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    assert!(stderr.starts_with("error: "), "{args:?}: {stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    stderr
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+const SAMPLES: [(&str, &str); 3] = [
+    ("chelsea", "chelsea.png"),
+    ("coffee", "coffee.png"),
+    ("rocket", "rocket.jpg"),
+];
+
+#[test]
+fn classify_matches_the_model_on_torchvision_tensors() {
+    let Some(g) = golden_dir() else { return };
+    let weights = g.join("resnet18_f16.safetensors");
+    let images = g.join("../data/images");
+    let out = resnet()
+        .args([
+            "classify",
+            "--json",
+            "--top",
+            "5",
+            "--batch",
+            "2",
+            "--weights",
+            s(&weights),
+        ])
+        .args(SAMPLES.iter().map(|(_, f)| images.join(f)))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 3);
+    let model = ResNet::from_file(&weights).unwrap();
+    let pre = WeightFile::open(g.join("preprocess.safetensors")).unwrap();
+    for ((key, file), line) in SAMPLES.iter().zip(&lines) {
+        assert!(line["path"].as_str().unwrap().ends_with(file));
+        let want = &top_k(&model.forward(&pre.load(key).unwrap()).unwrap(), 5).unwrap()[0];
+        let idx: Vec<usize> = line["indices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as usize)
+            .collect();
+        assert_eq!(idx, want.iter().map(|w| w.0).collect::<Vec<_>>(), "{key}");
+        for (p, w) in line["probabilities"].as_array().unwrap().iter().zip(want) {
+            assert!(
+                (p.as_f64().unwrap() - f64::from(w.1)).abs() < 1e-3,
+                "{key}: {p} vs {}",
+                w.1
+            );
+        }
+        assert_eq!(line["names"].as_array().unwrap().len(), 5);
+    }
+    // Text output and a directory argument work too.
+    let text = resnet()
+        .args(["classify", "--weights", s(&weights), s(&images)])
+        .output()
+        .unwrap();
+    assert!(text.status.success());
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(text.contains("chelsea.png") && text.contains("rocket.jpg") && text.contains(" 1. "));
+}
+
+#[test]
+fn embed_writes_one_row_per_image_with_paths() {
+    let Some(g) = golden_dir() else { return };
+    let weights = g.join("resnet18_f16.safetensors");
+    let images = g.join("../data/images");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("emb.safetensors");
+    resnet()
+        .args([
+            "embed",
+            "--weights",
+            s(&weights),
+            "--output",
+            s(&out),
+            s(&images.join("chelsea.png")),
+            s(&images.join("coffee.png")),
+        ])
+        .assert()
+        .success();
+    let f = WeightFile::open(&out).unwrap();
+    let e = f.tensor("embeddings", &[2, 512]).unwrap();
+    let paths: Vec<String> = serde_json::from_str(&f.metadata()["paths"]).unwrap();
+    assert!(paths[0].ends_with("chelsea.png") && paths[1].ends_with("coffee.png"));
+    let model = ResNet::from_file(&weights).unwrap();
+    let x = resnet_image::Preprocess::imagenet()
+        .load(images.join("coffee.png"))
+        .unwrap();
+    let want = model.forward_features(&x).unwrap();
+    assert_eq!(&e.as_slice()[512..], want.as_slice());
+}
+
+#[test]
+fn forward_matches_the_golden_logits_and_stages() {
+    let Some(g) = golden_dir() else { return };
+    let weights = g.join("resnet18_f16.safetensors");
+    let expected = g.join("resnet18_f16.expected.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("y.safetensors");
+    resnet()
+        .args([
+            "--threads",
+            "2",
+            "forward",
+            "--weights",
+            s(&weights),
+            "--input",
+            s(&expected),
+            "--key",
+            "x224",
+        ])
+        .args(["--output", s(&out), "--stages"])
+        .assert()
+        .success();
+    let got = WeightFile::open(&out).unwrap();
+    let want = WeightFile::open(&expected).unwrap();
+    for name in [
+        "stem", "layer1", "layer2", "layer3", "layer4", "pool", "logits",
+    ] {
+        let (a, b) = (
+            got.load(name).unwrap(),
+            want.load(&format!("x224.{name}")).unwrap(),
+        );
+        assert_eq!(a.shape(), b.shape());
+        let num = a
+            .as_slice()
+            .iter()
+            .zip(b.as_slice())
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        let den = b.as_slice().iter().map(|y| y.abs()).fold(0.0f32, f32::max);
+        assert!(num / den < 1e-4, "{name}: {}", num / den);
+    }
+    // Ambiguous input key: a clear error.
+    let e = fails(&[
+        "forward",
+        "--weights",
+        s(&weights),
+        "--input",
+        s(&expected),
+        "--output",
+        s(&out),
+    ]);
+    assert!(e.contains("--key"), "{e}");
+}
+
+#[test]
+fn inspect_describes_the_file() {
+    let Some(g) = golden_dir() else { return };
+    let out = resnet()
+        .args(["inspect", s(&g.join("resnet18_f16.safetensors"))])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("architecture: resnet18"), "{text}");
+    assert!(text.contains("torchvision"), "{text}");
+    assert!(text.contains("unmapped:     none"), "{text}");
+    assert!(text.contains("11.7 M"), "{text}");
+    // JSON, and a file with extra and HF-named tensors.
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("hf.safetensors");
+    let mut m = TensorMap::new();
+    m.insert(
+        "resnet.embedder.embedder.convolution.weight",
+        resnet_tensor::Tensor::zeros(&[64, 3, 7, 7]).unwrap(),
+    );
+    m.insert("extra.weight", resnet_tensor::Tensor::zeros(&[2]).unwrap());
+    std::fs::write(&p, m.to_safetensors_bytes(None).unwrap()).unwrap();
+    let out = resnet()
+        .args(["inspect", "--json", s(&p)])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["scheme"], "HF transformers");
+    assert!(v["architecture"].is_null());
+    assert_eq!(v["unmapped"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn bench_prints_one_json_line() {
+    let out = resnet()
+        .args([
+            "bench",
+            "--arch",
+            "resnet18",
+            "--size",
+            "64",
+            "--iters",
+            "2",
+            "--threads",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for k in [
+        "arch",
+        "batch",
+        "threads",
+        "size",
+        "median_ms",
+        "min_ms",
+        "images_per_s",
+        "gflops",
+    ] {
+        assert!(!v[k].is_null(), "{k} missing: {v}");
+    }
+    assert_eq!(v["threads"], 1);
+}
+
+#[test]
+fn errors_are_one_line_and_exit_code_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = dir.path().join("broken.png");
+    std::fs::write(&garbage, b"definitely not a png").unwrap();
+    let tiny = dir.path().join("tiny.safetensors");
+    let cfg = resnet_models::ResNetConfig::new(resnet_models::BlockKind::Basic, vec![1])
+        .with_num_classes(3);
+    std::fs::write(
+        &tiny,
+        resnet_models::random_tensor_map(&cfg, 1)
+            .unwrap()
+            .to_safetensors_bytes(None)
+            .unwrap(),
+    )
+    .unwrap();
+    let not_resnet = dir.path().join("other.safetensors");
+    let mut m = TensorMap::new();
+    m.insert(
+        "encoder.weight",
+        resnet_tensor::Tensor::zeros(&[2, 2]).unwrap(),
+    );
+    std::fs::write(&not_resnet, m.to_safetensors_bytes(None).unwrap()).unwrap();
+    let out = dir.path().join("o.safetensors");
+    let good_img = dir.path().join("ok.png");
+    image::RgbImage::new(8, 8).save(&good_img).unwrap();
+
+    let e = fails(&[
+        "classify",
+        "--weights",
+        "/nonexistent.safetensors",
+        s(&good_img),
+    ]);
+    assert!(e.contains("/nonexistent.safetensors"), "{e}");
+    let e = fails(&[
+        "classify",
+        "--weights",
+        s(&tiny),
+        s(&dir.path().join("missing.jpg")),
+    ]);
+    assert!(e.contains("missing.jpg"), "{e}");
+    let e = fails(&[
+        "classify",
+        "--weights",
+        s(&tiny),
+        "--labels",
+        s(&tiny),
+        s(&good_img),
+    ]);
+    assert!(e.contains("labels"), "{e}");
+    let e = fails(&[
+        "embed",
+        "--weights",
+        s(&tiny),
+        "--output",
+        s(&out),
+        s(&garbage),
+    ]);
+    assert!(e.contains("broken.png"), "{e}");
+    let e = fails(&["classify", "--weights", s(&not_resnet), s(&good_img)]);
+    assert!(e.contains("conv1.weight"), "{e}");
+    let e = fails(&["inspect", s(&garbage)]);
+    assert!(e.contains("broken.png"), "{e}");
+    let e = fails(&[
+        "forward",
+        "--weights",
+        s(&tiny),
+        "--input",
+        s(&not_resnet),
+        "--output",
+        s(&out),
+    ]);
+    assert!(e.contains("input"), "{e}");
+    let e = fails(&["bench", "--arch", "vgg16"]);
+    assert!(e.contains("resnet18"), "{e}");
+    // Offline (or a repository that does not exist): a clear error pointing to local files.
+    let e = fails(&["inspect", "hf:resnet-rs-tests/no-such-repository"]);
+    assert!(e.contains("--weights PATH"), "{e}");
+    // Usage errors are clap's: exit code 2.
+    resnet().args(["classify"]).assert().code(2);
+    resnet().args(["--threads", "0", "bench"]).assert().code(2);
+}
