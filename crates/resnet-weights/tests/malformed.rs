@@ -1,0 +1,272 @@
+//! Malformed and malicious weights files: each gives its exact typed error, and none makes the
+//! loader allocate more than the file's size.
+
+use resnet_weights::{
+    MAX_HEADER_BYTES, Strictness, Tracked, WeightError, WeightFile, WeightSource,
+};
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+/// Counts the bytes live on this thread's behalf... approximately: all threads, but the tests
+/// here run their measured sections one at a time under `MEASURE`.
+struct Counting;
+
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+static PEAK: AtomicUsize = AtomicUsize::new(0);
+static MEASURE: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts sizes.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        let now = LIVE.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
+        PEAK.fetch_max(now, Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size(), Ordering::Relaxed);
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// Peak bytes allocated while `f` runs, above what was live before.
+fn peak_during<T>(f: impl FnOnce() -> T) -> (T, usize) {
+    let base = LIVE.load(Ordering::Relaxed);
+    PEAK.store(base, Ordering::Relaxed);
+    let r = f();
+    (r, PEAK.load(Ordering::Relaxed).saturating_sub(base))
+}
+
+fn with_header(header: &[u8], data: &[u8]) -> Vec<u8> {
+    let mut v = (header.len() as u64).to_le_bytes().to_vec();
+    v.extend_from_slice(header);
+    v.extend_from_slice(data);
+    v
+}
+
+fn f32s(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|x| x.to_le_bytes()).collect()
+}
+
+/// A file built from a raw JSON header and data bytes.
+fn raw(header: &str, data: &[u8]) -> Vec<u8> {
+    with_header(header.as_bytes(), data)
+}
+
+/// One case: its bytes, and what the error's Display must contain (variant checked separately).
+struct Case {
+    name: &'static str,
+    bytes: Vec<u8>,
+    check: fn(&WeightError) -> bool,
+    message: &'static str,
+}
+
+fn cases() -> Vec<Case> {
+    let mut huge_len = raw(
+        r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+        &[0; 4],
+    );
+    huge_len[..8].copy_from_slice(&(u64::MAX - 7).to_le_bytes());
+    let mut past_end = raw(
+        r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+        &[0; 4],
+    );
+    past_end[..8].copy_from_slice(&1000u64.to_le_bytes());
+    // A header of 64 MiB: refused from its length alone, before it is read.
+    let big = 64usize << 20;
+    let mut big_header = vec![b' '; big];
+    big_header[0] = b'{';
+    big_header[big - 1] = b'}';
+    vec![
+        Case {
+            name: "empty file",
+            bytes: vec![],
+            check: |e| matches!(e, WeightError::TooShort { len: 0 }),
+            message: "not a safetensors file: 0 bytes is shorter than the 8-byte header length",
+        },
+        Case {
+            name: "header length larger than the file",
+            bytes: past_end,
+            check: |e| matches!(e, WeightError::HeaderPastEnd { len: 1000, .. }),
+            message: "safetensors header of 1000 bytes runs past the end of the",
+        },
+        Case {
+            name: "header length near u64::MAX",
+            bytes: huge_len,
+            check: |e| {
+                matches!(
+                    e,
+                    WeightError::HeaderTooLarge {
+                        limit: MAX_HEADER_BYTES,
+                        ..
+                    }
+                )
+            },
+            message: "exceeds the limit of 16777216 bytes",
+        },
+        Case {
+            name: "64 MiB header",
+            bytes: with_header(&big_header, &[]),
+            check: |e| matches!(e, WeightError::HeaderTooLarge { len, limit: MAX_HEADER_BYTES } if *len == (64 << 20)),
+            message: "safetensors header of 67108864 bytes exceeds the limit of 16777216 bytes",
+        },
+        Case {
+            name: "header not JSON",
+            bytes: raw("{this is not json}", &[]),
+            check: |e| matches!(e, WeightError::Malformed { .. }),
+            message: "malformed safetensors file",
+        },
+        Case {
+            name: "header not UTF-8",
+            bytes: with_header(&[b'{', 0xc3, 0x28, b'}'], &[]),
+            check: |e| matches!(e, WeightError::Malformed { .. }),
+            message: "malformed safetensors file",
+        },
+        Case {
+            name: "offsets out of range",
+            bytes: raw(
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#,
+                &[0; 4],
+            ),
+            check: |e| matches!(e, WeightError::Malformed { .. }),
+            message: "malformed safetensors file",
+        },
+        Case {
+            name: "overlapping offsets",
+            bytes: raw(
+                r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+                &[0; 12],
+            ),
+            check: |e| matches!(e, WeightError::Malformed { reason } if reason.contains("offset")),
+            message: "malformed safetensors file",
+        },
+        Case {
+            name: "offsets not covering the data",
+            bytes: raw(
+                r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}}"#,
+                &[0; 12],
+            ),
+            check: |e| matches!(e, WeightError::Malformed { .. }),
+            message: "malformed safetensors file",
+        },
+        Case {
+            name: "byte count not dtype size times shape",
+            bytes: raw(
+                r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+                &[0; 8],
+            ),
+            check: |e| matches!(e, WeightError::Malformed { .. }),
+            message: "malformed safetensors file",
+        },
+        Case {
+            name: "unknown dtype",
+            bytes: raw(
+                r#"{"a":{"dtype":"F12","shape":[1],"data_offsets":[0,4]}}"#,
+                &[0; 4],
+            ),
+            check: |e| matches!(e, WeightError::Malformed { reason } if reason.contains("F12")),
+            message: "malformed safetensors file",
+        },
+        Case {
+            name: "shape product overflows",
+            bytes: raw(
+                r#"{"a":{"dtype":"F32","shape":[4294967296,4294967296,16],"data_offsets":[0,0]}}"#,
+                &[],
+            ),
+            check: |e| matches!(e, WeightError::Malformed { .. }),
+            message: "malformed safetensors file",
+        },
+    ]
+}
+
+#[test]
+fn every_malformed_file_gives_its_error_without_allocating_more_than_its_size() {
+    let _g = MEASURE.lock().unwrap();
+    for case in cases() {
+        let size = case.bytes.len();
+        let (result, peak) = peak_during(|| WeightFile::from_bytes(case.bytes));
+        let e = result.expect_err(case.name);
+        assert!((case.check)(&e), "{}: wrong error {e:?}", case.name);
+        assert!(e.to_string().contains(case.message), "{}: {e}", case.name);
+        // The buffer itself is the caller's; what the loader allocates on top must stay below
+        // the file's size (plus a small constant for the error message and header structures).
+        assert!(
+            peak <= size + 64 * 1024,
+            "{}: allocated {peak} bytes for a {size}-byte file",
+            case.name
+        );
+    }
+}
+
+fn valid(entries: &[(&str, &[usize], Vec<u8>)]) -> Vec<u8> {
+    let mut header = String::from("{");
+    let mut data = Vec::new();
+    for (i, (name, shape, bytes)) in entries.iter().enumerate() {
+        let start = data.len();
+        data.extend_from_slice(bytes);
+        header += &format!(
+            "{}\"{name}\":{{\"dtype\":\"F32\",\"shape\":{shape:?},\"data_offsets\":[{start},{}]}}",
+            if i > 0 { "," } else { "" },
+            data.len()
+        );
+    }
+    header.push('}');
+    raw(&header, &data)
+}
+
+#[test]
+fn content_errors_name_the_tensor() {
+    let bytes = valid(&[
+        ("fc.weight", &[2, 3], f32s(&[0.0; 6])),
+        ("bad", &[3], f32s(&[1.0, f32::INFINITY, 2.0])),
+        ("nan", &[1], f32s(&[f32::NAN])),
+        ("extra", &[1], f32s(&[1.0])),
+    ]);
+    let w = WeightFile::from_bytes(bytes).unwrap();
+    // Right name, wrong shape.
+    let e = w.tensor("fc.weight", &[3, 2]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "tensor \"fc.weight\" has shape [2, 3], expected [3, 2]"
+    );
+    // Missing.
+    let e = w.tensor("fc.bias", &[3]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "missing tensor \"fc.bias\" (expected shape [3])"
+    );
+    // Non-finite weights, named, with the first bad element.
+    let e = w.tensor("bad", &[3]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "tensor \"bad\" holds a non-finite value (inf) at element 1"
+    );
+    let e = w.tensor("nan", &[1]).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "tensor \"nan\" holds a non-finite value (NaN) at element 0"
+    );
+    // Unexpected tensors: an error when strict, a list to warn about when lenient.
+    let t = Tracked::new(&w);
+    t.tensor("fc.weight", &[2, 3]).unwrap();
+    let _ = t.tensor("bad", &[3]);
+    let _ = t.tensor("nan", &[1]);
+    let e = t.finish(Strictness::Strict).unwrap_err();
+    assert_eq!(e.to_string(), "1 unused tensor(s) in the weights: extra");
+    assert_eq!(t.finish(Strictness::Lenient).unwrap(), ["extra"]);
+}
+
+#[test]
+fn loading_a_tensor_allocates_only_its_f32_size() {
+    let _g = MEASURE.lock().unwrap();
+    let n = 1 << 16;
+    let w = WeightFile::from_bytes(valid(&[("x", &[n], f32s(&vec![0.5; n]))])).unwrap();
+    let (t, peak) = peak_during(|| w.tensor("x", &[n]).unwrap());
+    assert_eq!(t.len(), n);
+    // The counter sees the tensor itself (so it does count), and nothing much beyond it.
+    assert!(peak >= 4 * n && peak <= 4 * n + 4096, "{peak}");
+}
