@@ -1,15 +1,7 @@
-//! Arbitrary bytes as a weights file, then as a model: typed errors, never a crash.
+//! cargo-fuzz target: see `entry.rs` for what `weights_file` checks.
 #![no_main]
+#![allow(dead_code)]
 
-use libfuzzer_sys::fuzz_target;
+include!("../entry.rs");
 
-fuzz_target!(|data: &[u8]| {
-    if let Ok(file) = resnet_weights::WeightFile::from_bytes(data.to_vec()) {
-        for (name, _) in file.tensors() {
-            let _ = file.load(name);
-        }
-        if let Ok(cfg) = resnet_models::infer_config(&file) {
-            let _ = resnet_models::ResNet::load(&file, &cfg);
-        }
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| weights_file(data));

@@ -37,7 +37,8 @@ pub fn measure_peak_gflops(cpu: Cpu, millis: u64) -> f64 {
     let mut best: f64 = 0.0;
     let start = Instant::now();
     let mut iters = 1 << 16;
-    while start.elapsed().as_millis() < u128::from(millis.max(1)) {
+    // At least one measured round, however slow the machine (or valgrind) is.
+    while best == 0.0 || start.elapsed().as_millis() < u128::from(millis.max(1)) {
         let t0 = Instant::now();
         let (sink, flops) = cpu.dispatch(FmaLoop { iters });
         let dt = t0.elapsed().as_secs_f64();

@@ -1,0 +1,7 @@
+//! cargo-fuzz target: see `entry.rs` for what `tensor_bytes` checks.
+#![no_main]
+#![allow(dead_code)]
+
+include!("../entry.rs");
+
+libfuzzer_sys::fuzz_target!(|data: &[u8]| tensor_bytes(data));
