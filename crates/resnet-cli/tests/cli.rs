@@ -353,3 +353,94 @@ fn errors_are_one_line_and_exit_code_1() {
     resnet().args(["classify"]).assert().code(2);
     resnet().args(["--threads", "0", "bench"]).assert().code(2);
 }
+
+#[test]
+fn malformed_weights_are_one_line_and_exit_code_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let write = |name: &str, bytes: Vec<u8>| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, bytes).unwrap();
+        p
+    };
+    let with_header = |h: &[u8], data: &[u8]| {
+        let mut v = (h.len() as u64).to_le_bytes().to_vec();
+        v.extend_from_slice(h);
+        v.extend_from_slice(data);
+        v
+    };
+    let mut huge = with_header(b"{}", &[]);
+    huge[..8].copy_from_slice(&(64u64 << 20).to_le_bytes());
+    let header_level = [
+        ("empty.safetensors", vec![], "shorter than the 8-byte header"),
+        ("huge.safetensors", huge, "exceeds the limit of 16777216 bytes"),
+        ("json.safetensors", with_header(b"{nope", &[]), "malformed safetensors file"),
+        (
+            "overlap.safetensors",
+            with_header(
+                br#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+                &[0; 12],
+            ),
+            "malformed safetensors file",
+        ),
+    ];
+    let x = dir.path().join("x.safetensors");
+    let mut m = TensorMap::new();
+    m.insert("x", resnet_tensor::Tensor::zeros(&[1, 3, 16, 16]).unwrap());
+    std::fs::write(&x, m.to_safetensors_bytes(None).unwrap()).unwrap();
+    let out = dir.path().join("y.safetensors");
+    for (name, bytes, msg) in header_level {
+        let p = write(name, bytes);
+        let e = fails(&["inspect", s(&p)]);
+        assert!(e.contains(msg), "inspect {name}: {e}");
+        let e = fails(&[
+            "forward",
+            "--weights",
+            s(&p),
+            "--input",
+            s(&x),
+            "--output",
+            s(&out),
+        ]);
+        assert!(e.contains(msg), "forward {name}: {e}");
+    }
+    // Content errors: a NaN weight and a wrong shape, named.
+    let cfg = resnet_models::ResNetConfig::new(resnet_models::BlockKind::Basic, vec![1])
+        .with_num_classes(3);
+    let mut map = resnet_models::random_tensor_map(&cfg, 2).unwrap();
+    let mut w = map.get("layer1.0.conv2.weight").unwrap().clone();
+    w.as_mut_slice()[5] = f32::NAN;
+    map.insert("layer1.0.conv2.weight", w);
+    let nan = write("nan.safetensors", map.to_safetensors_bytes(None).unwrap());
+    let e = fails(&[
+        "forward",
+        "--weights",
+        s(&nan),
+        "--input",
+        s(&x),
+        "--output",
+        s(&out),
+    ]);
+    assert!(
+        e.contains("layer1.0.conv2.weight") && e.contains("non-finite"),
+        "{e}"
+    );
+    let mut map = resnet_models::random_tensor_map(&cfg, 2).unwrap();
+    map.insert(
+        "bn1.running_var",
+        resnet_tensor::Tensor::zeros(&[65]).unwrap(),
+    );
+    let shape = write("shape.safetensors", map.to_safetensors_bytes(None).unwrap());
+    let e = fails(&[
+        "forward",
+        "--weights",
+        s(&shape),
+        "--input",
+        s(&x),
+        "--output",
+        s(&out),
+    ]);
+    assert!(
+        e.contains("bn1.running_var") && e.contains("[65]") && e.contains("[64]"),
+        "{e}"
+    );
+}
