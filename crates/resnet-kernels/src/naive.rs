@@ -236,6 +236,38 @@ pub fn linear(
     Ok(())
 }
 
+/// PixelShuffle (depth-to-space) on NCHW: `[N, C*r*r, H, W]` to `[N, C, H*r, W*r]` with
+/// `out[n, c, h*r + i, w*r + j] = in[n, c*r*r + i*r + j, h, w]` (PyTorch's `PixelShuffle(r)`).
+pub fn pixel_shuffle(
+    dims: [usize; 4],
+    r: usize,
+    input: &[f32],
+    output: &mut [f32],
+) -> Result<(), KernelError> {
+    let [n, crr, h, w] = dims;
+    if r == 0 || crr % (r * r) != 0 {
+        return Err(KernelError::Geometry(format!(
+            "pixel shuffle by {r} needs channels divisible by {}, got {crr}",
+            r * r
+        )));
+    }
+    let c = crr / (r * r);
+    check_len("pixel_shuffle input", input, n * crr * h * w)?;
+    check_len("pixel_shuffle output", output, n * crr * h * w)?;
+    for ni in 0..n {
+        for ci in 0..c {
+            for y in 0..h * r {
+                for x in 0..w * r {
+                    let src = ci * r * r + (y % r) * r + x % r;
+                    output[((ni * c + ci) * h * r + y) * w * r + x] =
+                        input[((ni * crr + src) * h + y / r) * w + x / r];
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Softmax over each row of `[rows, len]`, with the maximum subtracted first for stability.
 pub fn softmax(len: usize, input: &[f32], output: &mut [f32]) -> Result<(), KernelError> {
     check_len("softmax output", output, input.len())?;
@@ -391,6 +423,20 @@ mod tests {
         let mut up = [0.0; 4];
         adaptive_avg_pool2d([1, 1, 1, 2], [1, 4], &[1.0, 3.0], &mut up).unwrap();
         assert_eq!(up, [1.0, 1.0, 3.0, 3.0]);
+    }
+
+    #[test]
+    fn pixel_shuffle_by_hand() {
+        // Four channels of one pixel become a 2x2 block of one channel.
+        let mut out = [0.0; 4];
+        pixel_shuffle([1, 4, 1, 1], 2, &[0.0, 1.0, 2.0, 3.0], &mut out).unwrap();
+        assert_eq!(out, [0.0, 1.0, 2.0, 3.0]);
+        // Two pixels side by side: [a0 a1 a2 a3][b0 b1 b2 b3] -> rows [a0 a1 b0 b1], [a2 a3 b2 b3].
+        let input = [10.0, 20.0, 11.0, 21.0, 12.0, 22.0, 13.0, 23.0]; // NCHW [1, 4, 1, 2]
+        let mut out = [0.0; 8];
+        pixel_shuffle([1, 4, 1, 2], 2, &input, &mut out).unwrap();
+        assert_eq!(out, [10.0, 11.0, 20.0, 21.0, 12.0, 13.0, 22.0, 23.0]);
+        assert!(pixel_shuffle([1, 3, 1, 1], 2, &[0.0; 3], &mut [0.0; 3]).is_err());
     }
 
     #[test]

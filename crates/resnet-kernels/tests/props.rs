@@ -385,6 +385,17 @@ proptest! {
     }
 
     #[test]
+    fn pixel_shuffle_matches_naive(n in 1usize..3, c in 1usize..6, r in 1usize..5, h in 1usize..7, w in 1usize..7, seed in any::<u64>()) {
+        let d = [n, c * r * r, h, w];
+        let x = values(n * c * r * r * h * w, seed);
+        let mut want = vec![0.0; x.len()];
+        naive::pixel_shuffle(d, r, &x, &mut want).unwrap();
+        let mut got = vec![0.0; x.len()];
+        fast::pixel_shuffle_nhwc(d, r, &to_nhwc(d, &x), &mut got).unwrap();
+        prop_assert_eq!(to_nchw([n, c, h * r, w * r], &got), want);
+    }
+
+    #[test]
     fn layout_round_trip(n in 0usize..3, c in 1usize..20, h in 1usize..20, w in 1usize..20, seed in any::<u64>()) {
         let d = [n, c, h, w];
         let x = values(n * c * h * w, seed);

@@ -31,7 +31,7 @@ pub(crate) struct FastNet {
 /// output once the workspace has grown to the input size.
 #[derive(Debug, Default)]
 pub(crate) struct Workspace {
-    bufs: [Vec<f32>; 4],
+    pub(crate) bufs: [Vec<f32>; 4],
     feats: Vec<f32>,
 }
 

@@ -38,6 +38,7 @@
 //! ```
 
 mod config;
+mod edsr;
 mod fast;
 mod infer;
 mod init;
@@ -48,6 +49,7 @@ pub use config::{
     BlockKind, ResNetConfig, resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d,
     resnext101_32x8d, resnext101_64x4d, wide_resnet50_2, wide_resnet101_2,
 };
+pub use edsr::{Edsr, EdsrConfig};
 pub use fast::LayerTime;
 pub use infer::infer_config;
 pub use resnet::{Block, ConvBn, ResNet, StageOutputs, top_k};

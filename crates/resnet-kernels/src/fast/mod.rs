@@ -55,6 +55,46 @@ fn transpose_batch(n: usize, rows: usize, cols: usize, src: &[f32], dst: &mut [f
     }
 }
 
+/// PixelShuffle (depth-to-space) on NHWC data of logical dims `[N, C*r*r, H, W]`, giving
+/// `[N, C, H*r, W*r]` (NHWC): each input pixel's channels `c*r*r + i*r + j` become channel `c`
+/// of output pixel `(h*r + i, w*r + j)`.
+pub fn pixel_shuffle_nhwc(
+    dims: [usize; 4],
+    r: usize,
+    input: &[f32],
+    output: &mut [f32],
+) -> Result<(), KernelError> {
+    let [n, crr, h, w] = dims;
+    if r == 0 || crr % (r * r) != 0 {
+        return Err(KernelError::Geometry(format!(
+            "pixel shuffle by {r} needs channels divisible by {}, got {crr}",
+            r * r
+        )));
+    }
+    let c = crr / (r * r);
+    check_len("pixel_shuffle input", input, n * crr * h * w)?;
+    check_len("pixel_shuffle output", output, n * crr * h * w)?;
+    let (ow, rr) = (w * r, r * r);
+    for ni in 0..n {
+        let x = &input[ni * h * w * crr..(ni + 1) * h * w * crr];
+        let y = &mut output[ni * h * w * crr..(ni + 1) * h * w * crr];
+        for hy in 0..h {
+            for wx in 0..w {
+                let src = &x[(hy * w + wx) * crr..][..crr];
+                for i in 0..r {
+                    for j in 0..r {
+                        let dst = &mut y[((hy * r + i) * ow + wx * r + j) * c..][..c];
+                        for (ci, d) in dst.iter_mut().enumerate() {
+                            *d = src[ci * rr + i * r + j];
+                        }
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
 /// Max pooling on NHWC data; padded positions never win.
 pub fn max_pool2d_nhwc(
     cpu: Cpu,

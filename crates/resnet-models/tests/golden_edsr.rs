@@ -1,0 +1,144 @@
+//! EDSR super-resolution against the reference code (`edsr_*` fixtures), tiled and untiled.
+
+mod common;
+
+use common::golden;
+use resnet_models::{Edsr, EdsrConfig};
+use resnet_weights::WeightFile;
+
+fn max_abs(a: &[f32], b: &[f32]) -> f32 {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0, f32::max)
+}
+
+fn check(name: &str, scale: usize, blocks: usize, feats: usize, res_scale: f32) {
+    let (Some(w), Some(e)) = (
+        golden(&format!("{name}.safetensors")),
+        golden(&format!("{name}.expected.safetensors")),
+    ) else {
+        return;
+    };
+    let model = Edsr::from_file(&w).unwrap();
+    let cfg: &EdsrConfig = model.config();
+    assert_eq!(
+        (cfg.scale, cfg.n_resblocks, cfg.n_feats, cfg.res_scale),
+        (scale, blocks, feats, res_scale)
+    );
+    let expected = WeightFile::open(e).unwrap();
+    let x = expected.load("input").unwrap();
+    let want = expected.load("output").unwrap();
+    let y = model.forward(&x).unwrap();
+    assert_eq!(y.shape(), want.shape());
+    let err = max_abs(y.as_slice(), want.as_slice());
+    eprintln!("{name}: untiled max abs error {err:.2e}");
+    assert!(err < 1e-3, "{name}: {err}");
+    // Tiled, with tiles smaller than the image: the same numbers.
+    let [_, _, h, w] = x.shape().dims4().unwrap();
+    for tile in [2, 4, h.max(w) / 2 + 1] {
+        let t = model.forward_tiled(&x, tile).unwrap();
+        let d = max_abs(t.as_slice(), y.as_slice());
+        eprintln!("{name}: tile {tile}: max abs difference to untiled {d:.2e}");
+        assert_eq!(
+            t.as_slice(),
+            y.as_slice(),
+            "{name}: tile {tile} differs from untiled by {d}"
+        );
+    }
+    // Single-threaded gives the same bits.
+    let one = model.clone().with_threads(1).unwrap().forward(&x).unwrap();
+    assert_eq!(one.as_slice(), y.as_slice());
+}
+
+#[test]
+fn edsr_baseline_x2() {
+    check("edsr_baseline_x2", 2, 16, 64, 1.0);
+}
+
+#[test]
+fn edsr_tiny_x3() {
+    check("edsr_tiny_x3", 3, 2, 16, 0.1);
+}
+
+#[test]
+fn edsr_tiny_x4() {
+    check("edsr_tiny_x4", 4, 2, 16, 0.1);
+}
+
+/// Random weights in the EDSR layout for `cfg`.
+fn random_edsr(cfg: &EdsrConfig) -> resnet_weights::TensorMap {
+    let mut m = resnet_weights::TensorMap::new();
+    let mut k = 0u32;
+    let mut put = |m: &mut resnet_weights::TensorMap, name: &str, shape: &[usize]| {
+        let n: usize = shape.iter().product();
+        let fan_in = (shape[1..].iter().product::<usize>()) as f32;
+        let v = (0..n)
+            .map(|i| {
+                k = k
+                    .wrapping_mul(1_664_525)
+                    .wrapping_add(1_013_904_223 ^ i as u32);
+                ((k >> 8) as f32 / (1u32 << 24) as f32 - 0.5) * 2.0 / fan_in.sqrt()
+            })
+            .collect();
+        m.insert(
+            format!("{name}.weight"),
+            resnet_tensor::Tensor::from_vec(shape, v).unwrap(),
+        );
+        m.insert(
+            format!("{name}.bias"),
+            resnet_tensor::Tensor::from_vec(&[shape[0]], vec![0.01; shape[0]]).unwrap(),
+        );
+    };
+    let (c, f) = (cfg.channels, cfg.n_feats);
+    put(&mut m, "sub_mean", &[c, c, 1, 1]);
+    put(&mut m, "head.0", &[f, c, 3, 3]);
+    for i in 0..cfg.n_resblocks {
+        put(&mut m, &format!("body.{i}.body.0"), &[f, f, 3, 3]);
+        put(&mut m, &format!("body.{i}.body.2"), &[f, f, 3, 3]);
+    }
+    put(&mut m, &format!("body.{}", cfg.n_resblocks), &[f, f, 3, 3]);
+    for (i, r) in cfg.upsample_factors().unwrap().into_iter().enumerate() {
+        put(&mut m, &format!("tail.0.{}", 2 * i), &[r * r * f, f, 3, 3]);
+    }
+    put(&mut m, "tail.1", &[c, f, 3, 3]);
+    put(&mut m, "add_mean", &[c, c, 1, 1]);
+    m
+}
+
+#[test]
+fn tiles_smaller_than_the_image_give_the_untiled_result_exactly() {
+    for scale in [2, 3, 4] {
+        let cfg = EdsrConfig {
+            n_resblocks: 2,
+            n_feats: 12,
+            res_scale: 0.5,
+            ..EdsrConfig::baseline(scale)
+        };
+        let map = random_edsr(&cfg);
+        assert_eq!(Edsr::infer_config(&map).unwrap().scale, scale);
+        let model = Edsr::load(&map, &cfg).unwrap();
+        let (h, w) = (37, 53);
+        let x = resnet_tensor::Tensor::from_vec(
+            &[2, 3, h, w],
+            (0..2 * 3 * h * w)
+                .map(|i| ((i * 7919) % 256) as f32)
+                .collect(),
+        )
+        .unwrap();
+        let y = model.forward(&x).unwrap();
+        assert_eq!(y.shape().dims(), &[2, 3, h * scale, w * scale]);
+        assert!(model.halo() < 12);
+        let mut seen = 0;
+        for tile in [6, 16, 25] {
+            let t = model
+                .forward_tiled_with_progress(&x, tile, |done, total| {
+                    seen = total;
+                    assert!(done <= total);
+                })
+                .unwrap();
+            assert!(seen > 1);
+            assert_eq!(t.as_slice(), y.as_slice(), "scale {scale}, tile {tile}");
+        }
+    }
+}
