@@ -4,7 +4,7 @@
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use resnet_benches::{Machine, median_min, plot, time_iters};
-use resnet_models::{LayerTime, ResNet, ResNetConfig};
+use resnet_models::{Edsr, EdsrConfig, LayerTime, ResNet, ResNetConfig};
 use resnet_tensor::Tensor;
 use serde_json::json;
 use std::path::PathBuf;
@@ -44,6 +44,9 @@ struct Args {
     /// Also time ONNX Runtime on the same weights with this tool (e.g. ../shared/tools/ort-baseline).
     #[arg(long)]
     ort: Option<PathBuf>,
+    /// Skip the EDSR-baseline x2 super-resolution benchmark.
+    #[arg(long)]
+    no_edsr: bool,
 }
 
 struct Row {
@@ -277,8 +280,42 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
         "\n* GFLOP/s count the multiply-adds of direct convolution (2 FLOP each), whatever the \
          algorithm: Winograd layers do fewer, so their rate can exceed the peak."
     );
+    // Enhancement: EDSR-baseline x2 on a 480x270 input, tiled as the CLI does.
+    let mut edsr_rows = Vec::new();
+    if !args.no_edsr {
+        let (h, w) = if args.quick { (68, 120) } else { (270, 480) };
+        let model = Edsr::random(&EdsrConfig::baseline(2), 0)?;
+        let x = Tensor::from_vec(
+            &[1, 3, h, w],
+            (0..3 * h * w).map(|i| (i % 256) as f32).collect(),
+        )?;
+        println!(
+            "\nEnhancement: EDSR-baseline x2 (16 blocks, 64 features), {w}x{h} input, default tiles (192)"
+        );
+        println!("| threads | median ms | min ms | input MP/s | output MP/s | GFLOP/s* |");
+        println!("|---|---|---|---|---|---|");
+        for &threads in &args.threads {
+            let m = model.clone().with_threads(threads)?;
+            let times = time_iters(if args.quick { 1 } else { 3 }, || {
+                m.forward_tiled(&x, 192).map(|_| ())
+            })?;
+            let (median, min) = median_min(&times);
+            let mp = (h * w) as f64 / 1e6;
+            let gf = 2.0 * m.macs(h, w) as f64 / median / 1e9;
+            println!(
+                "| {threads} | {:.1} | {:.1} | {:.3} | {:.3} | {gf:.1} |",
+                median * 1e3,
+                min * 1e3,
+                mp / median,
+                4.0 * mp / median
+            );
+            edsr_rows.push(json!({"threads": threads, "height": h, "width": w, "median_ms": median * 1e3, "min_ms": min * 1e3,
+                "input_megapixels_per_s": mp / median, "output_megapixels_per_s": 4.0 * mp / median, "gflops": gf}));
+        }
+    }
     if let Some(path) = &args.json {
         let v = json!({
+            "edsr_baseline_x2": edsr_rows,
             "machine": {"cpu": machine.cpu, "simd": machine.simd, "cores": machine.cores, "peak_gflops": machine.peak_gflops},
             "size": args.size,
             "end_to_end": rows.iter().map(|r| json!({

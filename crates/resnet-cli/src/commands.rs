@@ -3,7 +3,7 @@
 use crate::{Cli, Command, PreprocessArgs, weights};
 use indicatif::{ProgressBar, ProgressStyle};
 use resnet_image::Preprocess;
-use resnet_models::{ResNet, ResNetConfig, Strictness, WeightFile, infer_config, top_k};
+use resnet_models::{Edsr, ResNet, ResNetConfig, Strictness, WeightFile, infer_config, top_k};
 use resnet_tensor::{Layout, Tensor};
 use resnet_weights::{WeightSource, write_safetensors};
 use serde_json::json;
@@ -112,14 +112,71 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Enhance {
+            input,
+            output,
+            weights,
+            tile,
+        } => {
+            let img = resnet_image::decode_file(&input).map_err(err)?.to_rgb8();
+            let model = load_edsr(&weights.weights, threads)?;
+            let (w, h) = img.dimensions();
+            let range = model.config().rgb_range / 255.0;
+            let (wu, hu) = (w as usize, h as usize);
+            let mut x = vec![0.0f32; 3 * hu * wu];
+            for (i, p) in img.pixels().enumerate() {
+                for c in 0..3 {
+                    x[c * hu * wu + i] = f32::from(p.0[c]) * range;
+                }
+            }
+            let x = Tensor::from_vec(&[1, 3, hu, wu], x).map_err(err)?;
+            let bar = ProgressBar::new(0);
+            bar.set_style(
+                ProgressStyle::with_template("{bar:30} {pos}/{len} tiles {eta}").map_err(err)?,
+            );
+            let t0 = Instant::now();
+            let y = model
+                .forward_tiled_with_progress(&x, tile as usize, |done, total| {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                })
+                .map_err(err)?;
+            bar.finish_and_clear();
+            let s = model.config().scale;
+            let (ow, oh) = (wu * s, hu * s);
+            let data = y.as_slice();
+            let plane = ow * oh;
+            let out = image::RgbImage::from_fn(ow as u32, oh as u32, |px, py| {
+                let i = py as usize * ow + px as usize;
+                image::Rgb(std::array::from_fn(|c| {
+                    (data[c * plane + i] / range).round().clamp(0.0, 255.0) as u8
+                }))
+            });
+            out.save(&output)
+                .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+            eprintln!(
+                "{}x{} -> {}x{} in {:.2} s, wrote {}",
+                w,
+                h,
+                ow,
+                oh,
+                t0.elapsed().as_secs_f64(),
+                output.display()
+            );
+            Ok(())
+        }
         Command::Forward {
             weights,
             input,
             key,
             output,
             stages,
+            tile,
         } => {
-            let model = load_model(&weights.weights, threads)?;
+            let path = weights::resolve(&weights.weights)?;
+            let probe = WeightFile::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let edsr = is_edsr(&probe);
+            drop(probe);
             let file = WeightFile::open(&input).map_err(|e| format!("{}: {e}", input.display()))?;
             let key = match key {
                 Some(k) => k,
@@ -140,12 +197,20 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             let x = file.load(&key).map_err(err)?;
             let mut out: Vec<(String, Tensor)> = Vec::new();
-            if stages {
+            if edsr {
+                let model = load_edsr(&weights.weights, threads)?;
+                out.push((
+                    "output".into(),
+                    model.forward_tiled(&x, tile as usize).map_err(err)?,
+                ));
+            } else if stages {
+                let model = load_model(&weights.weights, threads)?;
                 let s = model.forward_stages(&x).map_err(err)?;
                 for (name, t) in s.named() {
                     out.push((name, t.clone()));
                 }
             } else {
+                let model = load_model(&weights.weights, threads)?;
                 out.push(("logits".into(), model.forward(&x).map_err(err)?));
             }
             let list: Vec<(&str, &Tensor)> = out.iter().map(|(n, t)| (n.as_str(), t)).collect();
@@ -183,6 +248,29 @@ pub fn run(cli: Cli) -> Result<()> {
 fn load_model(spec: &str, threads: Option<usize>) -> Result<ResNet> {
     let path = weights::resolve(spec)?;
     let model = ResNet::from_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    match threads {
+        Some(t) => model.with_threads(t).map_err(err),
+        None => Ok(model),
+    }
+}
+
+/// The naming scheme to report.
+fn scheme(file: &WeightFile) -> String {
+    if is_edsr(file) {
+        "EDSR reference code".into()
+    } else {
+        file.scheme().to_string()
+    }
+}
+
+/// Whether a weights file is an EDSR network (by its key names).
+fn is_edsr(file: &WeightFile) -> bool {
+    file.contains("head.0.weight") && file.contains("tail.1.weight")
+}
+
+fn load_edsr(spec: &str, threads: Option<usize>) -> Result<Edsr> {
+    let path = weights::resolve(spec)?;
+    let model = Edsr::from_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
     match threads {
         Some(t) => model.with_threads(t).map_err(err),
         None => Ok(model),
@@ -289,6 +377,25 @@ fn inspect(spec: &str, json_out: bool) -> Result<()> {
         ));
     }
     tensors.sort();
+    if is_edsr(&file) {
+        let (arch, unmapped) = match Edsr::infer_config(&file) {
+            Ok(cfg) => {
+                let tracked = resnet_weights::Tracked::new(&file);
+                match Edsr::load(&tracked, &cfg) {
+                    Ok(_) => (
+                        Ok(format!(
+                            "edsr x{} ({} residual blocks, {} features, res_scale {}, rgb_range {})",
+                            cfg.scale, cfg.n_resblocks, cfg.n_feats, cfg.res_scale, cfg.rgb_range
+                        )),
+                        tracked.unused(),
+                    ),
+                    Err(e) => (Err(e.to_string()), Vec::new()),
+                }
+            }
+            Err(e) => (Err(e.to_string()), Vec::new()),
+        };
+        return print_inspect(&path, &file, params, &tensors, arch, unmapped, json_out);
+    }
     let (arch, unmapped) = match infer_config(&file) {
         Ok(cfg) => match ResNet::load_checked(&file, &cfg, Strictness::Lenient) {
             Ok((_, unused)) => (Ok(cfg), unused),
@@ -302,13 +409,29 @@ fn inspect(spec: &str, json_out: bool) -> Result<()> {
                 .collect(),
         ),
     };
+    let arch = arch.map(|c| describe(&c));
+    print_inspect(&path, &file, params, &tensors, arch, unmapped, json_out)
+}
+
+type TensorRow = (String, String, String, Vec<usize>);
+
+#[allow(clippy::too_many_arguments)]
+fn print_inspect(
+    path: &Path,
+    file: &WeightFile,
+    params: usize,
+    tensors: &[TensorRow],
+    arch: std::result::Result<String, String>,
+    unmapped: Vec<String>,
+    json_out: bool,
+) -> Result<()> {
     if json_out {
         let v = json!({
             "file": path.display().to_string(),
-            "scheme": file.scheme().to_string(),
+            "scheme": scheme(file),
             "parameters": params,
             "tensors": tensors.iter().map(|(f, _, d, s)| json!({"name": f, "dtype": d, "shape": s})).collect::<Vec<_>>(),
-            "architecture": arch.as_ref().ok().map(describe),
+            "architecture": arch.as_ref().ok(),
             "architecture_error": arch.as_ref().err(),
             "unmapped": unmapped,
             "metadata": file.metadata(),
@@ -317,11 +440,11 @@ fn inspect(spec: &str, json_out: bool) -> Result<()> {
         return Ok(());
     }
     out!("file:         {}", path.display());
-    out!("naming:       {}", file.scheme());
+    out!("naming:       {}", scheme(file));
     out!("tensors:      {}", tensors.len());
     out!("parameters:   {params} ({:.1} M)", params as f64 / 1e6);
     match &arch {
-        Ok(cfg) => out!("architecture: {}", describe(cfg)),
+        Ok(a) => out!("architecture: {a}"),
         Err(e) => out!("architecture: not recognised: {e}"),
     }
     if unmapped.is_empty() {
@@ -337,7 +460,7 @@ fn inspect(spec: &str, json_out: bool) -> Result<()> {
         out!("metadata:     {k} = {v}");
     }
     out!();
-    for (file_name, canonical, dtype, shape) in &tensors {
+    for (file_name, canonical, dtype, shape) in tensors {
         let mapped = if file_name == canonical {
             String::new()
         } else {

@@ -5,6 +5,7 @@
 //! resnet embed photos/ --weights resnet50.safetensors --output embeddings.safetensors
 //! resnet forward --weights w.safetensors --input x.safetensors --output y.safetensors --stages
 //! resnet inspect w.safetensors
+//! resnet enhance small.png big.png --weights edsr_baseline_x2.safetensors --tile 192
 //! resnet bench --arch resnet50 --batch 8 --threads 2 --json
 //! ```
 //!
@@ -94,8 +95,20 @@ enum Command {
         #[command(flatten)]
         pre: PreprocessArgs,
     },
+    /// Super-resolve an image with EDSR weights (any format the image crate reads and writes).
+    Enhance {
+        /// Input image.
+        input: PathBuf,
+        /// Output image (format from the extension; 8-bit, rounded and clamped).
+        output: PathBuf,
+        #[command(flatten)]
+        weights: WeightsArg,
+        /// Tile size in input pixels (each tile is grown by the network's receptive field).
+        #[arg(long, default_value_t = 192, value_parser = clap::value_parser!(u32).range(2..))]
+        tile: u32,
+    },
     /// Run the model on an NCHW f32 tensor from a safetensors file and write the logits
-    /// (and with --stages every stage): for checking against another framework.
+    /// (and with --stages every stage); with EDSR weights, the key `output` (RGB, 0..255).
     Forward {
         #[command(flatten)]
         weights: WeightsArg,
@@ -111,6 +124,9 @@ enum Command {
         /// Also write stem, layer1 … layer4 and pool.
         #[arg(long)]
         stages: bool,
+        /// EDSR weights: tile size in input pixels.
+        #[arg(long, default_value_t = 192, value_parser = clap::value_parser!(u32).range(2..))]
+        tile: u32,
     },
     /// Describe a weights file: tensors, dtypes, shapes, parameters, naming scheme,
     /// architecture, and what could not be mapped.

@@ -444,3 +444,110 @@ fn malformed_weights_are_one_line_and_exit_code_1() {
         "{e}"
     );
 }
+
+#[test]
+fn enhance_and_forward_with_edsr_weights() {
+    let Some(g) = golden_dir() else { return };
+    let weights = g.join("edsr_tiny_x3.safetensors");
+    let expected = g.join("edsr_tiny_x3.expected.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    // forward: the key `output`, matching the reference at 1e-3, tiled.
+    let out = dir.path().join("y.safetensors");
+    resnet()
+        .args([
+            "forward",
+            "--weights",
+            s(&weights),
+            "--input",
+            s(&expected),
+            "--key",
+            "input",
+            "--output",
+            s(&out),
+            "--tile",
+            "4",
+        ])
+        .assert()
+        .success();
+    let (got, want) = (
+        WeightFile::open(&out).unwrap(),
+        WeightFile::open(&expected).unwrap(),
+    );
+    let (a, b) = (got.load("output").unwrap(), want.load("output").unwrap());
+    assert_eq!(a.shape(), b.shape());
+    let err = a
+        .as_slice()
+        .iter()
+        .zip(b.as_slice())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    assert!(err < 1e-3, "{err}");
+    // inspect recognises the family.
+    let text = resnet().args(["inspect", s(&weights)]).output().unwrap();
+    let text = String::from_utf8(text.stdout).unwrap();
+    assert!(
+        text.contains("edsr x3") && text.contains("EDSR reference code"),
+        "{text}"
+    );
+    // enhance: PNG in, PNG out, three times the size, rounded and clamped 8-bit.
+    let input = dir.path().join("in.png");
+    image::RgbImage::from_fn(13, 9, |x, y| {
+        image::Rgb([(x * 19) as u8, (y * 27) as u8, 200])
+    })
+    .save(&input)
+    .unwrap();
+    let output = dir.path().join("out.png");
+    resnet()
+        .args([
+            "enhance",
+            s(&input),
+            s(&output),
+            "--weights",
+            s(&weights),
+            "--tile",
+            "4",
+            "--threads",
+            "1",
+        ])
+        .assert()
+        .success();
+    let img = image::open(&output).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (39, 27));
+    // The same pixels as the model on the same tensor, rounded.
+    let model = resnet_models::Edsr::from_file(&weights).unwrap();
+    let src = image::open(&input).unwrap().to_rgb8();
+    let mut x = vec![0.0f32; 3 * 13 * 9];
+    for (i, p) in src.pixels().enumerate() {
+        for c in 0..3 {
+            x[c * 13 * 9 + i] = f32::from(p.0[c]);
+        }
+    }
+    let y = model
+        .forward(&resnet_tensor::Tensor::from_vec(&[1, 3, 9, 13], x).unwrap())
+        .unwrap();
+    for (i, p) in img.pixels().enumerate() {
+        for c in 0..3 {
+            assert_eq!(
+                p.0[c],
+                y.as_slice()[c * 39 * 27 + i].round().clamp(0.0, 255.0) as u8
+            );
+        }
+    }
+    // Errors: ResNet weights for enhance, a missing input image.
+    let e = fails(&[
+        "enhance",
+        s(&input),
+        s(&output),
+        "--weights",
+        s(&g.join("resnet18_f16.safetensors")),
+    ]);
+    assert!(e.contains("head.0.weight"), "{e}");
+    let e = fails(&[
+        "enhance",
+        s(&dir.path().join("nope.png")),
+        s(&output),
+        "--weights",
+        s(&weights),
+    ]);
+    assert!(e.contains("nope.png"), "{e}");
+}

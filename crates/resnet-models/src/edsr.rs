@@ -242,6 +242,11 @@ impl Edsr {
         })
     }
 
+    /// A network of `config` with PyTorch's default initialisation, reproducible from `seed`.
+    pub fn random(config: &EdsrConfig, seed: u64) -> Result<Self, ModelError> {
+        Self::load(&crate::random_edsr_tensor_map(config, seed)?, config)
+    }
+
     /// Open a file, infer the configuration, and load it strictly.
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, ModelError> {
         let file = WeightFile::open(path)?;

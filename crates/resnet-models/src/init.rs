@@ -116,3 +116,61 @@ pub(crate) fn random_weights(config: &ResNetConfig, seed: u64) -> Result<TensorM
 pub fn random_tensor_map(config: &ResNetConfig, seed: u64) -> Result<TensorMap, ModelError> {
     random_weights(config, seed)
 }
+
+/// Seeded random weights for an EDSR network of `config` (EDSR reference-code names): PyTorch's
+/// default conv initialisation, U(-1/sqrt(fan_in), 1/sqrt(fan_in)) for weights and biases, and
+/// the exact MeanShift convs (identity weights, bias -/+ rgb_range x rgb_mean).
+pub fn random_edsr_tensor_map(
+    config: &crate::EdsrConfig,
+    seed: u64,
+) -> Result<TensorMap, ModelError> {
+    let mut rng = SplitMix64(seed);
+    let mut map = TensorMap::new();
+    let (c, f) = (config.channels, config.n_feats);
+    let mut conv = |map: &mut TensorMap, name: &str, shape: [usize; 4]| -> Result<(), ModelError> {
+        let fan_in = shape[1] * shape[2] * shape[3];
+        let bound = 1.0 / (fan_in as f64).sqrt();
+        let n: usize = shape.iter().product();
+        let w = (0..n)
+            .map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32)
+            .collect();
+        map.insert(format!("{name}.weight"), Tensor::from_vec(&shape, w)?);
+        let b = (0..shape[0])
+            .map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32)
+            .collect();
+        map.insert(format!("{name}.bias"), Tensor::from_vec(&[shape[0]], b)?);
+        Ok(())
+    };
+    conv(&mut map, "head.0", [f, c, 3, 3])?;
+    for i in 0..config.n_resblocks {
+        conv(&mut map, &format!("body.{i}.body.0"), [f, f, 3, 3])?;
+        conv(&mut map, &format!("body.{i}.body.2"), [f, f, 3, 3])?;
+    }
+    conv(
+        &mut map,
+        &format!("body.{}", config.n_resblocks),
+        [f, f, 3, 3],
+    )?;
+    for (i, r) in config.upsample_factors()?.into_iter().enumerate() {
+        conv(&mut map, &format!("tail.0.{}", 2 * i), [r * r * f, f, 3, 3])?;
+    }
+    conv(&mut map, "tail.1", [c, f, 3, 3])?;
+    let mut eye = vec![0.0; c * c];
+    for i in 0..c {
+        eye[i * c + i] = 1.0;
+    }
+    let mean: Vec<f32> = (0..c)
+        .map(|i| config.rgb_range * config.rgb_mean.get(i).copied().unwrap_or(0.0))
+        .collect();
+    map.insert(
+        "sub_mean.weight",
+        Tensor::from_vec(&[c, c, 1, 1], eye.clone())?,
+    );
+    map.insert(
+        "sub_mean.bias",
+        Tensor::from_vec(&[c], mean.iter().map(|m| -m).collect())?,
+    );
+    map.insert("add_mean.weight", Tensor::from_vec(&[c, c, 1, 1], eye)?);
+    map.insert("add_mean.bias", Tensor::from_vec(&[c], mean)?);
+    Ok(map)
+}

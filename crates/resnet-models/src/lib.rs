@@ -42,7 +42,7 @@ mod edsr;
 mod fast;
 mod infer;
 mod init;
-pub use init::random_tensor_map;
+pub use init::{random_edsr_tensor_map, random_tensor_map};
 mod resnet;
 
 pub use config::{
