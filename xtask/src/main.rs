@@ -1,7 +1,9 @@
 //! `cargo xtask`: project automation for resnet-rs.
 //!
-//! - `cargo xtask ci`: formatting, clippy with warnings denied, the tests, a quick property run
-//!   and a quick benchmark.
+//! - `cargo xtask ci`: formatting, dependency licences and sources (`cargo deny`, installed if
+//!   missing), clippy with warnings denied, the tests, a quick property run and a quick
+//!   benchmark.
+//! - `cargo xtask deny`: just the `cargo deny` checks.
 //! - `cargo xtask props [--cases N]`: every SIMD kernel against its naive twin, N random cases
 //!   per property (default 1000) plus the fixed awkward shapes.
 //! - `cargo xtask bench [OPTIONS]`: the benchmark report (release build); options are those of
@@ -266,8 +268,24 @@ fn memcheck() -> Result<(), String> {
     Ok(())
 }
 
+fn deny() -> Result<(), String> {
+    let have = Command::new(env!("CARGO"))
+        .args(["deny", "--version"])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !have {
+        eprintln!("cargo-deny is missing: installing it");
+        cargo(&["install", "--locked", "cargo-deny"], &[])?;
+    }
+    // Licences, bans and sources need no network; advisories would fetch the RustSec database.
+    cargo(&["deny", "check", "licenses", "bans", "sources"], &[])
+}
+
 fn ci() -> Result<(), String> {
     cargo(&["fmt", "--all", "--", "--check"], &[])?;
+    deny()?;
     cargo(
         &[
             "clippy",
@@ -284,7 +302,7 @@ fn ci() -> Result<(), String> {
     bench(&["--quick".into()])
 }
 
-const USAGE: &str = "usage: cargo xtask <ci | props [--cases N] | bench [OPTIONS] | fuzz [--seconds N] [--target T] | memcheck>";
+const USAGE: &str = "usage: cargo xtask <ci | props [--cases N] | bench [OPTIONS] | fuzz [--seconds N] [--target T] | memcheck | deny>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -295,6 +313,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(rest),
         Some("fuzz") => fuzz(rest),
         Some("memcheck") => memcheck(),
+        Some("deny") => deny(),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())
