@@ -162,7 +162,10 @@ impl FastNet {
         for (si, stage) in self.stages.iter().enumerate() {
             for (bi, block) in stage.iter().enumerate() {
                 let name = |what: String| move || format!("layer{}.{bi}.{what}", si + 1);
-                let free: Vec<usize> = (0..4).filter(|&i| i != cur).collect();
+                let mut free = [0; 3];
+                for (slot, i) in free.iter_mut().zip((0..4).filter(|&i| i != cur)) {
+                    *slot = i;
+                }
                 let (last, inner) = block.convs.split_last().expect("blocks have convs");
                 // Inner convs (conv + BN + ReLU) alternate between two free buffers.
                 let (mut h, mut h_dims) = (cur, cur_dims);

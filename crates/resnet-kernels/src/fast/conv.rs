@@ -238,7 +238,7 @@ impl PackedConv {
         if let Some(r) = residual {
             check_len("conv residual", r, lo)?;
         }
-        let [n, c, h, w] = input_dims;
+        let [_, c, h, w] = input_dims;
         let [_, o, oh, ow] = geom.output;
         let pixels = oh * ow;
         if lo == 0 {
@@ -250,13 +250,7 @@ impl PackedConv {
             // Bands of whole tile rows, so each task owns a contiguous run of output rows.
             let band_rows = wino.tile_rows(ow.div_ceil(2));
             let chunk = band_rows * 2 * ow * o;
-            let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
-            for (ni, out_img) in out.chunks_mut(img_out).enumerate().take(n) {
-                for (t, band) in out_img.chunks_mut(chunk).enumerate() {
-                    tasks.push((ni, t * chunk, band));
-                }
-            }
-            let run_band = |(ni, off, band): (usize, usize, &mut [f32])| {
+            let run_band = |ni: usize, off: usize, band: &mut [f32]| {
                 let x = &input[ni * img_in..(ni + 1) * img_in];
                 let res = residual.map(|r| &r[ni * img_out + off..ni * img_out + off + band.len()]);
                 let ty0 = off / (2 * ow * o);
@@ -276,31 +270,18 @@ impl PackedConv {
                     )
                 });
             };
-            if parallel && tasks.len() > 1 {
-                tasks.into_par_iter().for_each(run_band);
-            } else {
-                tasks.into_iter().for_each(run_band);
-            }
+            for_each_chunk(out, img_out, chunk, parallel, run_band);
             return Ok(());
         }
         let pt = self.tile_pixels(c, pixels);
-        let mut tasks: Vec<(usize, usize, &mut [f32])> = Vec::new();
-        for (ni, out_img) in out.chunks_mut(img_out).enumerate().take(n) {
-            for (t, tile) in out_img.chunks_mut(pt * o).enumerate() {
-                tasks.push((ni, t * pt, tile));
-            }
-        }
-        let run_tile = |(ni, p0, tile): (usize, usize, &mut [f32])| {
+        let run_tile = |ni: usize, off: usize, tile: &mut [f32]| {
+            let p0 = off / o;
             let x = &input[ni * img_in..(ni + 1) * img_in];
             let res =
                 residual.map(|r| &r[ni * img_out + p0 * o..ni * img_out + p0 * o + tile.len()]);
             self.tile(cpu, x, [h, w, c], [oh, ow], p0, res, relu, tile);
         };
-        if parallel && tasks.len() > 1 {
-            tasks.into_par_iter().for_each(run_tile);
-        } else {
-            tasks.into_iter().for_each(run_tile);
-        }
+        for_each_chunk(out, img_out, pt * o, parallel, run_tile);
         Ok(())
     }
 
@@ -431,6 +412,33 @@ fn copy_short(dst: &mut [f32], src: &[f32]) {
         }
     } else {
         dst.copy_from_slice(src);
+    }
+}
+
+/// Call `f(image, offset, chunk)` for every `chunk`-sized piece of each `img_len`-sized image
+/// of `out`, on the current rayon pool when `parallel`, without collecting the pieces. The
+/// pieces do not depend on the thread count.
+fn for_each_chunk(
+    out: &mut [f32],
+    img_len: usize,
+    chunk: usize,
+    parallel: bool,
+    f: impl Fn(usize, usize, &mut [f32]) + Sync + Send,
+) {
+    if parallel {
+        out.par_chunks_mut(img_len)
+            .enumerate()
+            .for_each(|(ni, img)| {
+                img.par_chunks_mut(chunk)
+                    .enumerate()
+                    .for_each(|(t, c)| f(ni, t * chunk, c))
+            });
+    } else {
+        for (ni, img) in out.chunks_mut(img_len).enumerate() {
+            for (t, c) in img.chunks_mut(chunk).enumerate() {
+                f(ni, t * chunk, c);
+            }
+        }
     }
 }
 
