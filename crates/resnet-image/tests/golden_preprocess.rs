@@ -113,20 +113,20 @@ fn bad_input_is_an_error() {
 }
 
 #[test]
-fn exif_orientation_is_applied() {
-    // A 2x1 JPEG would lose exact colours; check the decoded orientation path on PNG instead:
-    // a plain image keeps its size.
-    let img: image::DynamicImage = image::RgbImage::new(30, 20).into();
-    let mut bytes = Vec::new();
-    img.write_to(
-        &mut std::io::Cursor::new(&mut bytes),
-        image::ImageFormat::Png,
-    )
-    .unwrap();
+fn exif_orientation_rotates_the_image() {
+    // A 30x20 JPEG, red left half and blue right half, tagged "rotate 90° clockwise" (6):
+    // shown upright it is 20 wide and 30 tall, red on top.
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/exif_orientation6.jpg");
+    let img = resnet_image::decode_file(&path).unwrap().to_rgb8();
+    assert_eq!(img.dimensions(), (20, 30));
+    let top = img.get_pixel(10, 2).0;
+    let bottom = img.get_pixel(10, 27).0;
+    assert!(top[0] > 200 && top[2] < 60, "top {top:?}");
+    assert!(bottom[2] > 200 && bottom[0] < 60, "bottom {bottom:?}");
     let x = Preprocess::imagenet()
         .with_resize(None)
         .with_crop(None)
-        .from_bytes(&bytes)
+        .load(&path)
         .unwrap();
-    assert_eq!(x.shape().dims(), &[1, 3, 20, 30]);
+    assert_eq!(x.shape().dims(), &[1, 3, 30, 20]);
 }
