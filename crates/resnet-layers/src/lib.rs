@@ -1,6 +1,7 @@
 //! `resnet-layers`: the layers residual networks are made of.
 //!
-//! [`Conv2d`], [`BatchNorm2d`], [`ReLU`], [`MaxPool2d`], [`AdaptiveAvgPool2d`] and [`Linear`],
+//! [`Conv2d`], [`BatchNorm2d`], [`ReLU`], [`MaxPool2d`], [`AdaptiveAvgPool2d`], [`Linear`] and
+//! [`PixelShuffle`],
 //! each built from a config struct with builder methods and filled with weights as
 //! [`Tensor`]s. Every layer checks its weights' shapes when built and its input's shape when run,
 //! and reports mismatches as a [`LayerError`].
@@ -36,7 +37,7 @@ pub use conv::{Conv2d, Conv2dConfig};
 pub use fused::FusedConv;
 pub use linear::{Linear, LinearConfig};
 pub use norm::{BatchNorm2d, BatchNorm2dConfig};
-pub use pool::{AdaptiveAvgPool2d, MaxPool2d, MaxPool2dConfig};
+pub use pool::{AdaptiveAvgPool2d, MaxPool2d, MaxPool2dConfig, PixelShuffle};
 pub use resnet_kernels::fast::ConvAlgo;
 pub use resnet_kernels::{Cpu, SimdLevel};
 

@@ -137,3 +137,52 @@ impl AdaptiveAvgPool2d {
         Ok(y)
     }
 }
+
+/// PixelShuffle (depth-to-space), PyTorch's `nn.PixelShuffle(r)`: `[N, C*r*r, H, W]` to
+/// `[N, C, H*r, W*r]`. The upsampling step of super-resolution networks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PixelShuffle {
+    factor: usize,
+}
+
+impl PixelShuffle {
+    /// Upscale by `factor` (at least 1).
+    pub fn new(factor: usize) -> Result<Self, LayerError> {
+        if factor == 0 {
+            return Err(LayerError::Config {
+                layer: "PixelShuffle",
+                reason: "the factor must be at least 1".into(),
+            });
+        }
+        Ok(Self { factor })
+    }
+
+    /// The upscaling factor.
+    pub fn factor(&self) -> usize {
+        self.factor
+    }
+
+    /// Run on `[N, C*r*r, H, W]` (either layout), giving `[N, C, H*r, W*r]` in NCHW.
+    pub fn forward(&self, x: &Tensor, backend: Backend) -> Result<Tensor, LayerError> {
+        let r = self.factor;
+        let dims = x
+            .shape()
+            .dims4()
+            .filter(|d| d[1] % (r * r) == 0)
+            .ok_or_else(|| LayerError::InputShape {
+                layer: "PixelShuffle",
+                found: x.shape().dims().to_vec(),
+                reason: format!("expected [N, C*{}, H, W]", r * r),
+            })?;
+        let out = [dims[0], dims[1] / (r * r), dims[2] * r, dims[3] * r];
+        if backend == Backend::Fast {
+            let mut y = vec![0.0; x.len()];
+            fast::pixel_shuffle_nhwc(dims, r, &nhwc_data(x, dims)?, &mut y)?;
+            return nchw_from_nhwc(out, &y);
+        }
+        let (x, _) = nchw_input("PixelShuffle", x)?;
+        let mut y = Tensor::zeros(&out)?;
+        naive::pixel_shuffle(dims, r, x.as_slice(), y.as_mut_slice())?;
+        Ok(y)
+    }
+}

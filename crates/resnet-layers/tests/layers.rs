@@ -141,3 +141,22 @@ fn add_and_relu() {
     assert_eq!(ReLU.forward(&add(&a, &b).unwrap()).as_slice(), &[1.5, 0.0]);
     assert!(add(&a, &t(&[2], vec![0.0; 2])).is_err());
 }
+
+#[test]
+fn pixel_shuffle_both_backends() {
+    let ps = PixelShuffle::new(2).unwrap();
+    let x = t(
+        &[1, 4, 1, 2],
+        vec![10.0, 20.0, 11.0, 21.0, 12.0, 22.0, 13.0, 23.0],
+    );
+    for b in [Backend::Naive, Backend::Fast] {
+        let y = ps.forward(&x, b).unwrap();
+        assert_eq!(y.shape().dims(), &[1, 1, 2, 4]);
+        assert_eq!(
+            y.as_slice(),
+            &[10.0, 11.0, 20.0, 21.0, 12.0, 13.0, 22.0, 23.0]
+        );
+        assert!(ps.forward(&t(&[1, 3, 1, 1], vec![0.0; 3]), b).is_err());
+    }
+    assert!(PixelShuffle::new(0).is_err());
+}

@@ -89,13 +89,91 @@ impl EdsrConfig {
     }
 }
 
+/// EDSR's residual block: `x + res_scale * conv2(relu(conv1(x)))`, no batch-norm, shape-preserving.
+///
+/// `res_scale` is folded into `conv2`'s weights and bias when the block is built, and the add
+/// happens in `conv2`'s output step.
+#[derive(Debug, Clone)]
+pub struct ResidualBlock {
+    conv1: FusedConv,
+    conv2: FusedConv,
+}
+
+impl ResidualBlock {
+    /// A block from its two 3x3 convs (with bias) and the residual scale.
+    pub fn new(conv1: &Conv2d, conv2: &Conv2d, res_scale: f32) -> Result<Self, ModelError> {
+        let c = conv1.config().in_channels;
+        for cv in [conv1, conv2] {
+            let cfg = cv.config();
+            if cfg.in_channels != c || cfg.out_channels != c || cfg.params.stride != [1, 1] {
+                return Err(ModelError::Config(format!(
+                    "a residual block keeps its shape: both convs must map {c} to {c} channels, stride 1"
+                )));
+            }
+        }
+        let scaled = |t: &Tensor| {
+            let mut t = t.clone();
+            t.as_mut_slice().iter_mut().for_each(|v| *v *= res_scale);
+            t
+        };
+        let conv2 = Conv2d::new(
+            *conv2.config(),
+            scaled(conv2.weight()),
+            conv2.bias().map(scaled),
+        )?;
+        Ok(Self {
+            conv1: FusedConv::new(conv1, None)?,
+            conv2: FusedConv::new(&conv2, None)?,
+        })
+    }
+
+    /// Run on an `[N, C, H, W]` tensor (either layout), giving NCHW.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
+        let dims = x.shape().dims4().ok_or_else(|| ModelError::Input {
+            found: x.shape().dims().to_vec(),
+            reason: "expected [N, C, H, W]".into(),
+        })?;
+        let cpu = Cpu::detect();
+        let x = x.to_layout(Layout::Nhwc)?;
+        let mut t = vec![0.0; x.len()];
+        let od = self
+            .conv1
+            .run(cpu, x.as_slice(), dims, None, true, &mut t, false)?;
+        let mut y = vec![0.0; x.len()];
+        self.conv2
+            .run(cpu, &t, od, Some(x.as_slice()), false, &mut y, false)?;
+        Ok(Tensor::from_slice_with_layout(&dims, Layout::Nhwc, &y)?.to_layout(Layout::Nchw)?)
+    }
+}
+
+/// EDSR's MeanShift: a fixed 1x1 conv `y = (x + sign * rgb_range * mean) / std` per channel
+/// (`sign` -1 subtracts the mean at the head, +1 adds it back at the tail).
+pub fn mean_shift(
+    rgb_range: f32,
+    mean: [f32; 3],
+    std: [f32; 3],
+    sign: f32,
+) -> Result<Conv2d, ModelError> {
+    let mut w = vec![0.0; 9];
+    let mut b = vec![0.0; 3];
+    for c in 0..3 {
+        w[c * 3 + c] = 1.0 / std[c];
+        b[c] = sign * rgb_range * mean[c] / std[c];
+    }
+    Ok(Conv2d::new(
+        Conv2dConfig::new(3, 3, 1).with_bias(true),
+        Tensor::from_vec(&[3, 3, 1, 1], w)?,
+        Some(Tensor::from_vec(&[3], b)?),
+    )?)
+}
+
 /// An EDSR super-resolution network ready for inference (`Send + Sync`).
 #[derive(Debug, Clone)]
 pub struct Edsr {
     config: EdsrConfig,
     sub_mean: FusedConv,
     head: FusedConv,
-    blocks: Vec<(FusedConv, FusedConv)>,
+    blocks: Vec<ResidualBlock>,
     body_end: FusedConv,
     up: Vec<(FusedConv, usize)>,
     tail: FusedConv,
@@ -104,24 +182,29 @@ pub struct Edsr {
     exec: Exec,
 }
 
+fn conv2d(
+    src: &dyn WeightSource,
+    name: &str,
+    cin: usize,
+    cout: usize,
+    k: usize,
+) -> Result<Conv2d, ModelError> {
+    let cfg = Conv2dConfig::new(cin, cout, k)
+        .with_padding(k / 2)
+        .with_bias(true);
+    let w = src.tensor(&format!("{name}.weight"), &cfg.weight_shape())?;
+    let b = src.tensor(&format!("{name}.bias"), &[cout])?;
+    Ok(Conv2d::new(cfg, w, Some(b))?)
+}
+
 fn conv(
     src: &dyn WeightSource,
     name: &str,
     cin: usize,
     cout: usize,
     k: usize,
-    scale: f32,
 ) -> Result<FusedConv, ModelError> {
-    let cfg = Conv2dConfig::new(cin, cout, k)
-        .with_padding(k / 2)
-        .with_bias(true);
-    let mut w = src.tensor(&format!("{name}.weight"), &cfg.weight_shape())?;
-    let mut b = src.tensor(&format!("{name}.bias"), &[cout])?;
-    if scale != 1.0 {
-        w.as_mut_slice().iter_mut().for_each(|v| *v *= scale);
-        b.as_mut_slice().iter_mut().for_each(|v| *v *= scale);
-    }
-    Ok(FusedConv::new(&Conv2d::new(cfg, w, Some(b))?, None)?)
+    Ok(FusedConv::new(&conv2d(src, name, cin, cout, k)?, None)?)
 }
 
 fn meta<T: std::str::FromStr>(src: &dyn WeightSource, key: &str) -> Result<Option<T>, ModelError> {
@@ -215,27 +298,25 @@ impl Edsr {
         let (c, f) = (config.channels, config.n_feats);
         let mut up = Vec::new();
         for (i, r) in config.upsample_factors()?.into_iter().enumerate() {
-            up.push((
-                conv(src, &format!("tail.0.{}", 2 * i), f, r * r * f, 3, 1.0)?,
-                r,
-            ));
+            up.push((conv(src, &format!("tail.0.{}", 2 * i), f, r * r * f, 3)?, r));
         }
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Self {
-            sub_mean: conv(src, "sub_mean", c, c, 1, 1.0)?,
-            head: conv(src, "head.0", c, f, 3, 1.0)?,
+            sub_mean: conv(src, "sub_mean", c, c, 1)?,
+            head: conv(src, "head.0", c, f, 3)?,
             blocks: (0..config.n_resblocks)
                 .map(|i| {
-                    Ok((
-                        conv(src, &format!("body.{i}.body.0"), f, f, 3, 1.0)?,
-                        conv(src, &format!("body.{i}.body.2"), f, f, 3, config.res_scale)?,
-                    ))
+                    ResidualBlock::new(
+                        &conv2d(src, &format!("body.{i}.body.0"), f, f, 3)?,
+                        &conv2d(src, &format!("body.{i}.body.2"), f, f, 3)?,
+                        config.res_scale,
+                    )
                 })
                 .collect::<Result<_, ModelError>>()?,
-            body_end: conv(src, &format!("body.{}", config.n_resblocks), f, f, 3, 1.0)?,
+            body_end: conv(src, &format!("body.{}", config.n_resblocks), f, f, 3)?,
             up,
-            tail: conv(src, "tail.1", f, c, 3, 1.0)?,
-            add_mean: conv(src, "add_mean", c, c, 1, 1.0)?,
+            tail: conv(src, "tail.1", f, c, 3)?,
+            add_mean: conv(src, "add_mean", c, c, 1)?,
             config: config.clone(),
             cpu: Cpu::detect(),
             exec: Exec::new(threads)?,
@@ -449,10 +530,10 @@ impl Edsr {
         let hd = step(bufs, &self.head, Some(0), d, None, false, 1)?;
         // Blocks: cur ∈ {1 (first), 2, 3}; scratch 0.
         let mut cur = 1;
-        for (c1, c2) in &self.blocks {
-            step(bufs, c1, Some(cur), hd, None, true, 0)?;
+        for block in &self.blocks {
+            step(bufs, &block.conv1, Some(cur), hd, None, true, 0)?;
             let dst = if cur == 2 { 3 } else { 2 };
-            step(bufs, c2, Some(0), hd, Some(cur), false, dst)?;
+            step(bufs, &block.conv2, Some(0), hd, Some(cur), false, dst)?;
             cur = dst;
         }
         // body.N plus the long skip from the head's output (buffer 1).

@@ -22,6 +22,10 @@
 //! # Ok::<(), resnet_models::ModelError>(())
 //! ```
 //!
+//! [`Edsr`] is the residual image-enhancement family (EDSR super-resolution), built from
+//! [`ResidualBlock`]s without batch-norm, a long skip, PixelShuffle upsamplers and
+//! [`mean_shift`] convs.
+//!
 //! Without a file, a seeded random network of any configuration:
 //!
 //! ```
@@ -49,7 +53,7 @@ pub use config::{
     BlockKind, ResNetConfig, resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d,
     resnext101_32x8d, resnext101_64x4d, wide_resnet50_2, wide_resnet101_2,
 };
-pub use edsr::{Edsr, EdsrConfig};
+pub use edsr::{Edsr, EdsrConfig, ResidualBlock, mean_shift};
 pub use fast::LayerTime;
 pub use infer::infer_config;
 pub use resnet::{Block, ConvBn, ResNet, StageOutputs, top_k};

@@ -142,3 +142,73 @@ fn tiles_smaller_than_the_image_give_the_untiled_result_exactly() {
         }
     }
 }
+
+#[test]
+fn building_blocks_on_their_own() {
+    use resnet_layers::{Backend, Conv2d, Conv2dConfig, PixelShuffle};
+    use resnet_models::{ResidualBlock, mean_shift};
+    use resnet_tensor::Tensor;
+    // MeanShift subtracts then adds back: identity.
+    let mean = [0.4488, 0.4371, 0.4040];
+    let sub = mean_shift(255.0, mean, [1.0; 3], -1.0).unwrap();
+    let add = mean_shift(255.0, mean, [1.0; 3], 1.0).unwrap();
+    let x = Tensor::from_vec(&[1, 3, 2, 2], (0..12).map(|i| i as f32 * 20.0).collect()).unwrap();
+    let y = add
+        .forward(&sub.forward(&x, Backend::Naive).unwrap(), Backend::Naive)
+        .unwrap();
+    for (a, b) in y.as_slice().iter().zip(x.as_slice()) {
+        assert!((a - b).abs() < 1e-4);
+    }
+    assert!((sub.forward(&x, Backend::Naive).unwrap().as_slice()[0] + 255.0 * 0.4488).abs() < 1e-4);
+    // A residual block: x + res_scale * conv2(relu(conv1(x))), against the naive layers.
+    let c = 8;
+    let w = |seed: usize| {
+        Tensor::from_vec(
+            &[c, c, 3, 3],
+            (0..c * c * 9)
+                .map(|i| (((i + seed) * 37 % 101) as f32 - 50.0) / 500.0)
+                .collect(),
+        )
+        .unwrap()
+    };
+    let b = Tensor::from_vec(&[c], vec![0.1; c]).unwrap();
+    let cfg = Conv2dConfig::new(c, c, 3).with_padding(1).with_bias(true);
+    let (c1, c2) = (
+        Conv2d::new(cfg, w(1), Some(b.clone())).unwrap(),
+        Conv2d::new(cfg, w(2), Some(b)).unwrap(),
+    );
+    let block = ResidualBlock::new(&c1, &c2, 0.1).unwrap();
+    let x = Tensor::from_vec(
+        &[2, c, 5, 7],
+        (0..2 * c * 35).map(|i| (i % 13) as f32 - 6.0).collect(),
+    )
+    .unwrap();
+    let got = block.forward(&x).unwrap();
+    let mut h = c1.forward(&x, Backend::Naive).unwrap();
+    resnet_layers::ReLU.forward_inplace(&mut h);
+    let r = c2.forward(&h, Backend::Naive).unwrap();
+    for ((g, xv), rv) in got.as_slice().iter().zip(x.as_slice()).zip(r.as_slice()) {
+        assert!(
+            (g - (xv + 0.1 * rv)).abs() < 1e-4,
+            "{g} vs {}",
+            xv + 0.1 * rv
+        );
+    }
+    let wrong = Conv2d::new(
+        Conv2dConfig::new(c, 4, 3).with_padding(1),
+        Tensor::zeros(&[4, c, 3, 3]).unwrap(),
+        None,
+    )
+    .unwrap();
+    assert!(ResidualBlock::new(&c1, &wrong, 1.0).is_err());
+    // PixelShuffle as a layer.
+    assert_eq!(
+        PixelShuffle::new(3)
+            .unwrap()
+            .forward(&Tensor::zeros(&[1, 18, 2, 2]).unwrap(), Backend::Fast)
+            .unwrap()
+            .shape()
+            .dims(),
+        &[1, 2, 6, 6]
+    );
+}
