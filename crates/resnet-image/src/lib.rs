@@ -57,6 +57,23 @@ pub enum ImageError {
         #[source]
         source: image::ImageError,
     },
+    /// The image's header claims more pixels than [`MAX_DECODED_BYTES`] allows; nothing was
+    /// allocated for it.
+    #[error(
+        "{what}: a {width}x{height} image needs {bytes} bytes decoded, over the limit of {limit}"
+    )]
+    TooLarge {
+        /// The file, or "image bytes".
+        what: String,
+        /// Width the header claims.
+        width: u32,
+        /// Height the header claims.
+        height: u32,
+        /// Bytes the decoded image would take.
+        bytes: u64,
+        /// [`MAX_DECODED_BYTES`].
+        limit: u64,
+    },
     /// An invalid configuration or an image with no pixels.
     #[error("{0}")]
     Invalid(String),
@@ -64,6 +81,10 @@ pub enum ImageError {
     #[error(transparent)]
     Tensor(#[from] resnet_tensor::TensorError),
 }
+
+/// The most bytes a decoded image may take (1 GiB: a 16k x 16k RGBA image). Sizes are read
+/// from the header and checked before any pixel buffer is allocated.
+pub const MAX_DECODED_BYTES: u64 = 1 << 30;
 
 /// ImageNet's channel means (RGB), as torchvision normalises.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
@@ -340,7 +361,22 @@ fn decode<R: std::io::BufRead + std::io::Seek>(
     let reader = reader
         .with_guessed_format()
         .map_err(|e| err(image::ImageError::IoError(e)))?;
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_DECODED_BYTES);
+    let mut reader = reader;
+    reader.limits(limits);
     let mut decoder = reader.into_decoder().map_err(err)?;
+    let (width, height) = decoder.dimensions();
+    let bytes = decoder.total_bytes();
+    if bytes > MAX_DECODED_BYTES {
+        return Err(ImageError::TooLarge {
+            what: what.to_string(),
+            width,
+            height,
+            bytes,
+            limit: MAX_DECODED_BYTES,
+        });
+    }
     let orientation = decoder.orientation().map_err(err)?;
     let mut img = DynamicImage::from_decoder(decoder).map_err(err)?;
     img.apply_orientation(orientation);

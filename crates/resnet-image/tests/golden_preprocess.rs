@@ -87,6 +87,22 @@ fn resize_follows_torchvision_sizes() {
 }
 
 #[test]
+fn absurd_image_sizes_are_refused_before_allocating() {
+    // A GIF whose header claims 65535x65262 pixels (found by fuzzing: it made the decoder
+    // allocate 16 GB).
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(
+        "../../fuzz/regressions/image_preprocess/oom-3f83b8158ade876f473e41e5901067c10dcf420c",
+    );
+    let bytes = std::fs::read(path).unwrap();
+    let e = Preprocess::imagenet().from_bytes(&bytes).unwrap_err();
+    assert!(
+        matches!(e, resnet_image::ImageError::TooLarge { .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("over the limit"), "{e}");
+}
+
+#[test]
 fn bad_input_is_an_error() {
     assert!(Preprocess::imagenet().from_bytes(b"not an image").is_err());
     assert!(Preprocess::imagenet().load("/nonexistent.png").is_err());

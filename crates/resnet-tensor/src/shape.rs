@@ -22,13 +22,16 @@ impl Shape {
                 max: MAX_RANK,
             });
         }
-        let numel = dims
-            .iter()
-            .try_fold(1usize, |a, &d| a.checked_mul(d))
+        // The product of the non-zero dimensions must fit too: strides are products of
+        // dimensions, and a zero-sized tensor may still be asked for them.
+        let overflow = || TensorError::ShapeOverflow {
+            dims: dims.to_vec(),
+        };
+        dims.iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d.max(1)))
             .filter(|&n| n <= isize::MAX as usize / 64)
-            .ok_or_else(|| TensorError::ShapeOverflow {
-                dims: dims.to_vec(),
-            })?;
+            .ok_or_else(overflow)?;
+        let numel = dims.iter().product();
         let mut d = [0; MAX_RANK];
         d[..dims.len()].copy_from_slice(dims);
         Ok(Self {

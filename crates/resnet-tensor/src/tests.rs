@@ -32,6 +32,10 @@ fn absurd_shapes_are_refused_without_allocating() {
     assert!(matches!(e, TensorError::ShapeOverflow { .. }));
     let e = Tensor::from_le_bytes(&[1 << 62, 4], Layout::Nchw, &[0; 8]).unwrap_err();
     assert!(matches!(e, TensorError::ShapeOverflow { .. }));
+    // A zero-sized tensor whose other dimensions overflow (found by fuzzing: its strides
+    // overflowed).
+    let e = Tensor::from_le_bytes(&[0, 1 << 40, 1 << 40, 4], Layout::Nhwc, &[]).unwrap_err();
+    assert!(matches!(e, TensorError::ShapeOverflow { .. }));
     let e = Tensor::zeros(&[1; 7]).unwrap_err();
     assert_eq!(e, TensorError::RankTooLarge { rank: 7, max: 6 });
 }
