@@ -152,6 +152,7 @@ fn fuzz(args: &[String]) -> Result<(), String> {
             }
         }
         eprintln!("$ cargo fuzz run {t} ({seconds} s)");
+        let started = std::time::Instant::now();
         let out = Command::new(env!("CARGO"))
             .args(["fuzz", "run", t])
             .arg(&corpus)
