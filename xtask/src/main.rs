@@ -175,7 +175,8 @@ fn fuzz(args: &[String]) -> Result<(), String> {
             .find_map(|l| l.strip_prefix("stat::number_of_executed_units:"))
             .map_or("?".to_string(), |v| v.trim().to_string());
         summary.push(format!(
-            "{t}: {runs} executions in {seconds} s, {}",
+            "{t}: {runs} executions in {:.0} s, {}",
+            started.elapsed().as_secs_f64(),
             if out.status.success() {
                 "no crash"
             } else {
