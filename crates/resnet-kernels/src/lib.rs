@@ -61,3 +61,22 @@ pub(crate) fn check_len(
         })
     }
 }
+
+/// Check a PixelShuffle's arguments (shared by the naive and fast kernels); returns the output
+/// channel count.
+pub(crate) fn pixel_shuffle_check(
+    [n, crr, h, w]: [usize; 4],
+    r: usize,
+    input: &[f32],
+    output: &[f32],
+) -> Result<usize, KernelError> {
+    if r == 0 || crr % (r * r) != 0 {
+        return Err(KernelError::Geometry(format!(
+            "pixel shuffle by {r} needs channels divisible by {}, got {crr}",
+            r * r
+        )));
+    }
+    check_len("pixel_shuffle input", input, n * crr * h * w)?;
+    check_len("pixel_shuffle output", output, n * crr * h * w)?;
+    Ok(crr / (r * r))
+}

@@ -245,15 +245,7 @@ pub fn pixel_shuffle(
     output: &mut [f32],
 ) -> Result<(), KernelError> {
     let [n, crr, h, w] = dims;
-    if r == 0 || crr % (r * r) != 0 {
-        return Err(KernelError::Geometry(format!(
-            "pixel shuffle by {r} needs channels divisible by {}, got {crr}",
-            r * r
-        )));
-    }
-    let c = crr / (r * r);
-    check_len("pixel_shuffle input", input, n * crr * h * w)?;
-    check_len("pixel_shuffle output", output, n * crr * h * w)?;
+    let c = crate::pixel_shuffle_check(dims, r, input, output)?;
     for ni in 0..n {
         for ci in 0..c {
             for y in 0..h * r {
