@@ -86,6 +86,9 @@ pub enum ImageError {
 /// from the header and checked before any pixel buffer is allocated.
 pub const MAX_DECODED_BYTES: u64 = 1 << 30;
 
+/// The largest resize or crop side accepted (16384 pixels).
+pub const MAX_SIDE: u32 = 1 << 14;
+
 /// ImageNet's channel means (RGB), as torchvision normalises.
 pub const IMAGENET_MEAN: [f32; 3] = [0.485, 0.456, 0.406];
 /// ImageNet's channel standard deviations (RGB).
