@@ -406,7 +406,7 @@ impl Edsr {
         let tile = tile.next_multiple_of(2);
         let (s, halo) = (self.config.scale, self.halo());
         let x = x.to_layout(Layout::Nchw)?;
-        let mut out = Tensor::zeros(&[n, c, h * s, w * s])?;
+        let mut out = Tensor::try_zeros_with_layout(&[n, c, h * s, w * s], Layout::Nchw)?;
         let (ty, tx) = (h.div_ceil(tile), w.div_ceil(tile));
         let total = n * ty * tx;
         let mut ws = self.exec.workspaces.take();

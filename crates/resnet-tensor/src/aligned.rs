@@ -37,6 +37,15 @@ impl AlignedVec {
         }
     }
 
+    /// `len` zeros, or `None` when the allocator cannot provide them (instead of aborting).
+    pub fn try_zeros(len: usize) -> Option<Self> {
+        let n = len.div_ceil(LANES);
+        let mut lines = Vec::new();
+        lines.try_reserve_exact(n).ok()?;
+        lines.resize(n, Line([0.0; LANES]));
+        Some(Self { lines, len })
+    }
+
     /// A copy of `data`.
     pub fn from_slice(data: &[f32]) -> Self {
         let mut v = Self::zeros(data.len());

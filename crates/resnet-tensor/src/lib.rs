@@ -75,6 +75,14 @@ pub enum TensorError {
         /// The tensor's rank.
         rank: usize,
     },
+    /// The allocator could not provide the memory for a tensor this large.
+    #[error("cannot allocate {bytes} bytes for a tensor of shape {dims:?}")]
+    AllocationFailed {
+        /// The shape.
+        dims: Vec<usize>,
+        /// Bytes asked for.
+        bytes: usize,
+    },
     /// An index past the end of a dimension.
     #[error("index {index} out of range for dimension {axis} of size {size}")]
     IndexOutOfRange {
@@ -160,6 +168,24 @@ impl Tensor {
             data: AlignedVec::zeros(shape.numel()),
             shape,
             layout,
+        })
+    }
+
+    /// Like [`Tensor::zeros_with_layout`], but an allocation failure is an error
+    /// ([`TensorError::AllocationFailed`]) instead of an abort: for sizes that come from user
+    /// input.
+    pub fn try_zeros_with_layout(dims: &[usize], layout: Layout) -> Result<Self, TensorError> {
+        let shape = Shape::new(dims)?;
+        check_layout(&shape, layout)?;
+        let data =
+            AlignedVec::try_zeros(shape.numel()).ok_or_else(|| TensorError::AllocationFailed {
+                dims: dims.to_vec(),
+                bytes: shape.numel() * 4,
+            })?;
+        Ok(Self {
+            shape,
+            layout,
+            data,
         })
     }
 

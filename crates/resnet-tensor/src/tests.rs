@@ -115,3 +115,12 @@ proptest::proptest! {
         proptest::prop_assert_eq!(u.to_layout(Layout::Nchw).unwrap(), t);
     }
 }
+
+#[test]
+fn try_zeros_reports_allocation_failure() {
+    let t = Tensor::try_zeros_with_layout(&[2, 3, 4, 5], Layout::Nhwc).unwrap();
+    assert_eq!(t.len(), 120);
+    // 2^40 floats (4 TiB) passes the shape check but no allocator provides it.
+    let e = Tensor::try_zeros_with_layout(&[1 << 20, 1 << 20], Layout::Nchw).unwrap_err();
+    assert!(matches!(e, TensorError::AllocationFailed { .. }), "{e}");
+}
