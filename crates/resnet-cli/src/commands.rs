@@ -117,6 +117,7 @@ pub fn run(cli: Cli) -> Result<()> {
             output,
             weights,
             tile,
+            overlap,
         } => {
             let img = resnet_image::decode_file(&input).map_err(err)?.to_rgb8();
             let model = load_edsr(&weights.weights, threads)?;
@@ -136,10 +137,15 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             let t0 = Instant::now();
             let y = model
-                .forward_tiled_with_progress(&x, tile as usize, |done, total| {
-                    bar.set_length(total as u64);
-                    bar.set_position(done as u64);
-                })
+                .forward_tiled_with_progress(
+                    &x,
+                    tile as usize,
+                    overlap.map(|o| o as usize),
+                    |done, total| {
+                        bar.set_length(total as u64);
+                        bar.set_position(done as u64);
+                    },
+                )
                 .map_err(err)?;
             bar.finish_and_clear();
             let s = model.config().scale;

@@ -106,6 +106,10 @@ enum Command {
         /// Tile size in input pixels (each tile is grown by the network's receptive field).
         #[arg(long, default_value_t = 192, value_parser = clap::value_parser!(u32).range(2..))]
         tile: u32,
+        /// Overlap between tiles in input pixels (default: the receptive field, which makes the
+        /// result identical to untiled processing; less is faster but shows at tile borders).
+        #[arg(long)]
+        overlap: Option<u32>,
     },
     /// Run the model on an NCHW f32 tensor from a safetensors file and write the logits
     /// (and with --stages every stage); with EDSR weights, the key `output` (RGB, 0..255).

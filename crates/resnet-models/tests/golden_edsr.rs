@@ -132,7 +132,7 @@ fn tiles_smaller_than_the_image_give_the_untiled_result_exactly() {
         let mut seen = 0;
         for tile in [6, 16, 25] {
             let t = model
-                .forward_tiled_with_progress(&x, tile, |done, total| {
+                .forward_tiled_with_progress(&x, tile, None, |done, total| {
                     seen = total;
                     assert!(done <= total);
                 })
@@ -140,6 +140,15 @@ fn tiles_smaller_than_the_image_give_the_untiled_result_exactly() {
             assert!(seen > 1);
             assert_eq!(t.as_slice(), y.as_slice(), "scale {scale}, tile {tile}");
         }
+        // An explicit overlap at least the receptive field: still exact; too small: it shows.
+        let big = model
+            .forward_tiled_with_progress(&x, 16, Some(model.halo() + 4), |_, _| {})
+            .unwrap();
+        assert_eq!(big.as_slice(), y.as_slice());
+        let small = model
+            .forward_tiled_with_progress(&x, 16, Some(0), |_, _| {})
+            .unwrap();
+        assert_ne!(small.as_slice(), y.as_slice());
     }
 }
 
