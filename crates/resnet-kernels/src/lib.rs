@@ -1,8 +1,12 @@
 //! `resnet-kernels`: the arithmetic of resnet-rs.
 //!
 //! Every kernel exists as a plain scalar twin in [`naive`], written for obviousness and
-//! accumulating in f64: the oracle the fast paths are tested against. Kernels work on flat
-//! slices in NCHW order and take their sizes from a validated geometry ([`ConvGeometry`],
+//! accumulating in f64: the oracle the fast paths are tested against (`cargo xtask props`).
+//! The [`fast`] kernels work on NHWC activations: convolution as gemm on the activations (1x1),
+//! im2col in L2-sized tiles, or Winograd F(2x2,3x3), chosen from the shape, with bias, residual
+//! add and ReLU in the output step; SIMD written once over `pulp` and run through a [`Cpu`]
+//! token, which only feature detection makes. This crate holds every `unsafe` block of the
+//! workspace's kernels. Kernels take flat slices and a validated geometry ([`ConvGeometry`],
 //! [`PoolGeometry`]), so they can serve any model, not only resnet-rs's.
 //!
 //! ```
@@ -16,6 +20,15 @@
 //! naive::conv2d(&geom, &input, &[1.0; 9], None, &mut out)?;
 //! assert_eq!(out[4], 45.0); // the centre sees all nine values
 //! assert_eq!(out[0], 1.0 + 2.0 + 4.0 + 5.0);
+//!
+//! // The same convolution on the fast path (one channel, so NCHW and NHWC coincide), with a
+//! // bias of -40 and ReLU fused into the output step.
+//! use resnet_kernels::{fast::PackedConv, Cpu};
+//! let conv = PackedConv::new(&[1.0; 9], [1, 1, 3, 3], Some(&[-40.0]), geom.params)?;
+//! let mut fast_out = vec![0.0; 9];
+//! conv.run(Cpu::detect(), &input, geom.input, None, true, &mut fast_out, false)?;
+//! assert_eq!(fast_out[4], 5.0);
+//! assert_eq!(fast_out[0], 0.0); // 12 - 40, clipped by ReLU
 //! # Ok::<(), resnet_kernels::KernelError>(())
 //! ```
 
