@@ -259,20 +259,10 @@ impl WeightSource for WeightFile {
     }
 
     fn tensor(&self, name: &str, expected: &[usize]) -> Result<Tensor, WeightError> {
-        let info = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| WeightError::MissingKey {
-                name: name.to_string(),
-                expected: Some(expected.to_vec()),
-            })?;
-        if info.shape != expected {
-            return Err(WeightError::ShapeMismatch {
-                name: info.file_name.clone(),
-                expected: expected.to_vec(),
-                found: info.shape.clone(),
-            });
-        }
+        let info = self.tensors.get(name);
+        let file_name = info.map_or(name, |i| i.file_name.as_str());
+        crate::source::check_found(name, file_name, expected, info.map(|i| i.shape.as_slice()))?;
+        let info = info.expect("checked above");
         convert(info, &self.bytes[info.range.clone()])
     }
 

@@ -26,6 +26,28 @@ pub trait WeightSource {
     }
 }
 
+/// The checks every source makes before handing out `name`: present (else `MissingKey`) and
+/// of the `expected` shape (else `ShapeMismatch`, naming the key as it is in its file).
+pub(crate) fn check_found(
+    name: &str,
+    file_name: &str,
+    expected: &[usize],
+    found: Option<&[usize]>,
+) -> Result<(), WeightError> {
+    match found {
+        None => Err(WeightError::MissingKey {
+            name: name.to_string(),
+            expected: Some(expected.to_vec()),
+        }),
+        Some(f) if f != expected => Err(WeightError::ShapeMismatch {
+            name: file_name.to_string(),
+            expected: expected.to_vec(),
+            found: f.to_vec(),
+        }),
+        Some(_) => Ok(()),
+    }
+}
+
 /// Keys a model never needs and unused-key checks skip: BatchNorm's `num_batches_tracked`.
 pub fn is_ignorable(name: &str) -> bool {
     name.ends_with("num_batches_tracked")
@@ -84,20 +106,9 @@ impl WeightSource for TensorMap {
         self.tensors.keys().cloned().collect()
     }
     fn tensor(&self, name: &str, expected: &[usize]) -> Result<Tensor, WeightError> {
-        let t = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| WeightError::MissingKey {
-                name: name.to_string(),
-                expected: Some(expected.to_vec()),
-            })?;
-        if t.shape().dims() != expected {
-            return Err(WeightError::ShapeMismatch {
-                name: name.to_string(),
-                expected: expected.to_vec(),
-                found: t.shape().dims().to_vec(),
-            });
-        }
+        let t = self.tensors.get(name);
+        check_found(name, name, expected, t.map(|t| t.shape().dims()))?;
+        let t = t.expect("checked above");
         Ok(t.clone())
     }
 }
