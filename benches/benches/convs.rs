@@ -60,7 +60,7 @@ fn pools_and_classifier(c: &mut Criterion) {
         let mut logits = vec![0.0; 1000];
         g.throughput(Throughput::Elements(2 * 1000 * c_in as u64));
         g.bench_function(format!("classifier_{c_in}x1000"), |b| {
-            b.iter(|| fc.run(1, black_box(&y), &mut logits))
+            b.iter(|| fc.run(cpu, 1, black_box(&y), &mut logits))
         });
     }
     g.finish();

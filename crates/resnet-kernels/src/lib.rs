@@ -2,9 +2,10 @@
 //!
 //! Every kernel exists as a plain scalar twin in [`naive`], written for obviousness and
 //! accumulating in f64: the oracle the fast paths are tested against (`cargo xtask props`).
-//! The [`fast`] kernels work on NHWC activations: convolution as gemm on the activations (1x1),
+//! The [`fast`] kernels work on NHWC activations: convolution as a matrix product on the activations (1x1),
 //! im2col in L2-sized tiles, or Winograd F(2x2,3x3), chosen from the shape, with bias, residual
-//! add and ReLU in the output step; SIMD written once over `pulp` and run through a [`Cpu`]
+//! add and ReLU in the output step; every matrix product runs `gemm-f32`'s micro-kernels on
+//! weights packed once at build time; SIMD written once over `pulp` and run through a [`Cpu`]
 //! token, which only feature detection makes. This crate holds every `unsafe` block of the
 //! workspace's kernels. Kernels take flat slices and a validated geometry ([`ConvGeometry`],
 //! [`PoolGeometry`]), so they can serve any model, not only resnet-rs's.

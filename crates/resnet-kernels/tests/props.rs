@@ -355,14 +355,15 @@ proptest! {
     }
 
     #[test]
-    fn linear_matches_naive(n in 0usize..4, i in 1usize..300, o in 1usize..40, seed in any::<u64>()) {
+    fn linear_matches_naive(n in 0usize..4, i in 1usize..300, o in 1usize..150, scalar in any::<bool>(), seed in any::<u64>()) {
         let x = values(n * i, seed);
         let w = values(o * i, seed + 1);
         let b = values(o, seed + 2);
         let mut want = vec![0.0; n * o];
         naive::linear([n, i, o], &x, &w, Some(&b), &mut want).unwrap();
         let mut got = vec![0.0; n * o];
-        PackedLinear::new(&w, i, o, Some(&b)).unwrap().run(n, &x, &mut got).unwrap();
+        let cpu = if scalar { Cpu::scalar() } else { Cpu::detect() };
+        PackedLinear::new(&w, i, o, Some(&b)).unwrap().run(cpu, n, &x, &mut got).unwrap();
         for (a, bb) in got.iter().zip(&want) {
             prop_assert!((a - bb).abs() <= (i + 2) as f32 * f32::EPSILON * (i as f32 + 1.0), "{} vs {}", a, bb);
         }

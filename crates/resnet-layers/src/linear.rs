@@ -1,6 +1,6 @@
 use crate::{Backend, LayerError, Layout, Tensor, check_param};
 use resnet_kernels::fast::PackedLinear;
-use resnet_kernels::naive;
+use resnet_kernels::{Cpu, naive};
 use std::sync::OnceLock;
 
 /// Configuration of a [`Linear`] layer.
@@ -101,7 +101,10 @@ impl Linear {
         };
         let mut y = Tensor::zeros(&[n, self.config.out_features])?;
         match backend {
-            Backend::Fast => self.packed()?.run(n, x.as_slice(), y.as_mut_slice())?,
+            Backend::Fast => {
+                self.packed()?
+                    .run(Cpu::detect(), n, x.as_slice(), y.as_mut_slice())?
+            }
             Backend::Naive => naive::linear(
                 [n, self.config.in_features, self.config.out_features],
                 x.as_slice(),

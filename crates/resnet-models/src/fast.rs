@@ -111,17 +111,20 @@ impl FastNet {
         v
     }
 
-    /// Run on an NCHW or NHWC batch; returns `(features [N, F], logits [N, K])`. With
-    /// `profile`, each step's wall time is recorded.
+    /// Run on an NCHW or NHWC batch; returns the outputs `head` asks for: `(features [N, F],
+    /// logits [N, K])`, each `None` when not asked for (a forward allocates only what it
+    /// returns). With `profile`, each step's wall time is recorded.
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn run(
         &self,
         cpu: Cpu,
         x: &Tensor,
         ws: &mut Workspace,
         parallel: bool,
+        head: Head,
         mut sink: Option<StageSink<'_>>,
         profile: Option<&mut Vec<LayerTime>>,
-    ) -> Result<(Tensor, Tensor), ModelError> {
+    ) -> Result<(Option<Tensor>, Option<Tensor>), ModelError> {
         let dims = x.shape().dims4().expect("checked by the caller");
         let n = dims[0];
         let Workspace { bufs, feats } = ws;
@@ -161,7 +164,13 @@ impl FastNet {
         }
         for (si, stage) in self.stages.iter().enumerate() {
             for (bi, block) in stage.iter().enumerate() {
-                let name = |what: String| move || format!("layer{}.{bi}.{what}", si + 1);
+                // Names are built only when profiling: a forward allocates nothing else.
+                let name = |what: &'static str, j: usize| {
+                    move || match j {
+                        0 => format!("layer{}.{bi}.{what}", si + 1),
+                        j => format!("layer{}.{bi}.{what}{j}", si + 1),
+                    }
+                };
                 let mut free = [0; 3];
                 for (slot, i) in free.iter_mut().zip((0..4).filter(|&i| i != cur)) {
                     *slot = i;
@@ -171,7 +180,7 @@ impl FastNet {
                 let (mut h, mut h_dims) = (cur, cur_dims);
                 for (j, conv) in inner.iter().enumerate() {
                     h_dims = r.conv(
-                        name(format!("conv{}", j + 1)),
+                        name("conv", j + 1),
                         conv,
                         h,
                         h_dims,
@@ -185,7 +194,7 @@ impl FastNet {
                 let res = match (&block.down, block.shortcut) {
                     (Some(down), _) => {
                         r.conv(
-                            name("downsample".into()),
+                            name("downsample", 0),
                             down,
                             cur,
                             cur_dims,
@@ -200,8 +209,8 @@ impl FastNet {
                 };
                 // The last conv adds the shortcut and applies ReLU in its output step.
                 let dst = if h == free[0] { free[1] } else { free[0] };
-                let label = format!("conv{}", inner.len() + 1);
-                cur_dims = r.conv(name(label), last, h, h_dims, res, true, dst)?;
+                let label = name("conv", inner.len() + 1);
+                cur_dims = r.conv(label, last, h, h_dims, res, true, dst)?;
                 cur = dst;
             }
             if let Some(s) = sink.as_mut() {
@@ -216,9 +225,22 @@ impl FastNet {
         let t0 = Instant::now();
         let feats = slot(feats, n * self.feature_dim);
         fast::global_avg_pool_nhwc(cpu, cur_dims, &r.bufs[cur][..numel(cur_dims)], feats)?;
-        let pooled = Tensor::from_slice_with_layout(&[n, self.feature_dim], Layout::Nchw, feats)?;
-        let mut logits = Tensor::zeros(&[n, self.num_classes])?;
-        self.fc.run(n, feats, logits.as_mut_slice())?;
+        let pooled = match head {
+            Head::Logits => None,
+            Head::Features | Head::Both => Some(Tensor::from_slice_with_layout(
+                &[n, self.feature_dim],
+                Layout::Nchw,
+                feats,
+            )?),
+        };
+        let logits = match head {
+            Head::Features => None,
+            Head::Logits | Head::Both => {
+                let mut logits = Tensor::zeros(&[n, self.num_classes])?;
+                self.fc.run(cpu, n, feats, logits.as_mut_slice())?;
+                Some(logits)
+            }
+        };
         if let Some(p) = r.profile {
             p.push(LayerTime {
                 name: "avgpool+fc".into(),
@@ -231,6 +253,17 @@ impl FastNet {
         }
         Ok((pooled, logits))
     }
+}
+
+/// Which outputs of the head a forward pass returns.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Head {
+    /// The logits only.
+    Logits,
+    /// The pooled features only (the classifier is skipped).
+    Features,
+    /// Both.
+    Both,
 }
 
 /// The wall time of one step of a forward pass (see [`ResNet::profile`]).

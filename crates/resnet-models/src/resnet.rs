@@ -1,4 +1,4 @@
-use crate::fast::{Exec, FastNet};
+use crate::fast::{Exec, FastNet, Head};
 use crate::{BlockKind, ModelError, ResNetConfig};
 use resnet_kernels::Cpu;
 use resnet_layers::{
@@ -176,8 +176,8 @@ impl Block {
 
 /// What the fast path returns.
 struct FastOutput {
-    pool: Tensor,
-    logits: Tensor,
+    pool: Option<Tensor>,
+    logits: Option<Tensor>,
     stages: Vec<Tensor>,
 }
 
@@ -372,15 +372,29 @@ impl ResNet {
         let mut ws = self.exec.workspaces.take();
         let cpu = self.cpu;
         let mut times = Vec::new();
-        let result = self
-            .exec
-            .install(|parallel| fast.run(cpu, x, &mut ws, parallel, None, Some(&mut times)));
+        let result = self.exec.install(|parallel| {
+            fast.run(
+                cpu,
+                x,
+                &mut ws,
+                parallel,
+                Head::Both,
+                None,
+                Some(&mut times),
+            )
+        });
         self.exec.workspaces.give(ws);
         result?;
         Ok(times)
     }
 
-    fn run_fast(&self, fast: &FastNet, x: &Tensor, stages: bool) -> Result<FastOutput, ModelError> {
+    fn run_fast(
+        &self,
+        fast: &FastNet,
+        x: &Tensor,
+        head: Head,
+        stages: bool,
+    ) -> Result<FastOutput, ModelError> {
         let mut ws = self.exec.workspaces.take();
         let cpu = self.cpu;
         let result = self.exec.install(|parallel| {
@@ -392,7 +406,7 @@ impl ResNet {
             };
             let sink: Option<crate::fast::StageSink<'_>> =
                 if stages { Some(&mut keep) } else { None };
-            let (pool, logits) = fast.run(cpu, x, &mut ws, parallel, sink, None)?;
+            let (pool, logits) = fast.run(cpu, x, &mut ws, parallel, head, sink, None)?;
             Ok(FastOutput {
                 pool,
                 logits,
@@ -447,14 +461,14 @@ impl ResNet {
     pub fn forward_stages(&self, x: &Tensor) -> Result<StageOutputs, ModelError> {
         self.check_input(x)?;
         if let Some(fast) = &self.fast {
-            let out = self.run_fast(fast, x, true)?;
+            let out = self.run_fast(fast, x, Head::Both, true)?;
             let mut it = out.stages.into_iter();
             let stem = it.next().expect("the stem is always reported");
             return Ok(StageOutputs {
                 stem,
                 layers: it.collect(),
-                pool: out.pool,
-                logits: out.logits,
+                pool: out.pool.expect("asked for"),
+                logits: out.logits.expect("asked for"),
             });
         }
         let b = self.backend;
@@ -492,7 +506,8 @@ impl ResNet {
     pub fn forward_features(&self, x: &Tensor) -> Result<Tensor, ModelError> {
         if let Some(fast) = &self.fast {
             self.check_input(x)?;
-            return Ok(self.run_fast(fast, x, false)?.pool);
+            let out = self.run_fast(fast, x, Head::Features, false)?;
+            return Ok(out.pool.expect("asked for"));
         }
         Ok(self.forward_stages(x)?.pool)
     }
@@ -501,7 +516,8 @@ impl ResNet {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
         if let Some(fast) = &self.fast {
             self.check_input(x)?;
-            return Ok(self.run_fast(fast, x, false)?.logits);
+            let out = self.run_fast(fast, x, Head::Logits, false)?;
+            return Ok(out.logits.expect("asked for"));
         }
         Ok(self.forward_stages(x)?.logits)
     }

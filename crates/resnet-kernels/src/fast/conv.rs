@@ -1,5 +1,6 @@
 //! Convolution as tiled matrix products on NHWC activations, with a fused epilogue.
 
+use super::matmul::PackedMatrix;
 use super::simd;
 use super::winograd::Winograd;
 use crate::{Conv2dParams, ConvGeometry, Cpu, KernelError, check_len};
@@ -41,9 +42,9 @@ pub struct PackedConv {
     weight_dims: [usize; 4],
     params: Conv2dParams,
     algo: ConvAlgo,
-    /// Per group, a `[Kg, Og]` row-major matrix with `k = (ky * KW + kx) * Cg + c` (empty
-    /// for Winograd).
-    packed: Vec<f32>,
+    /// Per group, the `[Og, Kg]` weights packed for the micro-kernels, with
+    /// `k = (ky * KW + kx) * Cg + c` (none for Winograd).
+    packed: Vec<PackedMatrix>,
     bias: Vec<f32>,
     winograd: Option<Winograd>,
 }
@@ -150,21 +151,15 @@ impl PackedConv {
         }
         let og = o / g;
         let kg = kh * kw * cg;
-        let mut packed = vec![0.0; o * kg];
-        for gi in 0..g {
-            let dst = &mut packed[gi * kg * og..(gi + 1) * kg * og];
-            for ol in 0..og {
-                let oc = gi * og + ol;
-                for c in 0..cg {
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            let k = (ky * kw + kx) * cg + c;
-                            dst[k * og + ol] = weight[((oc * cg + c) * kh + ky) * kw + kx];
-                        }
-                    }
-                }
-            }
-        }
+        let packed = (0..g)
+            .map(|gi| {
+                PackedMatrix::new(og, kg, |ol, k| {
+                    let (tap, c) = (k / cg, k % cg);
+                    let (ky, kx) = (tap / kw, tap % kw);
+                    weight[(((gi * og + ol) * cg + c) * kh + ky) * kw + kx]
+                })
+            })
+            .collect();
         let pointwise =
             kh == 1 && kw == 1 && params.stride == [1, 1] && params.padding == [0, 0] && g == 1;
         Ok(Self {
@@ -316,7 +311,7 @@ impl PackedConv {
             match self.algo {
                 ConvAlgo::Pointwise => {
                     let lhs = &x[p0 * c..(p0 + rows) * c];
-                    gemm_acc(rows, o, c, dst, o, lhs, c, &self.packed, o);
+                    self.packed[0].matmul_acc(cpu, rows, lhs, c, dst, o);
                 }
                 ConvAlgo::Im2colTiled | ConvAlgo::Winograd2x2 => SCRATCH.with(|s| {
                     let mut col = s.borrow_mut();
@@ -325,18 +320,8 @@ impl PackedConv {
                     }
                     let col = &mut col[..rows * k];
                     self.im2col(x, [h, w, c], ow, p0, col);
-                    for gi in 0..g {
-                        gemm_acc(
-                            rows,
-                            og,
-                            kg,
-                            &mut dst[gi * og..],
-                            o,
-                            &col[gi * kg..],
-                            k,
-                            &self.packed[gi * kg * og..(gi + 1) * kg * og],
-                            og,
-                        );
+                    for (gi, packed) in self.packed.iter().enumerate() {
+                        packed.matmul_acc(cpu, rows, &col[gi * kg..], k, &mut dst[gi * og..], o);
                     }
                 }),
             }
@@ -439,53 +424,5 @@ fn for_each_chunk(
                 f(ni, t * chunk, c);
             }
         }
-    }
-}
-
-/// `dst[m x n] += lhs[m x k] * rhs[k x n]`, all row-major with the given row strides, on one
-/// thread (parallelism is decided one level up).
-#[allow(clippy::too_many_arguments)]
-pub(crate) fn gemm_acc(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: &mut [f32],
-    dst_rs: usize,
-    lhs: &[f32],
-    lhs_rs: usize,
-    rhs: &[f32],
-    rhs_rs: usize,
-) {
-    if m == 0 || n == 0 || k == 0 {
-        return;
-    }
-    // The last element each matrix reaches must be inside its slice.
-    assert!(dst.len() >= (m - 1) * dst_rs + n, "gemm dst too short");
-    assert!(lhs.len() >= (m - 1) * lhs_rs + k, "gemm lhs too short");
-    assert!(rhs.len() >= (k - 1) * rhs_rs + n, "gemm rhs too short");
-    // SAFETY: the asserts above prove every (row, col) the strides reach lies inside the
-    // slices, `dst` is uniquely borrowed and does not alias `lhs`/`rhs`.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            dst_rs as isize,
-            true,
-            lhs.as_ptr(),
-            1,
-            lhs_rs as isize,
-            rhs.as_ptr(),
-            1,
-            rhs_rs as isize,
-            1.0f32,
-            1.0f32,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
     }
 }

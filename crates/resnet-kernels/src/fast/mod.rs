@@ -1,10 +1,12 @@
 //! Fast kernels: SIMD written once over [`pulp`] and dispatched through a [`Cpu`] token,
-//! matrix products through [`gemm`]. Activations are NHWC.
+//! matrix products through the micro-kernels of the `gemm` project (`gemm-f32`) on weights
+//! packed once at build time. Activations are NHWC.
 //!
 //! Every kernel here has a twin in [`crate::naive`] and is tested against it (`cargo xtask
 //! props`).
 
 mod conv;
+mod matmul;
 mod peak;
 mod simd;
 mod winograd;
@@ -172,13 +174,13 @@ pub fn add(cpu: Cpu, a: &[f32], b: &[f32], dst: &mut [f32]) -> Result<(), Kernel
     Ok(())
 }
 
-/// A fully connected layer with its weight transposed once at build time.
+/// A fully connected layer with its weight packed once at build time.
 #[derive(Debug, Clone)]
 pub struct PackedLinear {
     in_features: usize,
     out_features: usize,
-    /// `[in, out]` row-major.
-    weight_t: Vec<f32>,
+    /// `[out, in]`, packed for the micro-kernels.
+    weight: matmul::PackedMatrix,
     bias: Vec<f32>,
 }
 
@@ -191,12 +193,9 @@ impl PackedLinear {
         bias: Option<&[f32]>,
     ) -> Result<Self, KernelError> {
         check_len("linear weight", weight, in_features * out_features)?;
-        let mut weight_t = vec![0.0; weight.len()];
-        for o in 0..out_features {
-            for i in 0..in_features {
-                weight_t[i * out_features + o] = weight[o * in_features + i];
-            }
-        }
+        let weight = matmul::PackedMatrix::new(out_features, in_features, |o, i| {
+            weight[o * in_features + i]
+        });
         let bias = match bias {
             Some(b) => {
                 check_len("linear bias", b, out_features)?;
@@ -207,13 +206,19 @@ impl PackedLinear {
         Ok(Self {
             in_features,
             out_features,
-            weight_t,
+            weight,
             bias,
         })
     }
 
     /// `output[n, :] = bias + input[n, :] W^T` for `n` rows: `[n, in]` → `[n, out]`.
-    pub fn run(&self, n: usize, input: &[f32], output: &mut [f32]) -> Result<(), KernelError> {
+    pub fn run(
+        &self,
+        cpu: Cpu,
+        n: usize,
+        input: &[f32],
+        output: &mut [f32],
+    ) -> Result<(), KernelError> {
         let (i, o) = (self.in_features, self.out_features);
         check_len("linear input", input, n * i)?;
         check_len("linear output", output, n * o)?;
@@ -230,7 +235,7 @@ impl PackedLinear {
         // bit (the classifier is a tiny share of the work).
         for (x, row) in input.chunks_exact(i).zip(output.chunks_exact_mut(o)) {
             row.copy_from_slice(&self.bias);
-            conv::gemm_acc(1, o, i, row, o, x, i, &self.weight_t, o);
+            self.weight.matmul_acc(cpu, 1, x, i, row, o);
         }
         Ok(())
     }

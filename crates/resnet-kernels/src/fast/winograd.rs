@@ -4,11 +4,11 @@
 //! per (input, output) channel pair instead of 36: `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` (Lavin &
 //! Gray's F(2,3) matrices, whose constants are 0, ±1 and ±1/2, so the transforms add almost no
 //! rounding error). The weights are transformed once at build time; per tile band, the input
-//! transform writes 16 `[tiles, C]` matrices, 16 matrix products through `gemm` give 16
+//! transform writes 16 `[tiles, C]` matrices, 16 matrix products (gemm's micro-kernels on weights packed at build time) give 16
 //! `[tiles, O]` matrices, and the output transform adds bias and residual and applies ReLU as
 //! it writes the result. Both transforms are SIMD across channels.
 
-use super::conv::gemm_acc;
+use super::matmul::PackedMatrix;
 use crate::Cpu;
 use pulp::{Simd, WithSimd};
 
@@ -16,8 +16,8 @@ use pulp::{Simd, WithSimd};
 pub(crate) struct Winograd {
     c: usize,
     o: usize,
-    /// `U = G g Gᵀ`: 16 matrices `[C, O]`, row-major.
-    u: Vec<f32>,
+    /// `U = G g Gᵀ`: 16 matrices `[O, C]`, packed for the micro-kernels.
+    u: Vec<PackedMatrix>,
 }
 
 impl Winograd {
@@ -44,11 +44,14 @@ impl Winograd {
                 for i in 0..4 {
                     for j in 0..4 {
                         let v: f64 = (0..3).map(|k| t[i][k] * G[j][k]).sum();
-                        u[((i * 4 + j) * c + ic) * o + oc] = v as f32;
+                        u[((i * 4 + j) * o + oc) * c + ic] = v as f32;
                     }
                 }
             }
         }
+        let u = (0..16)
+            .map(|xi| PackedMatrix::new(o, c, |oc, ic| u[(xi * o + oc) * c + ic]))
+            .collect();
         Self { c, o, u }
     }
 
@@ -106,16 +109,13 @@ impl Winograd {
             }
         }
         m.fill(0.0);
-        for xi in 0..16 {
-            gemm_acc(
+        for (xi, u) in self.u.iter().enumerate() {
+            u.matmul_acc(
+                cpu,
                 tiles,
-                o,
-                c,
-                &mut m[xi * tiles * o..(xi + 1) * tiles * o],
-                o,
                 &v[xi * tiles * c..(xi + 1) * tiles * c],
                 c,
-                &self.u[xi * c * o..(xi + 1) * c * o],
+                &mut m[xi * tiles * o..(xi + 1) * tiles * o],
                 o,
             );
         }

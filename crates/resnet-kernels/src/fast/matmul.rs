@@ -1,0 +1,281 @@
+//! Matrix products on weights packed once, at build time, for the micro-kernels of the `gemm`
+//! project (`gemm-f32`).
+//!
+//! The `gemm` crate's entry point packs its operands on every call (into buffers it allocates)
+//! and repacks the weights each time. Convolution weights never change, so [`PackedMatrix`]
+//! lays them out once in the form the micro-kernels read — panels of output channels, k-major —
+//! and [`PackedMatrix::matmul_acc`] drives gemm's register-blocked micro-kernels directly over
+//! the activations, which need no packing (the kernels broadcast them from any stride). A
+//! product allocates nothing.
+
+use crate::{Cpu, SimdLevel};
+
+/// The micro-kernel signature of `gemm-f32` (`gemm_common::microkernel::MicroKernelFn<f32>`):
+/// `(m, n, k, dst, packed_lhs, rhs, dst_cs, dst_rs, lhs_cs, rhs_rs, rhs_cs, alpha, beta,
+/// alpha_status, conj_dst, conj_lhs, conj_rhs, next_lhs)` computes, for `i < m`, `j < n`,
+/// `dst[i*dst_rs + j*dst_cs] = alpha*dst + beta * Σ_k lhs[i + k*lhs_cs] * rhs[k*rhs_rs + j*rhs_cs]`
+/// (with `alpha_status` 1: `dst + beta * Σ`). It reads `MR_DIV_N * lanes` lhs values and `nr`
+/// rhs values per `k`, whatever `m` and `n`.
+type Ukr = unsafe fn(
+    usize,
+    usize,
+    usize,
+    *mut f32,
+    *const f32,
+    *const f32,
+    isize,
+    isize,
+    isize,
+    isize,
+    isize,
+    f32,
+    f32,
+    u8,
+    bool,
+    bool,
+    bool,
+    *const f32,
+);
+
+/// The micro-kernels compiled for one instruction set: `table[mr_div_n - 1][nr - 1]` computes
+/// an `(mr_div_n * lanes) x nr` block of the output.
+#[derive(Clone, Copy)]
+struct Kernels {
+    lanes: usize,
+    nr: usize,
+    table: &'static [&'static [Ukr]],
+}
+
+macro_rules! kernel_table {
+    ($name:ident, $path:path, [$($i:literal),*]) => {
+        static $name: &[&[Ukr]] = {
+            use $path as k;
+            &[$(&k::UKR[$i]),*]
+        };
+    };
+}
+
+kernel_table!(SCALAR, gemm_f32::microkernel::scalar::f32, [0, 1]);
+#[cfg(target_arch = "x86_64")]
+kernel_table!(FMA, gemm_f32::microkernel::fma::f32, [0, 1]);
+#[cfg(target_arch = "x86_64")]
+kernel_table!(AVX512, gemm_f32::microkernel::avx512f::f32, [0, 1, 2, 3]);
+#[cfg(target_arch = "aarch64")]
+kernel_table!(NEON, gemm_f32::microkernel::neon::f32, [0, 1, 2, 3]);
+
+impl Kernels {
+    /// The kernels for the instruction set `cpu` proves present.
+    fn for_cpu(cpu: Cpu) -> Self {
+        let scalar = Kernels {
+            lanes: 1,
+            nr: gemm_f32::microkernel::scalar::f32::NR,
+            table: SCALAR,
+        };
+        match cpu.level() {
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512 => Kernels {
+                lanes: 16,
+                nr: gemm_f32::microkernel::avx512f::f32::NR,
+                table: AVX512,
+            },
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2Fma => Kernels {
+                lanes: 8,
+                nr: gemm_f32::microkernel::fma::f32::NR,
+                table: FMA,
+            },
+            #[cfg(target_arch = "aarch64")]
+            SimdLevel::Neon => Kernels {
+                lanes: 4,
+                nr: gemm_f32::microkernel::neon::f32::NR,
+                table: NEON,
+            },
+            _ => scalar,
+        }
+    }
+
+    /// Rows of the output one kernel call covers at most.
+    fn mr(&self) -> usize {
+        self.lanes * self.table.len()
+    }
+}
+
+/// Widest panel of output channels: the AVX-512 kernels' 4 x 16 rows. Every instruction set's
+/// row block (64, 16, 16 or 2) divides a panel, so one packing serves them all.
+const MAX_PANEL: usize = 64;
+
+/// Panels are at least this wide (a multiple of every vector width), so that a kernel never
+/// reads past a panel.
+const MIN_PANEL: usize = 16;
+
+/// Depth of one pass over a panel: a kernel's `mr x KC` slice of weights (32 KiB at most) stays
+/// in L1 while the pixel columns stream past it.
+const KC: usize = 128;
+
+/// A `[m, k]` matrix (output channels x reduction) packed for the micro-kernels: panels of
+/// `panel` rows (zero-padded), each stored k-major (`panel` contiguous values per `k`), in the
+/// order the product reads them — depth block by depth block, and within a depth block panel
+/// by panel — so that a product streams the weights from memory in one sequential pass.
+#[derive(Debug, Clone)]
+pub(crate) struct PackedMatrix {
+    m: usize,
+    k: usize,
+    panel: usize,
+    data: Vec<f32>,
+}
+
+impl PackedMatrix {
+    /// Pack the matrix whose element `(i, kk)` is `at(i, kk)`.
+    pub(crate) fn new(m: usize, k: usize, at: impl Fn(usize, usize) -> f32) -> Self {
+        let panel = m.next_multiple_of(MIN_PANEL).clamp(MIN_PANEL, MAX_PANEL);
+        let panels = m.div_ceil(panel);
+        let mut data = vec![0.0; panels * k * panel];
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            for p in 0..panels {
+                let block = &mut data[Self::block_offset(k0, kc, p, panel, panels)..][..kc * panel];
+                for i in p * panel..((p + 1) * panel).min(m) {
+                    for kk in 0..kc {
+                        block[kk * panel + i - p * panel] = at(i, k0 + kk);
+                    }
+                }
+            }
+        }
+        Self { m, k, panel, data }
+    }
+
+    /// Where the `kc x panel` block of panel `p` at depth `k0` starts: every depth block
+    /// before it is `KC` deep and holds all `panels`.
+    fn block_offset(k0: usize, kc: usize, p: usize, panel: usize, panels: usize) -> usize {
+        k0 * panels * panel + p * kc * panel
+    }
+
+    /// `dst[j*ldd + i] += Σ_kk self[i, kk] * rhs[j*ldr + kk]` for `i < m`, `j < n`: `n` pixels
+    /// (rows of `rhs`, `k` contiguous values each) times the packed weights, accumulated onto
+    /// `n` rows of `dst` (`m` contiguous values each). On the calling thread; allocation-free.
+    ///
+    /// # Panics
+    /// If a slice is too short for the rows and strides (an internal invariant of the callers).
+    pub(crate) fn matmul_acc(
+        &self,
+        cpu: Cpu,
+        n: usize,
+        rhs: &[f32],
+        ldr: usize,
+        dst: &mut [f32],
+        ldd: usize,
+    ) {
+        let (m, k, panel) = (self.m, self.k, self.panel);
+        if m == 0 || n == 0 || k == 0 {
+            return;
+        }
+        assert!(ldr >= k && ldd >= m, "matmul strides shorter than a row");
+        assert!(rhs.len() >= (n - 1) * ldr + k, "matmul rhs too short");
+        assert!(dst.len() >= (n - 1) * ldd + m, "matmul dst too short");
+        let kern = Kernels::for_cpu(cpu);
+        let mr = kern.mr();
+        let (rhs, dst, lhs) = (rhs.as_ptr(), dst.as_mut_ptr(), self.data.as_ptr());
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            for i0 in (0..m).step_by(mr) {
+                let rows = mr.min(m - i0);
+                let (p, within) = (i0 / panel, i0 % panel);
+                // A block never straddles two panels: `mr` divides `panel` or exceeds `m`.
+                assert!(within + rows <= panel, "matmul block straddles panels");
+                let ukr_row = kern.table[rows.div_ceil(kern.lanes) - 1];
+                let block = Self::block_offset(k0, kc, p, panel, m.div_ceil(panel));
+                let a = block + within;
+                for j0 in (0..n).step_by(kern.nr) {
+                    let cols = kern.nr.min(n - j0);
+                    // SAFETY: `kern` matches the instruction set `cpu` proves present; the
+                    // kernel reads `kc` steps of `⌈rows/lanes⌉·lanes ≤ panel - within` packed
+                    // values (padded panels), `cols` rhs rows of `kc ≤ k` values and writes
+                    // `rows x cols` of dst, all inside the slices asserted above.
+                    unsafe {
+                        ukr_row[cols - 1](
+                            rows,
+                            cols,
+                            kc,
+                            dst.add(j0 * ldd + i0),
+                            lhs.add(a),
+                            rhs.add(j0 * ldr + k0),
+                            ldd as isize,
+                            1,
+                            panel as isize,
+                            1,
+                            ldr as isize,
+                            1.0,
+                            1.0,
+                            1,
+                            false,
+                            false,
+                            false,
+                            std::ptr::null(),
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(cpu: Cpu, m: usize, n: usize, k: usize) {
+        let a = |i: usize, kk: usize| ((i * 7 + kk * 3) % 11) as f32 - 5.0;
+        let packed = PackedMatrix::new(m, k, a);
+        let (ldr, ldd) = (k + 3, m + 2);
+        let rhs: Vec<f32> = (0..n * ldr).map(|v| (v % 13) as f32 * 0.25 - 1.0).collect();
+        let mut dst: Vec<f32> = (0..n * ldd).map(|v| (v % 5) as f32).collect();
+        let before = dst.clone();
+        packed.matmul_acc(cpu, n, &rhs, ldr, &mut dst, ldd);
+        for j in 0..n {
+            for i in 0..ldd {
+                let want = if i < m {
+                    let s: f64 = (0..k)
+                        .map(|kk| f64::from(a(i, kk)) * f64::from(rhs[j * ldr + kk]))
+                        .sum();
+                    f64::from(before[j * ldd + i]) + s
+                } else {
+                    f64::from(before[j * ldd + i])
+                };
+                let got = f64::from(dst[j * ldd + i]);
+                assert!(
+                    (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                    "m {m} n {n} k {k} at ({i}, {j}): {got} vs {want}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn matches_reference_on_awkward_shapes() {
+        for cpu in [Cpu::detect(), Cpu::scalar()] {
+            for &(m, n, k) in &[
+                (1, 1, 1),
+                (4, 7, 36),
+                (17, 5, 3),
+                (64, 6, 128),
+                (65, 13, 129),
+                (130, 1, 300),
+                (1000, 2, 64),
+                (48, 49, 27),
+            ] {
+                check(cpu, m, n, k);
+            }
+        }
+    }
+
+    #[test]
+    fn empty_products_are_no_ops() {
+        let p = PackedMatrix::new(0, 5, |_, _| 1.0);
+        let mut dst = [];
+        p.matmul_acc(Cpu::detect(), 3, &[0.0; 15], 5, &mut dst, 0);
+        let p = PackedMatrix::new(3, 0, |_, _| 1.0);
+        let mut dst = [1.0; 6];
+        p.matmul_acc(Cpu::detect(), 2, &[], 0, &mut dst, 3);
+        assert_eq!(dst, [1.0; 6]);
+    }
+}

@@ -1,0 +1,117 @@
+//! A warm forward pass allocates nothing but its output: activations live in the model's
+//! pooled workspaces, convolution scratch in per-thread buffers, weights are packed at build
+//! time and the matrix products allocate nothing.
+
+use resnet_models::{ResNet, ResNetConfig, resnet18, resnet50, resnext50_32x4d, wide_resnet50_2};
+use resnet_tensor::Tensor;
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+/// Counts allocations (calls and bytes) while `COUNTING` is set.
+struct Counting;
+
+static COUNTING: AtomicBool = AtomicBool::new(false);
+static CALLS: AtomicUsize = AtomicUsize::new(0);
+static BYTES: AtomicUsize = AtomicUsize::new(0);
+/// One measured section at a time (the test harness runs tests on several threads).
+static MEASURE: Mutex<()> = Mutex::new(());
+
+// SAFETY: forwards every call to the system allocator unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            CALLS.fetch_add(1, Ordering::Relaxed);
+            BYTES.fetch_add(layout.size(), Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if COUNTING.load(Ordering::Relaxed) {
+            CALLS.fetch_add(1, Ordering::Relaxed);
+            BYTES.fetch_add(new_size, Ordering::Relaxed);
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+}
+
+#[global_allocator]
+static ALLOC: Counting = Counting;
+
+/// `(allocation calls, bytes)` made while `f` runs.
+fn counted<T>(f: impl FnOnce() -> T) -> (T, usize, usize) {
+    CALLS.store(0, Ordering::Relaxed);
+    BYTES.store(0, Ordering::Relaxed);
+    COUNTING.store(true, Ordering::SeqCst);
+    let r = f();
+    COUNTING.store(false, Ordering::SeqCst);
+    (
+        r,
+        CALLS.load(Ordering::Relaxed),
+        BYTES.load(Ordering::Relaxed),
+    )
+}
+
+fn input(n: usize, hw: usize) -> Tensor {
+    let len = n * 3 * hw * hw;
+    let v = (0..len).map(|i| ((i % 89) as f32 / 44.0) - 1.0).collect();
+    Tensor::from_vec(&[n, 3, hw, hw], v).unwrap()
+}
+
+/// Warm the model up on `x`, then count what one more forward allocates.
+fn check(cfg: ResNetConfig, threads: usize, n: usize, hw: usize) {
+    // Held throughout: the counter is global, and the other test builds models meanwhile.
+    let _guard = MEASURE.lock().unwrap_or_else(|e| e.into_inner());
+    let name = format!("{:?} {:?}", cfg.block, cfg.groups);
+    let model = ResNet::random(&cfg, 5)
+        .unwrap()
+        .with_threads(threads)
+        .unwrap();
+    let x = input(n, hw);
+    for _ in 0..2 {
+        model.forward(&x).unwrap();
+        model.forward_features(&x).unwrap();
+    }
+    let (logits, calls, bytes) = counted(|| model.forward(&x).unwrap());
+    let out = logits.len() * 4;
+    assert!(
+        bytes <= out + 256 && calls <= 3,
+        "{name}, {threads} thread(s), batch {n}, {hw}x{hw}: a warm forward made {calls} \
+         allocation(s) of {bytes} bytes in all; its output is {out} bytes"
+    );
+    let (feats, calls, bytes) = counted(|| model.forward_features(&x).unwrap());
+    let out = feats.len() * 4;
+    assert!(
+        bytes <= out + 256 && calls <= 3,
+        "{name}, {threads} thread(s): forward_features made {calls} allocation(s) of \
+         {bytes} bytes; its output is {out} bytes"
+    );
+}
+
+fn small(cfg: ResNetConfig) -> ResNetConfig {
+    ResNetConfig {
+        layers: vec![1, 1, 1, 1],
+        ..cfg
+    }
+}
+
+#[test]
+fn warm_forward_allocates_only_its_output_on_one_thread() {
+    // Basic blocks (Winograd, im2col, strided 1x1), bottlenecks (pointwise), groups, width.
+    check(small(resnet18(10)), 1, 2, 64);
+    check(small(resnet50(10)), 1, 1, 48);
+    check(small(resnext50_32x4d(10)), 1, 1, 40);
+    check(small(wide_resnet50_2(10)), 1, 1, 33);
+}
+
+#[test]
+fn warm_forward_allocates_only_its_output_on_two_threads() {
+    check(small(resnet18(10)), 2, 2, 64);
+    check(small(resnet50(10)), 2, 1, 48);
+}
