@@ -241,6 +241,28 @@ fn awkward() -> Vec<ConvCase> {
             pad: [1, 1],
             ..base
         },
+        // Groups sharing one product (8 of 2 channels; 3 of 5 out, 7 in), stride 1 and 2.
+        ConvCase {
+            cg: 2,
+            og: 2,
+            groups: 64,
+            h: 5,
+            w: 7,
+            k: [3, 3],
+            pad: [1, 1],
+            ..base
+        },
+        ConvCase {
+            cg: 7,
+            og: 5,
+            groups: 6,
+            h: 6,
+            w: 5,
+            k: [3, 3],
+            stride: [2, 1],
+            pad: [1, 0],
+            ..base
+        },
         ConvCase {
             cg: 5,
             og: 3,

@@ -175,24 +175,23 @@ impl PackedMatrix {
         let kern = Kernels::for_cpu(cpu);
         let mr = kern.mr();
         let (rhs, dst, lhs) = (rhs.as_ptr(), dst.as_mut_ptr(), self.data.as_ptr());
+        let panels = m.div_ceil(panel);
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
-            for i0 in (0..m).step_by(mr) {
-                let rows = mr.min(m - i0);
-                let (p, within) = (i0 / panel, i0 % panel);
-                // A block never straddles two panels: `mr` divides `panel` or exceeds `m`.
-                assert!(within + rows <= panel, "matmul block straddles panels");
-                let ukr_row = kern.table[rows.div_ceil(kern.lanes) - 1];
-                let block = Self::block_offset(k0, kc, p, panel, m.div_ceil(panel));
-                let a = block + within;
-                for j0 in (0..n).step_by(kern.nr) {
-                    let cols = kern.nr.min(n - j0);
+            for j0 in (0..n).step_by(kern.nr) {
+                let cols = kern.nr.min(n - j0);
+                for i0 in (0..m).step_by(mr) {
+                    let rows = mr.min(m - i0);
+                    let (p, within) = (i0 / panel, i0 % panel);
+                    // A block never straddles two panels: `mr` divides `panel` or exceeds `m`.
+                    assert!(within + rows <= panel, "matmul block straddles panels");
+                    let a = Self::block_offset(k0, kc, p, panel, panels) + within;
                     // SAFETY: `kern` matches the instruction set `cpu` proves present; the
                     // kernel reads `kc` steps of `⌈rows/lanes⌉·lanes ≤ panel - within` packed
                     // values (padded panels), `cols` rhs rows of `kc ≤ k` values and writes
                     // `rows x cols` of dst, all inside the slices asserted above.
                     unsafe {
-                        ukr_row[cols - 1](
+                        kern.table[rows.div_ceil(kern.lanes) - 1][cols - 1](
                             rows,
                             cols,
                             kc,
