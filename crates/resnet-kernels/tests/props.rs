@@ -241,6 +241,31 @@ fn awkward() -> Vec<ConvCase> {
             pad: [1, 1],
             ..base
         },
+        // The direct grouped path: asymmetric kernel and padding, a row shorter than one
+        // step of two vectors, then rows of one full step and a tail, with and without the
+        // residual.
+        ConvCase {
+            n: 2,
+            cg: 3,
+            og: 5,
+            groups: 4,
+            h: 7,
+            w: 19,
+            k: [3, 5],
+            pad: [1, 2],
+            ..base
+        },
+        ConvCase {
+            cg: 4,
+            og: 8,
+            groups: 3,
+            h: 4,
+            w: 41,
+            k: [3, 3],
+            pad: [1, 1],
+            residual: false,
+            ..base
+        },
         // Groups sharing one product (8 of 2 channels; 3 of 5 out, 7 in), stride 1 and 2.
         ConvCase {
             cg: 2,
@@ -339,6 +364,18 @@ proptest! {
         let c = ConvCase { n, cg, og, groups: 1, h, w, k: [3, 3], stride: [1, 1], pad: [pad, pad],
                            dil: [1, 1], bias: flags.0, residual: flags.1, relu: flags.2, seed };
         check_conv(Cpu::detect(), c)?;
+    }
+
+    #[test]
+    fn grouped_direct_shapes_match_naive(n in 1usize..3, groups in 2usize..40, cg in 1usize..9,
+                                         og in 1usize..9, h in 1usize..12, w in 1usize..40,
+                                         k in (1usize..6, 1usize..6), pad in 0usize..3,
+                                         flags in any::<(bool, bool, bool, bool)>(),
+                                         seed in any::<u64>()) {
+        let k = [k.0.min(h + 2 * pad), k.1.min(w + 2 * pad)];
+        let c = ConvCase { n, cg, og, groups, h, w, k, stride: [1, 1], pad: [pad, pad], dil: [1, 1],
+                           bias: flags.0, residual: flags.1, relu: flags.2, seed };
+        check_conv(if flags.3 { Cpu::detect() } else { Cpu::scalar() }, c)?;
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Convolution as tiled matrix products on NHWC activations, with a fused epilogue.
 
+use super::grouped::GroupedDirect;
 use super::matmul::PackedMatrix;
 use super::simd;
 use super::winograd::Winograd;
@@ -20,6 +21,10 @@ pub enum ConvAlgo {
     /// 3x3, stride 1, dilation 1, one group, at least 8 channels in and out: Winograd
     /// F(2x2, 3x3), 2.25x fewer multiplications (see the numerics note in the README).
     Winograd2x2,
+    /// Grouped, stride 1, undilated, at most 8 output channels per group (ResNeXt): a direct
+    /// convolution vectorised along output pixels, per group, on channel-major copies of the
+    /// input rows.
+    GroupedDirect,
 }
 
 impl std::fmt::Display for ConvAlgo {
@@ -28,6 +33,7 @@ impl std::fmt::Display for ConvAlgo {
             ConvAlgo::Pointwise => "gemm-1x1",
             ConvAlgo::Im2colTiled => "im2col-tiled-gemm",
             ConvAlgo::Winograd2x2 => "winograd-f2x2-3x3",
+            ConvAlgo::GroupedDirect => "grouped-direct",
         })
     }
 }
@@ -47,6 +53,7 @@ pub struct PackedConv {
     packed: Vec<PackedMatrix>,
     bias: Vec<f32>,
     winograd: Option<Winograd>,
+    grouped: Option<GroupedDirect>,
 }
 
 thread_local! {
@@ -66,6 +73,10 @@ const WINOGRAD_MIN_CHANNELS: usize = 8;
 /// costs more than the multiplications saved. Measured on ResNet-18: at 512x512 channels and
 /// 7x7, Winograd took 2.4 ms against 1.1 ms for im2col.
 const WINOGRAD_MAX_WEIGHTS: usize = 256 * 256;
+
+/// Most output channels per group for the direct grouped path; wider groups fill the
+/// micro-kernel's rows well enough as matrix products.
+const GROUPED_DIRECT_MAX_OUT: usize = 8;
 
 impl PackedConv {
     /// Pack PyTorch-layout weights `[O, C/groups, KH, KW]` (and an optional bias `[O]`), with
@@ -117,6 +128,7 @@ impl PackedConv {
             kh == 3 && kw == 3 && params.stride == [1, 1] && params.dilation == [1, 1] && g == 1;
         let pointwise_ok =
             kh == 1 && kw == 1 && params.stride == [1, 1] && params.padding == [0, 0] && g == 1;
+        let grouped_ok = g > 1 && params.stride == [1, 1] && params.dilation == [1, 1];
         let algo = match force {
             Some(ConvAlgo::Winograd2x2) if !winograd_ok => {
                 return Err(KernelError::Geometry(
@@ -128,6 +140,11 @@ impl PackedConv {
                     "the pointwise path needs a 1x1, stride-1, unpadded, ungrouped conv".into(),
                 ));
             }
+            Some(ConvAlgo::GroupedDirect) if !grouped_ok => {
+                return Err(KernelError::Geometry(
+                    "the direct grouped path needs a grouped, stride-1, undilated conv".into(),
+                ));
+            }
             Some(a) => a,
             None if winograd_ok
                 && cg >= WINOGRAD_MIN_CHANNELS
@@ -137,6 +154,7 @@ impl PackedConv {
                 ConvAlgo::Winograd2x2
             }
             None if pointwise_ok => ConvAlgo::Pointwise,
+            None if grouped_ok && o / g <= GROUPED_DIRECT_MAX_OUT => ConvAlgo::GroupedDirect,
             None => ConvAlgo::Im2colTiled,
         };
         if algo == ConvAlgo::Winograd2x2 {
@@ -147,6 +165,18 @@ impl PackedConv {
                 packed: Vec::new(),
                 bias,
                 winograd: Some(Winograd::new(weight, o, cg)),
+                grouped: None,
+            });
+        }
+        if algo == ConvAlgo::GroupedDirect {
+            return Ok(Self {
+                weight_dims,
+                params,
+                algo,
+                packed: Vec::new(),
+                bias,
+                winograd: None,
+                grouped: Some(GroupedDirect::new(weight, weight_dims, g)),
             });
         }
         let og = o / g;
@@ -182,6 +212,7 @@ impl PackedConv {
             packed,
             bias,
             winograd: None,
+            grouped: None,
         })
     }
 
@@ -211,7 +242,9 @@ impl PackedConv {
         let [_, cg, kh, kw] = self.weight_dims;
         let row = match self.algo {
             ConvAlgo::Pointwise => c,
-            ConvAlgo::Im2colTiled | ConvAlgo::Winograd2x2 => kh * kw * cg * self.params.groups,
+            ConvAlgo::Im2colTiled | ConvAlgo::Winograd2x2 | ConvAlgo::GroupedDirect => {
+                kh * kw * cg * self.params.groups
+            }
         };
         let pt = (TILE_BYTES / 4 / row.max(1)).clamp(16, 1024);
         // Balance the tiles of an image (49 pixels: 25 + 24, not 48 + 1).
@@ -277,6 +310,30 @@ impl PackedConv {
             for_each_chunk(out, img_out, chunk, parallel, run_band);
             return Ok(());
         }
+        if let Some(grouped) = &self.grouped {
+            let chunk = GroupedDirect::band_rows(ow, oh) * ow * o;
+            let run_band = |ni: usize, off: usize, band: &mut [f32]| {
+                let x = &input[ni * img_in..(ni + 1) * img_in];
+                let res = residual.map(|r| &r[ni * img_out + off..ni * img_out + off + band.len()]);
+                SCRATCH.with(|s| {
+                    grouped.band(
+                        cpu,
+                        x,
+                        [h, w, c],
+                        ow,
+                        self.params.padding,
+                        off / (ow * o),
+                        &self.bias,
+                        res,
+                        relu,
+                        band,
+                        &mut s.borrow_mut(),
+                    )
+                });
+            };
+            for_each_chunk(out, img_out, chunk, parallel, run_band);
+            return Ok(());
+        }
         let pt = self.tile_pixels(c, pixels);
         let run_tile = |ni: usize, off: usize, tile: &mut [f32]| {
             let p0 = off / o;
@@ -323,18 +380,19 @@ impl PackedConv {
                     let lhs = &x[p0 * c..(p0 + rows) * c];
                     self.packed[0].matmul_acc(cpu, rows, lhs, c, dst, o);
                 }
-                ConvAlgo::Im2colTiled | ConvAlgo::Winograd2x2 => SCRATCH.with(|s| {
-                    let mut col = s.borrow_mut();
-                    if col.len() < rows * k {
-                        col.resize(rows * k, 0.0);
-                    }
-                    let col = &mut col[..rows * k];
-                    self.im2col(x, [h, w, c], ow, p0, col);
-                    for (b, packed) in self.packed.iter().enumerate() {
-                        let (col, dst) = (&col[b * sg * kg..], &mut dst[b * sg * og..]);
-                        packed.matmul_acc(cpu, rows, col, k, dst, o);
-                    }
-                }),
+                ConvAlgo::Im2colTiled | ConvAlgo::Winograd2x2 | ConvAlgo::GroupedDirect => SCRATCH
+                    .with(|s| {
+                        let mut col = s.borrow_mut();
+                        if col.len() < rows * k {
+                            col.resize(rows * k, 0.0);
+                        }
+                        let col = &mut col[..rows * k];
+                        self.im2col(x, [h, w, c], ow, p0, col);
+                        for (b, packed) in self.packed.iter().enumerate() {
+                            let (col, dst) = (&col[b * sg * kg..], &mut dst[b * sg * og..]);
+                            packed.matmul_acc(cpu, rows, col, k, dst, o);
+                        }
+                    }),
             }
         }
         // Epilogue, part 2: ReLU while the tile is still in cache.

@@ -6,6 +6,7 @@
 //! props`).
 
 mod conv;
+mod grouped;
 mod matmul;
 mod peak;
 mod simd;
