@@ -50,6 +50,44 @@ impl Cpu {
         }
     }
 
+    /// The given instruction set, if this CPU has it: a lower level than [`Cpu::detect`]'s
+    /// picks the code paths of older CPUs (for testing them all on one machine).
+    ///
+    /// ```
+    /// use resnet_kernels::{Cpu, SimdLevel};
+    /// assert!(Cpu::with_level(SimdLevel::Scalar).is_some());
+    /// for cpu in Cpu::all_levels() {
+    ///     assert_eq!(Cpu::with_level(cpu.level()).map(|c| c.level()), Some(cpu.level()));
+    /// }
+    /// ```
+    pub fn with_level(level: SimdLevel) -> Option<Self> {
+        let arch = match level {
+            SimdLevel::Scalar => Some(pulp::Arch::Scalar),
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx512 => pulp::x86::V4::try_new().map(pulp::Arch::V4),
+            #[cfg(target_arch = "x86_64")]
+            SimdLevel::Avx2Fma => pulp::x86::V3::try_new().map(pulp::Arch::V3),
+            #[cfg(target_arch = "aarch64")]
+            SimdLevel::Neon => pulp::aarch64::Neon::try_new().map(pulp::Arch::Neon),
+            #[allow(unreachable_patterns)]
+            _ => None,
+        };
+        arch.map(|arch| Self { arch })
+    }
+
+    /// Every instruction set this CPU has, best first (always ending with scalar).
+    pub fn all_levels() -> Vec<Self> {
+        [
+            SimdLevel::Avx512,
+            SimdLevel::Avx2Fma,
+            SimdLevel::Neon,
+            SimdLevel::Scalar,
+        ]
+        .into_iter()
+        .filter_map(Self::with_level)
+        .collect()
+    }
+
     /// The instruction set in use.
     #[allow(unreachable_patterns)]
     pub fn level(&self) -> SimdLevel {
@@ -66,6 +104,12 @@ impl Cpu {
         };
         #[cfg(not(any(target_arch = "x86_64", target_arch = "aarch64")))]
         SimdLevel::Scalar
+    }
+
+    /// The detected instruction set, for kernels written per instruction set.
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+    pub(crate) fn arch(&self) -> pulp::Arch {
+        self.arch
     }
 
     pub(crate) fn dispatch<Op: pulp::WithSimd>(&self, op: Op) -> Op::Output {

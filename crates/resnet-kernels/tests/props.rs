@@ -28,13 +28,13 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
 
 fn to_nhwc(d: [usize; 4], x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0; x.len()];
-    fast::nchw_to_nhwc(d, x, &mut y).unwrap();
+    fast::nchw_to_nhwc(Cpu::detect(), d, x, &mut y).unwrap();
     y
 }
 
 fn to_nchw(d: [usize; 4], x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0; x.len()];
-    fast::nhwc_to_nchw(d, x, &mut y).unwrap();
+    fast::nhwc_to_nchw(Cpu::detect(), d, x, &mut y).unwrap();
     y
 }
 
@@ -134,6 +134,21 @@ fn check_conv(cpu: Cpu, c: ConvCase) -> Result<(), TestCaseError> {
         }
     }
     Ok(())
+}
+
+/// Any instruction set this CPU has (AVX-512, AVX2, NEON, scalar), so every code path is
+/// checked on the machine that runs the tests.
+fn any_level() -> impl Strategy<Value = Cpu> {
+    prop::sample::select(Cpu::all_levels())
+}
+
+/// The instruction sets below the detected one (at least scalar).
+fn lower_level() -> impl Strategy<Value = Cpu> {
+    let mut all = Cpu::all_levels();
+    if all.len() > 1 {
+        all.remove(0);
+    }
+    prop::sample::select(all)
 }
 
 fn conv_case() -> impl Strategy<Value = ConvCase> {
@@ -342,7 +357,7 @@ fn awkward() -> Vec<ConvCase> {
 
 #[test]
 fn conv_awkward_shapes() {
-    for cpu in [Cpu::detect(), Cpu::scalar()] {
+    for cpu in Cpu::all_levels() {
         for c in awkward() {
             check_conv(cpu, c).unwrap();
         }
@@ -370,17 +385,17 @@ proptest! {
     fn grouped_direct_shapes_match_naive(n in 1usize..3, groups in 2usize..40, cg in 1usize..9,
                                          og in 1usize..9, h in 1usize..12, w in 1usize..40,
                                          k in (1usize..6, 1usize..6), pad in 0usize..3,
-                                         flags in any::<(bool, bool, bool, bool)>(),
-                                         seed in any::<u64>()) {
+                                         flags in any::<(bool, bool, bool)>(),
+                                         cpu in any_level(), seed in any::<u64>()) {
         let k = [k.0.min(h + 2 * pad), k.1.min(w + 2 * pad)];
         let c = ConvCase { n, cg, og, groups, h, w, k, stride: [1, 1], pad: [pad, pad], dil: [1, 1],
                            bias: flags.0, residual: flags.1, relu: flags.2, seed };
-        check_conv(if flags.3 { Cpu::detect() } else { Cpu::scalar() }, c)?;
+        check_conv(cpu, c)?;
     }
 
     #[test]
-    fn conv_scalar_fallback_matches_naive(c in conv_case()) {
-        check_conv(Cpu::scalar(), c)?;
+    fn conv_lower_levels_match_naive(c in conv_case(), cpu in lower_level()) {
+        check_conv(cpu, c)?;
     }
 
     #[test]
@@ -391,7 +406,7 @@ proptest! {
         let x = values(n * c * h * w, seed);
         let mut want = vec![0.0; g.output.iter().product()];
         naive::max_pool2d(&g, &x, &mut want).unwrap();
-        for cpu in [Cpu::detect(), Cpu::scalar()] {
+        for cpu in Cpu::all_levels() {
             for parallel in [false, true] {
                 let mut out = vec![0.0; want.len()];
                 fast::max_pool2d_nhwc(cpu, &g, &to_nhwc(g.input, &x), &mut out, parallel).unwrap();
@@ -414,14 +429,13 @@ proptest! {
     }
 
     #[test]
-    fn linear_matches_naive(n in 0usize..4, i in 1usize..300, o in 1usize..150, scalar in any::<bool>(), seed in any::<u64>()) {
+    fn linear_matches_naive(n in 0usize..4, i in 1usize..300, o in 1usize..150, cpu in any_level(), seed in any::<u64>()) {
         let x = values(n * i, seed);
         let w = values(o * i, seed + 1);
         let b = values(o, seed + 2);
         let mut want = vec![0.0; n * o];
         naive::linear([n, i, o], &x, &w, Some(&b), &mut want).unwrap();
         let mut got = vec![0.0; n * o];
-        let cpu = if scalar { Cpu::scalar() } else { Cpu::detect() };
         PackedLinear::new(&w, i, o, Some(&b)).unwrap().run(cpu, n, &x, &mut got).unwrap();
         for (a, bb) in got.iter().zip(&want) {
             prop_assert!((a - bb).abs() <= (i + 2) as f32 * f32::EPSILON * (i as f32 + 1.0), "{} vs {}", a, bb);
@@ -456,9 +470,23 @@ proptest! {
     }
 
     #[test]
-    fn layout_round_trip(n in 0usize..3, c in 1usize..20, h in 1usize..20, w in 1usize..20, seed in any::<u64>()) {
+    fn layout_conversions_match_the_index_formula(
+        n in 0usize..3, c in prop_oneof![1usize..5, 1usize..20], h in 1usize..20,
+        w in 1usize..40, cpu in any_level(), seed in any::<u64>(),
+    ) {
         let d = [n, c, h, w];
         let x = values(n * c * h * w, seed);
-        prop_assert_eq!(to_nchw(d, &to_nhwc(d, &x)), x);
+        let mut nhwc = vec![0.0; x.len()];
+        fast::nchw_to_nhwc(cpu, d, &x, &mut nhwc).unwrap();
+        for ni in 0..n {
+            for ci in 0..c {
+                for p in 0..h * w {
+                    prop_assert_eq!(nhwc[(ni * h * w + p) * c + ci], x[(ni * c + ci) * h * w + p]);
+                }
+            }
+        }
+        let mut back = vec![0.0; x.len()];
+        fast::nhwc_to_nchw(cpu, d, &nhwc, &mut back).unwrap();
+        prop_assert_eq!(back, x);
     }
 }

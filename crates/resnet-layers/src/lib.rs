@@ -151,14 +151,14 @@ pub(crate) fn nhwc_data(
         return Ok(std::borrow::Cow::Borrowed(x.as_slice()));
     }
     let mut v = vec![0.0; x.len()];
-    resnet_kernels::fast::nchw_to_nhwc(dims, x.as_slice(), &mut v)?;
+    resnet_kernels::fast::nchw_to_nhwc(Cpu::detect(), dims, x.as_slice(), &mut v)?;
     Ok(std::borrow::Cow::Owned(v))
 }
 
 /// An NCHW tensor of logical dims `dims` from NHWC data.
 pub(crate) fn nchw_from_nhwc(dims: [usize; 4], data: &[f32]) -> Result<Tensor, LayerError> {
     let mut y = Tensor::zeros(&dims)?;
-    resnet_kernels::fast::nhwc_to_nchw(dims, data, y.as_mut_slice())?;
+    resnet_kernels::fast::nhwc_to_nchw(Cpu::detect(), dims, data, y.as_mut_slice())?;
     Ok(y)
 }
 

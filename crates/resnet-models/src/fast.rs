@@ -138,7 +138,7 @@ impl FastNet {
         let t0 = Instant::now();
         let input = slot(&mut r.bufs[0], x.len());
         match x.layout() {
-            Layout::Nchw => fast::nchw_to_nhwc(dims, x.as_slice(), input)?,
+            Layout::Nchw => fast::nchw_to_nhwc(cpu, dims, x.as_slice(), input)?,
             Layout::Nhwc => input.copy_from_slice(x.as_slice()),
         }
         r.record(|| "input NCHW->NHWC".into(), None, dims, dims, 0, t0);

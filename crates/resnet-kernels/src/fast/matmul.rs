@@ -251,7 +251,7 @@ mod tests {
 
     #[test]
     fn matches_reference_on_awkward_shapes() {
-        for cpu in [Cpu::detect(), Cpu::scalar()] {
+        for cpu in Cpu::all_levels() {
             for &(m, n, k) in &[
                 (1, 1, 1),
                 (4, 7, 36),

@@ -6,6 +6,7 @@
 //! props`).
 
 mod conv;
+mod entry;
 mod grouped;
 mod matmul;
 mod peak;
@@ -19,17 +20,33 @@ use crate::{Cpu, KernelError, PoolGeometry, check_len};
 use rayon::prelude::*;
 
 /// Copy an NCHW tensor of logical dims `[N, C, H, W]` to NHWC.
-pub fn nchw_to_nhwc(dims: [usize; 4], src: &[f32], dst: &mut [f32]) -> Result<(), KernelError> {
+///
+/// Three-channel images (the model's entry) are interleaved in vector registers on AVX-512
+/// (two-source permutes) and AVX2 (permutes and blends); other channel counts and CPUs use a
+/// cache-blocked transpose.
+pub fn nchw_to_nhwc(
+    cpu: Cpu,
+    dims: [usize; 4],
+    src: &[f32],
+    dst: &mut [f32],
+) -> Result<(), KernelError> {
     let [n, c, h, w] = dims;
     let len = n * c * h * w;
     check_len("nchw_to_nhwc input", src, len)?;
     check_len("nchw_to_nhwc output", dst, len)?;
-    transpose_batch(n, c, h * w, src, dst);
+    if !(c == 3 && entry::rgb_to_pixels(cpu, h * w, &src[..len], &mut dst[..len])) {
+        transpose_batch(n, c, h * w, src, dst);
+    }
     Ok(())
 }
 
 /// Copy an NHWC tensor of logical dims `[N, C, H, W]` to NCHW.
-pub fn nhwc_to_nchw(dims: [usize; 4], src: &[f32], dst: &mut [f32]) -> Result<(), KernelError> {
+pub fn nhwc_to_nchw(
+    _cpu: Cpu,
+    dims: [usize; 4],
+    src: &[f32],
+    dst: &mut [f32],
+) -> Result<(), KernelError> {
     let [n, c, h, w] = dims;
     let len = n * c * h * w;
     check_len("nhwc_to_nchw input", src, len)?;
