@@ -176,11 +176,21 @@ impl PackedMatrix {
         let mr = kern.mr();
         let (rhs, dst, lhs) = (rhs.as_ptr(), dst.as_mut_ptr(), self.data.as_ptr());
         let panels = m.div_ceil(panel);
+        let calls = n.div_ceil(kern.nr) * m.div_ceil(mr);
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
+            // The next depth block of weights (stored right after this one), pulled towards
+            // L2 a share per kernel call while this block is in use.
+            let next = &self.data[((k0 + kc) * panels * panel).min(self.data.len())..];
+            let next = &next[..next.len().min(KC * panels * panel)];
+            let share = next.len().div_ceil(calls).next_multiple_of(16).max(16);
+            let mut ahead = next.chunks(share);
             for j0 in (0..n).step_by(kern.nr) {
                 let cols = kern.nr.min(n - j0);
                 for i0 in (0..m).step_by(mr) {
+                    if let Some(part) = ahead.next() {
+                        prefetch_l2(part);
+                    }
                     let rows = mr.min(m - i0);
                     let (p, within) = (i0 / panel, i0 % panel);
                     // A block never straddles two panels: `mr` divides `panel` or exceeds `m`.
@@ -216,6 +226,22 @@ impl PackedMatrix {
             }
         }
     }
+}
+
+/// Hint the CPU to bring `values` into L2 (a no-op where there is no portable hint).
+#[inline(always)]
+fn prefetch_l2(values: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    for line in values.chunks(16) {
+        // SAFETY: a prefetch is only a hint and never faults; SSE is part of x86-64.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T1 }>(
+                line.as_ptr().cast(),
+            )
+        };
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = values;
 }
 
 #[cfg(test)]
