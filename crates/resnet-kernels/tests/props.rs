@@ -104,6 +104,7 @@ fn check_conv(cpu: Cpu, c: ConvCase) -> Result<(), TestCaseError> {
     let packed = PackedConv::new(&wt, wd, bias, params).unwrap();
     let od = geom.output;
     let res_nhwc = to_nhwc(od, &r);
+    let mut sequential: Option<Vec<f32>> = None;
     for parallel in [false, true] {
         let mut out = vec![f32::NAN; lo];
         packed
@@ -117,6 +118,17 @@ fn check_conv(cpu: Cpu, c: ConvCase) -> Result<(), TestCaseError> {
                 parallel,
             )
             .unwrap();
+        // Threads change no bit (tiles, and channel blocks on small maps, are fixed sums).
+        if let Some(seq) = &sequential {
+            prop_assert!(
+                seq.iter()
+                    .zip(&out)
+                    .all(|(a, b)| a.to_bits() == b.to_bits()),
+                "{:?}: the parallel run differs from the sequential one",
+                c
+            );
+        }
+        sequential.get_or_insert(out.clone());
         let got = to_nchw(od, &out);
         let kdim = (c.cg * c.k[0] * c.k[1] + 2) as f32;
         for i in 0..lo {
@@ -254,6 +266,24 @@ fn awkward() -> Vec<ConvCase> {
             k: [3, 3],
             stride: [2, 2],
             pad: [1, 1],
+            ..base
+        },
+        // Small maps with many output channels: a parallel run splits the channels.
+        ConvCase {
+            cg: 20,
+            og: 130,
+            h: 3,
+            w: 5,
+            k: [3, 3],
+            pad: [1, 1],
+            ..base
+        },
+        ConvCase {
+            n: 2,
+            cg: 70,
+            og: 200,
+            h: 2,
+            w: 3,
             ..base
         },
         // The direct grouped path: asymmetric kernel and padding, a row shorter than one

@@ -7,6 +7,7 @@ use super::winograd::Winograd;
 use crate::{Conv2dParams, ConvGeometry, Cpu, KernelError, check_len};
 use rayon::prelude::*;
 use std::cell::RefCell;
+use std::ops::Range;
 
 /// How a [`PackedConv`] computes, chosen from its shape when it is built.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -335,12 +336,46 @@ impl PackedConv {
             return Ok(());
         }
         let pt = self.tile_pixels(c, pixels);
+        let n = input_dims[0];
+        let tiles = pixels.div_ceil(pt);
+        let blocks = if parallel {
+            self.channel_blocks(n * tiles)
+        } else {
+            1
+        };
+        if blocks > 1 {
+            // Tasks are (image, tile, block of output channels), each writing its own channels
+            // of its tile's rows.
+            let panels = o.div_ceil(self.packed[0].panel());
+            let chans = |b: usize| {
+                let panel = self.packed[0].panel();
+                (b * panels / blocks * panel).min(o)..((b + 1) * panels / blocks * panel).min(o)
+            };
+            let shared = SharedOut(out.as_mut_ptr());
+            (0..n * tiles * blocks).into_par_iter().for_each(|task| {
+                let (ni, t, b) = (
+                    task / (tiles * blocks),
+                    task / blocks % tiles,
+                    task % blocks,
+                );
+                let (p0, rows) = (t * pt, pt.min(pixels - t * pt));
+                let x = &input[ni * img_in..(ni + 1) * img_in];
+                let at = ni * img_out + p0 * o;
+                let res = residual.map(|r| &r[at..at + rows * o]);
+                let dst = shared.at(at);
+                // SAFETY: `out` holds `n * img_out` values (checked above) and stays borrowed
+                // for the whole parallel loop; task (image, tile, block) touches only its tile's
+                // rows and its block's channels, which no other task touches.
+                unsafe { self.tile_raw(cpu, x, [h, w, c], ow, p0, rows, res, relu, dst, chans(b)) };
+            });
+            return Ok(());
+        }
         let run_tile = |ni: usize, off: usize, tile: &mut [f32]| {
             let p0 = off / o;
             let x = &input[ni * img_in..(ni + 1) * img_in];
             let res =
                 residual.map(|r| &r[ni * img_out + p0 * o..ni * img_out + p0 * o + tile.len()]);
-            self.tile(cpu, x, [h, w, c], [oh, ow], p0, res, relu, tile);
+            self.tile(cpu, x, [h, w, c], ow, p0, res, relu, tile);
         };
         for_each_chunk(out, img_out, pt * o, parallel, run_tile);
         Ok(())
@@ -352,12 +387,53 @@ impl PackedConv {
         &self,
         cpu: Cpu,
         x: &[f32],
-        [h, w, c]: [usize; 3],
-        [_oh, ow]: [usize; 2],
+        hwc: [usize; 3],
+        ow: usize,
         p0: usize,
         residual: Option<&[f32]>,
         relu: bool,
         dst: &mut [f32],
+    ) {
+        let o = self.weight_dims[0];
+        let rows = dst.len() / o;
+        // SAFETY: `dst` is uniquely borrowed and holds `rows` whole output rows.
+        unsafe {
+            self.tile_raw(
+                cpu,
+                x,
+                hwc,
+                ow,
+                p0,
+                rows,
+                residual,
+                relu,
+                dst.as_mut_ptr(),
+                0..o,
+            )
+        }
+    }
+
+    /// Output channels `chans` of the tile of `rows` output pixels from `p0` of one image, with
+    /// `dst` pointing at the tile's first output row (rows `O` apart) and `residual` holding the
+    /// tile's rows of the residual. Channel ranges other than `0..O` start at a panel boundary
+    /// and only come with one group.
+    ///
+    /// # Safety
+    /// `dst + r * O + ch` must be valid for reads and writes, and used by no one else during the
+    /// call, for every `r < rows` and `ch` in `chans`.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn tile_raw(
+        &self,
+        cpu: Cpu,
+        x: &[f32],
+        [h, w, c]: [usize; 3],
+        ow: usize,
+        p0: usize,
+        rows: usize,
+        residual: Option<&[f32]>,
+        relu: bool,
+        dst: *mut f32,
+        chans: Range<usize>,
     ) {
         let [o, cg, kh, kw] = self.weight_dims;
         let g = self.params.groups;
@@ -365,20 +441,28 @@ impl PackedConv {
         let kg = kh * kw * cg;
         let k = kg * g;
         let sg = super_group(g, og);
-        let rows = dst.len() / o;
+        debug_assert!(g == 1 || chans == (0..o));
+        let row = |r: usize| {
+            // SAFETY: row `r < rows` of the channels `chans`: ours alone, by the contract.
+            unsafe { std::slice::from_raw_parts_mut(dst.add(r * o + chans.start), chans.len()) }
+        };
         // Epilogue, part 1: the output starts as bias (+ residual); the product accumulates
         // onto it.
-        for (r, row) in dst.chunks_exact_mut(o).enumerate() {
+        let bias = &self.bias[chans.clone()];
+        for r in 0..rows {
             match residual {
-                Some(res) => simd::add_to(cpu, row, &self.bias, &res[r * o..(r + 1) * o]),
-                None => row.copy_from_slice(&self.bias),
+                Some(res) => simd::add_to(cpu, row(r), bias, &res[r * o..][chans.clone()]),
+                None => row(r).copy_from_slice(bias),
             }
         }
         if k > 0 {
             match self.algo {
                 ConvAlgo::Pointwise => {
                     let lhs = &x[p0 * c..(p0 + rows) * c];
-                    self.packed[0].matmul_acc(cpu, rows, lhs, c, dst, o);
+                    let dst = dst.wrapping_add(chans.start);
+                    let chans = chans.clone();
+                    // SAFETY: the contract covers these rows and channels.
+                    unsafe { self.packed[0].matmul_acc_rows(cpu, rows, lhs, c, dst, o, chans) };
                 }
                 ConvAlgo::Im2colTiled | ConvAlgo::Winograd2x2 | ConvAlgo::GroupedDirect => SCRATCH
                     .with(|s| {
@@ -388,17 +472,47 @@ impl PackedConv {
                         }
                         let col = &mut col[..rows * k];
                         self.im2col(x, [h, w, c], ow, p0, col);
+                        if g == 1 {
+                            let dst = dst.wrapping_add(chans.start);
+                            let chans = chans.clone();
+                            // SAFETY: the contract covers these rows and channels.
+                            unsafe {
+                                self.packed[0].matmul_acc_rows(cpu, rows, col, k, dst, o, chans)
+                            };
+                            return;
+                        }
                         for (b, packed) in self.packed.iter().enumerate() {
-                            let (col, dst) = (&col[b * sg * kg..], &mut dst[b * sg * og..]);
-                            packed.matmul_acc(cpu, rows, col, k, dst, o);
+                            let (col, dst) = (&col[b * sg * kg..], dst.wrapping_add(b * sg * og));
+                            // SAFETY: all channels are ours (grouped convs are not split);
+                            // block `b` writes its own `sg * Og` of them.
+                            unsafe {
+                                packed.matmul_acc_rows(cpu, rows, col, k, dst, o, 0..sg * og)
+                            };
                         }
                     }),
             }
         }
         // Epilogue, part 2: ReLU while the tile is still in cache.
         if relu {
-            simd::relu_inplace(cpu, dst);
+            for r in 0..rows {
+                simd::relu_inplace(cpu, row(r));
+            }
         }
+    }
+
+    /// How many blocks of output channels each pixel tile is split into, so that `tiles`
+    /// tiles keep every thread of the current pool busy (batch 1 on small feature maps).
+    /// Splitting the channels does not change any value: each one is summed in the same order.
+    fn channel_blocks(&self, tiles: usize) -> usize {
+        if self.params.groups != 1 {
+            return 1;
+        }
+        let threads = rayon::current_num_threads();
+        if tiles >= 2 * threads {
+            return 1;
+        }
+        let panels = self.weight_dims[0].div_ceil(self.packed[0].panel());
+        (2 * threads).div_ceil(tiles.max(1)).min(panels).max(1)
     }
 
     /// Gather the patches of output pixels `p0 ..` into `col` (`[rows, K]`, K ordered
@@ -472,6 +586,22 @@ fn super_group(groups: usize, per_group_out: usize) -> usize {
         .find(|&s| groups % s == 0 && s * per_group_out <= 16)
         .unwrap_or(1)
 }
+
+/// The output of a convolution shared by the tasks that fill disjoint parts of it.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+impl SharedOut {
+    /// The pointer to element `i` (a method, so closures capture the whole `Sync` wrapper).
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+// SAFETY: a plain pointer; the tasks that share it write disjoint elements (see its one use).
+unsafe impl Send for SharedOut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOut {}
 
 /// Copy a run of values; short runs (the RGB stem, ResNeXt's 4-channel groups) by a plain loop,
 /// where a call to `memcpy` would cost more than the copy.

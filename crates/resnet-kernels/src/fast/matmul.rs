@@ -150,6 +150,12 @@ impl PackedMatrix {
         k0 * panels * panel + p * kc * panel
     }
 
+    /// Width of the panels: row ranges passed to [`PackedMatrix::matmul_acc_rows`] start at a
+    /// multiple of it.
+    pub(crate) fn panel(&self) -> usize {
+        self.panel
+    }
+
     /// `dst[j*ldd + i] += Σ_kk self[i, kk] * rhs[j*ldr + kk]` for `i < m`, `j < n`: `n` pixels
     /// (rows of `rhs`, `k` contiguous values each) times the packed weights, accumulated onto
     /// `n` rows of `dst` (`m` contiguous values each). On the calling thread; allocation-free.
@@ -165,47 +171,89 @@ impl PackedMatrix {
         dst: &mut [f32],
         ldd: usize,
     ) {
-        let (m, k, panel) = (self.m, self.k, self.panel);
-        if m == 0 || n == 0 || k == 0 {
+        if self.m == 0 || n == 0 || self.k == 0 {
             return;
         }
-        assert!(ldr >= k && ldd >= m, "matmul strides shorter than a row");
+        assert!(ldd >= self.m, "matmul dst stride shorter than a row");
+        assert!(dst.len() >= (n - 1) * ldd + self.m, "matmul dst too short");
+        // SAFETY: `dst` is uniquely borrowed and holds every element `(j, i)`, `j < n`,
+        // `i < m`, at `j * ldd + i` (asserted above).
+        unsafe { self.matmul_acc_rows(cpu, n, rhs, ldr, dst.as_mut_ptr(), ldd, 0..self.m) }
+    }
+
+    /// [`PackedMatrix::matmul_acc`] for the output rows (channels) `rows` only, `rows.start`
+    /// a multiple of [`PackedMatrix::panel`]; `dst` points at element `(0, rows.start)`.
+    /// Threads that split the channels of one output this way get bitwise the same values
+    /// as one call over all of them: each value's sum runs in the same order either way.
+    ///
+    /// # Safety
+    /// For every `j < n` and `i` in `rows`, `dst + j * ldd + (i - rows.start)` must be valid
+    /// for reads and writes and not accessed by anyone else during the call.
+    ///
+    /// # Panics
+    /// If `rhs` is too short, `rows` is not inside `0..m` or not panel-aligned.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) unsafe fn matmul_acc_rows(
+        &self,
+        cpu: Cpu,
+        n: usize,
+        rhs: &[f32],
+        ldr: usize,
+        dst: *mut f32,
+        ldd: usize,
+        rows: std::ops::Range<usize>,
+    ) {
+        let (m, k, panel) = (self.m, self.k, self.panel);
+        if rows.is_empty() || n == 0 || k == 0 {
+            return;
+        }
+        assert!(
+            rows.end <= m && rows.start % panel == 0,
+            "matmul rows out of range"
+        );
+        assert!(ldr >= k, "matmul rhs stride shorter than a row");
         assert!(rhs.len() >= (n - 1) * ldr + k, "matmul rhs too short");
-        assert!(dst.len() >= (n - 1) * ldd + m, "matmul dst too short");
         let kern = Kernels::for_cpu(cpu);
         let mr = kern.mr();
-        let (rhs, dst, lhs) = (rhs.as_ptr(), dst.as_mut_ptr(), self.data.as_ptr());
+        let (rhs, lhs) = (rhs.as_ptr(), self.data.as_ptr());
         let panels = m.div_ceil(panel);
-        let calls = n.div_ceil(kern.nr) * m.div_ceil(mr);
+        let (p_first, p_end) = (rows.start / panel, rows.end.div_ceil(panel));
+        let calls = n.div_ceil(kern.nr) * rows.len().div_ceil(mr);
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
-            // The next depth block of weights (stored right after this one), pulled towards
-            // L2 a share per kernel call while this block is in use.
-            let next = &self.data[((k0 + kc) * panels * panel).min(self.data.len())..];
-            let next = &next[..next.len().min(KC * panels * panel)];
+            // The next depth block of these panels' weights, pulled towards L2 a share per
+            // kernel call while this block is in use.
+            let next = if k0 + kc < k {
+                let kc_next = KC.min(k - k0 - kc);
+                let start = Self::block_offset(k0 + kc, kc_next, p_first, panel, panels);
+                &self.data[start..start + (p_end - p_first) * kc_next * panel]
+            } else {
+                &[]
+            };
             let share = next.len().div_ceil(calls).next_multiple_of(16).max(16);
             let mut ahead = next.chunks(share);
             for j0 in (0..n).step_by(kern.nr) {
                 let cols = kern.nr.min(n - j0);
-                for i0 in (0..m).step_by(mr) {
+                for i0 in rows.clone().step_by(mr) {
                     if let Some(part) = ahead.next() {
                         prefetch_l2(part);
                     }
-                    let rows = mr.min(m - i0);
+                    let height = mr.min(rows.end - i0);
                     let (p, within) = (i0 / panel, i0 % panel);
                     // A block never straddles two panels: `mr` divides `panel` or exceeds `m`.
-                    assert!(within + rows <= panel, "matmul block straddles panels");
+                    assert!(within + height <= panel, "matmul block straddles panels");
                     let a = Self::block_offset(k0, kc, p, panel, panels) + within;
                     // SAFETY: `kern` matches the instruction set `cpu` proves present; the
-                    // kernel reads `kc` steps of `⌈rows/lanes⌉·lanes ≤ panel - within` packed
-                    // values (padded panels), `cols` rhs rows of `kc ≤ k` values and writes
-                    // `rows x cols` of dst, all inside the slices asserted above.
+                    // kernel reads `kc` steps of `⌈height/lanes⌉·lanes ≤ panel - within` packed
+                    // values (padded panels) and `cols` rhs rows of `kc ≤ k` values (inside the
+                    // slices, as asserted), and writes `height x cols` of dst, which the caller
+                    // vouches for.
                     unsafe {
-                        kern.table[rows.div_ceil(kern.lanes) - 1][cols - 1](
-                            rows,
+                        kern.table[height.div_ceil(kern.lanes) - 1][cols - 1](
+                            height,
                             cols,
                             kc,
-                            dst.add(j0 * ldd + i0),
+                            dst.add(j0 * ldd + i0 - rows.start),
                             lhs.add(a),
                             rhs.add(j0 * ldr + k0),
                             ldd as isize,
