@@ -76,6 +76,18 @@ impl FusedConv {
             })
     }
 
+    /// Per-thread scratch (values) one task of this conv uses on an input of `input` dims; see
+    /// [`resnet_kernels::fast::PackedConv::scratch_len`].
+    pub fn scratch_len(&self, input: [usize; 4]) -> Result<usize, LayerError> {
+        self.packed
+            .scratch_len(input)
+            .map_err(|e| LayerError::InputShape {
+                layer: "FusedConv",
+                found: input.to_vec(),
+                reason: e.to_string(),
+            })
+    }
+
     /// `out = act(conv(x) + bias + residual)` on NHWC slices; returns the output dims.
     #[allow(clippy::too_many_arguments)]
     pub fn run(

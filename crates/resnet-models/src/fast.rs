@@ -33,6 +33,10 @@ pub(crate) struct FastNet {
 pub(crate) struct Workspace {
     pub(crate) bufs: [Vec<f32>; 4],
     feats: Vec<f32>,
+    /// Input dims this workspace has run on: the first run on new dims also grows every pool
+    /// thread's convolution scratch to what each conv needs, so later runs allocate nothing
+    /// whichever thread takes which tile.
+    planned: Vec<[usize; 4]>,
 }
 
 /// A pool of workspaces: concurrent callers each take one.
@@ -127,12 +131,21 @@ impl FastNet {
     ) -> Result<(Option<Tensor>, Option<Tensor>), ModelError> {
         let dims = x.shape().dims4().expect("checked by the caller");
         let n = dims[0];
-        let Workspace { bufs, feats } = ws;
+        let Workspace {
+            bufs,
+            feats,
+            planned,
+        } = ws;
+        let plan = !planned.contains(&dims);
+        if plan {
+            planned.push(dims);
+        }
         let mut r = Runner {
             cpu,
             parallel,
             profile,
             bufs,
+            plan,
         };
         // Entry: the model's input in NHWC, in buffer 0.
         let t0 = Instant::now();
@@ -288,6 +301,8 @@ struct Runner<'a, 'p> {
     parallel: bool,
     profile: Option<&'p mut Vec<LayerTime>>,
     bufs: &'a mut [Vec<f32>; 4],
+    /// First run on these input dims: size every thread's scratch for each conv.
+    plan: bool,
 }
 
 impl Runner<'_, '_> {
@@ -324,6 +339,14 @@ impl Runner<'_, '_> {
         relu: bool,
         dst: usize,
     ) -> Result<[usize; 4], ModelError> {
+        if self.plan {
+            let len = conv.scratch_len(src_dims)?;
+            if self.parallel {
+                rayon::broadcast(|_| fast::reserve_scratch(len));
+            } else {
+                fast::reserve_scratch(len);
+            }
+        }
         let t0 = Instant::now();
         let geom = conv.geometry(src_dims)?;
         let od = geom.output;

@@ -237,6 +237,35 @@ impl PackedConv {
         ConvGeometry::new(input, self.weight_dims, self.params)
     }
 
+    /// Values of per-thread scratch one task of this conv uses on an input of logical dims
+    /// `input` (`[N, C, H, W]`): the im2col tile, Winograd's transformed band or the grouped
+    /// path's channel planes. [`reserve_scratch`] with the largest over a network, on every
+    /// thread of its pool, means no later run allocates.
+    pub fn scratch_len(&self, input: [usize; 4]) -> Result<usize, KernelError> {
+        let geom = self.geometry(input)?;
+        let [_, c, _, _] = input;
+        let [_, o, oh, ow] = geom.output;
+        let [_, cg, kh, kw] = self.weight_dims;
+        let pixels = oh * ow;
+        Ok(match self.algo {
+            ConvAlgo::Pointwise => 0,
+            ConvAlgo::Winograd2x2 => {
+                let tw = ow.div_ceil(2);
+                let wino = self.winograd.as_ref().expect("built with the algorithm");
+                let rows = wino.tile_rows(tw).min(oh.div_ceil(2));
+                16 * rows * tw * (c + o)
+            }
+            ConvAlgo::GroupedDirect => {
+                // The widest vector step is two AVX-512 registers.
+                let rows = GroupedDirect::band_rows(ow, oh);
+                cg * (rows + kh - 1) * (ow.next_multiple_of(32) + kw - 1)
+            }
+            ConvAlgo::Im2colTiled => {
+                self.tile_pixels(c, pixels).min(pixels) * kh * kw * cg * self.params.groups
+            }
+        })
+    }
+
     /// Output pixels per tile for this shape (independent of the thread count, so results are
     /// bitwise identical whatever the parallelism).
     fn tile_pixels(&self, c: usize, pixels: usize) -> usize {
@@ -585,6 +614,17 @@ fn super_group(groups: usize, per_group_out: usize) -> usize {
         .rev()
         .find(|&s| groups % s == 0 && s * per_group_out <= 16)
         .unwrap_or(1)
+}
+
+/// Grow the calling thread's convolution scratch to at least `len` values (see
+/// [`PackedConv::scratch_len`]), so that runs on this thread do not allocate it later.
+pub fn reserve_scratch(len: usize) {
+    SCRATCH.with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < len {
+            s.resize(len, 0.0);
+        }
+    });
 }
 
 /// The output of a convolution shared by the tasks that fill disjoint parts of it.

@@ -13,7 +13,7 @@ mod peak;
 mod simd;
 mod winograd;
 
-pub use conv::{ConvAlgo, PackedConv};
+pub use conv::{ConvAlgo, PackedConv, reserve_scratch};
 pub use peak::measure_peak_gflops;
 
 use crate::{Cpu, KernelError, PoolGeometry, check_len};
