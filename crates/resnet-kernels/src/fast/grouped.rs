@@ -266,6 +266,8 @@ impl Job<'_> {
         // Part 2: ReLU in registers when there is no residual to add first (ResNeXt's grouped
         // convs), then the scatter to the NHWC pixels.
         let relu_now = out.relu && out.residual.is_none();
+        // Two vectors of at most 16 lanes (AVX-512) per output channel.
+        debug_assert!(lanes <= 16);
         let mut vals = [[0.0f32; 32]; NB];
         for q in 0..NB {
             let (head, _) = S::as_mut_simd_f32s(&mut vals[q][..2 * lanes]);

@@ -108,8 +108,10 @@ const MAX_PANEL: usize = 64;
 /// reads past a panel.
 const MIN_PANEL: usize = 16;
 
-/// Depth of one pass over a panel: a kernel's `mr x KC` slice of weights (32 KiB at most) stays
-/// in L1 while the pixel columns stream past it.
+/// Depth of one pass: per pass, each group of `nr` pixels (`nr x KC` activations, in L1) meets
+/// every panel's `KC`-deep block of weights (at most `512 KiB` for 1024 channels, in L2).
+/// Measured on ResNet shapes, 64 to 512 all run within a few percent; 128 suits the small
+/// late-stage maps best.
 const KC: usize = 128;
 
 /// A `[m, k]` matrix (output channels x reduction) packed for the micro-kernels: panels of
