@@ -1,0 +1,67 @@
+//! JPEG decoding with libjpeg-turbo's algorithms (the `libjpeg` feature).
+//!
+//! PIL, and so torchvision, decodes JPEGs with libjpeg-turbo: its integer IDCT ("islow"), its
+//! triangular ("fancy") chroma upsampling and its fixed-point YCbCr → RGB tables. MozJPEG's
+//! decoder is libjpeg-turbo's, so decoding through it gives the same pixels bit for bit; a
+//! different IDCT (the `image` crate's) lands a level or two off on some pixels.
+
+use image::error::{DecodingError, ImageFormatHint};
+use image::{ImageFormat, RgbImage};
+
+/// Decode a JPEG to 8-bit RGB as PIL's `Image.open(..).convert("RGB")` does, or `None` when
+/// libjpeg cannot give RGB for it (CMYK and YCCK files), so that the caller falls back to the
+/// `image` crate. `expect` is the size the caller read from the header and checked against
+/// the decoded-size limit.
+pub(crate) fn decode_rgb(
+    bytes: &[u8],
+    expect: (u32, u32),
+) -> Option<Result<RgbImage, image::ImageError>> {
+    // libjpeg reports fatal errors by unwinding out of the decoder (MozJPEG's error manager
+    // resumes a panic payload without running the panic hook); catch it here and make it an
+    // error value.
+    let run = std::panic::catch_unwind(|| -> std::io::Result<Option<(usize, usize, Vec<u8>)>> {
+        let d = mozjpeg::Decompress::new_mem(bytes)?;
+        if matches!(
+            d.color_space(),
+            mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK
+        ) {
+            return Ok(None);
+        }
+        // libjpeg's defaults are PIL's: the islow IDCT and fancy upsampling.
+        let mut started = d.rgb()?;
+        let (w, h) = (started.width(), started.height());
+        let pixels = started.read_scanlines::<u8>()?;
+        started.finish()?;
+        Ok(Some((w, h, pixels)))
+    });
+    let fail = |msg: String| {
+        Some(Err(image::ImageError::Decoding(DecodingError::new(
+            ImageFormatHint::Exact(ImageFormat::Jpeg),
+            msg,
+        ))))
+    };
+    match run {
+        Ok(Ok(None)) => None,
+        Ok(Ok(Some((w, h, pixels)))) => {
+            if (w, h) != (expect.0 as usize, expect.1 as usize) {
+                return fail(format!(
+                    "libjpeg decoded {w}x{h} pixels where the header says {}x{}",
+                    expect.0, expect.1
+                ));
+            }
+            match RgbImage::from_raw(expect.0, expect.1, pixels) {
+                Some(img) => Some(Ok(img)),
+                None => fail("libjpeg returned fewer pixels than the image has".into()),
+            }
+        }
+        Ok(Err(e)) => fail(format!("libjpeg: {e}")),
+        Err(payload) => {
+            let msg = payload
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| payload.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_else(|| "libjpeg failed".into());
+            fail(msg)
+        }
+    }
+}
