@@ -300,7 +300,10 @@ fn ci() -> Result<(), String> {
         &[],
     )?;
     cargo(&["test", "--workspace"], &[])?;
-    cargo(&["test", "-p", "resnet-image", "--no-default-features"], &[])?;
+    cargo(
+        &["test", "-p", "resnet-image", "--no-default-features"],
+        &[],
+    )?;
     props(&["--cases".into(), "200".into()])?;
     bench(&["--quick".into()])
 }

@@ -16,7 +16,10 @@
 //! - `libjpeg` (default): decode JPEGs with MozJPEG's decoder, which is libjpeg-turbo's (same
 //!   IDCT, chroma upsampling and colour tables as PIL), built from C source and linked
 //!   statically. Without it (pure Rust) JPEGs decode through the `image` crate, a level or two
-//!   off libjpeg on some pixels.
+//!   off libjpeg on some pixels. MozJPEG reports libjpeg's fatal errors by unwinding, which
+//!   this crate catches and returns as [`ImageError::Decode`]; a program built with
+//!   `panic = "abort"` would abort on a corrupt JPEG instead, so build such programs without
+//!   this feature.
 //!
 //! ```no_run
 //! use resnet_image::Preprocess;
