@@ -313,55 +313,29 @@ impl PackedConv {
         }
         let img_in = h * w * c;
         let img_out = pixels * o;
-        if let Some(wino) = &self.winograd {
-            // Bands of whole tile rows, so each task owns a contiguous run of output rows.
-            let band_rows = wino.tile_rows(ow.div_ceil(2));
-            let chunk = band_rows * 2 * ow * o;
+        // Winograd and the direct grouped path compute bands of whole output rows (Winograd's
+        // an even number of them, whole 2x2 tiles), each task owning a contiguous run of rows.
+        let band_rows = match (&self.winograd, &self.grouped) {
+            (Some(wino), _) => Some(2 * wino.tile_rows(ow.div_ceil(2))),
+            (None, Some(_)) => Some(GroupedDirect::band_rows(ow, oh)),
+            (None, None) => None,
+        };
+        if let Some(rows) = band_rows {
             let run_band = |ni: usize, off: usize, band: &mut [f32]| {
                 let x = &input[ni * img_in..(ni + 1) * img_in];
                 let res = residual.map(|r| &r[ni * img_out + off..ni * img_out + off + band.len()]);
-                let ty0 = off / (2 * ow * o);
+                let (oy0, pad, bias) = (off / (ow * o), self.params.padding, &self.bias[..]);
                 SCRATCH.with(|s| {
-                    wino.band(
-                        cpu,
-                        x,
-                        [h, w],
-                        [oh, ow],
-                        self.params.padding,
-                        ty0,
-                        &self.bias,
-                        res,
-                        relu,
-                        band,
-                        &mut s.borrow_mut(),
-                    )
+                    let s = &mut s.borrow_mut();
+                    if let Some(wino) = &self.winograd {
+                        let (hw, ohw) = ([h, w], [oh, ow]);
+                        wino.band(cpu, x, hw, ohw, pad, oy0 / 2, bias, res, relu, band, s);
+                    } else if let Some(grouped) = &self.grouped {
+                        grouped.band(cpu, x, [h, w, c], ow, pad, oy0, bias, res, relu, band, s);
+                    }
                 });
             };
-            for_each_chunk(out, img_out, chunk, parallel, run_band);
-            return Ok(());
-        }
-        if let Some(grouped) = &self.grouped {
-            let chunk = GroupedDirect::band_rows(ow, oh) * ow * o;
-            let run_band = |ni: usize, off: usize, band: &mut [f32]| {
-                let x = &input[ni * img_in..(ni + 1) * img_in];
-                let res = residual.map(|r| &r[ni * img_out + off..ni * img_out + off + band.len()]);
-                SCRATCH.with(|s| {
-                    grouped.band(
-                        cpu,
-                        x,
-                        [h, w, c],
-                        ow,
-                        self.params.padding,
-                        off / (ow * o),
-                        &self.bias,
-                        res,
-                        relu,
-                        band,
-                        &mut s.borrow_mut(),
-                    )
-                });
-            };
-            for_each_chunk(out, img_out, chunk, parallel, run_band);
+            for_each_chunk(out, img_out, rows * ow * o, parallel, run_band);
             return Ok(());
         }
         let pt = self.tile_pixels(c, pixels);

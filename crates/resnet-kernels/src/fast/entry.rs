@@ -47,12 +47,40 @@ pub(crate) fn rgb_to_pixels(cpu: Cpu, pixels: usize, src: &[f32], dst: &mut [f32
     false
 }
 
-/// The scalar remainder of an image: pixels `from ..`.
+/// A chunk of exactly `L` values as an array reference.
 #[cfg(target_arch = "x86_64")]
-fn tail(planes: [&[f32]; 3], from: usize, dst: &mut [f32]) {
-    for p in from..planes[0].len() {
-        for (ch, plane) in planes.iter().enumerate() {
-            dst[p * 3 + ch] = plane[p];
+#[inline(always)]
+fn as_array<const L: usize>(x: &[f32]) -> &[f32; L] {
+    x.try_into().expect("chunks of L values")
+}
+
+/// For each image of `src` (three planes of `pixels` values), call `block(r, g, b, out)` on
+/// every run of `L` pixels (`L` values of each plane, `3 L` interleaved outputs), then
+/// interleave the remaining pixels in scalar code.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn for_each_block<const L: usize>(
+    pixels: usize,
+    src: &[f32],
+    dst: &mut [f32],
+    mut block: impl FnMut([&[f32; L]; 3], &mut [f32]),
+) {
+    let img = 3 * pixels;
+    if img == 0 {
+        return;
+    }
+    for (s, d) in src.chunks_exact(img).zip(dst.chunks_exact_mut(img)) {
+        let (r, gb) = s.split_at(pixels);
+        let (g, b) = gb.split_at(pixels);
+        let (rs, gs, bs) = (r.chunks_exact(L), g.chunks_exact(L), b.chunks_exact(L));
+        let done = rs.len() * L;
+        for (((r, g), b), out) in rs.zip(gs).zip(bs).zip(d.chunks_exact_mut(3 * L)) {
+            block([as_array(r), as_array(g), as_array(b)], out);
+        }
+        for p in done..pixels {
+            for (ch, plane) in [r, g, b].iter().enumerate() {
+                d[p * 3 + ch] = plane[p];
+            }
         }
     }
 }
@@ -92,28 +120,15 @@ impl pulp::WithSimd for RgbV4<'_> {
         }
         let first: [__m512i; 3] = first.map(bytemuck::cast);
         let second: [__m512i; 3] = second.map(bytemuck::cast);
-        let img = 3 * pixels;
-        if img == 0 {
-            return;
-        }
-        for (s, d) in src.chunks_exact(img).zip(dst.chunks_exact_mut(img)) {
-            let (r, gb) = s.split_at(pixels);
-            let (g, b) = gb.split_at(pixels);
-            let (rs, gs, bs) = (r.chunks_exact(16), g.chunks_exact(16), b.chunks_exact(16));
-            let blocks = rs.len();
-            for (((r, g), b), out) in rs.zip(gs).zip(bs).zip(d.chunks_exact_mut(48)) {
-                let load = |x: &[f32]| -> __m512 {
-                    bytemuck::cast(<[f32; 16]>::try_from(x).expect("16-value chunk"))
-                };
-                let (r, g, b) = (load(r), load(g), load(b));
-                for (t, o) in out.chunks_exact_mut(16).enumerate() {
-                    let v = avx._mm512_permutex2var_ps(r, first[t], g);
-                    let v = avx._mm512_permutex2var_ps(v, second[t], b);
-                    o.copy_from_slice(&bytemuck::cast::<__m512, [f32; 16]>(v));
-                }
+        for_each_block::<16>(pixels, src, dst, |[r, g, b], out| {
+            let (r, g, b): (__m512, __m512, __m512) =
+                (bytemuck::cast(*r), bytemuck::cast(*g), bytemuck::cast(*b));
+            for (t, o) in out.chunks_exact_mut(16).enumerate() {
+                let v = avx._mm512_permutex2var_ps(r, first[t], g);
+                let v = avx._mm512_permutex2var_ps(v, second[t], b);
+                o.copy_from_slice(&bytemuck::cast::<__m512, [f32; 16]>(v));
             }
-            tail([r, g, b], blocks * 16, d);
-        }
+        });
     }
 }
 
@@ -146,42 +161,29 @@ impl pulp::WithSimd for RgbV3<'_> {
             }
         }
         let idx: [__m256i; 3] = idx.map(bytemuck::cast);
-        let img = 3 * pixels;
-        if img == 0 {
-            return;
-        }
-        for (s, d) in src.chunks_exact(img).zip(dst.chunks_exact_mut(img)) {
-            let (r, gb) = s.split_at(pixels);
-            let (g, b) = gb.split_at(pixels);
-            let (rs, gs, bs) = (r.chunks_exact(8), g.chunks_exact(8), b.chunks_exact(8));
-            let blocks = rs.len();
-            for (((r, g), b), out) in rs.zip(gs).zip(bs).zip(d.chunks_exact_mut(24)) {
-                let load = |x: &[f32]| -> __m256 {
-                    bytemuck::cast(<[f32; 8]>::try_from(x).expect("8-value chunk"))
+        for_each_block::<8>(pixels, src, dst, |[r, g, b], out| {
+            let (r, g, b): (__m256, __m256, __m256) =
+                (bytemuck::cast(*r), bytemuck::cast(*g), bytemuck::cast(*b));
+            for (t, o) in out.chunks_exact_mut(8).enumerate() {
+                // Lane l of output vector t holds channel (8t + l) % 3: the blend masks
+                // pick green where that is 1 and blue where it is 2.
+                let (rp, gp, bp) = (
+                    avx2._mm256_permutevar8x32_ps(r, idx[t]),
+                    avx2._mm256_permutevar8x32_ps(g, idx[t]),
+                    avx2._mm256_permutevar8x32_ps(b, idx[t]),
+                );
+                let v = match t {
+                    0 => avx._mm256_blend_ps::<0b1001_0010>(rp, gp),
+                    1 => avx._mm256_blend_ps::<0b0010_0100>(rp, gp),
+                    _ => avx._mm256_blend_ps::<0b0100_1001>(rp, gp),
                 };
-                let (r, g, b) = (load(r), load(g), load(b));
-                for (t, o) in out.chunks_exact_mut(8).enumerate() {
-                    // Lane l of output vector t holds channel (8t + l) % 3: the blend masks
-                    // pick green where that is 1 and blue where it is 2.
-                    let (rp, gp, bp) = (
-                        avx2._mm256_permutevar8x32_ps(r, idx[t]),
-                        avx2._mm256_permutevar8x32_ps(g, idx[t]),
-                        avx2._mm256_permutevar8x32_ps(b, idx[t]),
-                    );
-                    let v = match t {
-                        0 => avx._mm256_blend_ps::<0b1001_0010>(rp, gp),
-                        1 => avx._mm256_blend_ps::<0b0010_0100>(rp, gp),
-                        _ => avx._mm256_blend_ps::<0b0100_1001>(rp, gp),
-                    };
-                    let v = match t {
-                        0 => avx._mm256_blend_ps::<0b0010_0100>(v, bp),
-                        1 => avx._mm256_blend_ps::<0b0100_1001>(v, bp),
-                        _ => avx._mm256_blend_ps::<0b1001_0010>(v, bp),
-                    };
-                    o.copy_from_slice(&bytemuck::cast::<__m256, [f32; 8]>(v));
-                }
+                let v = match t {
+                    0 => avx._mm256_blend_ps::<0b0010_0100>(v, bp),
+                    1 => avx._mm256_blend_ps::<0b0100_1001>(v, bp),
+                    _ => avx._mm256_blend_ps::<0b1001_0010>(v, bp),
+                };
+                o.copy_from_slice(&bytemuck::cast::<__m256, [f32; 8]>(v));
             }
-            tail([r, g, b], blocks * 8, d);
-        }
+        });
     }
 }
