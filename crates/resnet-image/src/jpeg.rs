@@ -19,8 +19,14 @@ pub(crate) fn decode_rgb(
     // libjpeg reports fatal errors by unwinding out of the decoder (MozJPEG's error manager
     // resumes a panic payload without running the panic hook); catch it here and make it an
     // error value.
+    let size = (expect.0 as usize, expect.1 as usize);
     let run = std::panic::catch_unwind(|| -> std::io::Result<Option<(usize, usize, Vec<u8>)>> {
         let d = mozjpeg::Decompress::new_mem(bytes)?;
+        // Nothing is allocated for pixels before this check: libjpeg must see the size the
+        // caller checked against the limit.
+        if d.size() != size {
+            return Ok(Some((d.width(), d.height(), Vec::new())));
+        }
         if matches!(
             d.color_space(),
             mozjpeg::ColorSpace::JCS_CMYK | mozjpeg::ColorSpace::JCS_YCCK
@@ -43,7 +49,7 @@ pub(crate) fn decode_rgb(
     match run {
         Ok(Ok(None)) => None,
         Ok(Ok(Some((w, h, pixels)))) => {
-            if (w, h) != (expect.0 as usize, expect.1 as usize) {
+            if (w, h) != size {
                 return fail(format!(
                     "libjpeg decoded {w}x{h} pixels where the header says {}x{}",
                     expect.0, expect.1
