@@ -285,8 +285,10 @@ impl PackedConv {
     /// Run on an NHWC input of logical dims `input` (`[N, C, H, W]`), writing the NHWC output.
     ///
     /// `out = act(conv(x) + bias + residual)`, where `residual` (NHWC, the output's shape) is
-    /// optional and `act` is ReLU when `relu` is set. With `parallel`, output tiles are spread
-    /// over the current rayon pool; the tiling does not depend on it.
+    /// optional and `act` is ReLU when `relu` is set. With `parallel`, output tiles (and, on
+    /// small feature maps, blocks of output channels) are spread over the current rayon pool;
+    /// every output value is summed in the same order however the work is split, so the result
+    /// is bitwise the same with or without threads.
     #[allow(clippy::too_many_arguments)]
     pub fn run(
         &self,
