@@ -270,6 +270,67 @@ fn memcheck() -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `program` runs (`--version`).
+fn runs(program: &str) -> bool {
+    Command::new(program)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
+/// The kernel tests on aarch64 (NEON and scalar paths) under qemu user-mode emulation. Installs
+/// the Rust target and, with apt as root, qemu and the cross linker; where they cannot be had,
+/// says so and skips (the tests themselves failing is an error).
+fn aarch64() -> Result<(), String> {
+    const TARGET: &str = "aarch64-unknown-linux-gnu";
+    let skip = |why: &str| {
+        eprintln!("xtask aarch64: skipped, {why}");
+        Ok(())
+    };
+    let rustup_ok = Command::new("rustup")
+        .args(["target", "add", TARGET])
+        .stdout(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !rustup_ok {
+        return skip("rustup cannot add the aarch64 target");
+    }
+    let tools = ["qemu-aarch64", "aarch64-linux-gnu-gcc"];
+    // Install from the package lists as they are, and once more after refreshing them.
+    for refresh in [false, true] {
+        if tools.iter().all(|t| runs(t)) || !runs("apt-get") {
+            break;
+        }
+        eprintln!("installing qemu-user and the aarch64 cross linker with apt-get");
+        if refresh {
+            let _ = Command::new("apt-get")
+                .args(["update", "-q"])
+                .stdout(Stdio::null())
+                .status();
+        }
+        let _ = Command::new("apt-get")
+            .args(["install", "-y", "-q", "qemu-user", "gcc-aarch64-linux-gnu"])
+            .args(["libc6-dev-arm64-cross"])
+            .stdout(Stdio::null())
+            .status();
+    }
+    if !tools.iter().all(|t| runs(t)) {
+        return skip("qemu-aarch64 or aarch64-linux-gnu-gcc is missing");
+    }
+    cargo(
+        &["test", "--target", TARGET, "-p", "resnet-kernels"],
+        &[
+            ("CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER", tools[1]),
+            (
+                "CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER",
+                "qemu-aarch64 -L /usr/aarch64-linux-gnu",
+            ),
+        ],
+    )
+}
+
 fn deny() -> Result<(), String> {
     let have = Command::new(env!("CARGO"))
         .args(["deny", "--version"])
@@ -308,7 +369,7 @@ fn ci() -> Result<(), String> {
     bench(&["--quick".into()])
 }
 
-const USAGE: &str = "usage: cargo xtask <ci | props [--cases N] | bench [OPTIONS] | fuzz [--seconds N] [--target T] | memcheck | deny>";
+const USAGE: &str = "usage: cargo xtask <ci | props [--cases N] | bench [OPTIONS] | fuzz [--seconds N] [--target T] | memcheck | deny | aarch64>";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -320,6 +381,7 @@ fn main() -> ExitCode {
         Some("fuzz") => fuzz(rest),
         Some("memcheck") => memcheck(),
         Some("deny") => deny(),
+        Some("aarch64") => aarch64(),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())
