@@ -365,6 +365,7 @@ fn ci() -> Result<(), String> {
         &["test", "-p", "resnet-image", "--no-default-features"],
         &[],
     )?;
+    aarch64()?;
     props(&["--cases".into(), "200".into()])?;
     bench(&["--quick".into()])
 }
