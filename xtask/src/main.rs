@@ -311,6 +311,7 @@ fn aarch64() -> Result<(), String> {
                 .status();
         }
         let _ = Command::new("apt-get")
+            .env("DEBIAN_FRONTEND", "noninteractive")
             .args(["install", "-y", "-q", "qemu-user", "gcc-aarch64-linux-gnu"])
             .args(["libc6-dev-arm64-cross"])
             .stdout(Stdio::null())
