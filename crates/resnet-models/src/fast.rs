@@ -138,6 +138,11 @@ impl FastNet {
         } = ws;
         let plan = !planned.contains(&dims);
         if plan {
+            // A bounded memory of sizes (a server may see many): a size forgotten is planned
+            // again, which only costs one broadcast per conv.
+            if planned.len() == 64 {
+                planned.remove(0);
+            }
             planned.push(dims);
         }
         let mut r = Runner {
