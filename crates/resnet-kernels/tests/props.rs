@@ -34,7 +34,7 @@ fn to_nhwc(d: [usize; 4], x: &[f32]) -> Vec<f32> {
 
 fn to_nchw(d: [usize; 4], x: &[f32]) -> Vec<f32> {
     let mut y = vec![0.0; x.len()];
-    fast::nhwc_to_nchw(Cpu::detect(), d, x, &mut y).unwrap();
+    fast::nhwc_to_nchw(d, x, &mut y).unwrap();
     y
 }
 
@@ -516,7 +516,7 @@ proptest! {
             }
         }
         let mut back = vec![0.0; x.len()];
-        fast::nhwc_to_nchw(cpu, d, &nhwc, &mut back).unwrap();
+        fast::nhwc_to_nchw(d, &nhwc, &mut back).unwrap();
         prop_assert_eq!(back, x);
     }
 }

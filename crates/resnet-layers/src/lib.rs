@@ -158,7 +158,7 @@ pub(crate) fn nhwc_data(
 /// An NCHW tensor of logical dims `dims` from NHWC data.
 pub(crate) fn nchw_from_nhwc(dims: [usize; 4], data: &[f32]) -> Result<Tensor, LayerError> {
     let mut y = Tensor::zeros(&dims)?;
-    resnet_kernels::fast::nhwc_to_nchw(Cpu::detect(), dims, data, y.as_mut_slice())?;
+    resnet_kernels::fast::nhwc_to_nchw(dims, data, y.as_mut_slice())?;
     Ok(y)
 }
 

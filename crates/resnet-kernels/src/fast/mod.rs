@@ -41,12 +41,7 @@ pub fn nchw_to_nhwc(
 }
 
 /// Copy an NHWC tensor of logical dims `[N, C, H, W]` to NCHW.
-pub fn nhwc_to_nchw(
-    _cpu: Cpu,
-    dims: [usize; 4],
-    src: &[f32],
-    dst: &mut [f32],
-) -> Result<(), KernelError> {
+pub fn nhwc_to_nchw(dims: [usize; 4], src: &[f32], dst: &mut [f32]) -> Result<(), KernelError> {
     let [n, c, h, w] = dims;
     let len = n * c * h * w;
     check_len("nhwc_to_nchw input", src, len)?;
