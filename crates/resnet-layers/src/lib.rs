@@ -6,8 +6,9 @@
 //! [`Tensor`]s. Every layer checks its weights' shapes when built and its input's shape when run,
 //! and reports mismatches as a [`LayerError`].
 //!
-//! Layers run on a [`Backend`]: [`Backend::Fast`] (SIMD kernels and gemm micro-kernels, the default) or
-//! [`Backend::Naive`] (the f64 reference kernels of `resnet_kernels::naive`, for checking).
+//! Layers run on a [`Backend`]: [`Backend::Fast`] (SIMD kernels and gemm micro-kernels, the
+//! default) or [`Backend::Naive`] (the f64 reference kernels of `resnet_kernels::naive`, for
+//! checking).
 //! [`FusedConv`] is what networks run: a convolution with its batch-norm folded in at build
 //! time, weights packed once, and bias, residual add and ReLU applied in its output step.
 //!
@@ -50,7 +51,8 @@ pub use resnet_tensor::{Layout, Tensor, TensorError};
 pub enum Backend {
     /// The f64-accumulating reference kernels: slow, obviously right, for checking and debugging.
     Naive,
-    /// SIMD kernels dispatched for this CPU, matrix products through gemm's micro-kernels on weights packed at build time.
+    /// SIMD kernels dispatched for this CPU, matrix products through gemm's micro-kernels on
+    /// weights packed at build time.
     #[default]
     Fast,
 }
