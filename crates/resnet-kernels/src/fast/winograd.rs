@@ -3,10 +3,10 @@
 //! Each 2x2 block of output pixels is computed from a 4x4 input tile with 16 multiplications
 //! per (input, output) channel pair instead of 36: `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` (Lavin &
 //! Gray's F(2,3) matrices, whose constants are 0, ±1 and ±1/2, so the transforms add almost no
-//! rounding error). The weights are transformed once at build time; per tile band, the input
-//! transform writes 16 `[tiles, C]` matrices, 16 matrix products (gemm's micro-kernels on weights packed at build time) give 16
-//! `[tiles, O]` matrices, and the output transform adds bias and residual and applies ReLU as
-//! it writes the result. Both transforms are SIMD across channels.
+//! rounding error). The weights are transformed (and packed for gemm's micro-kernels) once at
+//! build time; per tile band, the input transform writes 16 `[tiles, C]` matrices, 16 matrix
+//! products give 16 `[tiles, O]` matrices, and the output transform adds bias and residual and
+//! applies ReLU as it writes the result. Both transforms are SIMD across channels.
 
 use super::matmul::PackedMatrix;
 use crate::Cpu;
