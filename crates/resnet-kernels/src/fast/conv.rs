@@ -17,9 +17,9 @@ pub enum ConvAlgo {
     Pointwise,
     /// Any other shape: each tile of output pixels gathers its input patches into a small
     /// im2col buffer (sized for the L2 cache, never a whole image), then one matrix product per
-    /// group.
+    /// group, or per block of narrow groups sharing one block-diagonal product.
     Im2colTiled,
-    /// 3x3, stride 1, dilation 1, one group, at least 8 channels in and out: Winograd
+    /// 3x3, stride 1, dilation 1, one group, 8 to 256 channels in and out: Winograd
     /// F(2x2, 3x3), 2.25x fewer multiplications (see the numerics note in the README).
     Winograd2x2,
     /// Grouped, stride 1, undilated, at most 8 output channels per group (ResNeXt): a direct
