@@ -19,7 +19,8 @@ pub enum ConvAlgo {
     /// im2col buffer (sized for the L2 cache, never a whole image), then one matrix product per
     /// group, or per block of narrow groups sharing one block-diagonal product.
     Im2colTiled,
-    /// 3x3, stride 1, dilation 1, one group, 8 to 256 channels in and out: Winograd
+    /// 3x3, stride 1, dilation 1, one group, at least 8 channels in and out and at most
+    /// 256 x 256 channel pairs: Winograd
     /// F(2x2, 3x3), 2.25x fewer multiplications (see the numerics note in the README).
     Winograd2x2,
     /// Grouped, stride 1, undilated, at most 8 output channels per group (ResNeXt): a direct
