@@ -105,16 +105,7 @@ fn fuzz(args: &[String]) -> Result<(), String> {
         }
     }
     let fuzz_dir = root().join("fuzz");
-    let have = Command::new(env!("CARGO"))
-        .args(["fuzz", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        eprintln!("cargo-fuzz is missing: installing it");
-        cargo(&["install", "cargo-fuzz"], &[])?;
-    }
+    ensure_cargo_tool("fuzz", &["cargo-fuzz"])?;
     // cargo-fuzz passes -Z flags (sanitizers, coverage); RUSTC_BOOTSTRAP lets the stable
     // toolchain accept them.
     let env = [("RUSTC_BOOTSTRAP", "1")];
@@ -270,14 +261,27 @@ fn memcheck() -> Result<(), String> {
     Ok(())
 }
 
-/// Whether `program` runs (`--version`).
-fn runs(program: &str) -> bool {
+/// Whether `program ARGS... --version` runs.
+fn runs(program: &str, args: &[&str]) -> bool {
     Command::new(program)
+        .args(args)
         .arg("--version")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .status()
         .is_ok_and(|s| s.success())
+}
+
+/// Make sure the cargo subcommand `sub` exists, installing it (`cargo install INSTALL...`) if
+/// not.
+fn ensure_cargo_tool(sub: &str, install: &[&str]) -> Result<(), String> {
+    if !runs(env!("CARGO"), &[sub]) {
+        eprintln!("cargo {sub} is missing: installing it");
+        let mut args = vec!["install"];
+        args.extend_from_slice(install);
+        cargo(&args, &[])?;
+    }
+    Ok(())
 }
 
 /// The kernel tests on aarch64 (NEON and scalar paths) under qemu user-mode emulation. Installs
@@ -300,7 +304,7 @@ fn aarch64() -> Result<(), String> {
     let tools = ["qemu-aarch64", "aarch64-linux-gnu-gcc"];
     // Install from the package lists as they are, and once more after refreshing them.
     for refresh in [false, true] {
-        if tools.iter().all(|t| runs(t)) || !runs("apt-get") {
+        if tools.iter().all(|t| runs(t, &[])) || !runs("apt-get", &[]) {
             break;
         }
         eprintln!("installing qemu-user and the aarch64 cross linker with apt-get");
@@ -317,7 +321,7 @@ fn aarch64() -> Result<(), String> {
             .stdout(Stdio::null())
             .status();
     }
-    if !tools.iter().all(|t| runs(t)) {
+    if !tools.iter().all(|t| runs(t, &[])) {
         return skip("qemu-aarch64 or aarch64-linux-gnu-gcc is missing");
     }
     cargo(
@@ -333,16 +337,7 @@ fn aarch64() -> Result<(), String> {
 }
 
 fn deny() -> Result<(), String> {
-    let have = Command::new(env!("CARGO"))
-        .args(["deny", "--version"])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status()
-        .is_ok_and(|s| s.success());
-    if !have {
-        eprintln!("cargo-deny is missing: installing it");
-        cargo(&["install", "--locked", "cargo-deny"], &[])?;
-    }
+    ensure_cargo_tool("deny", &["--locked", "cargo-deny"])?;
     // Licences, bans and sources need no network; advisories would fetch the RustSec database.
     cargo(&["deny", "check", "licenses", "bans", "sources"], &[])
 }
