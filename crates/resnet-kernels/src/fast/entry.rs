@@ -20,7 +20,7 @@ pub(crate) fn rgb_to_pixels(cpu: Cpu, pixels: usize, src: &[f32], dst: &mut [f32
         pulp::Arch::V4(simd) => {
             pulp::Simd::vectorize(
                 simd,
-                RgbV4 {
+                Rgb {
                     simd,
                     pixels,
                     src,
@@ -32,7 +32,7 @@ pub(crate) fn rgb_to_pixels(cpu: Cpu, pixels: usize, src: &[f32], dst: &mut [f32
         pulp::Arch::V3(simd) => {
             pulp::Simd::vectorize(
                 simd,
-                RgbV3 {
+                Rgb {
                     simd,
                     pixels,
                     src,
@@ -85,16 +85,17 @@ fn for_each_block<const L: usize>(
     }
 }
 
+/// One conversion, with the token of the instruction set it is written for.
 #[cfg(target_arch = "x86_64")]
-struct RgbV4<'a> {
-    simd: pulp::x86::V4,
+struct Rgb<'a, T> {
+    simd: T,
     pixels: usize,
     src: &'a [f32],
     dst: &'a mut [f32],
 }
 
 #[cfg(target_arch = "x86_64")]
-impl pulp::WithSimd for RgbV4<'_> {
+impl pulp::WithSimd for Rgb<'_, pulp::x86::V4> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
@@ -133,15 +134,7 @@ impl pulp::WithSimd for RgbV4<'_> {
 }
 
 #[cfg(target_arch = "x86_64")]
-struct RgbV3<'a> {
-    simd: pulp::x86::V3,
-    pixels: usize,
-    src: &'a [f32],
-    dst: &'a mut [f32],
-}
-
-#[cfg(target_arch = "x86_64")]
-impl pulp::WithSimd for RgbV3<'_> {
+impl pulp::WithSimd for Rgb<'_, pulp::x86::V3> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: pulp::Simd>(self, _: S) {
