@@ -163,8 +163,10 @@ impl WithSimd for Band<'_> {
             relu,
             o,
         };
+        // Borders (padding rows and columns, the round-up) are zero once: every group copies
+        // into the same interior positions.
+        planes.fill(0.0);
         for g in 0..groups {
-            planes.fill(0.0);
             for r in 0..rin {
                 let iy = (oy0 + r) as isize - ph as isize;
                 if iy < 0 || iy >= h as isize {
