@@ -245,23 +245,17 @@ impl PackedConv {
     pub fn scratch_len(&self, input: [usize; 4]) -> Result<usize, KernelError> {
         let geom = self.geometry(input)?;
         let [_, c, _, _] = input;
-        let [_, o, oh, ow] = geom.output;
+        let [_, _, oh, ow] = geom.output;
         let [_, cg, kh, kw] = self.weight_dims;
         let pixels = oh * ow;
-        Ok(match self.algo {
-            ConvAlgo::Pointwise => 0,
-            ConvAlgo::Winograd2x2 => {
+        Ok(match (&self.winograd, &self.grouped, self.algo) {
+            (Some(wino), _, _) => {
                 let tw = ow.div_ceil(2);
-                let wino = self.winograd.as_ref().expect("built with the algorithm");
-                let rows = wino.tile_rows(tw).min(oh.div_ceil(2));
-                16 * rows * tw * (c + o)
+                wino.scratch_len(wino.tile_rows(tw).min(oh.div_ceil(2)) * tw)
             }
-            ConvAlgo::GroupedDirect => {
-                // The widest vector step is two AVX-512 registers.
-                let rows = GroupedDirect::band_rows(ow, oh);
-                cg * (rows + kh - 1) * (ow.next_multiple_of(32) + kw - 1)
-            }
-            ConvAlgo::Im2colTiled => {
+            (None, Some(grouped), _) => grouped.scratch_len(GroupedDirect::band_rows(ow, oh), ow),
+            (None, None, ConvAlgo::Pointwise) => 0,
+            (None, None, _) => {
                 self.tile_pixels(c, pixels).min(pixels) * kh * kw * cg * self.params.groups
             }
         })

@@ -54,6 +54,21 @@ impl GroupedDirect {
         }
     }
 
+    /// Row width and size of one channel plane for `rows` output rows `ow` wide, computed
+    /// `step` pixels at a time: the output row's pixels rounded up to whole steps plus the
+    /// kernel's reach, over the rows plus the kernel's reach, zero outside the image; so every
+    /// load is a full vector inside the plane.
+    fn planes(&self, rows: usize, ow: usize, step: usize) -> (usize, usize) {
+        let wp = ow.next_multiple_of(step) + self.kw - 1;
+        (wp, (rows + self.kh - 1) * wp)
+    }
+
+    /// Scratch values of a band of `rows` output rows `ow` wide, at any vector width (steps
+    /// of two vectors of at most 16 lanes divide 32).
+    pub(crate) fn scratch_len(&self, rows: usize, ow: usize) -> usize {
+        self.cg * self.planes(rows, ow, 32).1
+    }
+
     /// Output rows per band for an output `ow` pixels wide.
     pub(crate) fn band_rows(ow: usize, oh: usize) -> usize {
         let rows = BAND_PIXELS.div_ceil(ow.max(1)).clamp(1, oh.max(1));
@@ -147,11 +162,8 @@ impl WithSimd for Band<'_> {
         let lanes = core::mem::size_of::<S::f32s>() / 4;
         let step = 2 * lanes;
         let rows = dst.len() / (ow * o);
-        // Plane rows: the output row's pixels rounded up to whole steps, plus the kernel's
-        // reach, zero outside the image; so every load is a full vector inside the plane.
-        let wp = ow.next_multiple_of(step) + kw - 1;
+        let (wp, plane) = conv.planes(rows, ow, step);
         let rin = rows + kh - 1;
-        let plane = rin * wp;
         if scratch.len() < cg * plane {
             scratch.resize(cg * plane, 0.0);
         }

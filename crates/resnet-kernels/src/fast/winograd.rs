@@ -63,6 +63,12 @@ impl Winograd {
         (tiles / tiles_w.max(1)).max(1)
     }
 
+    /// Scratch values for a band of `tiles` 2x2 tiles: their 16 transformed `[tiles, C]`
+    /// inputs and 16 `[tiles, O]` products.
+    pub(crate) fn scratch_len(&self, tiles: usize) -> usize {
+        16 * tiles * (self.c + self.o)
+    }
+
     /// One band of tile rows `ty0 .. ty0 + rows` of one image; `dst` holds output rows
     /// `2 * ty0 ..` (NHWC), `residual` the same rows of the residual.
     #[allow(clippy::too_many_arguments)]
@@ -86,8 +92,8 @@ impl Winograd {
         let rows = out_rows.div_ceil(2);
         let tiles = rows * tw;
         let (vlen, mlen) = (16 * tiles * c, 16 * tiles * o);
-        if scratch.len() < vlen + mlen {
-            scratch.resize(vlen + mlen, 0.0);
+        if scratch.len() < self.scratch_len(tiles) {
+            scratch.resize(self.scratch_len(tiles), 0.0);
         }
         let (v, m) = scratch.split_at_mut(vlen);
         let m = &mut m[..mlen];
