@@ -2,35 +2,10 @@
 //! convolutions of ResNet-18/50, and the SVG plot of `cargo xtask bench --plot`.
 
 use resnet_kernels::Cpu;
-use std::time::Instant;
 
 pub mod plot;
 
-/// Run `f` `iters` times (after one warm-up call) and return each call's wall time in seconds.
-pub fn time_iters<E>(iters: usize, mut f: impl FnMut() -> Result<(), E>) -> Result<Vec<f64>, E> {
-    f()?;
-    let mut t = Vec::with_capacity(iters);
-    for _ in 0..iters.max(1) {
-        let t0 = Instant::now();
-        f()?;
-        t.push(t0.elapsed().as_secs_f64());
-    }
-    Ok(t)
-}
-
-/// Median and minimum of a list of times.
-pub fn median_min(times: &[f64]) -> (f64, f64) {
-    let mut t = times.to_vec();
-    t.sort_by(f64::total_cmp);
-    let med = if t.is_empty() {
-        f64::NAN
-    } else if t.len() % 2 == 1 {
-        t[t.len() / 2]
-    } else {
-        (t[t.len() / 2 - 1] + t[t.len() / 2]) / 2.0
-    };
-    (med, t.first().copied().unwrap_or(f64::NAN))
-}
+pub use resnet_models::timing::{median_min, time_iters};
 
 /// The CPU's model name (from `/proc/cpuinfo` on Linux), or "unknown CPU".
 pub fn cpu_model() -> String {

@@ -48,6 +48,7 @@ mod infer;
 mod init;
 pub use init::{random_edsr_tensor_map, random_tensor_map};
 mod resnet;
+pub mod timing;
 
 pub use config::{
     BlockKind, ResNetConfig, resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d,
