@@ -3,7 +3,7 @@
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use resnet_benches::RESNET_CONVS;
-use resnet_kernels::fast::{self, PackedConv, PackedLinear};
+use resnet_kernels::fast::{self, Ctx, Epilogue, PackedConv, PackedLinear, Par, Scratch};
 use resnet_kernels::{Conv2dParams, Cpu, PoolGeometry};
 use std::hint::black_box;
 
@@ -30,9 +30,12 @@ fn convs(c: &mut Criterion) {
         let geom = conv.geometry(dims).expect("valid geometry");
         let x = values(geom.lens().0);
         let mut y = vec![0.0; geom.lens().2];
+        let mut scratch = Scratch::new(1);
+        scratch.reserve(conv.scratch_len(dims).expect("valid geometry"));
+        let ctx = Ctx::new(cpu, Par::Seq, &scratch);
         g.throughput(Throughput::Elements(2 * geom.macs()));
         g.bench_function(format!("{name}/{}", conv.algorithm()), |b| {
-            b.iter(|| conv.run(cpu, black_box(&x), dims, None, true, &mut y, false))
+            b.iter(|| conv.run(&ctx, black_box(&x), dims, &mut y, Epilogue::relu()))
         });
     }
     g.finish();
@@ -46,7 +49,7 @@ fn pools_and_classifier(c: &mut Criterion) {
     let mut y = vec![0.0; 64 * 56 * 56];
     g.throughput(Throughput::Elements((64 * 56 * 56 * 9) as u64));
     g.bench_function("maxpool_3x3_s2_112", |b| {
-        b.iter(|| fast::max_pool2d_nhwc(cpu, &pool, black_box(&x), &mut y, false))
+        b.iter(|| fast::max_pool2d_nhwc(cpu, Par::Seq, &pool, black_box(&x), &mut y))
     });
     for (c_in, hw) in [(512usize, 7usize), (2048, 7)] {
         let x = values(c_in * hw * hw);

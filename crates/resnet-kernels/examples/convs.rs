@@ -1,6 +1,6 @@
 //! Time each distinct convolution of ResNet-18/50 at 224x224 with every applicable algorithm.
 
-use resnet_kernels::fast::{ConvAlgo, PackedConv};
+use resnet_kernels::fast::{ConvAlgo, Ctx, Epilogue, PackedConv, Par, Scratch};
 use resnet_kernels::{Conv2dParams, Cpu};
 use std::time::Instant;
 
@@ -35,10 +35,12 @@ fn main() {
             };
             let g = p.geometry([1, c, h, h]).unwrap();
             let mut out = vec![0.0; g.lens().2];
+            let scratch = Scratch::new(1);
+            let ctx = Ctx::new(cpu, Par::Seq, &scratch);
             let mut best = f64::MAX;
             for _ in 0..15 {
                 let t0 = Instant::now();
-                p.run(cpu, &x, [1, c, h, h], None, true, &mut out, false)
+                p.run(&ctx, &x, [1, c, h, h], &mut out, Epilogue::relu())
                     .unwrap();
                 best = best.min(t0.elapsed().as_secs_f64());
             }

@@ -2,9 +2,11 @@
 //!
 //! Every kernel exists as a plain scalar twin in [`naive`], written for obviousness and
 //! accumulating in f64: the oracle the fast paths are tested against (`cargo xtask props`).
-//! The [`fast`] kernels work on NHWC activations: convolution as a matrix product on the activations (1x1),
-//! im2col in L2-sized tiles, or Winograd F(2x2,3x3), chosen from the shape, with bias, residual
-//! add and ReLU in the output step; every matrix product runs `gemm-f32`'s micro-kernels on
+//! The [`fast`] kernels work on NHWC activations: convolution as a matrix product on the
+//! activations (1x1), im2col in L2-sized tiles, Winograd F(2x2,3x3) or a direct grouped
+//! kernel, chosen from the shape, with bias, residual add and ReLU in the output step
+//! ([`fast::Epilogue`]); the CPU token, the parallelism ([`fast::Par`]) and scratch memory
+//! ([`fast::Scratch`]) are passed in as values; every matrix product runs `gemm-f32`'s micro-kernels on
 //! weights packed once at build time; SIMD written once over `pulp` and run through a [`Cpu`]
 //! token, which only feature detection makes. This crate holds every `unsafe` block of the
 //! workspace's kernels. Kernels take flat slices and a validated geometry ([`ConvGeometry`],
@@ -24,10 +26,14 @@
 //!
 //! // The same convolution on the fast path (one channel, so NCHW and NHWC coincide), with a
 //! // bias of -40 and ReLU fused into the output step.
-//! use resnet_kernels::{fast::PackedConv, Cpu};
+//! // The context says which instruction set, how many threads and which scratch memory.
+//! use resnet_kernels::fast::{Ctx, Epilogue, PackedConv, Par, Scratch};
+//! use resnet_kernels::Cpu;
 //! let conv = PackedConv::new(&[1.0; 9], [1, 1, 3, 3], Some(&[-40.0]), geom.params)?;
 //! let mut fast_out = vec![0.0; 9];
-//! conv.run(Cpu::detect(), &input, geom.input, None, true, &mut fast_out, false)?;
+//! let scratch = Scratch::new(1);
+//! let ctx = Ctx::new(Cpu::detect(), Par::Seq, &scratch);
+//! conv.run(&ctx, &input, geom.input, &mut fast_out, Epilogue::relu())?;
 //! assert_eq!(fast_out[4], 5.0);
 //! assert_eq!(fast_out[0], 0.0); // 12 - 40, clipped by ReLU
 //! # Ok::<(), resnet_kernels::KernelError>(())

@@ -105,18 +105,22 @@ pub fn batch_norm(
 pub fn relu(input: &[f32], output: &mut [f32]) -> Result<(), KernelError> {
     check_len("relu output", output, input.len())?;
     for (o, &x) in output.iter_mut().zip(input) {
-        *o = if x > 0.0 || x.is_nan() { x } else { 0.0 };
+        *o = relu_value(x);
     }
     Ok(())
 }
 
-/// `x[i] = max(x[i], 0)` in place.
+/// [`relu`] in place.
 pub fn relu_inplace(x: &mut [f32]) {
     for v in x {
-        if *v < 0.0 {
-            *v = 0.0;
-        }
+        *v = relu_value(*v);
     }
+}
+
+/// ReLU of one value as PyTorch computes it: `x` where `x > 0`, NaN where `x` is NaN, `+0.0`
+/// elsewhere (`-0.0` included).
+fn relu_value(x: f32) -> f32 {
+    if x > 0.0 || x.is_nan() { x } else { 0.0 }
 }
 
 /// `output[i] = a[i] + b[i]`.

@@ -3,7 +3,7 @@
 //! --cases N`); plain `cargo test` runs a quick count.
 
 use proptest::prelude::*;
-use resnet_kernels::fast::{self, PackedConv, PackedLinear};
+use resnet_kernels::fast::{self, ConvAlgo, Ctx, Epilogue, PackedConv, PackedLinear, Par, Scratch};
 use resnet_kernels::{Conv2dParams, ConvGeometry, Cpu, PoolGeometry, naive};
 
 fn cases() -> u32 {
@@ -24,6 +24,27 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
             ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
         })
         .collect()
+}
+
+/// [`values`] with non-finite values mixed in: about one in seven is NaN, +inf, -inf or -0.0.
+fn with_non_finite(len: usize, seed: u64) -> Vec<f32> {
+    let mut v = values(len, seed);
+    for (i, x) in v.iter_mut().enumerate() {
+        let pick = (i as u64 ^ seed).wrapping_mul(0x2545_f491_4f6c_dd1d) >> 58;
+        *x = match pick % 28 {
+            0 => f32::NAN,
+            1 => f32::INFINITY,
+            2 => f32::NEG_INFINITY,
+            3 => -0.0,
+            _ => *x,
+        };
+    }
+    v
+}
+
+/// Equal values, or NaN on both sides (NaN payloads are not part of the contract).
+fn same(a: f32, b: f32) -> bool {
+    a == b || (a.is_nan() && b.is_nan())
 }
 
 fn to_nhwc(d: [usize; 4], x: &[f32]) -> Vec<f32> {
@@ -56,10 +77,26 @@ struct ConvCase {
     seed: u64,
 }
 
+/// How [`check_conv`] builds the convolution.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Build {
+    /// The algorithm chosen from the shape.
+    Chosen,
+    /// The algorithm forced.
+    Forced(ConvAlgo),
+    /// As chosen, with NaN and infinities in the residual: the output step must carry them
+    /// through as the naive add and ReLU do.
+    NonFiniteResidual,
+}
+
 /// Compare the fast conv (NHWC, fused epilogue) with naive conv + add + relu (NCHW). The
 /// tolerance is the classical bound on a K-term f32 dot product, (K + 2) u Σ|x w|, with
 /// Σ|x w| computed by the naive kernel on absolute values.
 fn check_conv(cpu: Cpu, c: ConvCase) -> Result<(), TestCaseError> {
+    check_conv_built(cpu, c, Build::Chosen)
+}
+
+fn check_conv_built(cpu: Cpu, c: ConvCase, build: Build) -> Result<(), TestCaseError> {
     let (ci, co) = (c.cg * c.groups, c.og * c.groups);
     let params = Conv2dParams {
         stride: c.stride,
@@ -75,7 +112,11 @@ fn check_conv(cpu: Cpu, c: ConvCase) -> Result<(), TestCaseError> {
     let x = values(li, c.seed);
     let wt = values(lw, c.seed + 1);
     let b = values(co, c.seed + 2);
-    let r = values(lo, c.seed + 3);
+    let r = if build == Build::NonFiniteResidual {
+        with_non_finite(lo, c.seed + 3)
+    } else {
+        values(lo, c.seed + 3)
+    };
     let bias = c.bias.then_some(&b[..]);
     let mut want = vec![0.0; lo];
     naive::conv2d(&geom, &x, &wt, bias, &mut want).unwrap();
@@ -101,21 +142,33 @@ fn check_conv(cpu: Cpu, c: ConvCase) -> Result<(), TestCaseError> {
         let w2 = want.clone();
         naive::relu(&w2, &mut want).unwrap();
     }
-    let packed = PackedConv::new(&wt, wd, bias, params).unwrap();
+    let packed = match build {
+        Build::Forced(algo) => {
+            let p = PackedConv::with_algorithm(&wt, wd, bias, params, algo).unwrap();
+            prop_assert_eq!(p.algorithm(), algo);
+            p
+        }
+        _ => PackedConv::new(&wt, wd, bias, params).unwrap(),
+    };
     let od = geom.output;
     let res_nhwc = to_nhwc(od, &r);
+    let mut epi = Epilogue::none().with_relu(c.relu);
+    if c.residual {
+        epi = epi.with_residual(&res_nhwc);
+    }
     let mut sequential: Option<Vec<f32>> = None;
-    for parallel in [false, true] {
+    // Sequential; then on the pool told it has 2 and 5 threads (different channel splits),
+    // with scratch for fewer threads than the pool has (buffers shared in turn).
+    for par in [Par::Seq, Par::with_threads(2), Par::with_threads(5)] {
+        let scratch = Scratch::new(par.threads().min(2));
         let mut out = vec![f32::NAN; lo];
         packed
             .run(
-                cpu,
+                &Ctx::new(cpu, par, &scratch),
                 &to_nhwc(geom.input, &x),
                 geom.input,
-                c.residual.then_some(&res_nhwc[..]),
-                c.relu,
                 &mut out,
-                parallel,
+                epi,
             )
             .unwrap();
         // Threads change no bit (tiles, and channel blocks on small maps, are fixed sums).
@@ -132,6 +185,18 @@ fn check_conv(cpu: Cpu, c: ConvCase) -> Result<(), TestCaseError> {
         let got = to_nchw(od, &out);
         let kdim = (c.cg * c.k[0] * c.k[1] + 2) as f32;
         for i in 0..lo {
+            if !want[i].is_finite() {
+                prop_assert!(
+                    same(got[i], want[i]),
+                    "{:?} {:?} at {}: fast {} naive {}",
+                    c,
+                    packed.algorithm(),
+                    i,
+                    got[i],
+                    want[i]
+                );
+                continue;
+            }
             let tol = kdim * f32::EPSILON * bound[i] + f32::MIN_POSITIVE;
             prop_assert!(
                 (got[i] - want[i]).abs() <= tol,
@@ -424,6 +489,17 @@ proptest! {
     }
 
     #[test]
+    fn im2col_forced_on_any_shape_matches_naive(c in conv_case(), cpu in any_level()) {
+        check_conv_built(cpu, c, Build::Forced(ConvAlgo::Im2colTiled))?;
+    }
+
+    #[test]
+    fn non_finite_residuals_pass_through_the_output_step(c in conv_case(), cpu in any_level()) {
+        let c = ConvCase { residual: true, ..c };
+        check_conv_built(cpu, c, Build::NonFiniteResidual)?;
+    }
+
+    #[test]
     fn conv_lower_levels_match_naive(c in conv_case(), cpu in lower_level()) {
         check_conv(cpu, c)?;
     }
@@ -433,14 +509,17 @@ proptest! {
                               k in 1usize..4, s in 1usize..3, seed in any::<u64>()) {
         let p = k / 2;
         let Ok(g) = PoolGeometry::new([n, c, h, w], [k, k], [s, s], [p, p]) else { return Ok(()) };
-        let x = values(n * c * h * w, seed);
-        let mut want = vec![0.0; g.output.iter().product()];
-        naive::max_pool2d(&g, &x, &mut want).unwrap();
-        for cpu in Cpu::all_levels() {
-            for parallel in [false, true] {
-                let mut out = vec![0.0; want.len()];
-                fast::max_pool2d_nhwc(cpu, &g, &to_nhwc(g.input, &x), &mut out, parallel).unwrap();
-                prop_assert_eq!(to_nchw(g.output, &out), want.clone());
+        for x in [values(n * c * h * w, seed), with_non_finite(n * c * h * w, seed)] {
+            let mut want = vec![0.0; g.output.iter().product()];
+            naive::max_pool2d(&g, &x, &mut want).unwrap();
+            for cpu in Cpu::all_levels() {
+                for par in [Par::Seq, Par::with_threads(2)] {
+                    let mut out = vec![0.0; want.len()];
+                    fast::max_pool2d_nhwc(cpu, par, &g, &to_nhwc(g.input, &x), &mut out).unwrap();
+                    let got = to_nchw(g.output, &out);
+                    prop_assert!(got.iter().zip(&want).all(|(a, b)| same(*a, *b)),
+                                 "{:?}: {:?} vs {:?}", cpu.level(), got, want);
+                }
             }
         }
     }
@@ -481,11 +560,21 @@ proptest! {
         let mut got = vec![0.0; len];
         fast::add(Cpu::detect(), &a, &b, &mut got).unwrap();
         prop_assert_eq!(&got, &want);
+        // ReLU on every instruction set, non-finite values and -0.0 included: the same bits
+        // but for NaN payloads (-0.0 becomes +0.0 on both paths).
+        let a = with_non_finite(len, seed);
         let mut want_r = vec![0.0; len];
         naive::relu(&a, &mut want_r).unwrap();
-        let mut got_r = a.clone();
-        fast::relu_inplace(Cpu::detect(), &mut got_r);
-        prop_assert_eq!(got_r, want_r);
+        let mut inplace = a.clone();
+        naive::relu_inplace(&mut inplace);
+        for cpu in Cpu::all_levels() {
+            let mut got_r = a.clone();
+            fast::relu_inplace(cpu, &mut got_r);
+            for ((g, w), i) in got_r.iter().zip(&want_r).zip(&inplace) {
+                prop_assert!(same(*g, *w) && same(*i, *w) && (w.is_nan() || g.to_bits() == w.to_bits()),
+                             "{:?}: {} vs {}", cpu.level(), g, w);
+            }
+        }
     }
 
     #[test]

@@ -1,9 +1,7 @@
-use crate::{
-    Backend, FusedConv, LayerError, Tensor, check_param, nchw_from_nhwc, nchw_input, nhwc_data,
-};
-use resnet_kernels::Cpu;
+//! [`Conv2d`]: PyTorch's `nn.Conv2d` on the naive kernel.
+
+use crate::{LayerError, Tensor, check_param, nchw_input};
 use resnet_kernels::{Conv2dParams, ConvGeometry, naive};
-use std::sync::OnceLock;
 
 /// Configuration of a [`Conv2d`]: channels, square kernel size, and builder methods for the rest.
 ///
@@ -102,8 +100,6 @@ pub struct Conv2d {
     config: Conv2dConfig,
     weight: Tensor,
     bias: Option<Tensor>,
-    /// Packed weights for [`Backend::Fast`], built on first use.
-    packed: OnceLock<FusedConv>,
 }
 
 impl Conv2d {
@@ -138,7 +134,6 @@ impl Conv2d {
             config,
             weight: weight.reshape(&config.weight_shape())?,
             bias,
-            packed: OnceLock::new(),
         })
     }
 
@@ -176,33 +171,7 @@ impl Conv2d {
     }
 
     /// Run on an `[N, C, H, W]` input (either layout), giving `[N, O, OH, OW]` in NCHW.
-    pub fn forward(&self, x: &Tensor, backend: Backend) -> Result<Tensor, LayerError> {
-        if backend == Backend::Fast {
-            let dims = x.shape().dims4().ok_or_else(|| LayerError::InputShape {
-                layer: "Conv2d",
-                found: x.shape().dims().to_vec(),
-                reason: "expected a rank-4 [N, C, H, W] tensor".into(),
-            })?;
-            let geom = self.geometry(dims)?;
-            let fused = match self.packed.get() {
-                Some(f) => f,
-                None => {
-                    let f = FusedConv::new(self, None)?;
-                    self.packed.get_or_init(|| f)
-                }
-            };
-            let mut out = vec![0.0; geom.output.iter().product()];
-            fused.run(
-                Cpu::detect(),
-                &nhwc_data(x, dims)?,
-                dims,
-                None,
-                false,
-                &mut out,
-                false,
-            )?;
-            return nchw_from_nhwc(geom.output, &out);
-        }
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, LayerError> {
         let (x, dims) = nchw_input("Conv2d", x)?;
         let geom = self.geometry(dims)?;
         let mut y = Tensor::zeros(&geom.output)?;

@@ -6,14 +6,14 @@
 //! [`Tensor`]s. Every layer checks its weights' shapes when built and its input's shape when run,
 //! and reports mismatches as a [`LayerError`].
 //!
-//! Layers run on a [`Backend`]: [`Backend::Fast`] (SIMD kernels and gemm micro-kernels, the
-//! default) or [`Backend::Naive`] (the f64 reference kernels of `resnet_kernels::naive`, for
-//! checking).
-//! [`FusedConv`] is what networks run: a convolution with its batch-norm folded in at build
-//! time, weights packed once, and bias, residual add and ReLU applied in its output step.
+//! This crate is the *reference* API: every layer runs the f64-accumulating kernels of
+//! `resnet_kernels::naive` on NCHW tensors, written for obviousness, like PyTorch's modules
+//! and with their semantics. Use it to check a computation or to compose a small network by
+//! hand. Whole networks at speed are `resnet-models`' plans, which fold batch-norms and pack
+//! weights for the SIMD kernels of `resnet_kernels::fast` without going through these types.
 //!
 //! ```
-//! use resnet_layers::{Backend, Conv2d, Conv2dConfig, ReLU};
+//! use resnet_layers::{Conv2d, Conv2dConfig, ReLU};
 //! use resnet_tensor::Tensor;
 //!
 //! // A 3x3 convolution, 1 -> 1 channel, padding 1, with every weight 1/9: a box blur.
@@ -23,48 +23,25 @@
 //!     Some(Tensor::from_vec(&[1], vec![-0.5])?),
 //! )?;
 //! let x = Tensor::from_vec(&[1, 1, 3, 3], vec![1.0; 9])?;
-//! let y = ReLU.forward(&conv.forward(&x, Backend::Naive)?);
+//! let y = ReLU.forward(&conv.forward(&x)?);
 //! assert!((y.as_slice()[4] - 0.5).abs() < 1e-6);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod conv;
-mod fused;
 mod linear;
 mod norm;
 mod pool;
 
 pub use conv::{Conv2d, Conv2dConfig};
-pub use fused::FusedConv;
 pub use linear::{Linear, LinearConfig};
 pub use norm::{BatchNorm2d, BatchNorm2dConfig};
 pub use pool::{AdaptiveAvgPool2d, MaxPool2d, MaxPool2dConfig, PixelShuffle};
-pub use resnet_kernels::fast::ConvAlgo;
-pub use resnet_kernels::{Cpu, SimdLevel};
 
 use resnet_kernels::KernelError;
 pub use resnet_tensor::{Layout, Tensor, TensorError};
-
-/// Which implementation of the kernels a layer runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
-pub enum Backend {
-    /// The f64-accumulating reference kernels: slow, obviously right, for checking and debugging.
-    Naive,
-    /// SIMD kernels dispatched for this CPU, matrix products through gemm's micro-kernels on
-    /// weights packed at build time.
-    #[default]
-    Fast,
-}
-
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Backend::Naive => "naive",
-            Backend::Fast => "fast",
-        })
-    }
-}
 
 /// Errors from building or running a layer.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -144,27 +121,7 @@ pub(crate) fn nchw_input<'a>(
     Ok((t, dims))
 }
 
-/// The NHWC data of a rank-4 tensor (converted from NCHW when needed).
-pub(crate) fn nhwc_data(
-    x: &Tensor,
-    dims: [usize; 4],
-) -> Result<std::borrow::Cow<'_, [f32]>, LayerError> {
-    if x.layout() == Layout::Nhwc {
-        return Ok(std::borrow::Cow::Borrowed(x.as_slice()));
-    }
-    let mut v = vec![0.0; x.len()];
-    resnet_kernels::fast::nchw_to_nhwc(Cpu::detect(), dims, x.as_slice(), &mut v)?;
-    Ok(std::borrow::Cow::Owned(v))
-}
-
-/// An NCHW tensor of logical dims `dims` from NHWC data.
-pub(crate) fn nchw_from_nhwc(dims: [usize; 4], data: &[f32]) -> Result<Tensor, LayerError> {
-    let mut y = Tensor::zeros(&dims)?;
-    resnet_kernels::fast::nhwc_to_nchw(dims, data, y.as_mut_slice())?;
-    Ok(y)
-}
-
-/// Rectified linear unit, `max(x, 0)`, elementwise.
+/// Rectified linear unit, `max(x, 0)`, elementwise; NaN stays NaN, as in PyTorch.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ReLU;
 
@@ -178,7 +135,7 @@ impl ReLU {
 
     /// `x = max(x, 0)` in place.
     pub fn forward_inplace(&self, x: &mut Tensor) {
-        resnet_kernels::fast::relu_inplace(Cpu::detect(), x.as_mut_slice());
+        resnet_kernels::naive::relu_inplace(x.as_mut_slice());
     }
 }
 

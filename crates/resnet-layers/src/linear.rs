@@ -1,7 +1,7 @@
-use crate::{Backend, LayerError, Layout, Tensor, check_param};
-use resnet_kernels::fast::PackedLinear;
-use resnet_kernels::{Cpu, naive};
-use std::sync::OnceLock;
+//! [`Linear`]: PyTorch's `nn.Linear` on the naive kernel.
+
+use crate::{LayerError, Layout, Tensor, check_param};
+use resnet_kernels::naive;
 
 /// Configuration of a [`Linear`] layer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -36,8 +36,6 @@ pub struct Linear {
     config: LinearConfig,
     weight: Tensor,
     bias: Option<Tensor>,
-    /// Transposed weights for [`Backend::Fast`], built on first use.
-    packed: OnceLock<PackedLinear>,
 }
 
 impl Linear {
@@ -67,7 +65,6 @@ impl Linear {
             config,
             weight,
             bias,
-            packed: OnceLock::new(),
         })
     }
 
@@ -83,7 +80,7 @@ impl Linear {
 
     /// Run on `[N, in]` (or any `[N, ...]` whose trailing dimensions hold `in` elements),
     /// giving `[N, out]`.
-    pub fn forward(&self, x: &Tensor, backend: Backend) -> Result<Tensor, LayerError> {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, LayerError> {
         let dims = x.shape().dims();
         let n = dims.first().copied().unwrap_or(1);
         let per = x.len().checked_div(n).unwrap_or(0);
@@ -100,33 +97,18 @@ impl Linear {
             std::borrow::Cow::Owned(x.to_layout(Layout::Nchw)?)
         };
         let mut y = Tensor::zeros(&[n, self.config.out_features])?;
-        match backend {
-            Backend::Fast => {
-                self.packed()?
-                    .run(Cpu::detect(), n, x.as_slice(), y.as_mut_slice())?
-            }
-            Backend::Naive => naive::linear(
-                [n, self.config.in_features, self.config.out_features],
-                x.as_slice(),
-                self.weight.as_slice(),
-                self.bias.as_ref().map(Tensor::as_slice),
-                y.as_mut_slice(),
-            )?,
-        }
+        naive::linear(
+            [n, self.config.in_features, self.config.out_features],
+            x.as_slice(),
+            self.weight.as_slice(),
+            self.bias.as_ref().map(Tensor::as_slice),
+            y.as_mut_slice(),
+        )?;
         Ok(y)
     }
 
-    /// The weights packed for the fast path (built once, on first use).
-    pub fn packed(&self) -> Result<&PackedLinear, LayerError> {
-        if let Some(p) = self.packed.get() {
-            return Ok(p);
-        }
-        let p = PackedLinear::new(
-            self.weight.as_slice(),
-            self.config.in_features,
-            self.config.out_features,
-            self.bias.as_ref().map(Tensor::as_slice),
-        )?;
-        Ok(self.packed.get_or_init(|| p))
+    /// The bias `[out]`, if any.
+    pub fn bias(&self) -> Option<&Tensor> {
+        self.bias.as_ref()
     }
 }

@@ -1,4 +1,6 @@
-use crate::{Backend, LayerError, Tensor, check_param, nchw_input};
+//! [`BatchNorm2d`] in evaluation mode (running statistics), on the naive kernel.
+
+use crate::{LayerError, Tensor, check_param, nchw_input};
 use resnet_kernels::naive;
 
 /// Configuration of a [`BatchNorm2d`]: channel count and epsilon (default 1e-5, as PyTorch).
@@ -93,9 +95,8 @@ impl BatchNorm2d {
             .collect()
     }
 
-    /// Run on an `[N, C, H, W]` input. Both backends use the reference kernel: in a network a
-    /// batch-norm is folded into its convolution ([`crate::FusedConv`]) and never runs alone.
-    pub fn forward(&self, x: &Tensor, backend: Backend) -> Result<Tensor, LayerError> {
+    /// Run on an `[N, C, H, W]` input (either layout), giving NCHW.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, LayerError> {
         let (x, dims) = nchw_input("BatchNorm2d", x)?;
         if dims[1] != self.config.channels {
             return Err(LayerError::InputShape {
@@ -105,7 +106,6 @@ impl BatchNorm2d {
             });
         }
         let mut y = Tensor::zeros(&dims)?;
-        let _ = backend;
         naive::batch_norm(
             dims,
             x.as_slice(),

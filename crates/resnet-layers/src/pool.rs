@@ -1,5 +1,8 @@
-use crate::{Backend, LayerError, Tensor, nchw_from_nhwc, nchw_input, nhwc_data};
-use resnet_kernels::{Cpu, PoolGeometry, fast, naive};
+//! Pooling and PixelShuffle on the naive kernels: [`MaxPool2d`], [`AdaptiveAvgPool2d`],
+//! [`PixelShuffle`].
+
+use crate::{LayerError, Tensor, nchw_input};
+use resnet_kernels::{PoolGeometry, naive};
 
 /// Configuration of a [`MaxPool2d`]: square window, stride (default: the window), padding.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -76,15 +79,7 @@ impl MaxPool2d {
     }
 
     /// Run on an `[N, C, H, W]` input.
-    pub fn forward(&self, x: &Tensor, backend: Backend) -> Result<Tensor, LayerError> {
-        if backend == Backend::Fast
-            && let Some(dims) = x.shape().dims4()
-        {
-            let geom = self.geometry(dims)?;
-            let mut out = vec![0.0; geom.output.iter().product()];
-            fast::max_pool2d_nhwc(Cpu::detect(), &geom, &nhwc_data(x, dims)?, &mut out, false)?;
-            return nchw_from_nhwc(geom.output, &out);
-        }
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, LayerError> {
         let (x, dims) = nchw_input("MaxPool2d", x)?;
         let geom = self.geometry(dims)?;
         let mut y = Tensor::zeros(&geom.output)?;
@@ -118,7 +113,7 @@ impl AdaptiveAvgPool2d {
     }
 
     /// Run on an `[N, C, H, W]` input (H, W at least 1), giving `[N, C, OH, OW]`.
-    pub fn forward(&self, x: &Tensor, backend: Backend) -> Result<Tensor, LayerError> {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, LayerError> {
         let (x, dims) = nchw_input("AdaptiveAvgPool2d", x)?;
         if dims[2] == 0 || dims[3] == 0 {
             return Err(LayerError::InputShape {
@@ -128,12 +123,7 @@ impl AdaptiveAvgPool2d {
             });
         }
         let mut y = Tensor::zeros(&[dims[0], dims[1], self.output[0], self.output[1]])?;
-        if backend == Backend::Fast && self.output == [1, 1] {
-            let nhwc = nhwc_data(&x, dims)?;
-            fast::global_avg_pool_nhwc(Cpu::detect(), dims, &nhwc, y.as_mut_slice())?;
-        } else {
-            naive::adaptive_avg_pool2d(dims, self.output, x.as_slice(), y.as_mut_slice())?;
-        }
+        naive::adaptive_avg_pool2d(dims, self.output, x.as_slice(), y.as_mut_slice())?;
         Ok(y)
     }
 }
@@ -163,7 +153,7 @@ impl PixelShuffle {
     }
 
     /// Run on `[N, C*r*r, H, W]` (either layout), giving `[N, C, H*r, W*r]` in NCHW.
-    pub fn forward(&self, x: &Tensor, backend: Backend) -> Result<Tensor, LayerError> {
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor, LayerError> {
         let r = self.factor;
         let dims = x
             .shape()
@@ -175,11 +165,6 @@ impl PixelShuffle {
                 reason: format!("expected [N, C*{}, H, W]", r * r),
             })?;
         let out = [dims[0], dims[1] / (r * r), dims[2] * r, dims[3] * r];
-        if backend == Backend::Fast {
-            let mut y = vec![0.0; x.len()];
-            fast::pixel_shuffle_nhwc(dims, r, &nhwc_data(x, dims)?, &mut y)?;
-            return nchw_from_nhwc(out, &y);
-        }
         let (x, _) = nchw_input("PixelShuffle", x)?;
         let mut y = Tensor::zeros(&out)?;
         naive::pixel_shuffle(dims, r, x.as_slice(), y.as_mut_slice())?;

@@ -44,13 +44,11 @@ fn conv_checks_its_input() {
     )
     .unwrap();
     for dims in [&[1, 3, 5, 5][..], &[1, 2, 2, 5], &[2, 5, 5]] {
-        let e = conv
-            .forward(&Tensor::zeros(dims).unwrap(), Backend::Naive)
-            .unwrap_err();
+        let e = conv.forward(&Tensor::zeros(dims).unwrap()).unwrap_err();
         assert!(matches!(e, LayerError::InputShape { .. }), "{dims:?}: {e}");
     }
     let y = conv
-        .forward(&Tensor::zeros(&[2, 2, 5, 4]).unwrap(), Backend::Naive)
+        .forward(&Tensor::zeros(&[2, 2, 5, 4]).unwrap())
         .unwrap();
     assert_eq!(y.shape().dims(), &[2, 1, 3, 2]);
 }
@@ -67,10 +65,8 @@ fn nhwc_input_gives_nchw_output_with_the_same_values() {
     )
     .unwrap();
     let x = t(&[1, 2, 4, 5], (0..40).map(|v| v as f32 / 7.0).collect());
-    let a = conv.forward(&x, Backend::Naive).unwrap();
-    let b = conv
-        .forward(&x.to_layout(Layout::Nhwc).unwrap(), Backend::Naive)
-        .unwrap();
+    let a = conv.forward(&x).unwrap();
+    let b = conv.forward(&x.to_layout(Layout::Nhwc).unwrap()).unwrap();
     assert_eq!(a, b);
     assert_eq!(b.layout(), Layout::Nchw);
 }
@@ -86,7 +82,7 @@ fn batch_norm_scale_shift_matches_forward() {
     )
     .unwrap();
     let x = t(&[1, 2, 1, 2], vec![1.0, -1.0, 2.0, 0.5]);
-    let y = bn.forward(&x, Backend::Naive).unwrap();
+    let y = bn.forward(&x).unwrap();
     let ss = bn.scale_shift();
     for (i, (&xv, &yv)) in x.as_slice().iter().zip(y.as_slice()).enumerate() {
         let (s, b) = ss[i / 2];
@@ -109,12 +105,12 @@ fn pools_and_linear() {
     let mp = MaxPool2d::new(MaxPool2dConfig::new(3).with_stride(2).with_padding(1)).unwrap();
     let x = t(&[1, 1, 3, 3], (1..=9).map(|v| -(v as f32)).collect());
     assert_eq!(
-        mp.forward(&x, Backend::Naive).unwrap().as_slice(),
+        mp.forward(&x).unwrap().as_slice(),
         &[-1.0, -2.0, -4.0, -5.0]
     );
     assert!(MaxPool2d::new(MaxPool2dConfig::new(2).with_padding(2)).is_err());
     let gap = AdaptiveAvgPool2d::new([1, 1]).unwrap();
-    assert_eq!(gap.forward(&x, Backend::Naive).unwrap().as_slice(), &[-5.0]);
+    assert_eq!(gap.forward(&x).unwrap().as_slice(), &[-5.0]);
     assert!(AdaptiveAvgPool2d::new([0, 1]).is_err());
     let fc = Linear::new(
         LinearConfig::new(2, 1),
@@ -123,15 +119,12 @@ fn pools_and_linear() {
     )
     .unwrap();
     assert_eq!(
-        fc.forward(&t(&[2, 2], vec![1.0, 1.0, 0.0, -1.0]), Backend::Naive)
+        fc.forward(&t(&[2, 2], vec![1.0, 1.0, 0.0, -1.0]))
             .unwrap()
             .as_slice(),
         &[3.5, -1.5]
     );
-    assert!(
-        fc.forward(&t(&[1, 3], vec![0.0; 3]), Backend::Naive)
-            .is_err()
-    );
+    assert!(fc.forward(&t(&[1, 3], vec![0.0; 3])).is_err());
 }
 
 #[test]
@@ -139,24 +132,27 @@ fn add_and_relu() {
     let a = t(&[1, 1, 1, 2], vec![1.0, -3.0]);
     let b = t(&[1, 1, 1, 2], vec![0.5, 1.0]);
     assert_eq!(ReLU.forward(&add(&a, &b).unwrap()).as_slice(), &[1.5, 0.0]);
+    // PyTorch's NaN contract: NaN passes through ReLU.
+    let y = ReLU.forward(&t(&[3], vec![f32::NAN, -0.0, f32::INFINITY]));
+    assert!(y.as_slice()[0].is_nan());
+    assert_eq!(y.as_slice()[1].to_bits(), 0.0f32.to_bits());
+    assert_eq!(y.as_slice()[2], f32::INFINITY);
     assert!(add(&a, &t(&[2], vec![0.0; 2])).is_err());
 }
 
 #[test]
-fn pixel_shuffle_both_backends() {
+fn pixel_shuffle() {
     let ps = PixelShuffle::new(2).unwrap();
     let x = t(
         &[1, 4, 1, 2],
         vec![10.0, 20.0, 11.0, 21.0, 12.0, 22.0, 13.0, 23.0],
     );
-    for b in [Backend::Naive, Backend::Fast] {
-        let y = ps.forward(&x, b).unwrap();
-        assert_eq!(y.shape().dims(), &[1, 1, 2, 4]);
-        assert_eq!(
-            y.as_slice(),
-            &[10.0, 11.0, 20.0, 21.0, 12.0, 13.0, 22.0, 23.0]
-        );
-        assert!(ps.forward(&t(&[1, 3, 1, 1], vec![0.0; 3]), b).is_err());
-    }
+    let y = ps.forward(&x).unwrap();
+    assert_eq!(y.shape().dims(), &[1, 1, 2, 4]);
+    assert_eq!(
+        y.as_slice(),
+        &[10.0, 11.0, 20.0, 21.0, 12.0, 13.0, 22.0, 23.0]
+    );
+    assert!(ps.forward(&t(&[1, 3, 1, 1], vec![0.0; 3])).is_err());
     assert!(PixelShuffle::new(0).is_err());
 }

@@ -10,6 +10,14 @@
 //! names), from a file with its architecture inferred from the keys and shapes
 //! ([`ResNet::from_file`]), or from seeded Kaiming initialisation ([`ResNet::random`]).
 //!
+//! Every network is written once, as a [`Plan`]: a flat list of [`Step`]s over buffer slots,
+//! built from its config by one builder per family ([`resnet_plan`], [`edsr_plan`]) on shared
+//! machinery ([`PlanBuilder`]). A [`Network`] binds a plan to weights for one kernel set
+//! ([`Backend::Fast`]: batch-norms folded, weights packed for the SIMD kernels;
+//! [`Backend::Naive`]: the f64 reference kernels on the parameters as stored) and runs it with
+//! one executor, which owns the threads and the reused workspaces and reports each step to an
+//! [`Observer`] (stage outputs, per-layer timing).
+//!
 //! ```no_run
 //! use resnet_models::ResNet;
 //! use resnet_tensor::Tensor;
@@ -22,9 +30,9 @@
 //! # Ok::<(), resnet_models::ModelError>(())
 //! ```
 //!
-//! [`Edsr`] is the residual image-enhancement family (EDSR super-resolution), built from
-//! [`ResidualBlock`]s without batch-norm, a long skip, PixelShuffle upsamplers and
-//! [`mean_shift`] convs.
+//! [`Edsr`] is the residual image-enhancement family (EDSR super-resolution): residual blocks
+//! without batch-norm, a long skip, PixelShuffle upsamplers and the mean-shift convs, on the
+//! same plan machinery and executor.
 //!
 //! Without a file, a seeded random network of any configuration:
 //!
@@ -41,12 +49,15 @@
 //! # Ok::<(), resnet_models::ModelError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod config;
 mod edsr;
-mod fast;
+mod exec;
 mod infer;
 mod init;
-pub use init::{random_edsr_tensor_map, random_tensor_map};
+mod network;
+mod plan;
 mod resnet;
 pub mod timing;
 
@@ -54,13 +65,39 @@ pub use config::{
     BlockKind, ResNetConfig, resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d,
     resnext101_32x8d, resnext101_64x4d, wide_resnet50_2, wide_resnet101_2,
 };
-pub use edsr::{Edsr, EdsrConfig, ResidualBlock, mean_shift};
-pub use fast::LayerTime;
+pub use edsr::{Edsr, EdsrConfig, edsr_block_plan, edsr_plan};
+pub use exec::{Flow, LayerTime, Observer, StepEvent, Values};
 pub use infer::infer_config;
-pub use resnet::{Block, ConvBn, ResNet, StageOutputs, top_k};
+pub use init::{random_edsr_tensor_map, random_tensor_map};
+pub use network::Network;
+pub use plan::{ConvSpec, ConvStep, LinearStep, Plan, PlanBuilder, Slot, Step, StepDims};
+pub use resnet::{ResNet, StageOutputs, resnet_block_plan, resnet_plan, top_k};
 
-pub use resnet_layers::{Backend, LayerError};
+pub use resnet_kernels::fast::ConvAlgo;
+pub use resnet_kernels::{Cpu, SimdLevel};
 pub use resnet_weights::{Strictness, WeightError, WeightFile, WeightSource};
+
+/// Which kernel set a network runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Backend {
+    /// The f64-accumulating reference kernels on the parameters as stored (convolution,
+    /// batch-norm, add and ReLU one after another, NCHW): slow, obviously right, for checking.
+    Naive,
+    /// SIMD kernels dispatched for this CPU on NHWC activations, batch-norms folded and weights
+    /// packed when the network is built, bias, residual and ReLU fused into each convolution.
+    #[default]
+    Fast,
+}
+
+impl std::fmt::Display for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Backend::Naive => "naive",
+            Backend::Fast => "fast",
+        })
+    }
+}
 
 /// Errors from building or running a model.
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +106,6 @@ pub enum ModelError {
     /// The weights could not be read, or do not fit the architecture.
     #[error(transparent)]
     Weights(#[from] WeightError),
-    /// A layer refused its parameters or its input.
-    #[error(transparent)]
-    Layer(#[from] LayerError),
     /// The configuration is invalid.
     #[error("invalid model configuration: {0}")]
     Config(String),

@@ -1,184 +1,133 @@
-use crate::fast::{Exec, FastNet, Head};
-use crate::{BlockKind, ModelError, ResNetConfig};
+//! The ResNet family as a plan ([`resnet_plan`]: stem, stages of basic or bottleneck blocks,
+//! pool, classifier) and [`ResNet`], the plan bound to weights.
+
+use crate::network::Network;
+use crate::plan::{ConvSpec, Plan, PlanBuilder, Slot};
+use crate::{Backend, BlockKind, ModelError, ResNetConfig};
 use resnet_kernels::Cpu;
-use resnet_layers::{
-    AdaptiveAvgPool2d, Backend, BatchNorm2d, BatchNorm2dConfig, Conv2d, Conv2dConfig, Linear,
-    LinearConfig, MaxPool2d, MaxPool2dConfig, ReLU,
-};
-use resnet_tensor::{Layout, Tensor};
+use resnet_tensor::Tensor;
 use resnet_weights::{Strictness, Tracked, WeightFile, WeightSource};
-use std::sync::Arc;
 
-/// A convolution followed by its batch-norm: the unit every ResNet conv comes in.
-#[derive(Debug, Clone)]
-pub struct ConvBn {
-    conv: Conv2d,
-    bn: BatchNorm2d,
-}
-
-impl ConvBn {
-    /// Load `{conv}.weight` and `{bn}.{weight,bias,running_mean,running_var}` from `src`.
-    pub fn load(
-        src: &dyn WeightSource,
-        conv: &str,
-        bn: &str,
-        config: Conv2dConfig,
-        eps: f32,
-    ) -> Result<Self, ModelError> {
-        let w = src.tensor(&format!("{conv}.weight"), &config.weight_shape())?;
-        let conv = Conv2d::new(config, w, None)?;
-        let c = [config.out_channels];
-        let p = |n: &str| src.tensor(&format!("{bn}.{n}"), &c);
-        let bn = BatchNorm2d::new(
-            BatchNorm2dConfig::new(config.out_channels).with_eps(eps),
-            p("weight")?,
-            p("bias")?,
-            p("running_mean")?,
-            p("running_var")?,
-        )?;
-        Ok(Self { conv, bn })
-    }
-
-    /// The convolution.
-    pub fn conv(&self) -> &Conv2d {
-        &self.conv
-    }
-
-    /// The batch-norm.
-    pub fn bn(&self) -> &BatchNorm2d {
-        &self.bn
-    }
-
-    /// `act(bn(conv(x)) + residual)`, where `act` is ReLU when `relu` is set.
-    pub fn forward(
-        &self,
-        x: &Tensor,
-        residual: Option<&Tensor>,
-        relu: bool,
-        backend: Backend,
-    ) -> Result<Tensor, ModelError> {
-        let y = self.conv.forward(x, backend)?;
-        let mut y = self.bn.forward(&y, backend)?;
-        if let Some(r) = residual {
-            y = resnet_layers::add(&y, r)?;
+/// The plan of a network of `config`: torchvision's module names as weight keys (`conv1`,
+/// `bn1`, `layerS.B.convJ`, `layerS.B.bnJ`, `layerS.B.downsample.{0,1}`, `fc`), outputs
+/// `stem`, `layer1` …, `pool` and `logits`.
+pub fn resnet_plan(config: &ResNetConfig) -> Result<Plan, ModelError> {
+    config.validate()?;
+    let eps = config.bn_eps;
+    let stem_c = ResNetConfig::STEM_CHANNELS;
+    let (mut b, x) = PlanBuilder::new(config.in_channels);
+    let stem = ConvSpec::new("conv1", "conv1", config.in_channels, stem_c, 7)
+        .with_stride(2)
+        .with_bn("bn1", eps);
+    let h = b.conv(stem, x, None, true);
+    b.free(x);
+    let mut cur = b.max_pool(h, 3, 2, 1);
+    b.free(h);
+    b.output("stem", cur);
+    let mut in_c = stem_c;
+    for (s, &n) in config.layers.iter().enumerate() {
+        let planes = config.planes(s);
+        for i in 0..n {
+            let stride = if s > 0 && i == 0 { 2 } else { 1 };
+            let prefix = format!("layer{}.{i}", s + 1);
+            cur = block(&mut b, config, &prefix, cur, in_c, planes, stride);
+            in_c = planes * config.block.expansion();
         }
-        if relu {
-            ReLU.forward_inplace(&mut y);
+        b.output(&format!("layer{}", s + 1), cur);
+    }
+    let f = b.global_avg_pool(cur);
+    b.free(cur);
+    b.output("pool", f);
+    let logits = b.linear("fc", "fc", f, in_c, config.num_classes);
+    b.free(f);
+    b.output("logits", logits);
+    Ok(b.finish())
+}
+
+/// The plan of one residual block on its own (keys `conv1`, `bn1`, … and `downsample.*`, no
+/// prefix), output `output`: `in_channels` in, `planes * expansion` out, the given stride.
+pub fn resnet_block_plan(
+    config: &ResNetConfig,
+    in_channels: usize,
+    planes: usize,
+    stride: usize,
+) -> Result<Plan, ModelError> {
+    config.validate()?;
+    if stride == 0 || in_channels == 0 || planes == 0 {
+        return Err(ModelError::Config(
+            "a block needs channels and a stride of at least 1".into(),
+        ));
+    }
+    let (mut b, x) = PlanBuilder::new(in_channels);
+    let y = block(&mut b, config, "", x, in_channels, planes, stride);
+    b.output("output", y);
+    Ok(b.finish())
+}
+
+/// One block reading `x`, which it frees: `relu(F(x) + shortcut(x))`, or `relu(F(x))` in a
+/// plain network. Torchvision v1.5: a bottleneck's stride is on its 3x3 conv.
+fn block(
+    b: &mut PlanBuilder,
+    cfg: &ResNetConfig,
+    prefix: &str,
+    x: Slot,
+    in_c: usize,
+    planes: usize,
+    stride: usize,
+) -> Slot {
+    let eps = cfg.bn_eps;
+    let out = planes * cfg.block.expansion();
+    let dot = if prefix.is_empty() { "" } else { "." };
+    let conv = |j: usize, cin: usize, cout: usize, k: usize| {
+        let name = format!("{prefix}{dot}conv{j}");
+        ConvSpec::new(&name, &name, cin, cout, k).with_bn(&format!("{prefix}{dot}bn{j}"), eps)
+    };
+    let convs = match cfg.block {
+        BlockKind::Basic => vec![
+            conv(1, in_c, planes, 3).with_stride(stride),
+            conv(2, planes, planes, 3),
+        ],
+        BlockKind::Bottleneck => {
+            let width = cfg.bottleneck_width(planes);
+            vec![
+                conv(1, in_c, width, 1),
+                conv(2, width, width, 3)
+                    .with_stride(stride)
+                    .with_groups(cfg.groups),
+                conv(3, width, out, 1),
+            ]
         }
-        Ok(y)
-    }
-}
-
-/// One residual block: its convs (2 for Basic, 3 for Bottleneck) and an optional projection.
-#[derive(Debug, Clone)]
-pub struct Block {
-    convs: Vec<ConvBn>,
-    downsample: Option<ConvBn>,
-    shortcut: bool,
-}
-
-impl Block {
-    /// Load block `prefix` (e.g. `layer2.0`; empty for unprefixed names) of a network with
-    /// config `cfg`: `in_channels` in, `planes * expansion` out, the given stride.
-    pub fn load(
-        src: &dyn WeightSource,
-        cfg: &ResNetConfig,
-        prefix: &str,
-        in_channels: usize,
-        planes: usize,
-        stride: usize,
-    ) -> Result<Self, ModelError> {
-        let eps = cfg.bn_eps;
-        let out = planes * cfg.block.expansion();
-        let dot = if prefix.is_empty() { "" } else { "." };
-        let cb = |j: usize, c: Conv2dConfig| {
-            ConvBn::load(
-                src,
-                &format!("{prefix}{dot}conv{j}"),
-                &format!("{prefix}{dot}bn{j}"),
-                c,
-                eps,
-            )
-        };
-        let convs = match cfg.block {
-            BlockKind::Basic => vec![
-                cb(
-                    1,
-                    Conv2dConfig::new(in_channels, planes, 3)
-                        .with_stride(stride)
-                        .with_padding(1),
-                )?,
-                cb(2, Conv2dConfig::new(planes, planes, 3).with_padding(1))?,
-            ],
-            BlockKind::Bottleneck => {
-                let width = cfg.bottleneck_width(planes);
-                vec![
-                    cb(1, Conv2dConfig::new(in_channels, width, 1))?,
-                    cb(
-                        2,
-                        Conv2dConfig::new(width, width, 3)
-                            .with_stride(stride)
-                            .with_padding(1)
-                            .with_groups(cfg.groups),
-                    )?,
-                    cb(3, Conv2dConfig::new(width, out, 1))?,
-                ]
-            }
-        };
-        let downsample = if cfg.shortcuts && (stride != 1 || in_channels != out) {
-            Some(ConvBn::load(
-                src,
-                &format!("{prefix}{dot}downsample.0"),
-                &format!("{prefix}{dot}downsample.1"),
-                Conv2dConfig::new(in_channels, out, 1).with_stride(stride),
-                eps,
-            )?)
-        } else {
-            None
-        };
-        Ok(Self {
-            convs,
-            downsample,
-            shortcut: cfg.shortcuts,
-        })
-    }
-
-    /// The block's convs in order.
-    pub fn convs(&self) -> &[ConvBn] {
-        &self.convs
-    }
-
-    /// Whether the block adds a shortcut (false in a plain network).
-    pub fn has_shortcut(&self) -> bool {
-        self.shortcut
-    }
-
-    /// The projection shortcut, if the block has one.
-    pub fn downsample(&self) -> Option<&ConvBn> {
-        self.downsample.as_ref()
-    }
-
-    /// `relu(F(x) + shortcut(x))`, or `relu(F(x))` in a plain network.
-    pub fn forward(&self, x: &Tensor, backend: Backend) -> Result<Tensor, ModelError> {
-        let projected = match &self.downsample {
-            Some(d) => Some(d.forward(x, None, false, backend)?),
-            None => None,
-        };
-        let residual = self.shortcut.then(|| projected.as_ref().unwrap_or(x));
-        let (last, inner) = self.convs.split_last().expect("blocks have convs");
-        let mut h = None;
-        for c in inner {
-            h = Some(c.forward(h.as_ref().unwrap_or(x), None, true, backend)?);
+    };
+    let mut convs = convs.into_iter();
+    let last = convs.next_back().expect("blocks have convs");
+    // Inner convs: conv + BN + ReLU.
+    let mut h = x;
+    for spec in convs {
+        let next = b.conv(spec, h, None, true);
+        if h != x {
+            b.free(h);
         }
-        last.forward(h.as_ref().unwrap_or(x), residual, true, backend)
+        h = next;
     }
-}
-
-/// What the fast path returns.
-struct FastOutput {
-    pool: Option<Tensor>,
-    logits: Option<Tensor>,
-    stages: Vec<Tensor>,
+    // The shortcut: a projection when the shape changes, the input, or none (plain).
+    let projected = (cfg.shortcuts && (stride != 1 || in_c != out)).then(|| {
+        let name = format!("{prefix}{dot}downsample");
+        let spec = ConvSpec::new(&name, &format!("{name}.0"), in_c, out, 1)
+            .with_stride(stride)
+            .with_bn(&format!("{name}.1"), eps);
+        b.conv(spec, x, None, false)
+    });
+    let residual = projected.or(cfg.shortcuts.then_some(x));
+    // The last conv adds the shortcut and applies ReLU in its output step.
+    let y = b.conv(last, h, residual, true);
+    if h != x {
+        b.free(h);
+    }
+    if let Some(p) = projected {
+        b.free(p);
+    }
+    b.free(x);
+    y
 }
 
 /// Outputs of every stage of a forward pass, for debugging and comparison with other frameworks.
@@ -207,78 +156,39 @@ impl StageOutputs {
     }
 }
 
-/// A residual network ready for inference.
+/// A residual network ready for inference: the plan of its [`ResNetConfig`] bound to weights.
 ///
 /// `Send + Sync`: share one model between threads (behind an `Arc` or a reference); concurrent
 /// forwards each take their own workspace. On [`Backend::Fast`] (the default) batch-norms are
-/// folded into the convolutions and weights packed when the model is built; the reference
-/// layers are kept too, so [`ResNet::with_backend`] can switch to [`Backend::Naive`] for
-/// debugging. Work is spread over [`ResNet::threads`] threads (default: all cores), and the
-/// output is bitwise identical for any thread count.
+/// folded into the convolutions and weights packed when the model is built, and only the
+/// packed weights stay in memory; [`Backend::Naive`] (the `*_on` constructors) runs the f64
+/// reference kernels on the parameters as stored, for checking. Work is spread over
+/// [`ResNet::threads`] threads (default: all cores), and the output is bitwise identical for
+/// any thread count.
 #[derive(Debug, Clone)]
 pub struct ResNet {
     config: ResNetConfig,
-    stem: ConvBn,
-    max_pool: MaxPool2d,
-    stages: Vec<Vec<Block>>,
-    pool: AdaptiveAvgPool2d,
-    fc: Linear,
-    backend: Backend,
-    cpu: Cpu,
-    fast: Option<Arc<FastNet>>,
-    exec: Exec,
+    net: Network,
 }
 
 impl ResNet {
-    /// Build a network of `config` from the tensors of `src` (internal, torchvision names).
-    /// Tensors of `src` the network does not use are ignored; see [`ResNet::load_checked`].
+    /// Build a network of `config` from the tensors of `src` (internal, torchvision names) on
+    /// the fast kernels. Tensors of `src` the network does not use are ignored; see
+    /// [`ResNet::load_checked`].
     pub fn load(src: &dyn WeightSource, config: &ResNetConfig) -> Result<Self, ModelError> {
-        config.validate()?;
-        let eps = config.bn_eps;
-        let stem_c = ResNetConfig::STEM_CHANNELS;
-        let stem = ConvBn::load(
-            src,
-            "conv1",
-            "bn1",
-            Conv2dConfig::new(config.in_channels, stem_c, 7)
-                .with_stride(2)
-                .with_padding(3),
-            eps,
-        )?;
-        let mut in_c = stem_c;
-        let mut stages = Vec::with_capacity(config.layers.len());
-        for (s, &n) in config.layers.iter().enumerate() {
-            let planes = config.planes(s);
-            let stride = if s == 0 { 1 } else { 2 };
-            let mut blocks = Vec::with_capacity(n);
-            for b in 0..n {
-                let prefix = format!("layer{}.{b}", s + 1);
-                let st = if b == 0 { stride } else { 1 };
-                blocks.push(Block::load(src, config, &prefix, in_c, planes, st)?);
-                in_c = planes * config.block.expansion();
-            }
-            stages.push(blocks);
-        }
-        let fc_cfg = LinearConfig::new(in_c, config.num_classes);
-        let fc = Linear::new(
-            fc_cfg,
-            src.tensor("fc.weight", &[config.num_classes, in_c])?,
-            Some(src.tensor("fc.bias", &[config.num_classes])?),
-        )?;
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let model = Self {
+        Self::load_on(src, config, Backend::Fast)
+    }
+
+    /// [`ResNet::load`] on the given kernel set.
+    pub fn load_on(
+        src: &dyn WeightSource,
+        config: &ResNetConfig,
+        backend: Backend,
+    ) -> Result<Self, ModelError> {
+        Ok(Self {
             config: config.clone(),
-            stem,
-            max_pool: MaxPool2d::new(MaxPool2dConfig::new(3).with_stride(2).with_padding(1))?,
-            stages,
-            pool: AdaptiveAvgPool2d::new([1, 1])?,
-            fc,
-            backend: Backend::Naive,
-            cpu: Cpu::detect(),
-            fast: None,
-            exec: Exec::new(threads)?,
-        };
-        model.try_with_backend(Backend::default())
+            net: Network::load(resnet_plan(config)?, src, backend)?,
+        })
     }
 
     /// Like [`ResNet::load`], then check for tensors the network did not use: an error in
@@ -297,129 +207,62 @@ impl ResNet {
     /// Open a safetensors file, infer its architecture from the keys and shapes, and load it
     /// strictly (every tensor but `num_batches_tracked` must be used).
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, ModelError> {
+        Self::from_file_on(path, Backend::Fast)
+    }
+
+    /// [`ResNet::from_file`] on the given kernel set.
+    pub fn from_file_on(
+        path: impl AsRef<std::path::Path>,
+        backend: Backend,
+    ) -> Result<Self, ModelError> {
         let file = WeightFile::open(path)?;
         let config = crate::infer_config(&file)?;
-        Ok(Self::load_checked(&file, &config, Strictness::Strict)?.0)
+        let tracked = Tracked::new(&file);
+        let model = Self::load_on(&tracked, &config, backend)?;
+        tracked.finish(Strictness::Strict)?;
+        Ok(model)
     }
 
     /// A network of `config` with torchvision's random initialisation (Kaiming-normal convs,
     /// fan-out mode; BN weight 1, bias 0; uniform classifier), reproducible from `seed`.
     pub fn random(config: &ResNetConfig, seed: u64) -> Result<Self, ModelError> {
-        Self::load(&crate::init::random_weights(config, seed)?, config)
+        Self::random_on(config, seed, Backend::Fast)
     }
 
-    /// The same network running on another backend (packing the weights for
-    /// [`Backend::Fast`] if they are not yet).
-    pub fn try_with_backend(mut self, backend: Backend) -> Result<Self, ModelError> {
-        match backend {
-            Backend::Fast if self.fast.is_none() => {
-                self.fast = Some(Arc::new(FastNet::build(&self)?));
-            }
-            Backend::Naive => self.fast = None,
-            _ => {}
-        }
-        self.backend = backend;
-        Ok(self)
-    }
-
-    /// The same network running on another backend.
-    ///
-    /// # Panics
-    /// Only if packing fails, which cannot happen for a network that loaded; use
-    /// [`ResNet::try_with_backend`] to get the error instead.
-    pub fn with_backend(self, backend: Backend) -> Self {
-        self.try_with_backend(backend)
-            .expect("a loaded network always packs")
+    /// [`ResNet::random`] on the given kernel set (the same weights for the same seed).
+    pub fn random_on(
+        config: &ResNetConfig,
+        seed: u64,
+        backend: Backend,
+    ) -> Result<Self, ModelError> {
+        Self::load_on(&crate::init::random_weights(config, seed)?, config, backend)
     }
 
     /// The same network on `threads` worker threads (1: the calling thread only).
     pub fn with_threads(mut self, threads: usize) -> Result<Self, ModelError> {
-        self.exec = Exec::new(threads)?;
+        self.net = self.net.with_threads(threads)?;
+        Ok(self)
+    }
+
+    /// The same network dispatching to another instruction set (see [`Cpu::all_levels`]).
+    pub fn with_cpu(mut self, cpu: Cpu) -> Result<Self, ModelError> {
+        self.net = self.net.with_cpu(cpu)?;
         Ok(self)
     }
 
     /// Worker threads used by a forward pass.
     pub fn threads(&self) -> usize {
-        self.exec.threads
+        self.net.threads()
     }
 
     /// The CPU features the fast kernels dispatch to.
     pub fn cpu(&self) -> Cpu {
-        self.cpu
-    }
-
-    /// The classifier.
-    pub fn fc(&self) -> &Linear {
-        &self.fc
-    }
-
-    /// Every convolution in execution order, with the algorithm the fast path chose for it
-    /// (`None` on the naive backend).
-    pub fn conv_algorithms(&self) -> Option<Vec<(String, resnet_layers::ConvAlgo)>> {
-        self.fast.as_ref().map(|f| f.conv_algorithms())
-    }
-
-    /// Run the fast path once on `x`, timing every step (each conv with its algorithm, the
-    /// pools, the classifier): the per-layer table of `cargo xtask bench`. An error on the
-    /// naive backend, which has no plan to time.
-    pub fn profile(&self, x: &Tensor) -> Result<Vec<crate::LayerTime>, ModelError> {
-        self.check_input(x)?;
-        let Some(fast) = &self.fast else {
-            return Err(ModelError::Config(
-                "profiling needs the fast backend".into(),
-            ));
-        };
-        let mut ws = self.exec.workspaces.take();
-        let cpu = self.cpu;
-        let mut times = Vec::new();
-        let result = self.exec.install(|parallel| {
-            fast.run(
-                cpu,
-                x,
-                &mut ws,
-                parallel,
-                Head::Both,
-                None,
-                Some(&mut times),
-            )
-        });
-        self.exec.workspaces.give(ws);
-        result?;
-        Ok(times)
-    }
-
-    fn run_fast(
-        &self,
-        fast: &FastNet,
-        x: &Tensor,
-        head: Head,
-        stages: bool,
-    ) -> Result<FastOutput, ModelError> {
-        let mut ws = self.exec.workspaces.take();
-        let cpu = self.cpu;
-        let result = self.exec.install(|parallel| {
-            let mut kept = Vec::new();
-            let mut keep = |name: &str, dims: [usize; 4], data: &[f32]| -> Result<(), ModelError> {
-                let t = Tensor::from_slice_with_layout(&dims, Layout::Nhwc, data)?;
-                kept.push((name.to_string(), t.to_layout(Layout::Nchw)?));
-                Ok(())
-            };
-            let sink: Option<crate::fast::StageSink<'_>> =
-                if stages { Some(&mut keep) } else { None };
-            let (pool, logits) = fast.run(cpu, x, &mut ws, parallel, head, sink, None)?;
-            Ok(FastOutput {
-                pool,
-                logits,
-                stages: kept.into_iter().map(|(_, t)| t).collect(),
-            })
-        });
-        self.exec.workspaces.give(ws);
-        result
+        self.net.cpu()
     }
 
     /// The backend in use.
     pub fn backend(&self) -> Backend {
-        self.backend
+        self.net.backend()
     }
 
     /// The configuration.
@@ -427,14 +270,27 @@ impl ResNet {
         &self.config
     }
 
-    /// The stem (conv1 + bn1).
-    pub fn stem(&self) -> &ConvBn {
-        &self.stem
+    /// The plan the network runs.
+    pub fn plan(&self) -> &Plan {
+        self.net.plan()
     }
 
-    /// The blocks of each stage.
-    pub fn stages(&self) -> &[Vec<Block>] {
-        &self.stages
+    /// The bound plan, to run with an observer of one's own.
+    pub fn network(&self) -> &Network {
+        &self.net
+    }
+
+    /// Every convolution in execution order, with the algorithm the fast path chose for it
+    /// (`None` on the naive backend).
+    pub fn conv_algorithms(&self) -> Option<Vec<(String, resnet_kernels::fast::ConvAlgo)>> {
+        self.net.conv_algorithms()
+    }
+
+    /// Run once on `x`, timing every step (each conv with its algorithm, the pools, the
+    /// classifier): the per-layer table of `cargo xtask bench`.
+    pub fn profile(&self, x: &Tensor) -> Result<Vec<crate::LayerTime>, ModelError> {
+        self.check_input(x)?;
+        self.net.profile(x)
     }
 
     fn check_input(&self, x: &Tensor) -> Result<(), ModelError> {
@@ -460,40 +316,12 @@ impl ResNet {
     /// Run every stage and keep each output (NCHW).
     pub fn forward_stages(&self, x: &Tensor) -> Result<StageOutputs, ModelError> {
         self.check_input(x)?;
-        if let Some(fast) = &self.fast {
-            let out = self.run_fast(fast, x, Head::Both, true)?;
-            let mut it = out.stages.into_iter();
-            let stem = it.next().expect("the stem is always reported");
-            return Ok(StageOutputs {
-                stem,
-                layers: it.collect(),
-                pool: out.pool.expect("asked for"),
-                logits: out.logits.expect("asked for"),
-            });
-        }
-        let b = self.backend;
-        let x = if x.layout() == Layout::Nchw {
-            std::borrow::Cow::Borrowed(x)
-        } else {
-            std::borrow::Cow::Owned(x.to_layout(Layout::Nchw)?)
-        };
-        let h = self.stem.forward(&x, None, true, b)?;
-        let stem = self.max_pool.forward(&h, b)?;
-        let mut layers: Vec<Tensor> = Vec::with_capacity(self.stages.len());
-        for stage in &self.stages {
-            let mut h = layers.last().unwrap_or(&stem).clone();
-            for block in stage {
-                h = block.forward(&h, b)?;
-            }
-            layers.push(h);
-        }
-        let last = layers.last().expect("at least one stage");
-        let n = last.shape().dims()[0];
-        let pool = self
-            .pool
-            .forward(last, b)?
-            .reshape(&[n, self.config.feature_dim()])?;
-        let logits = self.fc.forward(&pool, b)?;
+        let mut outs = self.net.outputs(x)?.into_iter().map(|(_, t)| t);
+        let missing = || ModelError::Config("the plan lacks an output".into());
+        let stem = outs.next().ok_or_else(missing)?;
+        let mut layers: Vec<Tensor> = outs.collect();
+        let logits = layers.pop().ok_or_else(missing)?;
+        let pool = layers.pop().ok_or_else(missing)?;
         Ok(StageOutputs {
             stem,
             layers,
@@ -502,32 +330,24 @@ impl ResNet {
         })
     }
 
-    /// The pooled embedding `[N, feature_dim]` (the classifier's input).
+    /// The pooled embedding `[N, feature_dim]` (the classifier's input; the classifier is not
+    /// run).
     pub fn forward_features(&self, x: &Tensor) -> Result<Tensor, ModelError> {
-        if let Some(fast) = &self.fast {
-            self.check_input(x)?;
-            let out = self.run_fast(fast, x, Head::Features, false)?;
-            return Ok(out.pool.expect("asked for"));
-        }
-        Ok(self.forward_stages(x)?.pool)
+        self.check_input(x)?;
+        self.net.output(x, "pool")
     }
 
     /// Logits `[N, num_classes]` of a normalised `[N, C, H, W]` batch (either layout).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
-        if let Some(fast) = &self.fast {
-            self.check_input(x)?;
-            let out = self.run_fast(fast, x, Head::Logits, false)?;
-            return Ok(out.logits.expect("asked for"));
-        }
-        Ok(self.forward_stages(x)?.logits)
+        self.check_input(x)?;
+        self.net.output(x, "logits")
     }
 }
 
 /// The `k` most probable classes of each row of a `[N, classes]` logits tensor, as
 /// `(class index, softmax probability)` in decreasing order.
 pub fn top_k(logits: &Tensor, k: usize) -> Result<Vec<Vec<(usize, f32)>>, ModelError> {
-    let probs = resnet_layers::softmax(logits)?;
-    let d = probs.shape().dims();
+    let d = logits.shape().dims();
     if d.len() != 2 {
         return Err(ModelError::Input {
             found: d.to_vec(),
@@ -535,8 +355,9 @@ pub fn top_k(logits: &Tensor, k: usize) -> Result<Vec<Vec<(usize, f32)>>, ModelE
         });
     }
     let classes = d[1];
+    let mut probs = vec![0.0; logits.len()];
+    resnet_kernels::naive::softmax(classes, logits.as_slice(), &mut probs)?;
     Ok(probs
-        .as_slice()
         .chunks(classes.max(1))
         .take(d[0])
         .map(|row| {

@@ -3,7 +3,7 @@
 mod common;
 
 use common::rel_err;
-use resnet_models::{Backend, Block, BlockKind, ResNetConfig};
+use resnet_models::{Backend, BlockKind, Network, ResNetConfig, resnet_block_plan};
 use resnet_weights::{WeightFile, WeightSource};
 
 /// A source that serves `CASE.<name>` as `<name>`.
@@ -33,21 +33,29 @@ impl WeightSource for Prefixed<'_> {
     }
 }
 
+/// The block alone, as a plan, on both kernel sets (with 1 and 2 threads on the fast one).
 fn run_case(case: &str, cfg: ResNetConfig, in_c: usize, planes: usize, stride: usize) -> f64 {
     let file = WeightFile::open(common::blocks_file()).unwrap();
     let src = Prefixed {
         file: &file,
         prefix: format!("{case}."),
     };
-    let block = Block::load(&src, &cfg, "", in_c, planes, stride);
-    let block = block.unwrap_or_else(|e| panic!("{case}: {e}"));
     let x = file.load(&format!("{case}.input")).unwrap();
     let expected = file.load(&format!("{case}.output")).unwrap();
-    let y = block.forward(&x, Backend::Naive).unwrap();
-    let err = rel_err(&y, &expected);
-    eprintln!("{case}: relative error {err:.3e}");
-    assert!(err < 1e-4, "{case}: relative error {err:e}");
-    err
+    let mut worst: f64 = 0.0;
+    for (backend, threads) in [(Backend::Naive, 1), (Backend::Fast, 1), (Backend::Fast, 2)] {
+        let plan = resnet_block_plan(&cfg, in_c, planes, stride).unwrap();
+        let net = Network::load(plan, &src, backend)
+            .unwrap_or_else(|e| panic!("{case}: {e}"))
+            .with_threads(threads)
+            .unwrap();
+        let y = net.output(&x, "output").unwrap();
+        let err = rel_err(&y, &expected);
+        eprintln!("{case} {backend} {threads} thread(s): relative error {err:.3e}");
+        assert!(err < 1e-4, "{case} {backend}: relative error {err:e}");
+        worst = worst.max(err);
+    }
+    worst
 }
 
 fn basic() -> ResNetConfig {
@@ -99,7 +107,8 @@ fn a_wrong_block_config_names_the_tensor() {
         file: &file,
         prefix: "resnext_down.".into(),
     };
-    let e = Block::load(&src, &bottleneck(1, 32), "", 64, 32, 2).unwrap_err();
+    let plan = resnet_block_plan(&bottleneck(1, 32), 64, 32, 2).unwrap();
+    let e = Network::load(plan, &src, Backend::Fast).unwrap_err();
     let msg = e.to_string();
     assert!(
         msg.contains("conv2.weight")

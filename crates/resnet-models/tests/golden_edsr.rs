@@ -153,23 +153,11 @@ fn tiles_smaller_than_the_image_give_the_untiled_result_exactly() {
 }
 
 #[test]
-fn building_blocks_on_their_own() {
-    use resnet_layers::{Backend, Conv2d, Conv2dConfig, PixelShuffle};
-    use resnet_models::{ResidualBlock, mean_shift};
+fn a_residual_block_on_its_own_matches_the_reference_layers() {
+    use resnet_layers::{Conv2d, Conv2dConfig, ReLU};
+    use resnet_models::{Backend, Network, edsr_block_plan};
     use resnet_tensor::Tensor;
-    // MeanShift subtracts then adds back: identity.
-    let mean = [0.4488, 0.4371, 0.4040];
-    let sub = mean_shift(255.0, mean, [1.0; 3], -1.0).unwrap();
-    let add = mean_shift(255.0, mean, [1.0; 3], 1.0).unwrap();
-    let x = Tensor::from_vec(&[1, 3, 2, 2], (0..12).map(|i| i as f32 * 20.0).collect()).unwrap();
-    let y = add
-        .forward(&sub.forward(&x, Backend::Naive).unwrap(), Backend::Naive)
-        .unwrap();
-    for (a, b) in y.as_slice().iter().zip(x.as_slice()) {
-        assert!((a - b).abs() < 1e-4);
-    }
-    assert!((sub.forward(&x, Backend::Naive).unwrap().as_slice()[0] + 255.0 * 0.4488).abs() < 1e-4);
-    // A residual block: x + res_scale * conv2(relu(conv1(x))), against the naive layers.
+    // x + res_scale * conv2(relu(conv1(x))), against resnet-layers' reference convolutions.
     let c = 8;
     let w = |seed: usize| {
         Tensor::from_vec(
@@ -184,40 +172,59 @@ fn building_blocks_on_their_own() {
     let cfg = Conv2dConfig::new(c, c, 3).with_padding(1).with_bias(true);
     let (c1, c2) = (
         Conv2d::new(cfg, w(1), Some(b.clone())).unwrap(),
-        Conv2d::new(cfg, w(2), Some(b)).unwrap(),
+        Conv2d::new(cfg, w(2), Some(b.clone())).unwrap(),
     );
-    let block = ResidualBlock::new(&c1, &c2, 0.1).unwrap();
+    let mut map = resnet_weights::TensorMap::new();
+    map.insert("body.0.weight".to_string(), w(1));
+    map.insert("body.0.bias".to_string(), b.clone());
+    map.insert("body.2.weight".to_string(), w(2));
+    map.insert("body.2.bias".to_string(), b);
     let x = Tensor::from_vec(
         &[2, c, 5, 7],
         (0..2 * c * 35).map(|i| (i % 13) as f32 - 6.0).collect(),
     )
     .unwrap();
-    let got = block.forward(&x).unwrap();
-    let mut h = c1.forward(&x, Backend::Naive).unwrap();
-    resnet_layers::ReLU.forward_inplace(&mut h);
-    let r = c2.forward(&h, Backend::Naive).unwrap();
-    for ((g, xv), rv) in got.as_slice().iter().zip(x.as_slice()).zip(r.as_slice()) {
-        assert!(
-            (g - (xv + 0.1 * rv)).abs() < 1e-4,
-            "{g} vs {}",
-            xv + 0.1 * rv
-        );
+    let h = ReLU.forward(&c1.forward(&x).unwrap());
+    let r = c2.forward(&h).unwrap();
+    for backend in [Backend::Naive, Backend::Fast] {
+        let net = Network::load(edsr_block_plan(c, 0.1).unwrap(), &map, backend).unwrap();
+        let got = net.output(&x, "output").unwrap();
+        for ((g, xv), rv) in got.as_slice().iter().zip(x.as_slice()).zip(r.as_slice()) {
+            assert!(
+                (g - (xv + 0.1 * rv)).abs() < 1e-4,
+                "{backend}: {g} vs {}",
+                xv + 0.1 * rv
+            );
+        }
     }
-    let wrong = Conv2d::new(
-        Conv2dConfig::new(c, 4, 3).with_padding(1),
+    // A block keeps its shape: weights of another shape are refused, naming the tensor.
+    map.insert(
+        "body.2.weight".to_string(),
         Tensor::zeros(&[4, c, 3, 3]).unwrap(),
-        None,
+    );
+    let e = Network::load(edsr_block_plan(c, 1.0).unwrap(), &map, Backend::Fast).unwrap_err();
+    assert!(e.to_string().contains("body.2.weight"), "{e}");
+}
+
+#[test]
+fn the_naive_backend_gives_the_same_super_resolution() {
+    use resnet_models::Backend;
+    let cfg = EdsrConfig {
+        n_resblocks: 2,
+        n_feats: 12,
+        res_scale: 0.5,
+        ..EdsrConfig::baseline(2)
+    };
+    let map = random_edsr(&cfg);
+    let fast = Edsr::load(&map, &cfg).unwrap();
+    let naive = Edsr::load_on(&map, &cfg, Backend::Naive).unwrap();
+    let x = resnet_tensor::Tensor::from_vec(
+        &[1, 3, 9, 11],
+        (0..3 * 99).map(|i| ((i * 7919) % 256) as f32).collect(),
     )
     .unwrap();
-    assert!(ResidualBlock::new(&c1, &wrong, 1.0).is_err());
-    // PixelShuffle as a layer.
-    assert_eq!(
-        PixelShuffle::new(3)
-            .unwrap()
-            .forward(&Tensor::zeros(&[1, 18, 2, 2]).unwrap(), Backend::Fast)
-            .unwrap()
-            .shape()
-            .dims(),
-        &[1, 2, 6, 6]
-    );
+    let (a, b) = (fast.forward(&x).unwrap(), naive.forward(&x).unwrap());
+    assert_eq!(a.shape().dims(), &[1, 3, 18, 22]);
+    let err = max_abs(a.as_slice(), b.as_slice());
+    assert!(err < 1e-3, "fast vs naive: {err}");
 }

@@ -231,7 +231,8 @@ fn fast_path_matches_naive_for_every_family() {
     ] {
         let fast = ResNet::random(&cfg, 11).unwrap();
         assert_eq!(fast.backend(), Backend::Fast);
-        let naive = fast.clone().with_backend(Backend::Naive);
+        let naive = ResNet::random_on(&cfg, 11, Backend::Naive).unwrap();
+        assert_eq!(naive.backend(), Backend::Naive);
         let c = cfg.in_channels;
         let x = Tensor::from_vec(
             &[2, c, 37, 29],

@@ -114,6 +114,18 @@ const MIN_PANEL: usize = 16;
 /// stream their weights; shallower blocks keep more of the output tile in cache).
 const KC: usize = 64;
 
+/// Where a product writes: channels `chans` of rows `ld` values apart, `ptr` pointing at
+/// channel `chans.start` of the first row.
+#[derive(Debug, Clone)]
+pub(crate) struct OutRows {
+    /// Channel `chans.start` of the first row.
+    pub(crate) ptr: *mut f32,
+    /// Values from one row to the next.
+    pub(crate) ld: usize,
+    /// The channels written.
+    pub(crate) chans: std::ops::Range<usize>,
+}
+
 /// A `[m, k]` matrix (output channels x reduction) packed for the micro-kernels: panels of
 /// `panel` rows (zero-padded), each stored k-major (`panel` contiguous values per `k`), in the
 /// order the product reads them — depth block by depth block, and within a depth block panel
@@ -178,33 +190,41 @@ impl PackedMatrix {
         }
         assert!(ldd >= self.m, "matmul dst stride shorter than a row");
         assert!(dst.len() >= (n - 1) * ldd + self.m, "matmul dst too short");
+        let dst = OutRows {
+            ptr: dst.as_mut_ptr(),
+            ld: ldd,
+            chans: 0..self.m,
+        };
         // SAFETY: `dst` is uniquely borrowed and holds every element `(j, i)`, `j < n`,
         // `i < m`, at `j * ldd + i` (asserted above).
-        unsafe { self.matmul_acc_rows(cpu, n, rhs, ldr, dst.as_mut_ptr(), ldd, 0..self.m) }
+        unsafe { self.matmul_acc_rows(cpu, n, rhs, ldr, dst) }
     }
 
-    /// [`PackedMatrix::matmul_acc`] for the output rows (channels) `rows` only, `rows.start`
-    /// a multiple of [`PackedMatrix::panel`]; `dst` points at element `(0, rows.start)`.
-    /// Threads that split the channels of one output this way get bitwise the same values
-    /// as one call over all of them: each value's sum runs in the same order either way.
+    /// [`PackedMatrix::matmul_acc`] for the output rows (channels) `dst.chans` only, starting
+    /// at a multiple of [`PackedMatrix::panel`]; `dst.ptr` points at element
+    /// `(0, dst.chans.start)`. Threads that split the channels of one output this way get
+    /// bitwise the same values as one call over all of them: each value's sum runs in the same
+    /// order either way.
     ///
     /// # Safety
-    /// For every `j < n` and `i` in `rows`, `dst + j * ldd + (i - rows.start)` must be valid
-    /// for reads and writes and not accessed by anyone else during the call.
+    /// For every `j < n` and `i` in `dst.chans`, `dst.ptr + j * dst.ld + (i - dst.chans.start)`
+    /// must be valid for reads and writes and not accessed by anyone else during the call.
     ///
     /// # Panics
-    /// If `rhs` is too short, `rows` is not inside `0..m` or not panel-aligned.
-    #[allow(clippy::too_many_arguments)]
+    /// If `rhs` is too short, the channels are not inside `0..m` or not panel-aligned.
     pub(crate) unsafe fn matmul_acc_rows(
         &self,
         cpu: Cpu,
         n: usize,
         rhs: &[f32],
         ldr: usize,
-        dst: *mut f32,
-        ldd: usize,
-        rows: std::ops::Range<usize>,
+        dst: OutRows,
     ) {
+        let OutRows {
+            ptr: dst,
+            ld: ldd,
+            chans: rows,
+        } = dst;
         let (m, k, panel) = (self.m, self.k, self.panel);
         if rows.is_empty() || n == 0 || k == 0 {
             return;

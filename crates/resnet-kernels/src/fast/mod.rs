@@ -5,15 +5,15 @@
 //! Every kernel here has a twin in [`crate::naive`] and is tested against it (`cargo xtask
 //! props`).
 
+mod context;
 mod conv;
 mod entry;
-mod grouped;
 mod matmul;
 mod peak;
 mod simd;
-mod winograd;
 
-pub use conv::{ConvAlgo, PackedConv, reserve_scratch};
+pub use context::{Ctx, Par, Scratch};
+pub use conv::{ConvAlgo, Epilogue, PackedConv};
 pub use peak::measure_peak_gflops;
 
 use crate::{Cpu, KernelError, PoolGeometry, check_len};
@@ -102,13 +102,14 @@ pub fn pixel_shuffle_nhwc(
     Ok(())
 }
 
-/// Max pooling on NHWC data; padded positions never win.
+/// Max pooling on NHWC data; padded positions never win, and a NaN in a window gives NaN
+/// (as PyTorch).
 pub fn max_pool2d_nhwc(
     cpu: Cpu,
+    par: Par,
     geom: &PoolGeometry,
     input: &[f32],
     output: &mut [f32],
-    parallel: bool,
 ) -> Result<(), KernelError> {
     let [n, c, h, w] = geom.input;
     let [_, _, oh, ow] = geom.output;
@@ -138,7 +139,7 @@ pub fn max_pool2d_nhwc(
             }
         }
     };
-    if parallel {
+    if par.is_parallel() {
         output.par_chunks_mut(ow * c).enumerate().for_each(row_task);
     } else {
         output.chunks_mut(ow * c).enumerate().for_each(row_task);
@@ -174,7 +175,8 @@ pub fn global_avg_pool_nhwc(
     Ok(())
 }
 
-/// `x = max(x, 0)` in SIMD.
+/// `x = relu(x)` in SIMD, as PyTorch: NaN stays NaN, everything else not above zero becomes
+/// `+0.0`.
 pub fn relu_inplace(cpu: Cpu, x: &mut [f32]) {
     simd::relu_inplace(cpu, x);
 }

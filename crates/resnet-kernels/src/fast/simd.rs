@@ -3,20 +3,48 @@
 use crate::Cpu;
 use pulp::{Simd, WithSimd};
 
-/// `dst[i] = max(dst[i], 0)`.
+/// ReLU as PyTorch computes it: `x` where `x > 0`, NaN where `x` is NaN, `+0.0` elsewhere.
+#[inline(always)]
+pub(crate) fn relu_s(x: f32) -> f32 {
+    if x <= 0.0 { 0.0 } else { x }
+}
+
+/// [`relu_s`] on a vector: a compare and a select, so NaN passes through on every
+/// instruction set (a vector `max` keeps or drops NaN depending on the operand order).
+#[inline(always)]
+pub(crate) fn relu_v<S: Simd>(simd: S, x: S::f32s) -> S::f32s {
+    let zero = simd.splat_f32s(0.0);
+    simd.select_f32s(simd.less_than_or_equal_f32s(x, zero), zero, x)
+}
+
+/// The larger of two values as PyTorch's max-pool takes it: NaN wins, in either operand.
+#[inline(always)]
+pub(crate) fn max_s(a: f32, b: f32) -> f32 {
+    if b > a || b.is_nan() { b } else { a }
+}
+
+/// [`max_s`] on vectors.
+#[inline(always)]
+fn max_v<S: Simd>(simd: S, a: S::f32s, b: S::f32s) -> S::f32s {
+    // The larger where neither is NaN, `a` where `a` is (`a < b` is false there), then `b`
+    // where `b` is NaN (the only place `b == b` is false).
+    let larger = simd.select_f32s(simd.less_than_f32s(a, b), b, a);
+    simd.select_f32s(simd.equal_f32s(b, b), larger, b)
+}
+
+/// `dst[i] = relu(dst[i])` (see [`relu_s`]).
 pub(crate) fn relu_inplace(cpu: Cpu, dst: &mut [f32]) {
     struct Op<'a>(&'a mut [f32]);
     impl WithSimd for Op<'_> {
         type Output = ();
         #[inline(always)]
         fn with_simd<S: Simd>(self, simd: S) {
-            let zero = simd.splat_f32s(0.0);
             let (head, tail) = S::as_mut_simd_f32s(self.0);
             for v in head {
-                *v = simd.max_f32s(*v, zero);
+                *v = relu_v(simd, *v);
             }
             for v in tail {
-                *v = v.max(0.0);
+                *v = relu_s(*v);
             }
         }
     }
@@ -56,13 +84,13 @@ impl WithSimd for ZipOp<'_> {
     fn with_simd<S: Simd>(self, simd: S) {
         let Self(dst, src, op) = self;
         match op {
-            Zip::Max => zip_inplace::<S>(dst, src, |a, b| simd.max_f32s(a, b), f32::max),
+            Zip::Max => zip_inplace::<S>(dst, src, |a, b| max_v(simd, a, b), max_s),
             Zip::Add => zip_inplace::<S>(dst, src, |a, b| simd.add_f32s(a, b), |a, b| a + b),
         }
     }
 }
 
-/// `dst[i] = max(dst[i], src[i])`.
+/// `dst[i] = max(dst[i], src[i])`, NaN winning (see [`max_s`]).
 pub(crate) fn max_inplace(cpu: Cpu, dst: &mut [f32], src: &[f32]) {
     debug_assert_eq!(dst.len(), src.len());
     cpu.dispatch(ZipOp(dst, src, Zip::Max));

@@ -8,7 +8,9 @@
 //! products give 16 `[tiles, O]` matrices, and the output transform adds bias and residual and
 //! applies ReLU as it writes the result. Both transforms are SIMD across channels.
 
-use super::matmul::PackedMatrix;
+use super::super::matmul::PackedMatrix;
+use super::super::simd::relu_v;
+use super::{Epilogue, Image};
 use crate::Cpu;
 use pulp::{Simd, WithSimd};
 
@@ -59,7 +61,7 @@ impl Winograd {
     /// few enough that the transformed tiles stay in L2. Independent of the thread count.
     pub(crate) fn tile_rows(&self, tiles_w: usize) -> usize {
         let per_tile_bytes = 16 * (self.c + self.o) * 4;
-        let tiles = (super::conv::TILE_BYTES / per_tile_bytes).clamp(8, 512);
+        let tiles = (super::TILE_BYTES / per_tile_bytes).clamp(8, 512);
         (tiles / tiles_w.max(1)).max(1)
     }
 
@@ -69,23 +71,20 @@ impl Winograd {
         16 * tiles * (self.c + self.o)
     }
 
-    /// One band of tile rows `ty0 .. ty0 + rows` of one image; `dst` holds output rows
-    /// `2 * ty0 ..` (NHWC), `residual` the same rows of the residual.
-    #[allow(clippy::too_many_arguments)]
+    /// One band of tile rows `ty0 ..` of one image; `dst` holds output rows `2 * ty0 ..`
+    /// (NHWC, whole rows), `epi` the output step of the same rows.
     pub(crate) fn band(
         &self,
         cpu: Cpu,
-        x: &[f32],
-        [h, w]: [usize; 2],
-        [oh, ow]: [usize; 2],
-        pad: [usize; 2],
+        img: &Image<'_>,
         ty0: usize,
-        bias: &[f32],
-        residual: Option<&[f32]>,
-        relu: bool,
+        epi: Epilogue<'_>,
         dst: &mut [f32],
         scratch: &mut Vec<f32>,
     ) {
+        let &Image {
+            x, h, w, ow, pad, ..
+        } = img;
         let (c, o) = (self.c, self.o);
         let tw = ow.div_ceil(2);
         let out_rows = dst.len() / (ow * o);
@@ -125,7 +124,6 @@ impl Winograd {
                 o,
             );
         }
-        let _ = oh;
         for r in 0..rows {
             for tx in 0..tw {
                 let t = r * tw + tx;
@@ -133,9 +131,7 @@ impl Winograd {
                     m: &m[t * o..],
                     stride: tiles * o,
                     o,
-                    bias,
-                    residual,
-                    relu,
+                    epi,
                     dst: &mut *dst,
                     row0: 2 * r,
                     col0: 2 * tx,
@@ -230,9 +226,7 @@ struct OutputTransform<'a> {
     m: &'a [f32],
     stride: usize,
     o: usize,
-    bias: &'a [f32],
-    residual: Option<&'a [f32]>,
-    relu: bool,
+    epi: Epilogue<'a>,
     dst: &'a mut [f32],
     row0: usize,
     col0: usize,
@@ -248,9 +242,7 @@ impl WithSimd for OutputTransform<'_> {
             m,
             stride,
             o,
-            bias,
-            residual,
-            relu,
+            epi,
             dst,
             row0,
             col0,
@@ -273,7 +265,7 @@ impl WithSimd for OutputTransform<'_> {
                 s[j] = simd.add_f32s(simd.add_f32s(m0, m1), m2);
                 s[4 + j] = simd.sub_f32s(simd.sub_f32s(m1, m2), m3);
             }
-            let b = simd.partial_load_f32s(&bias[o0..o0 + n]);
+            let b = simd.partial_load_f32s(epi.bias(o0..o0 + n));
             for a in 0..2 {
                 let (s0, s1, s2, s3) = (s[a * 4], s[a * 4 + 1], s[a * 4 + 2], s[a * 4 + 3]);
                 let y = [
@@ -291,11 +283,11 @@ impl WithSimd for OutputTransform<'_> {
                     }
                     let base = (oy * ow + ox) * o + o0;
                     let mut val = simd.add_f32s(yv, b);
-                    if let Some(r) = residual {
+                    if let Some(r) = epi.residual() {
                         val = simd.add_f32s(val, simd.partial_load_f32s(&r[base..base + n]));
                     }
-                    if relu {
-                        val = simd.max_f32s(val, zero);
+                    if epi.applies_relu() {
+                        val = relu_v(simd, val);
                     }
                     simd.partial_store_f32s(&mut dst[base..base + n], val);
                 }

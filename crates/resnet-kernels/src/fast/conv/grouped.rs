@@ -8,6 +8,8 @@
 //! arithmetic. The output step adds bias and residual and applies ReLU as it writes the NHWC
 //! result.
 
+use super::super::simd::{relu_s, relu_v};
+use super::{Epilogue, Image};
 use crate::Cpu;
 use pulp::{Simd, WithSimd};
 
@@ -76,33 +78,22 @@ impl GroupedDirect {
         oh.div_ceil(oh.div_ceil(rows).max(1)).max(1)
     }
 
-    /// Output rows `oy0 ..` of one image into `dst` (NHWC, whole rows), from the image's NHWC
-    /// input `x` (`[h, w, c]`); `residual` holds the same rows of the residual.
-    #[allow(clippy::too_many_arguments)]
+    /// Output rows `oy0 ..` of one image into `dst` (NHWC, whole rows); `epi` is the output
+    /// step of the same rows.
     pub(crate) fn band(
         &self,
         cpu: Cpu,
-        x: &[f32],
-        [h, w, c]: [usize; 3],
-        ow: usize,
-        pad: [usize; 2],
+        img: &Image<'_>,
         oy0: usize,
-        bias: &[f32],
-        residual: Option<&[f32]>,
-        relu: bool,
+        epi: Epilogue<'_>,
         dst: &mut [f32],
         scratch: &mut Vec<f32>,
     ) {
         cpu.dispatch(Band {
             conv: self,
-            x,
-            hwc: [h, w, c],
-            ow,
-            pad,
+            img: *img,
             oy0,
-            bias,
-            residual,
-            relu,
+            epi,
             dst,
             scratch,
         });
@@ -111,14 +102,9 @@ impl GroupedDirect {
 
 struct Band<'a> {
     conv: &'a GroupedDirect,
-    x: &'a [f32],
-    hwc: [usize; 3],
-    ow: usize,
-    pad: [usize; 2],
+    img: Image<'a>,
     oy0: usize,
-    bias: &'a [f32],
-    residual: Option<&'a [f32]>,
-    relu: bool,
+    epi: Epilogue<'a>,
     dst: &'a mut [f32],
     scratch: &'a mut Vec<f32>,
 }
@@ -126,9 +112,7 @@ struct Band<'a> {
 /// Where the output of one group's block of output channels goes, and its epilogue.
 struct Out<'a> {
     dst: &'a mut [f32],
-    residual: Option<&'a [f32]>,
-    bias: &'a [f32],
-    relu: bool,
+    epi: Epilogue<'a>,
     /// Total output channels (the NHWC pixel stride).
     o: usize,
 }
@@ -139,14 +123,18 @@ impl WithSimd for Band<'_> {
     fn with_simd<S: Simd>(self, simd: S) {
         let Self {
             conv,
-            x,
-            hwc: [h, w, c],
-            ow,
-            pad: [ph, pw],
+            img:
+                Image {
+                    x,
+                    h,
+                    w,
+                    c,
+                    ow,
+                    pad: [ph, pw],
+                    ..
+                },
             oy0,
-            bias,
-            residual,
-            relu,
+            epi,
             dst,
             scratch,
         } = self;
@@ -168,13 +156,7 @@ impl WithSimd for Band<'_> {
             scratch.resize(cg * plane, 0.0);
         }
         let planes = &mut scratch[..cg * plane];
-        let mut out = Out {
-            dst,
-            residual,
-            bias,
-            relu,
-            o,
-        };
+        let mut out = Out { dst, epi, o };
         // Borders (padding rows and columns, the round-up) are zero once: every group copies
         // into the same interior positions.
         planes.fill(0.0);
@@ -259,7 +241,7 @@ impl Job<'_> {
         // The output step, part 1: accumulate onto the bias.
         let mut acc = [[zero; 2]; NB];
         for (q, a) in acc.iter_mut().enumerate() {
-            *a = [simd.splat_f32s(out.bias[ch0 + q]); 2];
+            *a = [simd.splat_f32s(out.epi.bias_at(ch0 + q)); 2];
         }
         for cc in 0..self.cg {
             for ky in 0..self.kh {
@@ -279,21 +261,21 @@ impl Job<'_> {
         }
         // Part 2: ReLU in registers when there is no residual to add first (ResNeXt's grouped
         // convs), then the scatter to the NHWC pixels.
-        let relu_now = out.relu && out.residual.is_none();
+        let relu_now = out.epi.applies_relu() && out.epi.residual().is_none();
         // Two vectors of at most 16 lanes (AVX-512) per output channel.
         debug_assert!(lanes <= 16);
         let mut vals = [[0.0f32; 32]; NB];
         for q in 0..NB {
             let (head, _) = S::as_mut_simd_f32s(&mut vals[q][..2 * lanes]);
             for (h, a) in head.iter_mut().zip(acc[q]) {
-                *h = if relu_now { simd.max_f32s(a, zero) } else { a };
+                *h = if relu_now { relu_v(simd, a) } else { a };
             }
         }
         let o = out.o;
         for i in 0..left.min(2 * lanes) {
             let base = (p0 + i) * o + ch0;
             let px = &mut out.dst[base..base + NB];
-            match out.residual {
+            match out.epi.residual() {
                 None => {
                     for q in 0..NB {
                         px[q] = vals[q][i];
@@ -303,7 +285,7 @@ impl Job<'_> {
                     let res = &res[base..base + NB];
                     for q in 0..NB {
                         let v = vals[q][i] + res[q];
-                        px[q] = if out.relu { v.max(0.0) } else { v };
+                        px[q] = if out.epi.applies_relu() { relu_s(v) } else { v };
                     }
                 }
             }

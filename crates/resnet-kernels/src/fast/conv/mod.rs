@@ -1,0 +1,554 @@
+//! Convolution on NHWC activations with a fused output step: one [`PackedConv`] holds the
+//! weights packed for one algorithm, chosen from the shape when it is built (or forced).
+//!
+//! | algorithm | file | shapes |
+//! | --- | --- | --- |
+//! | [`ConvAlgo::Pointwise`] | `pointwise.rs` | 1x1, stride 1, no padding, one group |
+//! | [`ConvAlgo::Im2colTiled`] | `im2col.rs` | any |
+//! | [`ConvAlgo::Winograd2x2`] | `winograd.rs` | 3x3, stride 1, undilated, one group |
+//! | [`ConvAlgo::GroupedDirect`] | `grouped.rs` | grouped, stride 1, undilated |
+//!
+//! The output step (bias, residual, ReLU) is one [`Epilogue`] value (`epilogue.rs`).
+
+mod epilogue;
+mod grouped;
+mod im2col;
+mod pointwise;
+mod winograd;
+
+pub use epilogue::Epilogue;
+
+use super::context::{Ctx, Par};
+use super::matmul::OutRows;
+use crate::{Conv2dParams, ConvGeometry, KernelError, check_len};
+use grouped::GroupedDirect;
+use im2col::Im2col;
+use pointwise::Pointwise;
+use rayon::prelude::*;
+use std::ops::Range;
+use winograd::Winograd;
+
+/// How a [`PackedConv`] computes, chosen from its shape when it is built.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ConvAlgo {
+    /// 1x1, stride 1, no padding, one group: the NHWC input *is* the left matrix; one matrix
+    /// product per pixel tile, no copy.
+    Pointwise,
+    /// Any shape: each tile of output pixels gathers its input patches into a small im2col
+    /// buffer (sized for the L2 cache, never a whole image), then one matrix product per
+    /// group, or per block of narrow groups sharing one block-diagonal product.
+    Im2colTiled,
+    /// 3x3, stride 1, dilation 1, one group (chosen when there are at least 8 channels in and
+    /// out and at most 256 x 256 channel pairs): Winograd F(2x2, 3x3), 2.25x fewer
+    /// multiplications (see the numerics note in the README).
+    Winograd2x2,
+    /// Grouped, stride 1, undilated (chosen for at most 8 output channels per group, as in
+    /// ResNeXt): a direct convolution vectorised along output pixels, per group, on
+    /// channel-major copies of the input rows.
+    GroupedDirect,
+}
+
+impl std::fmt::Display for ConvAlgo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ConvAlgo::Pointwise => "gemm-1x1",
+            ConvAlgo::Im2colTiled => "im2col-tiled-gemm",
+            ConvAlgo::Winograd2x2 => "winograd-f2x2-3x3",
+            ConvAlgo::GroupedDirect => "grouped-direct",
+        })
+    }
+}
+
+/// The weights of a [`PackedConv`], in the form its algorithm reads them.
+#[derive(Debug, Clone)]
+enum Kernel {
+    Pointwise(Pointwise),
+    Im2col(Im2col),
+    Winograd(Winograd),
+    Grouped(GroupedDirect),
+}
+
+/// One image of a convolution's input with the output's size: what a kernel task reads.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Image<'a> {
+    /// The image's NHWC values.
+    pub(crate) x: &'a [f32],
+    pub(crate) h: usize,
+    pub(crate) w: usize,
+    pub(crate) c: usize,
+    pub(crate) oh: usize,
+    pub(crate) ow: usize,
+    /// Zero padding `[top/bottom, left/right]`.
+    pub(crate) pad: [usize; 2],
+}
+
+/// A convolution with its weights packed at build time for the fast path.
+///
+/// Activations are NHWC (`[N, H, W, C]` in memory). The output step ([`Epilogue`]) adds the
+/// bias and, when given, a residual tensor of the output's shape, then applies ReLU, tile by
+/// tile while the tile is in cache: no separate pass over memory.
+///
+/// ```
+/// use resnet_kernels::fast::{Ctx, Epilogue, PackedConv, Par, Scratch};
+/// use resnet_kernels::{Conv2dParams, Cpu};
+///
+/// // One channel, a 3x3 kernel of ones, padding 1, bias -40, ReLU: a clipped box sum.
+/// let params = Conv2dParams::default().with_padding(1);
+/// let conv = PackedConv::new(&[1.0; 9], [1, 1, 3, 3], Some(&[-40.0]), params)?;
+/// let input: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+/// let mut out = vec![0.0; 9];
+/// let scratch = Scratch::new(1);
+/// let ctx = Ctx::new(Cpu::detect(), Par::Seq, &scratch);
+/// conv.run(&ctx, &input, [1, 1, 3, 3], &mut out, Epilogue::relu())?;
+/// assert_eq!(out[4], 5.0); // 45 - 40
+/// assert_eq!(out[0], 0.0); // 12 - 40, clipped
+/// # Ok::<(), resnet_kernels::KernelError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct PackedConv {
+    weight_dims: [usize; 4],
+    params: Conv2dParams,
+    bias: Vec<f32>,
+    kernel: Kernel,
+}
+
+/// Target size in bytes of one tile's im2col buffer: well inside a 1-2 MiB L2 cache.
+pub(crate) const TILE_BYTES: usize = 1 << 20;
+
+/// Fewest input and output channels for which Winograd beats im2col.
+const WINOGRAD_MIN_CHANNELS: usize = 8;
+
+/// Most `C x O` channel pairs for Winograd. Its transformed weights are 16/9 the size of the
+/// direct ones and each is used once per 2x2 output tile: for wide convs, which in residual
+/// networks run on small feature maps (512 channels at 7x7), streaming the weights from memory
+/// costs more than the multiplications saved. Measured on ResNet-18: at 512x512 channels and
+/// 7x7, Winograd took 2.4 ms against 1.1 ms for im2col.
+const WINOGRAD_MAX_WEIGHTS: usize = 256 * 256;
+
+/// Most output channels per group for the direct grouped path; wider groups fill the
+/// micro-kernel's rows well enough as matrix products.
+const GROUPED_DIRECT_MAX_OUT: usize = 8;
+
+impl PackedConv {
+    /// Pack PyTorch-layout weights `[O, C/groups, KH, KW]` (and an optional bias `[O]`), with
+    /// the algorithm chosen from the shape.
+    pub fn new(
+        weight: &[f32],
+        weight_dims: [usize; 4],
+        bias: Option<&[f32]>,
+        params: Conv2dParams,
+    ) -> Result<Self, KernelError> {
+        Self::build(weight, weight_dims, bias, params, None)
+    }
+
+    /// Like [`PackedConv::new`] with the algorithm forced (for benchmarks and tests); an error
+    /// if the algorithm cannot compute this shape. Any shape can be forced to
+    /// [`ConvAlgo::Im2colTiled`], 1x1 convolutions included.
+    pub fn with_algorithm(
+        weight: &[f32],
+        weight_dims: [usize; 4],
+        bias: Option<&[f32]>,
+        params: Conv2dParams,
+        algo: ConvAlgo,
+    ) -> Result<Self, KernelError> {
+        Self::build(weight, weight_dims, bias, params, Some(algo))
+    }
+
+    fn build(
+        weight: &[f32],
+        weight_dims: [usize; 4],
+        bias: Option<&[f32]>,
+        params: Conv2dParams,
+        force: Option<ConvAlgo>,
+    ) -> Result<Self, KernelError> {
+        let [o, cg, kh, kw] = weight_dims;
+        let g = params.groups;
+        if g == 0 || o % g != 0 {
+            return Err(KernelError::Geometry(format!(
+                "groups {g} must divide output channels {o}"
+            )));
+        }
+        if params.stride.contains(&0) || params.dilation.contains(&0) {
+            return Err(KernelError::Geometry(
+                "stride and dilation must be at least 1".into(),
+            ));
+        }
+        check_len("conv weight", weight, o * cg * kh * kw)?;
+        let bias = match bias {
+            Some(b) => {
+                check_len("conv bias", b, o)?;
+                b.to_vec()
+            }
+            None => vec![0.0; o],
+        };
+        let algo = Self::choose(weight_dims, params, force)?;
+        let kernel = match algo {
+            ConvAlgo::Pointwise => Kernel::Pointwise(Pointwise::new(weight, o, cg)),
+            ConvAlgo::Im2colTiled => Kernel::Im2col(Im2col::new(weight, weight_dims, params)),
+            ConvAlgo::Winograd2x2 => Kernel::Winograd(Winograd::new(weight, o, cg)),
+            ConvAlgo::GroupedDirect => Kernel::Grouped(GroupedDirect::new(weight, weight_dims, g)),
+        };
+        Ok(Self {
+            weight_dims,
+            params,
+            bias,
+            kernel,
+        })
+    }
+
+    /// The algorithm for this shape: `force` if it can compute it (else an error), otherwise
+    /// the fastest that can.
+    fn choose(
+        [o, cg, kh, kw]: [usize; 4],
+        params: Conv2dParams,
+        force: Option<ConvAlgo>,
+    ) -> Result<ConvAlgo, KernelError> {
+        let g = params.groups;
+        let unit = params.stride == [1, 1] && params.dilation == [1, 1];
+        let winograd_ok = kh == 3 && kw == 3 && unit && g == 1;
+        let pointwise_ok = kh == 1 && kw == 1 && unit && params.padding == [0, 0] && g == 1;
+        let grouped_ok = g > 1 && unit;
+        let refuse = |what: &str| Err(KernelError::Geometry(what.into()));
+        Ok(match force {
+            Some(ConvAlgo::Winograd2x2) if !winograd_ok => {
+                return refuse(
+                    "Winograd F(2x2,3x3) needs a 3x3, stride-1, undilated, ungrouped conv",
+                );
+            }
+            Some(ConvAlgo::Pointwise) if !pointwise_ok => {
+                return refuse(
+                    "the pointwise path needs a 1x1, stride-1, unpadded, ungrouped conv",
+                );
+            }
+            Some(ConvAlgo::GroupedDirect) if !grouped_ok => {
+                return refuse("the direct grouped path needs a grouped, stride-1, undilated conv");
+            }
+            Some(a) => a,
+            None if winograd_ok
+                && cg >= WINOGRAD_MIN_CHANNELS
+                && o >= WINOGRAD_MIN_CHANNELS
+                && cg * o <= WINOGRAD_MAX_WEIGHTS =>
+            {
+                ConvAlgo::Winograd2x2
+            }
+            None if pointwise_ok => ConvAlgo::Pointwise,
+            None if grouped_ok && o / g <= GROUPED_DIRECT_MAX_OUT => ConvAlgo::GroupedDirect,
+            None => ConvAlgo::Im2colTiled,
+        })
+    }
+
+    /// The algorithm this convolution runs.
+    pub fn algorithm(&self) -> ConvAlgo {
+        match self.kernel {
+            Kernel::Pointwise(_) => ConvAlgo::Pointwise,
+            Kernel::Im2col(_) => ConvAlgo::Im2colTiled,
+            Kernel::Winograd(_) => ConvAlgo::Winograd2x2,
+            Kernel::Grouped(_) => ConvAlgo::GroupedDirect,
+        }
+    }
+
+    /// Weight dimensions `[O, C/groups, KH, KW]`.
+    pub fn weight_dims(&self) -> [usize; 4] {
+        self.weight_dims
+    }
+
+    /// Hyper-parameters.
+    pub fn params(&self) -> Conv2dParams {
+        self.params
+    }
+
+    /// The geometry on an input of logical dims `[N, C, H, W]`.
+    pub fn geometry(&self, input: [usize; 4]) -> Result<ConvGeometry, KernelError> {
+        ConvGeometry::new(input, self.weight_dims, self.params)
+    }
+
+    /// Values of scratch one task of this conv uses on an input of logical dims `input`
+    /// (`[N, C, H, W]`): the im2col tile, Winograd's transformed band or the grouped path's
+    /// channel planes. A [`crate::fast::Scratch`] reserved with the largest over a network
+    /// means no later run allocates.
+    pub fn scratch_len(&self, input: [usize; 4]) -> Result<usize, KernelError> {
+        let geom = self.geometry(input)?;
+        let [_, _, oh, ow] = geom.output;
+        Ok(match &self.kernel {
+            Kernel::Winograd(wino) => {
+                let tw = ow.div_ceil(2);
+                wino.scratch_len(wino.tile_rows(tw).min(oh.div_ceil(2)) * tw)
+            }
+            Kernel::Grouped(grouped) => grouped.scratch_len(GroupedDirect::band_rows(ow, oh), ow),
+            Kernel::Pointwise(_) => 0,
+            Kernel::Im2col(i) => self.tile_pixels(oh * ow).min(oh * ow) * i.row_len(),
+        })
+    }
+
+    /// Output pixels per tile of the matrix-product paths (independent of the thread count,
+    /// so results are bitwise identical whatever the parallelism).
+    fn tile_pixels(&self, pixels: usize) -> usize {
+        let row = match &self.kernel {
+            Kernel::Im2col(i) => i.row_len(),
+            _ => self.weight_dims[1] * self.params.groups,
+        };
+        let pt = (TILE_BYTES / 4 / row.max(1)).clamp(16, 1024);
+        // Balance the tiles of an image (49 pixels: 25 + 24, not 48 + 1).
+        let pixels = pixels.max(1);
+        pixels.div_ceil(pixels.div_ceil(pt))
+    }
+
+    /// Run on an NHWC input of logical dims `input_dims` (`[N, C, H, W]`), writing the NHWC
+    /// output: `out = epilogue(conv(x) + bias)`.
+    ///
+    /// With [`crate::fast::Par::Rayon`], output tiles (and, on small feature maps, blocks of
+    /// output channels) are spread over the current rayon pool; every output value is summed
+    /// in the same order however the work is split, so the result is bitwise the same with
+    /// or without threads.
+    pub fn run(
+        &self,
+        ctx: &Ctx<'_>,
+        input: &[f32],
+        input_dims: [usize; 4],
+        out: &mut [f32],
+        epilogue: Epilogue<'_>,
+    ) -> Result<(), KernelError> {
+        let geom = self.geometry(input_dims)?;
+        let (li, _, lo) = geom.lens();
+        check_len("conv input", input, li)?;
+        check_len("conv output", out, lo)?;
+        if let Some(r) = epilogue.residual() {
+            check_len("conv residual", r, lo)?;
+        }
+        if lo == 0 {
+            return Ok(());
+        }
+        let epi = epilogue.with_bias(&self.bias);
+        let [_, c, h, w] = input_dims;
+        let [_, _, oh, ow] = geom.output;
+        let image = |ni: usize| Image {
+            x: &input[ni * h * w * c..(ni + 1) * h * w * c],
+            h,
+            w,
+            c,
+            oh,
+            ow,
+            pad: self.params.padding,
+        };
+        let o = self.weight_dims[0];
+        let img_out = oh * ow * o;
+        // Winograd and the direct grouped path compute bands of whole output rows (Winograd's
+        // an even number of them, whole 2x2 tiles), each task owning a contiguous run of rows.
+        let mut band = |rows: usize, f: &BandFn<'_>| {
+            for_each_chunk(
+                out,
+                img_out,
+                rows * ow * o,
+                ctx.par.is_parallel(),
+                |ni, off, band| {
+                    let epi = epi.part(ni * img_out + off, band.len());
+                    ctx.scratch
+                        .with(|s| f(image(ni), off / (ow * o), epi, band, s));
+                },
+            );
+        };
+        match &self.kernel {
+            Kernel::Winograd(wino) => {
+                band(
+                    2 * wino.tile_rows(ow.div_ceil(2)),
+                    &|img, oy0, epi, dst, s| wino.band(ctx.cpu, &img, oy0 / 2, epi, dst, s),
+                );
+            }
+            Kernel::Grouped(grouped) => {
+                band(
+                    GroupedDirect::band_rows(ow, oh),
+                    &|img, oy0, epi, dst, s| grouped.band(ctx.cpu, &img, oy0, epi, dst, s),
+                );
+            }
+            Kernel::Pointwise(_) | Kernel::Im2col(_) => {
+                self.run_tiles(ctx, input_dims[0], &image, out, epi)
+            }
+        }
+        Ok(())
+    }
+
+    /// The matrix-product paths: tiles of output pixels, each one product (or one per block
+    /// of groups); on small feature maps each tile's output channels are split too.
+    fn run_tiles<'a>(
+        &self,
+        ctx: &Ctx<'_>,
+        n: usize,
+        image: &(dyn Fn(usize) -> Image<'a> + Sync),
+        out: &mut [f32],
+        epi: Epilogue<'_>,
+    ) {
+        let img0 = image(0);
+        let pixels = img0.oh * img0.ow;
+        let o = self.weight_dims[0];
+        let img_out = pixels * o;
+        let pt = self.tile_pixels(pixels);
+        let tiles = pixels.div_ceil(pt);
+        let (panel, groups) = match &self.kernel {
+            Kernel::Pointwise(p) => (p.panel(), 1),
+            Kernel::Im2col(i) => (i.panel(), self.params.groups),
+            _ => unreachable!("only the matrix-product paths run in tiles"),
+        };
+        let blocks = match ctx.par {
+            Par::Rayon(threads) if groups == 1 => {
+                channel_blocks(threads.get(), n * tiles, o.div_ceil(panel))
+            }
+            _ => 1,
+        };
+        if blocks > 1 {
+            // Tasks are (image, tile, block of output channels), each writing its own channels
+            // of its tile's rows.
+            let panels = o.div_ceil(panel);
+            let chans = |b: usize| {
+                (b * panels / blocks * panel).min(o)..((b + 1) * panels / blocks * panel).min(o)
+            };
+            let shared = SharedOut(out.as_mut_ptr());
+            (0..n * tiles * blocks).into_par_iter().for_each(|task| {
+                let (ni, t, b) = (
+                    task / (tiles * blocks),
+                    task / blocks % tiles,
+                    task % blocks,
+                );
+                let (p0, rows) = (t * pt, pt.min(pixels - t * pt));
+                let at = ni * img_out + p0 * o;
+                let dst = shared.at(at);
+                let epi = epi.part(at, rows * o);
+                let task = Task {
+                    p0,
+                    rows,
+                    chans: chans(b),
+                };
+                // SAFETY: `out` holds `n * img_out` values (checked by `run`) and stays
+                // borrowed for the whole parallel loop; task (image, tile, block) touches only
+                // its tile's rows and its block's channels, which no other task touches.
+                unsafe { self.tile(ctx, &image(ni), task, dst, epi) };
+            });
+            return;
+        }
+        for_each_chunk(
+            out,
+            img_out,
+            pt * o,
+            ctx.par.is_parallel(),
+            |ni, off, tile| {
+                let (p0, rows) = (off / o, tile.len() / o);
+                let epi = epi.part(ni * img_out + off, tile.len());
+                let task = Task {
+                    p0,
+                    rows,
+                    chans: 0..o,
+                };
+                // SAFETY: `tile` is uniquely borrowed and holds `rows` whole output rows.
+                unsafe { self.tile(ctx, &image(ni), task, tile.as_mut_ptr(), epi) };
+            },
+        );
+    }
+
+    /// One task of the matrix-product paths on one image, with `dst` pointing at the tile's
+    /// first output row (rows `O` apart) and `epi` holding the tile's part of the output step.
+    ///
+    /// # Safety
+    /// `dst + r * O + ch` must be valid for reads and writes, and used by no one else during the
+    /// call, for every `r < task.rows` and `ch` in `task.chans`.
+    unsafe fn tile(
+        &self,
+        ctx: &Ctx<'_>,
+        img: &Image<'_>,
+        Task { p0, rows, chans }: Task,
+        dst: *mut f32,
+        epi: Epilogue<'_>,
+    ) {
+        let (cpu, o) = (ctx.cpu, self.weight_dims[0]);
+        let row = |r: usize| {
+            // SAFETY: row `r < rows` of the channels `chans`: ours alone, by the contract.
+            unsafe { std::slice::from_raw_parts_mut(dst.add(r * o + chans.start), chans.len()) }
+        };
+        // The output starts as bias (+ residual); the product accumulates onto it.
+        for r in 0..rows {
+            epi.start_row(cpu, row(r), r, o, chans.clone());
+        }
+        let rows_out = OutRows {
+            ptr: dst.wrapping_add(chans.start),
+            ld: o,
+            chans: chans.clone(),
+        };
+        match &self.kernel {
+            // SAFETY: the contract covers these rows and channels.
+            Kernel::Pointwise(p) => unsafe { p.tile(cpu, img.x, p0, rows, rows_out) },
+            Kernel::Im2col(i) => ctx.scratch.with(|col| {
+                // SAFETY: the contract covers these rows and channels.
+                unsafe { i.tile(cpu, img, p0, rows, rows_out, col) }
+            }),
+            _ => unreachable!("only the matrix-product paths run in tiles"),
+        }
+        // ReLU while the tile is still in cache.
+        for r in 0..rows {
+            epi.finish_row(cpu, row(r));
+        }
+    }
+}
+
+/// What computes one band of whole output rows: `(image, first output row, output step,
+/// destination rows, scratch)`.
+type BandFn<'a> = dyn Fn(Image<'_>, usize, Epilogue<'_>, &mut [f32], &mut Vec<f32>) + Sync + 'a;
+
+/// A task of the matrix-product paths: output channels `chans` of the `rows` output pixels
+/// from `p0` of one image. Channel ranges other than `0..O` start at a panel boundary and
+/// only come with one group.
+struct Task {
+    p0: usize,
+    rows: usize,
+    chans: Range<usize>,
+}
+
+/// How many blocks of output channels each pixel tile is split into, so that `tiles` tiles
+/// keep every one of `threads` threads busy (batch 1 on small feature maps). Splitting the
+/// channels does not change any value: each one is summed in the same order.
+fn channel_blocks(threads: usize, tiles: usize, panels: usize) -> usize {
+    if tiles >= 2 * threads {
+        return 1;
+    }
+    (2 * threads).div_ceil(tiles.max(1)).min(panels).max(1)
+}
+
+/// The output of a convolution shared by the tasks that fill disjoint parts of it.
+#[derive(Clone, Copy)]
+struct SharedOut(*mut f32);
+
+impl SharedOut {
+    /// The pointer to element `i` (a method, so closures capture the whole `Sync` wrapper).
+    fn at(self, i: usize) -> *mut f32 {
+        self.0.wrapping_add(i)
+    }
+}
+
+// SAFETY: a plain pointer; the tasks that share it write disjoint elements (see its one use).
+unsafe impl Send for SharedOut {}
+// SAFETY: as above.
+unsafe impl Sync for SharedOut {}
+
+/// Call `f(image, offset, chunk)` for every `chunk`-sized piece of each `img_len`-sized image
+/// of `out`, on the current rayon pool when `parallel`, without collecting the pieces. The
+/// pieces do not depend on the thread count.
+fn for_each_chunk(
+    out: &mut [f32],
+    img_len: usize,
+    chunk: usize,
+    parallel: bool,
+    f: impl Fn(usize, usize, &mut [f32]) + Sync + Send,
+) {
+    if parallel {
+        out.par_chunks_mut(img_len)
+            .enumerate()
+            .for_each(|(ni, img)| {
+                img.par_chunks_mut(chunk)
+                    .enumerate()
+                    .for_each(|(t, c)| f(ni, t * chunk, c))
+            });
+    } else {
+        for (ni, img) in out.chunks_mut(img_len).enumerate() {
+            for (t, c) in img.chunks_mut(chunk).enumerate() {
+                f(ni, t * chunk, c);
+            }
+        }
+    }
+}

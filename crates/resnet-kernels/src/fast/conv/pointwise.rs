@@ -1,0 +1,42 @@
+//! 1x1, stride-1, unpadded, ungrouped convolutions: on NHWC data the input *is* the left
+//! matrix of the product, so a tile of output pixels is one matrix product with no copy.
+
+use super::super::matmul::{OutRows, PackedMatrix};
+use crate::Cpu;
+
+/// The packed `[O, C]` weights of a pointwise convolution.
+#[derive(Debug, Clone)]
+pub(crate) struct Pointwise {
+    c: usize,
+    w: PackedMatrix,
+}
+
+impl Pointwise {
+    /// From PyTorch-layout weights `[O, C, 1, 1]`.
+    pub(crate) fn new(weight: &[f32], o: usize, c: usize) -> Self {
+        Self {
+            c,
+            w: PackedMatrix::new(o, c, |oc, ic| weight[oc * c + ic]),
+        }
+    }
+
+    /// Width of the weight panels (channel ranges of a split start at a multiple of it).
+    pub(crate) fn panel(&self) -> usize {
+        self.w.panel()
+    }
+
+    /// Accumulate the sums of output pixels `p0 .. p0 + rows` of one image (`x`, NHWC) onto
+    /// `dst`.
+    ///
+    /// # Safety
+    /// As [`PackedMatrix::matmul_acc_rows`]: `dst` covers `rows` rows of its channels, used by
+    /// no one else during the call.
+    pub(crate) unsafe fn tile(&self, cpu: Cpu, x: &[f32], p0: usize, rows: usize, dst: OutRows) {
+        let c = self.c;
+        // SAFETY: passed on from the caller.
+        unsafe {
+            self.w
+                .matmul_acc_rows(cpu, rows, &x[p0 * c..(p0 + rows) * c], c, dst)
+        };
+    }
+}

@@ -1,0 +1,522 @@
+//! The one executor: runs a bound plan on either kernel set, owns the threads, the
+//! workspaces (activation slots and kernel scratch, reused between calls) and reports each
+//! step to an [`Observer`].
+
+use crate::network::{Bound, NaiveConv};
+use crate::plan::{Plan, Step};
+use crate::{Backend, ModelError};
+use resnet_kernels::fast::{self, Ctx, Epilogue, Par, Scratch};
+use resnet_kernels::{ConvGeometry, Cpu, PoolGeometry, naive};
+use resnet_tensor::{Layout, Tensor};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+/// Whether a run goes on after a step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    /// Run the next step.
+    Continue,
+    /// End the run here (e.g. once the output asked for is known).
+    Stop,
+}
+
+/// The values of a slot, as a step left them.
+#[derive(Debug, Clone, Copy)]
+pub struct Values<'a> {
+    /// Logical dims `[N, C, H, W]` (`[N, C, 1, 1]` for pooled values).
+    pub dims: [usize; 4],
+    /// Whether the values are per-image vectors (pooled features, logits): `[N, C]`.
+    pub flat: bool,
+    /// The memory layout of `data` (the kernel set's: NHWC for fast, NCHW for naive).
+    pub layout: Layout,
+    /// The values.
+    pub data: &'a [f32],
+}
+
+impl Values<'_> {
+    /// A new NCHW tensor of the values (`[N, C]` when flat): the one allocation an output
+    /// costs.
+    pub fn to_tensor(&self) -> Result<Tensor, ModelError> {
+        let [n, c, h, w] = self.dims;
+        if self.flat {
+            return Ok(Tensor::from_slice_with_layout(
+                &[n, c],
+                Layout::Nchw,
+                self.data,
+            )?);
+        }
+        let mut t = Tensor::try_zeros_with_layout(&self.dims, Layout::Nchw)?;
+        match self.layout {
+            Layout::Nchw => t.as_mut_slice().copy_from_slice(self.data),
+            Layout::Nhwc => fast::nhwc_to_nchw([n, c, h, w], self.data, t.as_mut_slice())?,
+        }
+        Ok(t)
+    }
+}
+
+/// What an observer learns after each step.
+#[derive(Debug)]
+pub struct StepEvent<'a> {
+    /// Position of the step in the plan.
+    pub index: usize,
+    /// The step.
+    pub step: &'a Step,
+    /// Dims of the step's input.
+    pub input: [usize; 4],
+    /// Dims of what the step wrote (its input's, for an output).
+    pub output: [usize; 4],
+    /// The convolution algorithm, for convolutions on the fast kernels.
+    pub algo: Option<resnet_kernels::fast::ConvAlgo>,
+    /// Wall time of the step.
+    pub seconds: f64,
+    /// For [`Step::Output`]: the values named.
+    pub values: Option<Values<'a>>,
+}
+
+/// Watches a run step by step: collects outputs (stages, features, logits), times layers,
+/// or stops the run early. `Send`: on several threads, the steps run on the network's pool.
+pub trait Observer: Send {
+    /// Called after each step.
+    fn step(&mut self, event: &StepEvent<'_>) -> Result<Flow, ModelError>;
+}
+
+/// Keeps named outputs as NCHW tensors: one (and stops the run there), or all.
+#[derive(Debug)]
+pub(crate) struct Keep<'n> {
+    only: Option<&'n str>,
+    one: Option<Tensor>,
+    all: Vec<(String, Tensor)>,
+}
+
+impl<'n> Keep<'n> {
+    pub(crate) fn one(name: &'n str) -> Self {
+        Self {
+            only: Some(name),
+            one: None,
+            all: Vec::new(),
+        }
+    }
+
+    pub(crate) fn all() -> Self {
+        Self {
+            only: None,
+            one: None,
+            all: Vec::new(),
+        }
+    }
+
+    pub(crate) fn take_one(self) -> Option<Tensor> {
+        self.one
+    }
+
+    pub(crate) fn into_all(self) -> Vec<(String, Tensor)> {
+        self.all
+    }
+}
+
+impl Observer for Keep<'_> {
+    fn step(&mut self, e: &StepEvent<'_>) -> Result<Flow, ModelError> {
+        let (Step::Output { name, .. }, Some(v)) = (e.step, &e.values) else {
+            return Ok(Flow::Continue);
+        };
+        match self.only {
+            Some(only) if only == name => {
+                self.one = Some(v.to_tensor()?);
+                Ok(Flow::Stop)
+            }
+            Some(_) => Ok(Flow::Continue),
+            None => {
+                self.all.push((name.clone(), v.to_tensor()?));
+                Ok(Flow::Continue)
+            }
+        }
+    }
+}
+
+/// Activation slots and kernel scratch of one run, kept between calls so that a run
+/// allocates only its outputs once the workspace has seen the input size.
+#[derive(Debug, Default)]
+struct Workspace {
+    bufs: Vec<Vec<f32>>,
+    dims: Vec<([usize; 4], bool)>,
+    scratch: Scratch,
+    /// Input dims this workspace has sized its scratch for (at most 64: a server may see
+    /// many sizes; a forgotten one is sized again, which costs one pass over the plan).
+    planned: Vec<[usize; 4]>,
+}
+
+/// A pool of workspaces: concurrent callers each take one.
+#[derive(Debug, Default)]
+struct WorkspacePool(Mutex<Vec<Workspace>>);
+
+impl WorkspacePool {
+    fn take(&self) -> Workspace {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .pop()
+            .unwrap_or_default()
+    }
+    fn give(&self, ws: Workspace) {
+        self.0.lock().unwrap_or_else(|e| e.into_inner()).push(ws);
+    }
+}
+
+/// Threads, instruction set and workspaces of a network.
+#[derive(Debug, Clone)]
+pub(crate) struct Executor {
+    threads: usize,
+    cpu: Cpu,
+    pool: Option<Arc<rayon::ThreadPool>>,
+    workspaces: Arc<WorkspacePool>,
+}
+
+fn slot(v: &mut Vec<f32>, len: usize) -> &mut [f32] {
+    if v.len() < len {
+        v.resize(len, 0.0);
+    }
+    &mut v[..len]
+}
+
+fn numel(d: [usize; 4]) -> usize {
+    d.iter().product()
+}
+
+impl Executor {
+    pub(crate) fn new(threads: usize, cpu: Cpu) -> Result<Self, ModelError> {
+        if threads == 0 {
+            return Err(ModelError::Config(
+                "the thread count must be at least 1".into(),
+            ));
+        }
+        let pool = if threads > 1 {
+            Some(Arc::new(
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(threads)
+                    .thread_name(|i| format!("resnet-{i}"))
+                    .build()
+                    .map_err(|e| {
+                        ModelError::Config(format!("cannot start {threads} threads: {e}"))
+                    })?,
+            ))
+        } else {
+            None
+        };
+        Ok(Self {
+            threads,
+            cpu,
+            pool,
+            workspaces: Arc::new(WorkspacePool::default()),
+        })
+    }
+
+    pub(crate) fn threads(&self) -> usize {
+        self.threads
+    }
+
+    pub(crate) fn cpu(&self) -> Cpu {
+        self.cpu
+    }
+
+    /// Run `plan` (bound as `bound` for `backend`) on `x`, on this executor's threads.
+    pub(crate) fn run(
+        &self,
+        plan: &Plan,
+        bound: &[Bound],
+        backend: Backend,
+        x: &Tensor,
+        obs: &mut dyn Observer,
+    ) -> Result<(), ModelError> {
+        let dims = x.shape().dims4().ok_or_else(|| ModelError::Input {
+            found: x.shape().dims().to_vec(),
+            reason: "expected a rank-4 [N, C, H, W] tensor".into(),
+        })?;
+        if dims[1] != plan.in_channels() {
+            return Err(ModelError::Input {
+                found: dims.to_vec(),
+                reason: format!("expected {} channels", plan.in_channels()),
+            });
+        }
+        let mut ws = self.workspaces.take();
+        let par = Par::with_threads(self.threads);
+        let result = match &self.pool {
+            Some(p) => p.install(|| self.steps(plan, bound, backend, x, dims, &mut ws, par, obs)),
+            None => self.steps(plan, bound, backend, x, dims, &mut ws, par, obs),
+        };
+        self.workspaces.give(ws);
+        result
+    }
+
+    /// Size the workspace for input dims `dims` (first run on them): every slot, and the
+    /// scratch of every thread for the largest convolution task.
+    fn plan_for(
+        &self,
+        plan: &Plan,
+        bound: &[Bound],
+        dims: [usize; 4],
+        ws: &mut Workspace,
+    ) -> Result<(), ModelError> {
+        if ws.bufs.len() < plan.slots() {
+            ws.bufs.resize_with(plan.slots(), Vec::new);
+            ws.dims.resize(plan.slots(), ([0; 4], false));
+        }
+        if ws.scratch.threads() != self.threads {
+            ws.scratch = Scratch::new(self.threads);
+            ws.planned.clear();
+        }
+        if ws.planned.contains(&dims) {
+            return Ok(());
+        }
+        let trace = plan.trace(dims)?;
+        let mut need = 0;
+        for (b, (i, _)) in bound.iter().zip(&trace) {
+            if let Bound::FastConv(p) = b {
+                need = need.max(p.scratch_len(*i)?);
+            }
+        }
+        ws.scratch.reserve(need);
+        if ws.planned.len() == 64 {
+            ws.planned.remove(0);
+        }
+        ws.planned.push(dims);
+        Ok(())
+    }
+
+    /// The step loop.
+    #[allow(clippy::too_many_arguments)] // one private call site, in `run`
+    fn steps(
+        &self,
+        plan: &Plan,
+        bound: &[Bound],
+        backend: Backend,
+        x: &Tensor,
+        dims: [usize; 4],
+        ws: &mut Workspace,
+        par: Par,
+        obs: &mut dyn Observer,
+    ) -> Result<(), ModelError> {
+        self.plan_for(plan, bound, dims, ws)?;
+        let cpu = self.cpu;
+        let layout = match backend {
+            Backend::Fast => Layout::Nhwc,
+            Backend::Naive => Layout::Nchw,
+        };
+        let Workspace {
+            bufs,
+            dims: slot_dims,
+            scratch,
+            ..
+        } = ws;
+        let ctx = Ctx::new(cpu, par, scratch);
+        for (index, (step, bound)) in plan.steps().iter().zip(bound).enumerate() {
+            let t0 = Instant::now();
+            let (input, flat_in) = match step.src() {
+                Some(s) => slot_dims[s.0],
+                None => (dims, false),
+            };
+            let output = step.output_dims(input)?;
+            let mut algo = None;
+            let mut values = None;
+            // The destination is taken out of the slot list while the step runs, so that it
+            // can be written while the sources are read (the builder never aliases them).
+            let dst_slot = step.dst();
+            let mut out = dst_slot.map_or_else(Vec::new, |d| std::mem::take(&mut bufs[d.0]));
+            let result = (|| -> Result<(), ModelError> {
+                let dst = match dst_slot {
+                    Some(_) => slot(&mut out, numel(output)),
+                    None => &mut [],
+                };
+                let src = |s: Option<crate::plan::Slot>| -> &[f32] {
+                    s.map_or(&[][..], |s| &bufs[s.0][..numel(slot_dims[s.0].0)])
+                };
+                match (step, bound) {
+                    (Step::Input { .. }, _) => copy_input(cpu, x, dims, layout, dst)?,
+                    (Step::Conv(c), Bound::FastConv(p)) => {
+                        algo = Some(p.algorithm());
+                        let mut epi = Epilogue::none().with_relu(c.relu);
+                        if let Some(r) = c.residual {
+                            epi = epi.with_residual(src(Some(r)));
+                        }
+                        p.run(&ctx, src(Some(c.src)), input, dst, epi)?;
+                    }
+                    (Step::Conv(c), Bound::NaiveConv(nc)) => {
+                        let res = c.residual.map(|r| src(Some(r)));
+                        naive_conv(c, nc, input, src(Some(c.src)), res, dst)?;
+                    }
+                    (
+                        Step::MaxPool {
+                            kernel,
+                            stride,
+                            padding,
+                            src: s,
+                            ..
+                        },
+                        _,
+                    ) => {
+                        let g =
+                            PoolGeometry::new(input, [*kernel; 2], [*stride; 2], [*padding; 2])?;
+                        match backend {
+                            Backend::Fast => {
+                                fast::max_pool2d_nhwc(cpu, par, &g, src(Some(*s)), dst)?
+                            }
+                            Backend::Naive => naive::max_pool2d(&g, src(Some(*s)), dst)?,
+                        }
+                    }
+                    (Step::GlobalAvgPool { src: s, .. }, _) => match backend {
+                        Backend::Fast => {
+                            fast::global_avg_pool_nhwc(cpu, input, src(Some(*s)), dst)?
+                        }
+                        Backend::Naive => {
+                            naive::adaptive_avg_pool2d(input, [1, 1], src(Some(*s)), dst)?
+                        }
+                    },
+                    (Step::Linear(l), Bound::FastLinear(p)) => {
+                        p.run(cpu, input[0], src(Some(l.src)), dst)?
+                    }
+                    (Step::Linear(l), Bound::NaiveLinear { weight, bias }) => naive::linear(
+                        [input[0], l.in_features, l.out_features],
+                        src(Some(l.src)),
+                        weight,
+                        Some(bias),
+                        dst,
+                    )?,
+                    (Step::PixelShuffle { src: s, factor, .. }, _) => match backend {
+                        Backend::Fast => {
+                            fast::pixel_shuffle_nhwc(input, *factor, src(Some(*s)), dst)?
+                        }
+                        Backend::Naive => naive::pixel_shuffle(input, *factor, src(Some(*s)), dst)?,
+                    },
+                    (Step::Output { src: s, .. }, _) => {
+                        values = Some(Values {
+                            dims: input,
+                            flat: flat_in,
+                            layout,
+                            data: src(Some(*s)),
+                        });
+                    }
+                    (step, _) => {
+                        return Err(ModelError::Config(format!(
+                            "step {index} ({}) has no weights bound",
+                            step.name()
+                        )));
+                    }
+                }
+                Ok(())
+            })();
+            let event = StepEvent {
+                index,
+                step,
+                input,
+                output,
+                algo,
+                seconds: t0.elapsed().as_secs_f64(),
+                values,
+            };
+            let flow = result.and_then(|()| obs.step(&event));
+            if let Some(d) = dst_slot {
+                bufs[d.0] = out;
+                let flat = matches!(step, Step::GlobalAvgPool { .. } | Step::Linear(_));
+                slot_dims[d.0] = (output, flat);
+            }
+            if flow? == Flow::Stop {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The network's input in the kernel set's layout.
+fn copy_input(
+    cpu: Cpu,
+    x: &Tensor,
+    dims: [usize; 4],
+    layout: Layout,
+    dst: &mut [f32],
+) -> Result<(), ModelError> {
+    match (x.layout(), layout) {
+        (a, b) if a == b => dst.copy_from_slice(x.as_slice()),
+        (Layout::Nchw, Layout::Nhwc) => fast::nchw_to_nhwc(cpu, dims, x.as_slice(), dst)?,
+        (Layout::Nhwc, Layout::Nchw) => fast::nhwc_to_nchw(dims, x.as_slice(), dst)?,
+        _ => unreachable!("two layouts"),
+    }
+    Ok(())
+}
+
+/// A convolution step on the reference kernels, one after another as PyTorch runs them:
+/// conv (+ bias), batch-norm, scale, residual add, ReLU, on NCHW data.
+fn naive_conv(
+    c: &crate::plan::ConvStep,
+    nc: &NaiveConv,
+    input: [usize; 4],
+    x: &[f32],
+    residual: Option<&[f32]>,
+    dst: &mut [f32],
+) -> Result<(), ModelError> {
+    let geom = ConvGeometry::new(input, c.weight_shape(), c.params())?;
+    naive::conv2d(&geom, x, &nc.weight, nc.bias.as_deref(), dst)?;
+    if let Some(bn) = &nc.bn {
+        let y = dst.to_vec();
+        naive::batch_norm(
+            geom.output,
+            &y,
+            &bn.gamma,
+            &bn.beta,
+            &bn.mean,
+            &bn.var,
+            c.bn_eps,
+            dst,
+        )?;
+    }
+    if c.scale != 1.0 {
+        for v in dst.iter_mut() {
+            *v = (f64::from(*v) * f64::from(c.scale)) as f32;
+        }
+    }
+    if let Some(r) = residual {
+        let y = dst.to_vec();
+        naive::add(&y, r, dst)?;
+    }
+    if c.relu {
+        naive::relu_inplace(dst);
+    }
+    Ok(())
+}
+
+/// The wall time of one step of a run (see [`crate::Network::profile`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerTime {
+    /// Layer name (torchvision's for convolutions, e.g. `layer2.0.conv1`; the kind of step
+    /// otherwise: `input`, `maxpool`, `avgpool`, `fc` …).
+    pub name: String,
+    /// The convolution algorithm, for convolutions on the fast kernels.
+    pub algo: Option<resnet_kernels::fast::ConvAlgo>,
+    /// Input dims `[N, C, H, W]`.
+    pub input: [usize; 4],
+    /// Output dims `[N, C, H, W]`.
+    pub output: [usize; 4],
+    /// Multiply-accumulates (direct-convolution count; 0 for data movement).
+    pub macs: u64,
+    /// Wall time.
+    pub seconds: f64,
+}
+
+/// Records a [`LayerTime`] for every step that computes something.
+#[derive(Debug, Default)]
+pub(crate) struct Profile(pub(crate) Vec<LayerTime>);
+
+impl Observer for Profile {
+    fn step(&mut self, e: &StepEvent<'_>) -> Result<Flow, ModelError> {
+        if !matches!(e.step, Step::Output { .. }) {
+            self.0.push(LayerTime {
+                name: e.step.name().to_string(),
+                algo: e.algo,
+                input: e.input,
+                output: e.output,
+                macs: e.step.macs(e.input),
+                seconds: e.seconds,
+            });
+        }
+        Ok(Flow::Continue)
+    }
+}
