@@ -1,3 +1,6 @@
+//! [`WeightFile`]: a safetensors file (memory-mapped, read or in memory), its header validated,
+//! its tensors converted to f32 on request; and [`write_safetensors`].
+
 use crate::names::{NameScheme, to_canonical};
 use crate::{WeightError, WeightSource};
 use resnet_mmap::MappedFile;
