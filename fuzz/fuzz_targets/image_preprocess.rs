@@ -1,5 +1,6 @@
 //! cargo-fuzz target: see `entry.rs` for what `image_preprocess` checks.
 #![no_main]
+#![forbid(unsafe_code)]
 #![allow(dead_code)]
 
 include!("../entry.rs");

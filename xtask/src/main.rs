@@ -17,6 +17,8 @@
 //! - `cargo xtask memcheck`: the test binaries of resnet-kernels and resnet-tensor under
 //!   valgrind memcheck.
 
+#![forbid(unsafe_code)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 

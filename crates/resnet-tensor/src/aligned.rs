@@ -1,3 +1,5 @@
+//! [`AlignedVec`]: 64-byte aligned f32 storage built from cache-line blocks, without `unsafe`.
+
 /// Alignment in bytes of [`AlignedVec`] storage: one cache line, and one AVX-512 vector.
 pub const ALIGN: usize = 64;
 

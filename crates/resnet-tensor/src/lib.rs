@@ -25,6 +25,8 @@
 //! # Ok::<(), resnet_tensor::TensorError>(())
 //! ```
 
+#![forbid(unsafe_code)]
+
 mod aligned;
 mod shape;
 

@@ -1,3 +1,6 @@
+//! [`Shape`]: a tensor's dimensions, inline and checked (rank at most [`MAX_RANK`], element
+//! count that fits an allocation).
+
 use crate::TensorError;
 use std::fmt;
 

@@ -1,3 +1,6 @@
+//! Unit tests of the tensor type: alignment, constructors, byte round trips, layouts, views and
+//! allocation failure.
+
 use super::*;
 
 #[test]

@@ -1,3 +1,5 @@
+//! [`WeightError`]: every way reading or writing weights can fail, naming the key and the values.
+
 use std::path::PathBuf;
 
 /// Everything that can go wrong reading weights.

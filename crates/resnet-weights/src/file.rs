@@ -1,5 +1,9 @@
+//! [`WeightFile`]: a safetensors file (memory-mapped, read or in memory), its header validated,
+//! its tensors converted to f32 on request; and [`write_safetensors`].
+
 use crate::names::{NameScheme, to_canonical};
 use crate::{WeightError, WeightSource};
+use resnet_mmap::MappedFile;
 use resnet_tensor::{Layout, Shape, Tensor};
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashMap};
@@ -43,7 +47,7 @@ pub struct TensorInfo {
 }
 
 enum Bytes {
-    Mapped(memmap2::Mmap),
+    Mapped(MappedFile),
     Owned(Vec<u8>),
 }
 
@@ -77,23 +81,17 @@ impl std::fmt::Debug for WeightFile {
 
 impl WeightFile {
     /// Open a file memory-mapped and validate its header.
+    ///
+    /// As with every memory map, the file must not be truncated or modified by any process
+    /// while the returned value exists (see [`resnet_mmap::MappedFile`]); use
+    /// [`WeightFile::read`] where that cannot be ruled out.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, WeightError> {
         let path = path.as_ref();
-        let io = |source| WeightError::Io {
+        // An empty file is not mapped (it gives an empty slice), so it reports the format error.
+        let map = MappedFile::open(path).map_err(|source| WeightError::Io {
             path: path.to_path_buf(),
             source,
-        };
-        let file = std::fs::File::open(path).map_err(io)?;
-        let len = file.metadata().map_err(io)?.len();
-        if len == 0 {
-            // mmap of an empty file fails on some platforms; report the format error instead.
-            return Self::from_bytes(Vec::new());
-        }
-        // SAFETY: the map is read-only and private to this value; as for every memory map, the
-        // file must not be truncated or modified by another process while it is mapped (use
-        // `WeightFile::read` where that cannot be ruled out).
-        #[allow(unsafe_code)]
-        let map = unsafe { memmap2::Mmap::map(&file) }.map_err(io)?;
+        })?;
         Self::from_backing(Bytes::Mapped(map))
     }
 

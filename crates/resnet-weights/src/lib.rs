@@ -23,6 +23,9 @@
 //! # Ok::<(), resnet_weights::WeightError>(())
 //! ```
 
+// The memory map lives behind the safe `resnet_mmap::MappedFile`: no `unsafe` here.
+#![forbid(unsafe_code)]
+
 mod error;
 mod file;
 mod names;

@@ -1,3 +1,6 @@
+//! Key-name schemes ([`NameScheme`]): detecting torchvision/timm or HF transformers names and
+//! mapping them to the internal (torchvision) names.
+
 /// A family of key names for the same ResNet parameters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]

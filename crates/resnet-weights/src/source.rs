@@ -1,3 +1,6 @@
+//! The [`WeightSource`] trait and its helpers: [`TensorMap`] (tensors in memory) and [`Tracked`]
+//! (records which keys were asked for, to report unused ones).
+
 use crate::WeightError;
 use resnet_tensor::Tensor;
 use std::collections::{BTreeMap, BTreeSet};
