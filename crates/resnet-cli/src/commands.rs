@@ -123,14 +123,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let model = load_edsr(&weights.weights, threads)?;
             let (w, h) = img.dimensions();
             let range = model.config().rgb_range / 255.0;
-            let (wu, hu) = (w as usize, h as usize);
-            let mut x = vec![0.0f32; 3 * hu * wu];
-            for (i, p) in img.pixels().enumerate() {
-                for c in 0..3 {
-                    x[c * hu * wu + i] = f32::from(p.0[c]) * range;
-                }
-            }
-            let x = Tensor::from_vec(&[1, 3, hu, wu], x).map_err(err)?;
+            let x = resnet_image::rgb_to_tensor(&img, range).map_err(err)?;
             let bar = ProgressBar::new(0);
             bar.set_style(
                 ProgressStyle::with_template("{bar:30} {pos}/{len} tiles {eta}").map_err(err)?,
@@ -148,16 +141,8 @@ pub fn run(cli: Cli) -> Result<()> {
                 )
                 .map_err(err)?;
             bar.finish_and_clear();
-            let s = model.config().scale;
-            let (ow, oh) = (wu * s, hu * s);
-            let data = y.as_slice();
-            let plane = ow * oh;
-            let out = image::RgbImage::from_fn(ow as u32, oh as u32, |px, py| {
-                let i = py as usize * ow + px as usize;
-                image::Rgb(std::array::from_fn(|c| {
-                    (data[c * plane + i] / range).round().clamp(0.0, 255.0) as u8
-                }))
-            });
+            let out = resnet_image::tensor_to_rgb(&y, range).map_err(err)?;
+            let (ow, oh) = out.dimensions();
             out.save(&output)
                 .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
             eprintln!(
