@@ -9,7 +9,8 @@
 //! resnet bench --arch resnet50 --batch 8 --threads 2 --json
 //! ```
 //!
-//! Errors are one line on stderr and exit code 1; usage errors exit with 2.
+//! Errors are one line on stderr (the error and its causes) and exit code 1; usage errors exit
+//! with 2.
 
 mod commands;
 mod weights;
@@ -164,13 +165,73 @@ enum Command {
     },
 }
 
+/// An error and its causes on one line, `outer: cause: cause`, like `{:#}`, but without a cause
+/// whose text is already on the line: several library errors print their source in their own
+/// message as well as returning it from `source()`.
+pub(crate) fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+    use anyhow::Context;
+
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot read x.png: {}", self.0)
+        }
+    }
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    fn not_found() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")
+    }
+
+    #[test]
+    fn the_chain_is_one_line() {
+        let e = Err::<(), _>(not_found())
+            .context("labels.txt")
+            .context("cannot read labels")
+            .unwrap_err();
+        assert_eq!(one_line(&e), "cannot read labels: labels.txt: no such file");
+        assert_eq!(one_line(&anyhow::anyhow!("plain")), "plain");
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let e = anyhow::Error::new(Wrapper(not_found())).context("x.png");
+        assert_eq!(one_line(&e), "x.png: cannot read x.png: no such file");
+        assert_eq!(
+            format!("{e:#}"),
+            "x.png: cannot read x.png: no such file: no such file"
+        );
     }
 }
