@@ -4,6 +4,7 @@ use crate::{Cli, Command, PreprocessArgs, weights};
 use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use resnet_image::Preprocess;
+use resnet_models::timing::{median_min, time_iters};
 use resnet_models::{Edsr, ResNet, ResNetConfig, Strictness, WeightFile, infer_config, top_k};
 use resnet_tensor::{Layout, Tensor};
 use resnet_weights::{WeightSource, write_safetensors};
@@ -496,16 +497,8 @@ fn bench(
         .map(|l| 2.0 * l.macs as f64)
         .sum::<f64>()
         * batch as f64;
-    model.forward(&x)?;
-    let mut t = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        let t0 = Instant::now();
-        model.forward(&x)?;
-        t.push(t0.elapsed().as_secs_f64());
-    }
-    t.sort_by(f64::total_cmp);
-    let median = t[t.len() / 2];
-    let min = t[0];
+    let times = time_iters(iters, || model.forward(&x).map(drop))?;
+    let (median, min) = median_min(&times);
     let name = model.config().name();
     if json_out {
         out!(

@@ -142,7 +142,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Time forward passes of one configuration.
+    /// Time forward passes of one configuration: the median and the fastest of the timed
+    /// passes, after one untimed warm-up pass.
     Bench {
         /// Architecture with seeded random weights (ignored with --weights).
         #[arg(long, default_value = "resnet18")]
@@ -153,7 +154,7 @@ enum Command {
         /// Batch size.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
         batch: u16,
-        /// Timed iterations.
+        /// Timed iterations (after one untimed warm-up pass).
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
         iters: u32,
         /// Input size (square).
