@@ -12,6 +12,8 @@
 //! Errors are one line on stderr (the error and its causes) and exit code 1; usage errors exit
 //! with 2.
 
+#![forbid(unsafe_code)]
+
 mod commands;
 mod weights;
 

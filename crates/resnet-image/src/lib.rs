@@ -46,6 +46,8 @@
 //! Networks that take and return pixels rather than normalised input (EDSR super-resolution)
 //! convert with [`rgb_to_tensor`] and back with [`tensor_to_rgb`].
 
+#![forbid(unsafe_code)]
+
 use image::{DynamicImage, ImageDecoder, ImageReader};
 
 mod convert;
