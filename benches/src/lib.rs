@@ -1,6 +1,8 @@
 //! Shared pieces of the resnet-rs benchmarks: timing, machine description, the distinct
 //! convolutions of ResNet-18/50, and the SVG plot of `cargo xtask bench --plot`.
 
+#![forbid(unsafe_code)]
+
 use resnet_kernels::Cpu;
 
 pub mod plot;

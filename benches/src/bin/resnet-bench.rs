@@ -1,6 +1,8 @@
 //! The benchmark report behind `cargo xtask bench`: end-to-end latency and throughput, a
 //! per-layer table, the machine line with a measured peak, JSON and an SVG plot.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use resnet_benches::{Machine, median_min, plot, time_iters};

@@ -1,8 +1,10 @@
 //! The subcommands.
 
 use crate::{Cli, Command, PreprocessArgs, weights};
+use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use resnet_image::Preprocess;
+use resnet_models::timing::{median_min, time_iters};
 use resnet_models::{Edsr, ResNet, ResNetConfig, Strictness, WeightFile, infer_config, top_k};
 use resnet_tensor::{Layout, Tensor};
 use resnet_weights::{WeightSource, write_safetensors};
@@ -11,14 +13,8 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-type Result<T> = std::result::Result<T, String>;
-
 const IMAGENET_CLASSES: &str = include_str!("../data/imagenet_classes.txt");
 const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"];
-
-fn err(e: impl std::fmt::Display) -> String {
-    e.to_string()
-}
 
 /// Print a line to stdout; a closed pipe (`resnet ... | head`) ends the program quietly.
 macro_rules! out {
@@ -29,7 +25,7 @@ macro_rules! out {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
                 std::process::exit(0);
             }
-            return Err(format!("cannot write to stdout: {e}"));
+            return Err(anyhow::Error::new(e).context("cannot write to stdout"));
         }
     }};
 }
@@ -53,14 +49,14 @@ pub fn run(cli: Cli) -> Result<()> {
             let model = load_model(&weights.weights, threads)?;
             let classes = model.config().num_classes;
             if labels.len() != classes {
-                return Err(format!(
+                bail!(
                     "{} labels for a model with {classes} classes (use --labels FILE)",
                     labels.len()
-                ));
+                );
             }
             for_batches(&paths, usize::from(batch), &pre, |chunk, x| {
-                let logits = model.forward(&x).map_err(err)?;
-                for (path, row) in chunk.iter().zip(top_k(&logits, top).map_err(err)?) {
+                let logits = model.forward(&x)?;
+                for (path, row) in chunk.iter().zip(top_k(&logits, top)?) {
                     if json {
                         let v = json!({
                             "path": path.display().to_string(),
@@ -92,19 +88,16 @@ pub fn run(cli: Cli) -> Result<()> {
             let dim = model.config().feature_dim();
             let mut rows = Vec::with_capacity(paths.len() * dim);
             for_batches(&paths, usize::from(batch), &pre, |_, x| {
-                rows.extend_from_slice(model.forward_features(&x).map_err(err)?.as_slice());
+                rows.extend_from_slice(model.forward_features(&x)?.as_slice());
                 Ok(())
             })?;
-            let t = Tensor::from_vec(&[paths.len(), dim], rows).map_err(err)?;
+            let t = Tensor::from_vec(&[paths.len(), dim], rows)?;
             let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
             let meta = HashMap::from([
-                (
-                    "paths".to_string(),
-                    serde_json::to_string(&names).map_err(err)?,
-                ),
+                ("paths".to_string(), serde_json::to_string(&names)?),
                 ("arch".to_string(), model.config().name()),
             ]);
-            write_safetensors(&output, &[("embeddings", &t)], Some(meta)).map_err(err)?;
+            write_safetensors(&output, &[("embeddings", &t)], Some(meta))?;
             eprintln!(
                 "wrote {} embeddings of {dim} values to {}",
                 paths.len(),
@@ -119,47 +112,30 @@ pub fn run(cli: Cli) -> Result<()> {
             tile,
             overlap,
         } => {
-            let img = resnet_image::decode_file(&input).map_err(err)?.to_rgb8();
+            let img = resnet_image::decode_file(&input)?.to_rgb8();
             let model = load_edsr(&weights.weights, threads)?;
             let (w, h) = img.dimensions();
             let range = model.config().rgb_range / 255.0;
-            let (wu, hu) = (w as usize, h as usize);
-            let mut x = vec![0.0f32; 3 * hu * wu];
-            for (i, p) in img.pixels().enumerate() {
-                for c in 0..3 {
-                    x[c * hu * wu + i] = f32::from(p.0[c]) * range;
-                }
-            }
-            let x = Tensor::from_vec(&[1, 3, hu, wu], x).map_err(err)?;
+            let x = resnet_image::rgb_to_tensor(&img, range)?;
             let bar = ProgressBar::new(0);
-            bar.set_style(
-                ProgressStyle::with_template("{bar:30} {pos}/{len} tiles {eta}").map_err(err)?,
-            );
+            bar.set_style(ProgressStyle::with_template(
+                "{bar:30} {pos}/{len} tiles {eta}",
+            )?);
             let t0 = Instant::now();
-            let y = model
-                .forward_tiled_with_progress(
-                    &x,
-                    tile as usize,
-                    overlap.map(|o| o as usize),
-                    |done, total| {
-                        bar.set_length(total as u64);
-                        bar.set_position(done as u64);
-                    },
-                )
-                .map_err(err)?;
+            let y = model.forward_tiled_with_progress(
+                &x,
+                tile as usize,
+                overlap.map(|o| o as usize),
+                |done, total| {
+                    bar.set_length(total as u64);
+                    bar.set_position(done as u64);
+                },
+            )?;
             bar.finish_and_clear();
-            let s = model.config().scale;
-            let (ow, oh) = (wu * s, hu * s);
-            let data = y.as_slice();
-            let plane = ow * oh;
-            let out = image::RgbImage::from_fn(ow as u32, oh as u32, |px, py| {
-                let i = py as usize * ow + px as usize;
-                image::Rgb(std::array::from_fn(|c| {
-                    (data[c * plane + i] / range).round().clamp(0.0, 255.0) as u8
-                }))
-            });
+            let out = resnet_image::tensor_to_rgb(&y, range)?;
+            let (ow, oh) = out.dimensions();
             out.save(&output)
-                .map_err(|e| format!("cannot write {}: {e}", output.display()))?;
+                .with_context(|| format!("cannot write {}", output.display()))?;
             eprintln!(
                 "{}x{} -> {}x{} in {:.2} s, wrote {}",
                 w,
@@ -180,10 +156,10 @@ pub fn run(cli: Cli) -> Result<()> {
             tile,
         } => {
             let path = weights::resolve(&weights.weights)?;
-            let probe = WeightFile::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+            let probe = WeightFile::open(&path).with_context(|| path.display().to_string())?;
             let edsr = is_edsr(&probe);
             drop(probe);
-            let file = WeightFile::open(&input).map_err(|e| format!("{}: {e}", input.display()))?;
+            let file = WeightFile::open(&input).with_context(|| input.display().to_string())?;
             let key = match key {
                 Some(k) => k,
                 None => {
@@ -191,36 +167,33 @@ pub fn run(cli: Cli) -> Result<()> {
                     match names.as_slice() {
                         [only] => only.clone(),
                         _ => {
-                            return Err(format!(
+                            bail!(
                                 "{} holds {} tensors ({}): choose one with --key",
                                 input.display(),
                                 names.len(),
                                 names.join(", ")
-                            ));
+                            );
                         }
                     }
                 }
             };
-            let x = file.load(&key).map_err(err)?;
+            let x = file.load(&key)?;
             let mut out: Vec<(String, Tensor)> = Vec::new();
             if edsr {
                 let model = load_edsr(&weights.weights, threads)?;
-                out.push((
-                    "output".into(),
-                    model.forward_tiled(&x, tile as usize).map_err(err)?,
-                ));
+                out.push(("output".into(), model.forward_tiled(&x, tile as usize)?));
             } else if stages {
                 let model = load_model(&weights.weights, threads)?;
-                let s = model.forward_stages(&x).map_err(err)?;
+                let s = model.forward_stages(&x)?;
                 for (name, t) in s.named() {
                     out.push((name, t.clone()));
                 }
             } else {
                 let model = load_model(&weights.weights, threads)?;
-                out.push(("logits".into(), model.forward(&x).map_err(err)?));
+                out.push(("logits".into(), model.forward(&x)?));
             }
             let list: Vec<(&str, &Tensor)> = out.iter().map(|(n, t)| (n.as_str(), t)).collect();
-            write_safetensors(&output, &list, None).map_err(err)?;
+            write_safetensors(&output, &list, None)?;
             eprintln!(
                 "wrote {} to {}",
                 out.iter()
@@ -253,9 +226,9 @@ pub fn run(cli: Cli) -> Result<()> {
 
 fn load_model(spec: &str, threads: Option<usize>) -> Result<ResNet> {
     let path = weights::resolve(spec)?;
-    let model = ResNet::from_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let model = ResNet::from_file(&path).with_context(|| path.display().to_string())?;
     match threads {
-        Some(t) => model.with_threads(t).map_err(err),
+        Some(t) => Ok(model.with_threads(t)?),
         None => Ok(model),
     }
 }
@@ -276,9 +249,9 @@ fn is_edsr(file: &WeightFile) -> bool {
 
 fn load_edsr(spec: &str, threads: Option<usize>) -> Result<Edsr> {
     let path = weights::resolve(spec)?;
-    let model = Edsr::from_file(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let model = Edsr::from_file(&path).with_context(|| path.display().to_string())?;
     match threads {
-        Some(t) => model.with_threads(t).map_err(err),
+        Some(t) => Ok(model.with_threads(t)?),
         None => Ok(model),
     }
 }
@@ -286,7 +259,7 @@ fn load_edsr(spec: &str, threads: Option<usize>) -> Result<Edsr> {
 fn load_labels(path: Option<&Path>) -> Result<Vec<String>> {
     let text = match path {
         Some(p) => std::fs::read_to_string(p)
-            .map_err(|e| format!("cannot read labels {}: {e}", p.display()))?,
+            .with_context(|| format!("cannot read labels {}", p.display()))?,
         None => IMAGENET_CLASSES.to_string(),
     };
     Ok(text
@@ -300,10 +273,10 @@ fn load_labels(path: Option<&Path>) -> Result<Vec<String>> {
 fn preprocess(a: &PreprocessArgs) -> Result<Preprocess> {
     let three = |v: &[f32]| -> [f32; 3] { [v[0], v[1], v[2]] };
     if a.mean.len() != 3 || a.std.len() != 3 {
-        return Err("--mean and --std take three values, R,G,B".into());
+        bail!("--mean and --std take three values, R,G,B");
     }
     if a.resize == 0 || a.crop == 0 {
-        return Err("--resize and --crop must be at least 1".into());
+        bail!("--resize and --crop must be at least 1");
     }
     Ok(Preprocess::imagenet()
         .with_resize(Some(a.resize))
@@ -317,7 +290,7 @@ fn expand(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
     for p in inputs {
         if p.is_dir() {
             let mut found: Vec<PathBuf> = std::fs::read_dir(p)
-                .map_err(|e| format!("cannot read directory {}: {e}", p.display()))?
+                .with_context(|| format!("cannot read directory {}", p.display()))?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| {
                     f.is_file()
@@ -331,11 +304,11 @@ fn expand(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
         } else if p.is_file() {
             out.push(p.clone());
         } else {
-            return Err(format!("{} does not exist", p.display()));
+            bail!("{} does not exist", p.display());
         }
     }
     if out.is_empty() {
-        return Err("no images found".into());
+        bail!("no images found");
     }
     Ok(out)
 }
@@ -349,15 +322,15 @@ fn for_batches(
 ) -> Result<()> {
     let bar = if paths.len() > batch {
         let b = ProgressBar::new(paths.len() as u64);
-        b.set_style(
-            ProgressStyle::with_template("{bar:30} {pos}/{len} images {eta}").map_err(err)?,
-        );
+        b.set_style(ProgressStyle::with_template(
+            "{bar:30} {pos}/{len} images {eta}",
+        )?);
         b
     } else {
         ProgressBar::hidden()
     };
     for chunk in paths.chunks(batch) {
-        let x = pre.load_batch(chunk).map_err(err)?;
+        let x = pre.load_batch(chunk)?;
         bar.suspend(|| f(chunk, x))?;
         bar.inc(chunk.len() as u64);
     }
@@ -367,7 +340,7 @@ fn for_batches(
 
 fn inspect(spec: &str, json_out: bool) -> Result<()> {
     let path = weights::resolve(spec)?;
-    let file = WeightFile::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = WeightFile::open(&path).with_context(|| path.display().to_string())?;
     let mut params = 0usize;
     let mut tensors = Vec::new();
     for (name, info) in file.tensors() {
@@ -505,36 +478,27 @@ fn bench(
         Some(w) => load_model(w, threads)?,
         None => {
             let cfg = ResNetConfig::by_name(arch, 1000).ok_or_else(|| {
-                format!(
+                anyhow!(
                     "unknown --arch {arch:?}; known: {}",
                     ResNetConfig::NAMES.join(", ")
                 )
             })?;
-            let m = ResNet::random(&cfg, 0).map_err(err)?;
+            let m = ResNet::random(&cfg, 0)?;
             match threads {
-                Some(t) => m.with_threads(t).map_err(err)?,
+                Some(t) => m.with_threads(t)?,
                 None => m,
             }
         }
     };
-    let x = Tensor::zeros_with_layout(&[batch, 3, size, size], Layout::Nchw).map_err(err)?;
+    let x = Tensor::zeros_with_layout(&[batch, 3, size, size], Layout::Nchw)?;
     let flop: f64 = model
-        .profile(&x.image(0).map_err(err)?.to_tensor())
-        .map_err(err)?
+        .profile(&x.image(0)?.to_tensor())?
         .iter()
         .map(|l| 2.0 * l.macs as f64)
         .sum::<f64>()
         * batch as f64;
-    model.forward(&x).map_err(err)?;
-    let mut t = Vec::with_capacity(iters);
-    for _ in 0..iters {
-        let t0 = Instant::now();
-        model.forward(&x).map_err(err)?;
-        t.push(t0.elapsed().as_secs_f64());
-    }
-    t.sort_by(f64::total_cmp);
-    let median = t[t.len() / 2];
-    let min = t[0];
+    let times = time_iters(iters, || model.forward(&x).map(drop))?;
+    let (median, min) = median_min(&times);
     let name = model.config().name();
     if json_out {
         out!(

@@ -9,7 +9,10 @@
 //! resnet bench --arch resnet50 --batch 8 --threads 2 --json
 //! ```
 //!
-//! Errors are one line on stderr and exit code 1; usage errors exit with 2.
+//! Errors are one line on stderr (the error and its causes) and exit code 1; usage errors exit
+//! with 2.
+
+#![forbid(unsafe_code)]
 
 mod commands;
 mod weights;
@@ -141,7 +144,8 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Time forward passes of one configuration.
+    /// Time forward passes of one configuration: the median and the fastest of the timed
+    /// passes, after one untimed warm-up pass.
     Bench {
         /// Architecture with seeded random weights (ignored with --weights).
         #[arg(long, default_value = "resnet18")]
@@ -152,7 +156,7 @@ enum Command {
         /// Batch size.
         #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
         batch: u16,
-        /// Timed iterations.
+        /// Timed iterations (after one untimed warm-up pass).
         #[arg(long, default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
         iters: u32,
         /// Input size (square).
@@ -164,13 +168,73 @@ enum Command {
     },
 }
 
+/// An error and its causes on one line, `outer: cause: cause`, like `{:#}`, but without a cause
+/// whose text is already on the line: several library errors print their source in their own
+/// message as well as returning it from `source()`.
+pub(crate) fn one_line(e: &anyhow::Error) -> String {
+    let mut line = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if line.is_empty() {
+            line = text;
+        } else if !line.contains(&text) {
+            line.push_str(": ");
+            line.push_str(&text);
+        }
+    }
+    line
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match commands::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!("error: {}", one_line(&e));
             ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+    use anyhow::Context;
+
+    #[derive(Debug)]
+    struct Wrapper(std::io::Error);
+    impl std::fmt::Display for Wrapper {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            write!(f, "cannot read x.png: {}", self.0)
+        }
+    }
+    impl std::error::Error for Wrapper {
+        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+            Some(&self.0)
+        }
+    }
+
+    fn not_found() -> std::io::Error {
+        std::io::Error::new(std::io::ErrorKind::NotFound, "no such file")
+    }
+
+    #[test]
+    fn the_chain_is_one_line() {
+        let e = Err::<(), _>(not_found())
+            .context("labels.txt")
+            .context("cannot read labels")
+            .unwrap_err();
+        assert_eq!(one_line(&e), "cannot read labels: labels.txt: no such file");
+        assert_eq!(one_line(&anyhow::anyhow!("plain")), "plain");
+    }
+
+    #[test]
+    fn a_cause_already_in_the_message_is_not_repeated() {
+        let e = anyhow::Error::new(Wrapper(not_found())).context("x.png");
+        assert_eq!(one_line(&e), "x.png: cannot read x.png: no such file");
+        assert_eq!(
+            format!("{e:#}"),
+            "x.png: cannot read x.png: no such file: no such file"
+        );
     }
 }

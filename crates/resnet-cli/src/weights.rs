@@ -1,20 +1,21 @@
 //! Resolving `--weights`: a local path, or `hf:REPO[/FILE]` through the Hugging Face Hub cache.
 
+use anyhow::{Result, bail};
 use std::path::PathBuf;
 
 /// A local path for a weights argument, downloading `hf:` references (cached).
-pub fn resolve(spec: &str) -> Result<PathBuf, String> {
+pub fn resolve(spec: &str) -> Result<PathBuf> {
     let Some(rest) = spec.strip_prefix("hf:") else {
         let p = PathBuf::from(spec);
         if !p.exists() {
-            return Err(format!("weights file {spec} does not exist"));
+            bail!("weights file {spec} does not exist");
         }
         return Ok(p);
     };
     let mut parts = rest.splitn(3, '/');
     let (owner, name) = match (parts.next(), parts.next()) {
         (Some(o), Some(n)) if !o.is_empty() && !n.is_empty() => (o, n),
-        _ => return Err(format!("{spec:?} is not hf:OWNER/REPO[/FILE]")),
+        _ => bail!("{spec:?} is not hf:OWNER/REPO[/FILE]"),
     };
     let file = parts
         .next()
@@ -24,7 +25,8 @@ pub fn resolve(spec: &str) -> Result<PathBuf, String> {
 }
 
 #[cfg(feature = "hf-hub")]
-fn download(repo: &str, file: &str) -> Result<PathBuf, String> {
+fn download(repo: &str, file: &str) -> Result<PathBuf> {
+    use anyhow::{Context, anyhow};
     // A file already in the cache needs no network.
     if let Some(p) = hf_hub::Cache::default().model(repo.to_string()).get(file) {
         return Ok(p);
@@ -32,19 +34,21 @@ fn download(repo: &str, file: &str) -> Result<PathBuf, String> {
     let api = hf_hub::api::sync::ApiBuilder::new()
         .with_progress(true)
         .build()
-        .map_err(|e| format!("cannot use the Hugging Face Hub: {e}"))?;
+        .context("cannot use the Hugging Face Hub")?;
+    // The advice comes after the cause, so the cause (with its own causes) goes in the middle.
     api.model(repo.to_string()).get(file).map_err(|e| {
-        format!(
-            "cannot download {file} from hf:{repo} ({e}); offline, download it elsewhere and pass \
-             the local file with --weights PATH"
+        anyhow!(
+            "cannot download {file} from hf:{repo} ({}); offline, download it elsewhere and pass \
+             the local file with --weights PATH",
+            crate::one_line(&e.into())
         )
     })
 }
 
 #[cfg(not(feature = "hf-hub"))]
-fn download(repo: &str, file: &str) -> Result<PathBuf, String> {
-    Err(format!(
+fn download(repo: &str, file: &str) -> Result<PathBuf> {
+    bail!(
         "hf:{repo}/{file}: this build has no Hugging Face Hub support (feature `hf-hub`); pass a \
          local file with --weights PATH"
-    ))
+    )
 }

@@ -42,11 +42,18 @@
 //! assert!(x.as_slice().iter().all(|v| v.abs() < 0.02));
 //! # Ok::<(), resnet_image::ImageError>(())
 //! ```
+//!
+//! Networks that take and return pixels rather than normalised input (EDSR super-resolution)
+//! convert with [`rgb_to_tensor`] and back with [`tensor_to_rgb`].
+
+#![forbid(unsafe_code)]
 
 use image::{DynamicImage, ImageDecoder, ImageReader};
 
+mod convert;
 #[cfg(feature = "libjpeg")]
 mod jpeg;
+pub use convert::{rgb_to_tensor, tensor_to_rgb};
 use resnet_tensor::Tensor;
 use std::path::{Path, PathBuf};
 
@@ -92,6 +99,16 @@ pub enum ImageError {
     /// An invalid configuration or an image with no pixels.
     #[error("{0}")]
     Invalid(String),
+    /// A tensor that is not one RGB image: its shape is not `[1, 3, H, W]` with `H` and `W`
+    /// from 1 to `u32::MAX` (see [`tensor_to_rgb`]).
+    #[error(
+        "a tensor of shape {dims:?} is not an RGB image: expected [1, 3, H, W] with H and W from 1 to {}",
+        u32::MAX
+    )]
+    NotRgbTensor {
+        /// The tensor's shape.
+        dims: Vec<usize>,
+    },
     /// A tensor could not be built.
     #[error(transparent)]
     Tensor(#[from] resnet_tensor::TensorError),
