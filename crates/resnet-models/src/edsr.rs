@@ -24,70 +24,10 @@
 
 use crate::network::Network;
 use crate::plan::{ConvSpec, Plan, PlanBuilder};
-use crate::{Backend, ModelError};
+use crate::{Backend, EdsrConfig, ModelError};
 use resnet_kernels::Cpu;
 use resnet_tensor::{Layout, Tensor};
 use resnet_weights::{Strictness, Tracked, WeightFile, WeightSource};
-
-/// Configuration of an EDSR network.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EdsrConfig {
-    /// Residual blocks in the body.
-    pub n_resblocks: usize,
-    /// Feature channels.
-    pub n_feats: usize,
-    /// Upscaling factor: 1, 3, or a power of two.
-    pub scale: usize,
-    /// Factor applied to each block's residual before the add.
-    pub res_scale: f32,
-    /// Range of pixel values (255: inputs and outputs in 0..255).
-    pub rgb_range: f32,
-    /// Mean colour subtracted at the head and added at the tail (scaled by `rgb_range`).
-    pub rgb_mean: [f32; 3],
-    /// Image channels.
-    pub channels: usize,
-}
-
-impl EdsrConfig {
-    /// EDSR-baseline: 16 blocks of 64 features, `res_scale` 1, DIV2K's mean colour.
-    pub fn baseline(scale: usize) -> Self {
-        Self {
-            n_resblocks: 16,
-            n_feats: 64,
-            scale,
-            res_scale: 1.0,
-            rgb_range: 255.0,
-            rgb_mean: [0.4488, 0.4371, 0.4040],
-            channels: 3,
-        }
-    }
-
-    /// The upsampler's PixelShuffle factors: `[2; k]` for `2^k`, `[3]` for 3, `[]` for 1.
-    pub fn upsample_factors(&self) -> Result<Vec<usize>, ModelError> {
-        match self.scale {
-            1 => Ok(vec![]),
-            3 => Ok(vec![3]),
-            s if s.is_power_of_two() && s <= 16 => Ok(vec![2; s.trailing_zeros() as usize]),
-            s => Err(ModelError::Config(format!(
-                "EDSR scale must be 1, 3 or a power of two up to 16, got {s}"
-            ))),
-        }
-    }
-
-    pub(crate) fn validate(&self) -> Result<(), ModelError> {
-        if self.n_feats == 0 || self.channels == 0 {
-            return Err(ModelError::Config(
-                "n_feats and channels must be at least 1".into(),
-            ));
-        }
-        if !self.res_scale.is_finite() || !self.rgb_range.is_finite() {
-            return Err(ModelError::Config(
-                "res_scale and rgb_range must be finite".into(),
-            ));
-        }
-        self.upsample_factors().map(|_| ())
-    }
-}
 
 /// The plan of an EDSR network: `sub_mean`, `head.0`, the residual blocks
 /// (`body.I.body.{0,2}`), `body.N` with the long skip from the head, the upsampler

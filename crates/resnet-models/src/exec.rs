@@ -2,7 +2,7 @@
 //! workspaces (activation slots and kernel scratch, reused between calls) and reports each
 //! step to an [`Observer`].
 
-use crate::network::{Bound, NaiveConv};
+use crate::bound::{Bound, NaiveConv};
 use crate::plan::{Plan, Step};
 use crate::{Backend, ModelError};
 use resnet_kernels::fast::{self, Ctx, Epilogue, Par, Scratch};

@@ -51,8 +51,10 @@
 
 #![forbid(unsafe_code)]
 
+mod bound;
 mod config;
 mod edsr;
+mod error;
 mod exec;
 mod infer;
 mod init;
@@ -62,10 +64,11 @@ mod resnet;
 pub mod timing;
 
 pub use config::{
-    BlockKind, ResNetConfig, resnet18, resnet34, resnet50, resnet101, resnet152, resnext50_32x4d,
-    resnext101_32x8d, resnext101_64x4d, wide_resnet50_2, wide_resnet101_2,
+    BlockKind, EdsrConfig, ResNetConfig, resnet18, resnet34, resnet50, resnet101, resnet152,
+    resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, wide_resnet50_2, wide_resnet101_2,
 };
-pub use edsr::{Edsr, EdsrConfig, edsr_block_plan, edsr_plan};
+pub use edsr::{Edsr, edsr_block_plan, edsr_plan};
+pub use error::{Backend, ModelError};
 pub use exec::{Flow, LayerTime, Observer, StepEvent, Values};
 pub use infer::infer_config;
 pub use init::{random_edsr_tensor_map, random_tensor_map};
@@ -76,54 +79,3 @@ pub use resnet::{ResNet, StageOutputs, resnet_block_plan, resnet_plan, top_k};
 pub use resnet_kernels::fast::ConvAlgo;
 pub use resnet_kernels::{Cpu, SimdLevel};
 pub use resnet_weights::{Strictness, WeightError, WeightFile, WeightSource};
-
-/// Which kernel set a network runs on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
-#[non_exhaustive]
-pub enum Backend {
-    /// The f64-accumulating reference kernels on the parameters as stored (convolution,
-    /// batch-norm, add and ReLU one after another, NCHW): slow, obviously right, for checking.
-    Naive,
-    /// SIMD kernels dispatched for this CPU on NHWC activations, batch-norms folded and weights
-    /// packed when the network is built, bias, residual and ReLU fused into each convolution.
-    #[default]
-    Fast,
-}
-
-impl std::fmt::Display for Backend {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            Backend::Naive => "naive",
-            Backend::Fast => "fast",
-        })
-    }
-}
-
-/// Errors from building or running a model.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum ModelError {
-    /// The weights could not be read, or do not fit the architecture.
-    #[error(transparent)]
-    Weights(#[from] WeightError),
-    /// The configuration is invalid.
-    #[error("invalid model configuration: {0}")]
-    Config(String),
-    /// The input does not fit the model.
-    #[error("input of shape {found:?} does not fit the model: {reason}")]
-    Input {
-        /// Shape given.
-        found: Vec<usize>,
-        /// What is wrong.
-        reason: String,
-    },
-    /// The architecture could not be inferred from the weights.
-    #[error("cannot infer the architecture from the weights: {0}")]
-    Infer(String),
-    /// A tensor could not be built.
-    #[error(transparent)]
-    Tensor(#[from] resnet_tensor::TensorError),
-    /// A kernel refused its arguments.
-    #[error(transparent)]
-    Kernel(#[from] resnet_kernels::KernelError),
-}

@@ -15,6 +15,15 @@ pub enum WeightError {
         #[source]
         source: std::io::Error,
     },
+    /// A file could not be written.
+    #[error("cannot write {}: {source}", path.display())]
+    WriteIo {
+        /// The file.
+        path: PathBuf,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
     /// The file is shorter than the 8-byte header length.
     #[error("not a safetensors file: {len} bytes is shorter than the 8-byte header length")]
     TooShort {

@@ -30,9 +30,11 @@ mod error;
 mod file;
 mod names;
 mod source;
+mod write;
 
 pub use error::WeightError;
-pub use file::{MAX_HEADER_BYTES, TensorInfo, WeightDtype, WeightFile, write_safetensors};
+pub use file::{MAX_HEADER_BYTES, TensorInfo, WeightDtype, WeightFile};
 pub use names::{NameScheme, to_canonical};
 pub use resnet_tensor::Tensor;
 pub use source::{Strictness, TensorMap, Tracked, WeightSource, is_ignorable};
+pub use write::write_safetensors;

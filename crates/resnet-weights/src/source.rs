@@ -97,7 +97,7 @@ impl TensorMap {
         metadata: Option<std::collections::HashMap<String, String>>,
     ) -> Result<Vec<u8>, WeightError> {
         let list: Vec<(&str, &Tensor)> = self.iter().collect();
-        crate::file::safetensors_bytes(&list, metadata)
+        crate::write::safetensors_bytes(&list, metadata)
     }
 }
 

@@ -277,6 +277,16 @@ fn malformed_files_are_typed_errors() {
         WeightFile::open("/nonexistent/weights.safetensors"),
         Err(WeightError::Io { .. })
     ));
+    // A file that cannot be written says so (not "cannot read").
+    let t = resnet_weights::Tensor::zeros(&[2]).unwrap();
+    let e = resnet_weights::write_safetensors("/nonexistent/dir/w.safetensors", &[("a", &t)], None)
+        .unwrap_err();
+    assert!(matches!(e, WeightError::WriteIo { .. }), "{e}");
+    assert!(
+        e.to_string()
+            .starts_with("cannot write /nonexistent/dir/w.safetensors"),
+        "{e}"
+    );
 }
 
 #[test]
