@@ -5,7 +5,10 @@ use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use resnet_image::Preprocess;
 use resnet_models::timing::{median_min, time_iters};
-use resnet_models::{Edsr, ResNet, ResNetConfig, Strictness, WeightFile, infer_config, top_k};
+use resnet_models::{
+    Edsr, Plan, ResNet, ResNetConfig, Strictness, WeightFile, edsr_plan, infer_config, resnet_plan,
+    top_k,
+};
 use resnet_tensor::{Layout, Tensor};
 use resnet_weights::{WeightSource, write_safetensors};
 use serde_json::json;
@@ -204,7 +207,12 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
-        Command::Inspect { file, json } => inspect(&file, json),
+        Command::Inspect {
+            file,
+            json,
+            plan,
+            size,
+        } => inspect(&file, json, plan.then_some(size as usize)),
         Command::Bench {
             arch,
             weights,
@@ -338,7 +346,19 @@ fn for_batches(
     Ok(())
 }
 
-fn inspect(spec: &str, json_out: bool) -> Result<()> {
+/// What `inspect` found out about a file.
+struct Inspection<'a> {
+    path: &'a Path,
+    file: &'a WeightFile,
+    params: usize,
+    tensors: Vec<TensorRow>,
+    arch: std::result::Result<String, String>,
+    unmapped: Vec<String>,
+    /// The plan, with the input dims to describe it on, when asked for.
+    plan: Option<(Plan, [usize; 4])>,
+}
+
+fn inspect(spec: &str, json_out: bool, plan_size: Option<usize>) -> Result<()> {
     let path = weights::resolve(spec)?;
     let file = WeightFile::open(&path).with_context(|| path.display().to_string())?;
     let mut params = 0usize;
@@ -356,54 +376,82 @@ fn inspect(spec: &str, json_out: bool) -> Result<()> {
         ));
     }
     tensors.sort();
+    let mut found = Inspection {
+        path: &path,
+        file: &file,
+        params,
+        tensors,
+        arch: Err(String::new()),
+        unmapped: Vec::new(),
+        plan: None,
+    };
+    let dims = |c: usize, s: usize| [1, c, s, s];
     if is_edsr(&file) {
-        let (arch, unmapped) = match Edsr::infer_config(&file) {
+        match Edsr::infer_config(&file) {
             Ok(cfg) => {
                 let tracked = resnet_weights::Tracked::new(&file);
                 match Edsr::load(&tracked, &cfg) {
-                    Ok(_) => (
-                        Ok(format!(
+                    Ok(_) => {
+                        found.arch = Ok(format!(
                             "edsr x{} ({} residual blocks, {} features, res_scale {}, rgb_range {})",
                             cfg.scale, cfg.n_resblocks, cfg.n_feats, cfg.res_scale, cfg.rgb_range
-                        )),
-                        tracked.unused(),
-                    ),
-                    Err(e) => (Err(e.to_string()), Vec::new()),
+                        ));
+                        found.unmapped = tracked.unused();
+                    }
+                    Err(e) => found.arch = Err(e.to_string()),
+                }
+                if let Some(s) = plan_size {
+                    found.plan = Some((edsr_plan(&cfg)?, dims(cfg.channels, s)));
                 }
             }
-            Err(e) => (Err(e.to_string()), Vec::new()),
-        };
-        return print_inspect(&path, &file, params, &tensors, arch, unmapped, json_out);
+            Err(e) => found.arch = Err(e.to_string()),
+        }
+        return print_inspect(&found, json_out);
     }
-    let (arch, unmapped) = match infer_config(&file) {
-        Ok(cfg) => match ResNet::load_checked(&file, &cfg, Strictness::Lenient) {
-            Ok((_, unused)) => (Ok(cfg), unused),
-            Err(e) => (Err(e.to_string()), Vec::new()),
-        },
-        Err(e) => (
-            Err(e.to_string()),
-            file.names()
+    match infer_config(&file) {
+        Ok(cfg) => {
+            match ResNet::load_checked(&file, &cfg, Strictness::Lenient) {
+                Ok((_, unused)) => {
+                    found.arch = Ok(describe(&cfg));
+                    found.unmapped = unused;
+                }
+                Err(e) => found.arch = Err(e.to_string()),
+            }
+            if let Some(s) = plan_size {
+                found.plan = Some((resnet_plan(&cfg)?, dims(cfg.in_channels, s)));
+            }
+        }
+        Err(e) => {
+            found.arch = Err(e.to_string());
+            found.unmapped = file
+                .names()
                 .into_iter()
                 .map(|n| file.file_name(&n))
-                .collect(),
-        ),
-    };
-    let arch = arch.map(|c| describe(&c));
-    print_inspect(&path, &file, params, &tensors, arch, unmapped, json_out)
+                .collect();
+        }
+    }
+    print_inspect(&found, json_out)
 }
 
 type TensorRow = (String, String, String, Vec<usize>);
 
-#[allow(clippy::too_many_arguments)]
-fn print_inspect(
-    path: &Path,
-    file: &WeightFile,
-    params: usize,
-    tensors: &[TensorRow],
-    arch: std::result::Result<String, String>,
-    unmapped: Vec<String>,
-    json_out: bool,
-) -> Result<()> {
+fn print_inspect(found: &Inspection<'_>, json_out: bool) -> Result<()> {
+    let Inspection {
+        path,
+        file,
+        params,
+        tensors,
+        arch,
+        unmapped,
+        plan,
+    } = found;
+    let plan = match plan {
+        Some((p, d)) => Some(
+            p.describe(*d)
+                .with_context(|| format!("the plan does not fit an input of {d:?}"))?,
+        ),
+        None => None,
+    };
     if json_out {
         let v = json!({
             "file": path.display().to_string(),
@@ -414,6 +462,7 @@ fn print_inspect(
             "architecture_error": arch.as_ref().err(),
             "unmapped": unmapped,
             "metadata": file.metadata(),
+            "plan": plan.as_ref().map(|p| p.lines().collect::<Vec<_>>()),
         });
         out!("{v}");
         return Ok(());
@@ -421,7 +470,7 @@ fn print_inspect(
     out!("file:         {}", path.display());
     out!("naming:       {}", scheme(file));
     out!("tensors:      {}", tensors.len());
-    out!("parameters:   {params} ({:.1} M)", params as f64 / 1e6);
+    out!("parameters:   {params} ({:.1} M)", *params as f64 / 1e6);
     match &arch {
         Ok(a) => out!("architecture: {a}"),
         Err(e) => out!("architecture: not recognised: {e}"),
@@ -446,6 +495,13 @@ fn print_inspect(
             format!("  -> {canonical}")
         };
         out!("{file_name:60} {dtype:5} {shape:?}{mapped}");
+    }
+    if let Some(plan) = plan {
+        out!();
+        out!("plan (step, then the dims it produces):");
+        for line in plan.lines() {
+            out!("  {line}");
+        }
     }
     Ok(())
 }

@@ -143,6 +143,13 @@ enum Command {
         /// Print JSON.
         #[arg(long)]
         json: bool,
+        /// Also print the plan the network runs: one step a line, with the dims each step
+        /// produces on a batch of one image of --size pixels.
+        #[arg(long)]
+        plan: bool,
+        /// Input size (square) for --plan.
+        #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(u32).range(1..65537))]
+        size: u32,
     },
     /// Time forward passes of one configuration: the median and the fastest of the timed
     /// passes, after one untimed warm-up pass.

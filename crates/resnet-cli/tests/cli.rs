@@ -212,6 +212,41 @@ fn inspect_describes_the_file() {
     assert!(text.contains("torchvision"), "{text}");
     assert!(text.contains("unmapped:     none"), "{text}");
     assert!(text.contains("11.7 M"), "{text}");
+    assert!(!text.contains("plan ("), "{text}");
+    // The plan: every step with the dims it produces, at the size asked for.
+    let out = resnet()
+        .args(["inspect", "--plan", "--size", "64"])
+        .arg(g.join("resnet18_f16.safetensors"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("plan (step, then the dims it produces):"),
+        "{text}"
+    );
+    assert!(text.contains("[layer4.1.conv2]"), "{text}");
+    assert!(text.contains("output logits"), "{text}");
+    assert!(text.contains("[1, 512, 2, 2]"), "{text}");
+    let out = resnet()
+        .args(["inspect", "--plan", "--json", "--size", "16"])
+        .arg(g.join("edsr_tiny_x3.safetensors"))
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let plan = v["plan"].as_array().unwrap();
+    assert!(
+        plan.iter()
+            .any(|l| l.as_str().unwrap().contains("pixel_shuffle"))
+    );
+    assert!(
+        plan.last()
+            .unwrap()
+            .as_str()
+            .unwrap()
+            .contains("[1, 3, 48, 48]")
+    );
     // JSON, and a file with extra and HF-named tensors.
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("hf.safetensors");

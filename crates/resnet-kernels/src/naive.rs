@@ -62,18 +62,35 @@ pub fn conv2d(
     Ok(())
 }
 
+/// The per-channel parameters of a batch-norm in evaluation mode.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchNormParams<'a> {
+    /// Scale (PyTorch's `weight`), `[C]`.
+    pub gamma: &'a [f32],
+    /// Shift (PyTorch's `bias`), `[C]`.
+    pub beta: &'a [f32],
+    /// Running mean, `[C]`.
+    pub mean: &'a [f32],
+    /// Running (unbiased) variance, `[C]`.
+    pub var: &'a [f32],
+    /// Added to the variance.
+    pub eps: f32,
+}
+
 /// Inference batch-norm over `[N, C, H*W]`: `y = (x - mean) / sqrt(var + eps) * gamma + beta`.
-#[allow(clippy::too_many_arguments)]
 pub fn batch_norm(
     dims: [usize; 4],
     input: &[f32],
-    gamma: &[f32],
-    beta: &[f32],
-    mean: &[f32],
-    var: &[f32],
-    eps: f32,
+    bn: &BatchNormParams<'_>,
     output: &mut [f32],
 ) -> Result<(), KernelError> {
+    let &BatchNormParams {
+        gamma,
+        beta,
+        mean,
+        var,
+        eps,
+    } = bn;
     let [n, c, h, w] = dims;
     let len = n * c * h * w;
     check_len("batch_norm input", input, len)?;
@@ -354,17 +371,14 @@ mod tests {
     #[test]
     fn batch_norm_by_hand() {
         let mut out = [0.0; 2];
-        batch_norm(
-            [1, 2, 1, 1],
-            &[3.0, 2.0],
-            &[2.0, 1.0],
-            &[1.0, 0.0],
-            &[1.0, 1.0],
-            &[4.0, 0.25],
-            0.0,
-            &mut out,
-        )
-        .unwrap();
+        let bn = BatchNormParams {
+            gamma: &[2.0, 1.0],
+            beta: &[1.0, 0.0],
+            mean: &[1.0, 1.0],
+            var: &[4.0, 0.25],
+            eps: 0.0,
+        };
+        batch_norm([1, 2, 1, 1], &[3.0, 2.0], &bn, &mut out).unwrap();
         assert_eq!(out, [3.0, 2.0]);
     }
 

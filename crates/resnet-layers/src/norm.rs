@@ -106,16 +106,14 @@ impl BatchNorm2d {
             });
         }
         let mut y = Tensor::zeros(&dims)?;
-        naive::batch_norm(
-            dims,
-            x.as_slice(),
-            self.weight.as_slice(),
-            self.bias.as_slice(),
-            self.running_mean.as_slice(),
-            self.running_var.as_slice(),
-            self.config.eps,
-            y.as_mut_slice(),
-        )?;
+        let bn = naive::BatchNormParams {
+            gamma: self.weight.as_slice(),
+            beta: self.bias.as_slice(),
+            mean: self.running_mean.as_slice(),
+            var: self.running_var.as_slice(),
+            eps: self.config.eps,
+        };
+        naive::batch_norm(dims, x.as_slice(), &bn, y.as_mut_slice())?;
         Ok(y)
     }
 }

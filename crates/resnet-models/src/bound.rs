@@ -6,7 +6,7 @@
 //! file has them, for the reference kernels to run convolution, batch-norm, add and ReLU one
 //! after another.
 
-use crate::plan::{ConvStep, LinearStep, Step};
+use crate::plan::{ConvStep, LinearStep, Plan, Step};
 use crate::{Backend, ModelError};
 use resnet_kernels::fast::{PackedConv, PackedLinear};
 use resnet_weights::WeightSource;
@@ -42,12 +42,37 @@ pub(crate) enum Bound {
     },
 }
 
+/// A plan with the parameters of every step in the form one kernel set runs them.
+#[derive(Debug)]
+pub(crate) struct BoundPlan {
+    pub(crate) plan: Plan,
+    /// One entry per step of `plan`.
+    pub(crate) steps: Vec<Bound>,
+    pub(crate) backend: Backend,
+}
+
+impl BoundPlan {
+    /// Bind every step of `plan` to the tensors of `src`.
+    pub(crate) fn new(
+        plan: Plan,
+        src: &dyn WeightSource,
+        backend: Backend,
+    ) -> Result<Self, ModelError> {
+        let steps = plan
+            .steps()
+            .iter()
+            .map(|step| bind(step, src, backend))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            plan,
+            steps,
+            backend,
+        })
+    }
+}
+
 /// The parameters of `step` from `src`, in the form `backend` runs them.
-pub(crate) fn bind(
-    step: &Step,
-    src: &dyn WeightSource,
-    backend: Backend,
-) -> Result<Bound, ModelError> {
+fn bind(step: &Step, src: &dyn WeightSource, backend: Backend) -> Result<Bound, ModelError> {
     match step {
         Step::Conv(c) => bind_conv(c, src, backend),
         Step::Linear(l) => bind_linear(l, src, backend),

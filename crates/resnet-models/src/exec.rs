@@ -2,7 +2,7 @@
 //! workspaces (activation slots and kernel scratch, reused between calls) and reports each
 //! step to an [`Observer`].
 
-use crate::bound::{Bound, NaiveConv};
+use crate::bound::{Bound, BoundPlan, NaiveConv};
 use crate::plan::{Plan, Step};
 use crate::{Backend, ModelError};
 use resnet_kernels::fast::{self, Ctx, Epilogue, Par, Scratch};
@@ -221,9 +221,7 @@ impl Executor {
     /// Run `plan` (bound as `bound` for `backend`) on `x`, on this executor's threads.
     pub(crate) fn run(
         &self,
-        plan: &Plan,
-        bound: &[Bound],
-        backend: Backend,
+        net: &BoundPlan,
         x: &Tensor,
         obs: &mut dyn Observer,
     ) -> Result<(), ModelError> {
@@ -231,17 +229,17 @@ impl Executor {
             found: x.shape().dims().to_vec(),
             reason: "expected a rank-4 [N, C, H, W] tensor".into(),
         })?;
-        if dims[1] != plan.in_channels() {
+        if dims[1] != net.plan.in_channels() {
             return Err(ModelError::Input {
                 found: dims.to_vec(),
-                reason: format!("expected {} channels", plan.in_channels()),
+                reason: format!("expected {} channels", net.plan.in_channels()),
             });
         }
         let mut ws = self.workspaces.take();
         let par = Par::with_threads(self.threads);
         let result = match &self.pool {
-            Some(p) => p.install(|| self.steps(plan, bound, backend, x, dims, &mut ws, par, obs)),
-            None => self.steps(plan, bound, backend, x, dims, &mut ws, par, obs),
+            Some(p) => p.install(|| self.steps(net, x, dims, &mut ws, par, obs)),
+            None => self.steps(net, x, dims, &mut ws, par, obs),
         };
         self.workspaces.give(ws);
         result
@@ -283,18 +281,21 @@ impl Executor {
     }
 
     /// The step loop.
-    #[allow(clippy::too_many_arguments)] // one private call site, in `run`
     fn steps(
         &self,
-        plan: &Plan,
-        bound: &[Bound],
-        backend: Backend,
+        net: &BoundPlan,
         x: &Tensor,
         dims: [usize; 4],
         ws: &mut Workspace,
         par: Par,
         obs: &mut dyn Observer,
     ) -> Result<(), ModelError> {
+        let BoundPlan {
+            plan,
+            steps: bound,
+            backend,
+        } = net;
+        let backend = *backend;
         self.plan_for(plan, bound, dims, ws)?;
         let cpu = self.cpu;
         let layout = match backend {
@@ -457,16 +458,14 @@ fn naive_conv(
     naive::conv2d(&geom, x, &nc.weight, nc.bias.as_deref(), dst)?;
     if let Some(bn) = &nc.bn {
         let y = dst.to_vec();
-        naive::batch_norm(
-            geom.output,
-            &y,
-            &bn.gamma,
-            &bn.beta,
-            &bn.mean,
-            &bn.var,
-            c.bn_eps,
-            dst,
-        )?;
+        let params = naive::BatchNormParams {
+            gamma: &bn.gamma,
+            beta: &bn.beta,
+            mean: &bn.mean,
+            var: &bn.var,
+            eps: c.bn_eps,
+        };
+        naive::batch_norm(geom.output, &y, &params, dst)?;
     }
     if c.scale != 1.0 {
         for v in dst.iter_mut() {

@@ -1,7 +1,7 @@
 //! [`Network`]: a [`Plan`] bound to weights for one kernel set (`bound.rs`), with the
 //! executor that runs it (`exec.rs`).
 
-use crate::bound::{Bound, bind};
+use crate::bound::{Bound, BoundPlan};
 use crate::exec::{Executor, Observer};
 use crate::plan::{Plan, Step};
 use crate::{Backend, ModelError};
@@ -29,9 +29,7 @@ use std::sync::Arc;
 /// ```
 #[derive(Debug, Clone)]
 pub struct Network {
-    plan: Arc<Plan>,
-    bound: Arc<Vec<Bound>>,
-    backend: Backend,
+    bound: Arc<BoundPlan>,
     exec: Executor,
 }
 
@@ -39,16 +37,10 @@ impl Network {
     /// Bind `plan` to the tensors of `src` (named as the plan's steps say) for `backend`, on
     /// all cores. Every tensor is checked against the shape the plan implies.
     pub fn load(plan: Plan, src: &dyn WeightSource, backend: Backend) -> Result<Self, ModelError> {
-        let bound = plan
-            .steps()
-            .iter()
-            .map(|step| bind(step, src, backend))
-            .collect::<Result<Vec<_>, _>>()?;
+        let bound = BoundPlan::new(plan, src, backend)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Self {
-            plan: Arc::new(plan),
             bound: Arc::new(bound),
-            backend,
             exec: Executor::new(threads, Cpu::detect())?,
         })
     }
@@ -68,12 +60,12 @@ impl Network {
 
     /// The plan.
     pub fn plan(&self) -> &Plan {
-        &self.plan
+        &self.bound.plan
     }
 
     /// The kernel set.
     pub fn backend(&self) -> Backend {
-        self.backend
+        self.bound.backend
     }
 
     /// Worker threads.
@@ -89,11 +81,11 @@ impl Network {
     /// Every convolution in execution order with the algorithm the fast kernels run for it
     /// (`None` on the naive backend).
     pub fn conv_algorithms(&self) -> Option<Vec<(String, resnet_kernels::fast::ConvAlgo)>> {
-        (self.backend == Backend::Fast).then(|| {
-            self.plan
+        (self.backend() == Backend::Fast).then(|| {
+            self.plan()
                 .steps()
                 .iter()
-                .zip(self.bound.iter())
+                .zip(&self.bound.steps)
                 .filter_map(|(s, b)| match (s, b) {
                     (Step::Conv(c), Bound::FastConv(p)) => Some((c.name.clone(), p.algorithm())),
                     _ => None,
@@ -105,8 +97,7 @@ impl Network {
     /// Run the plan on `x` (`[N, C, H, W]`, either layout), reporting every step to
     /// `observer`, which may stop the run early.
     pub fn run(&self, x: &Tensor, observer: &mut dyn Observer) -> Result<(), ModelError> {
-        self.exec
-            .run(&self.plan, &self.bound, self.backend, x, observer)
+        self.exec.run(&self.bound, x, observer)
     }
 
     /// Run until the output `name` and return it (NCHW; `[N, C]` for pooled values).
