@@ -1,3 +1,6 @@
+//! [`Cpu`]: the token that proves which instruction set the fast kernels may use, made only
+//! by feature detection; [`SimdLevel`] names the levels.
+
 /// The SIMD instruction set the fast kernels were dispatched to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SimdLevel {

@@ -1,3 +1,6 @@
+//! Validated shapes of convolutions and pools: [`Conv2dParams`], [`ConvGeometry`],
+//! [`PoolGeometry`], checked once so kernels can index without re-checking.
+
 use crate::KernelError;
 
 /// Hyper-parameters of a 2-D convolution (PyTorch's `Conv2d` semantics), `[height, width]` pairs.

@@ -1,3 +1,6 @@
+//! The configurations networks are built from: [`ResNetConfig`] (with torchvision's named
+//! ones) and [`EdsrConfig`].
+
 use crate::ModelError;
 
 /// The residual block a network is made of.

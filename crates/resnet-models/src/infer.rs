@@ -1,3 +1,5 @@
+//! [`infer_config`]: a ResNet's configuration read off the keys and shapes of its weights.
+
 use crate::{BlockKind, ModelError, ResNetConfig};
 use resnet_weights::WeightSource;
 

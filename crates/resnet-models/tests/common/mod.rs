@@ -1,5 +1,5 @@
-#![allow(dead_code)]
 //! Shared helpers of the golden tests.
+#![allow(dead_code)]
 
 use resnet_tensor::Tensor;
 use std::path::PathBuf;
