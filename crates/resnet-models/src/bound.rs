@@ -6,7 +6,7 @@
 //! file has them, for the reference kernels to run convolution, batch-norm, add and ReLU one
 //! after another.
 
-use crate::plan::{ConvStep, LinearStep, Plan, Step};
+use crate::plan::{ConvSpec, LinearStep, Plan, Step};
 use crate::{Backend, ModelError};
 use resnet_kernels::fast::{PackedConv, PackedLinear};
 use resnet_weights::WeightSource;
@@ -74,7 +74,7 @@ impl BoundPlan {
 /// The parameters of `step` from `src`, in the form `backend` runs them.
 fn bind(step: &Step, src: &dyn WeightSource, backend: Backend) -> Result<Bound, ModelError> {
     match step {
-        Step::Conv(c) => bind_conv(c, src, backend),
+        Step::Conv(c) => bind_conv(&c.conv, src, backend),
         Step::Linear(l) => bind_linear(l, src, backend),
         _ => Ok(Bound::None),
     }
@@ -89,7 +89,7 @@ fn config_error(step: &str, what: impl std::fmt::Display) -> ModelError {
 }
 
 /// Fold the batch-norm (and the output scale) into the weights and bias in f64, and pack.
-fn bind_conv(c: &ConvStep, src: &dyn WeightSource, backend: Backend) -> Result<Bound, ModelError> {
+fn bind_conv(c: &ConvSpec, src: &dyn WeightSource, backend: Backend) -> Result<Bound, ModelError> {
     let shape = c.weight_shape();
     if c.groups == 0 || c.in_channels % c.groups != 0 || c.out_channels % c.groups != 0 {
         return Err(config_error(

@@ -27,7 +27,7 @@ use crate::plan::{ConvSpec, Plan, PlanBuilder};
 use crate::{Backend, EdsrConfig, ModelError};
 use resnet_kernels::Cpu;
 use resnet_tensor::{Layout, Tensor};
-use resnet_weights::{Strictness, Tracked, WeightFile, WeightSource};
+use resnet_weights::WeightSource;
 
 /// The plan of an EDSR network: `sub_mean`, `head.0`, the residual blocks
 /// (`body.I.body.{0,2}`), `body.N` with the long skip from the head, the upsampler
@@ -236,12 +236,11 @@ impl Edsr {
         path: impl AsRef<std::path::Path>,
         backend: Backend,
     ) -> Result<Self, ModelError> {
-        let file = WeightFile::open(path)?;
-        let cfg = Self::infer_config(&file)?;
-        let tracked = Tracked::new(&file);
-        let model = Self::load_on(&tracked, &cfg, backend)?;
-        tracked.finish(Strictness::Strict)?;
-        Ok(model)
+        crate::network::load_file_strict(
+            path.as_ref(),
+            |f| Self::infer_config(f),
+            |src, cfg| Self::load_on(src, cfg, backend),
+        )
     }
 
     /// The same network on `threads` worker threads.
@@ -299,7 +298,12 @@ impl Edsr {
     /// How far (in input pixels) an output pixel's receptive field reaches: at most one per
     /// 3x3 conv of the plan, rounded up to an even number so tiles keep Winograd's 2x2 grid.
     pub fn halo(&self) -> usize {
-        let convs = self.net.plan().convs().filter(|c| c.kernel == 3).count();
+        let convs = self
+            .net
+            .plan()
+            .convs()
+            .filter(|c| c.conv.kernel == 3)
+            .count();
         convs.next_multiple_of(2)
     }
 

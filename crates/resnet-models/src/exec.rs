@@ -454,6 +454,7 @@ fn naive_conv(
     residual: Option<&[f32]>,
     dst: &mut [f32],
 ) -> Result<(), ModelError> {
+    let (relu, c) = (c.relu, &c.conv);
     let geom = ConvGeometry::new(input, c.weight_shape(), c.params())?;
     naive::conv2d(&geom, x, &nc.weight, nc.bias.as_deref(), dst)?;
     if let Some(bn) = &nc.bn {
@@ -476,7 +477,7 @@ fn naive_conv(
         let y = dst.to_vec();
         naive::add(&y, r, dst)?;
     }
-    if c.relu {
+    if relu {
         naive::relu_inplace(dst);
     }
     Ok(())

@@ -7,7 +7,7 @@ use crate::plan::{Plan, Step};
 use crate::{Backend, ModelError};
 use resnet_kernels::Cpu;
 use resnet_tensor::Tensor;
-use resnet_weights::WeightSource;
+use resnet_weights::{Strictness, Tracked, WeightFile, WeightSource};
 use std::sync::Arc;
 
 /// A plan with its weights bound for one kernel set, and the threads and workspaces that run
@@ -87,7 +87,9 @@ impl Network {
                 .iter()
                 .zip(&self.bound.steps)
                 .filter_map(|(s, b)| match (s, b) {
-                    (Step::Conv(c), Bound::FastConv(p)) => Some((c.name.clone(), p.algorithm())),
+                    (Step::Conv(c), Bound::FastConv(p)) => {
+                        Some((c.conv.name.clone(), p.algorithm()))
+                    }
                     _ => None,
                 })
                 .collect()
@@ -122,4 +124,19 @@ impl Network {
         self.run(x, &mut keep)?;
         Ok(keep.into_all())
     }
+}
+
+/// Open a weights file, infer the configuration with `infer`, build with `load`, and insist
+/// that every tensor of the file was used (but `num_batches_tracked`).
+pub(crate) fn load_file_strict<C, M>(
+    path: &std::path::Path,
+    infer: impl FnOnce(&WeightFile) -> Result<C, ModelError>,
+    load: impl FnOnce(&dyn WeightSource, &C) -> Result<M, ModelError>,
+) -> Result<M, ModelError> {
+    let file = WeightFile::open(path)?;
+    let config = infer(&file)?;
+    let tracked = Tracked::new(&file);
+    let model = load(&tracked, &config)?;
+    tracked.finish(Strictness::Strict)?;
+    Ok(model)
 }

@@ -35,31 +35,8 @@ impl fmt::Display for Slot {
 /// A convolution step: `dst = act(scale * bn(conv(src)) + residual)`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ConvStep {
-    /// Name in profiles and plans (torchvision's module name, e.g. `layer2.0.conv1`).
-    pub name: String,
-    /// Key prefix of the weights: `{weight}.weight` and, with `bias`, `{weight}.bias`.
-    pub weight: String,
-    /// Key prefix of the batch-norm that follows (`{bn}.weight`, `.bias`, `.running_mean`,
-    /// `.running_var`), if any.
-    pub bn: Option<String>,
-    /// The batch-norm's epsilon.
-    pub bn_eps: f32,
-    /// Input channels.
-    pub in_channels: usize,
-    /// Output channels.
-    pub out_channels: usize,
-    /// Square kernel size.
-    pub kernel: usize,
-    /// Stride on both axes.
-    pub stride: usize,
-    /// Zero padding on both axes.
-    pub padding: usize,
-    /// Channel groups.
-    pub groups: usize,
-    /// Whether the convolution has a bias.
-    pub bias: bool,
-    /// Factor on the output before the residual add (EDSR's `res_scale`; 1 elsewhere).
-    pub scale: f32,
+    /// What the convolution computes and where its parameters are.
+    pub conv: ConvSpec,
     /// Input slot.
     pub src: Slot,
     /// Output slot (never `src` or `residual`).
@@ -68,26 +45,6 @@ pub struct ConvStep {
     pub residual: Option<Slot>,
     /// Whether ReLU follows.
     pub relu: bool,
-}
-
-impl ConvStep {
-    /// The weight shape `[O, C/groups, K, K]`.
-    pub fn weight_shape(&self) -> [usize; 4] {
-        [
-            self.out_channels,
-            self.in_channels / self.groups.max(1),
-            self.kernel,
-            self.kernel,
-        ]
-    }
-
-    /// The kernel-level hyper-parameters.
-    pub fn params(&self) -> resnet_kernels::Conv2dParams {
-        resnet_kernels::Conv2dParams::default()
-            .with_stride(self.stride)
-            .with_padding(self.padding)
-            .with_groups(self.groups)
-    }
 }
 
 /// A fully connected step on pooled features: `dst = src W^T + b`.
@@ -190,7 +147,7 @@ impl Step {
     pub fn name(&self) -> &str {
         match self {
             Step::Input { .. } => "input",
-            Step::Conv(c) => &c.name,
+            Step::Conv(c) => &c.conv.name,
             Step::Linear(l) => &l.name,
             Step::MaxPool { .. } => "maxpool",
             Step::GlobalAvgPool { .. } => "avgpool",
@@ -216,10 +173,11 @@ impl Step {
         };
         match self {
             Step::Input { .. } | Step::Output { .. } => Ok(input),
-            Step::Conv(cs) => {
-                channels(cs.in_channels)?;
-                let g = resnet_kernels::ConvGeometry::new(input, cs.weight_shape(), cs.params())
-                    .map_err(|e| bad(e.to_string()))?;
+            Step::Conv(ConvStep { conv, .. }) => {
+                channels(conv.in_channels)?;
+                let g =
+                    resnet_kernels::ConvGeometry::new(input, conv.weight_shape(), conv.params())
+                        .map_err(|e| bad(e.to_string()))?;
                 Ok(g.output)
             }
             Step::MaxPool {
@@ -259,7 +217,7 @@ impl Step {
         };
         match self {
             Step::Conv(c) => {
-                let [o, cg, k, _] = c.weight_shape();
+                let [o, cg, k, _] = c.conv.weight_shape();
                 (out[0] * out[2] * out[3]) as u64 * (o * cg * k * k) as u64
             }
             Step::Linear(l) => (input[0] * l.in_features * l.out_features) as u64,
@@ -272,12 +230,16 @@ impl fmt::Display for Step {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Step::Input { dst } => write!(f, "{dst} = input"),
-            Step::Conv(c) => {
+            Step::Conv(ConvStep {
+                conv: c,
+                src,
+                dst,
+                residual,
+                relu,
+            }) => {
                 write!(
                     f,
-                    "{} = conv{k}x{k}({}, {} -> {}",
-                    c.dst,
-                    c.src,
+                    "{dst} = conv{k}x{k}({src}, {} -> {}",
                     c.in_channels,
                     c.out_channels,
                     k = c.kernel
@@ -298,10 +260,10 @@ impl fmt::Display for Step {
                 if c.scale != 1.0 {
                     write!(f, " *{}", c.scale)?;
                 }
-                if let Some(r) = c.residual {
+                if let Some(r) = residual {
                     write!(f, " +{r}")?;
                 }
-                if c.relu {
+                if *relu {
                     write!(f, " relu")?;
                 }
                 write!(f, "  [{}]", c.name)
@@ -452,6 +414,24 @@ pub struct ConvSpec {
 }
 
 impl ConvSpec {
+    /// The weight shape `[O, C/groups, K, K]`.
+    pub fn weight_shape(&self) -> [usize; 4] {
+        [
+            self.out_channels,
+            self.in_channels / self.groups.max(1),
+            self.kernel,
+            self.kernel,
+        ]
+    }
+
+    /// The kernel-level hyper-parameters.
+    pub fn params(&self) -> resnet_kernels::Conv2dParams {
+        resnet_kernels::Conv2dParams::default()
+            .with_stride(self.stride)
+            .with_padding(self.padding)
+            .with_groups(self.groups)
+    }
+
     /// A `kernel x kernel` convolution named `name`, weights under `weight`, "same" padding
     /// (`kernel / 2`), stride 1, one group, no bias, no batch-norm, scale 1.
     pub fn new(name: &str, weight: &str, cin: usize, cout: usize, kernel: usize) -> Self {
@@ -543,35 +523,10 @@ impl PlanBuilder {
     }
 
     /// `act(scale * conv(src) + residual)` into a new slot.
-    pub fn conv(&mut self, spec: ConvSpec, src: Slot, residual: Option<Slot>, relu: bool) -> Slot {
+    pub fn conv(&mut self, conv: ConvSpec, src: Slot, residual: Option<Slot>, relu: bool) -> Slot {
         let dst = self.alloc();
-        let ConvSpec {
-            name,
-            weight,
-            bn,
-            bn_eps,
-            in_channels,
-            out_channels,
-            kernel,
-            stride,
-            padding,
-            groups,
-            bias,
-            scale,
-        } = spec;
         self.steps.push(Step::Conv(ConvStep {
-            name,
-            weight,
-            bn,
-            bn_eps,
-            in_channels,
-            out_channels,
-            kernel,
-            stride,
-            padding,
-            groups,
-            bias,
-            scale,
+            conv,
             src,
             dst,
             residual,

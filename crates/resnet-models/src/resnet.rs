@@ -6,7 +6,7 @@ use crate::plan::{ConvSpec, Plan, PlanBuilder, Slot};
 use crate::{Backend, BlockKind, ModelError, ResNetConfig};
 use resnet_kernels::Cpu;
 use resnet_tensor::Tensor;
-use resnet_weights::{Strictness, Tracked, WeightFile, WeightSource};
+use resnet_weights::{Strictness, Tracked, WeightSource};
 
 /// The plan of a network of `config`: torchvision's module names as weight keys (`conv1`,
 /// `bn1`, `layerS.B.convJ`, `layerS.B.bnJ`, `layerS.B.downsample.{0,1}`, `fc`), outputs
@@ -215,12 +215,11 @@ impl ResNet {
         path: impl AsRef<std::path::Path>,
         backend: Backend,
     ) -> Result<Self, ModelError> {
-        let file = WeightFile::open(path)?;
-        let config = crate::infer_config(&file)?;
-        let tracked = Tracked::new(&file);
-        let model = Self::load_on(&tracked, &config, backend)?;
-        tracked.finish(Strictness::Strict)?;
-        Ok(model)
+        crate::network::load_file_strict(
+            path.as_ref(),
+            |f| crate::infer_config(f),
+            |src, cfg| Self::load_on(src, cfg, backend),
+        )
     }
 
     /// A network of `config` with torchvision's random initialisation (Kaiming-normal convs,
