@@ -335,17 +335,11 @@ impl PackedConv {
         // Winograd and the direct grouped path compute bands of whole output rows (Winograd's
         // an even number of them, whole 2x2 tiles), each task owning a contiguous run of rows.
         let mut band = |rows: usize, f: &BandFn<'_>| {
-            for_each_chunk(
-                out,
-                img_out,
-                rows * ow * o,
-                ctx.par.is_parallel(),
-                |ni, off, band| {
-                    let epi = epi.part(ni * img_out + off, band.len());
-                    ctx.scratch
-                        .with(|s| f(image(ni), off / (ow * o), epi, band, s));
-                },
-            );
+            for_each_chunk(out, img_out, rows * ow * o, ctx.par, |ni, off, band| {
+                let epi = epi.part(ni * img_out + off, band.len());
+                ctx.scratch
+                    .with(|s| f(image(ni), off / (ow * o), epi, band, s));
+            });
         };
         match &self.kernel {
             Kernel::Winograd(wino) => {
@@ -424,23 +418,17 @@ impl PackedConv {
             });
             return;
         }
-        for_each_chunk(
-            out,
-            img_out,
-            pt * o,
-            ctx.par.is_parallel(),
-            |ni, off, tile| {
-                let (p0, rows) = (off / o, tile.len() / o);
-                let epi = epi.part(ni * img_out + off, tile.len());
-                let task = Task {
-                    p0,
-                    rows,
-                    chans: 0..o,
-                };
-                // SAFETY: `tile` is uniquely borrowed and holds `rows` whole output rows.
-                unsafe { self.tile(ctx, &image(ni), task, tile.as_mut_ptr(), epi) };
-            },
-        );
+        for_each_chunk(out, img_out, pt * o, ctx.par, |ni, off, tile| {
+            let (p0, rows) = (off / o, tile.len() / o);
+            let epi = epi.part(ni * img_out + off, tile.len());
+            let task = Task {
+                p0,
+                rows,
+                chans: 0..o,
+            };
+            // SAFETY: `tile` is uniquely borrowed and holds `rows` whole output rows.
+            unsafe { self.tile(ctx, &image(ni), task, tile.as_mut_ptr(), epi) };
+        });
     }
 
     /// One task of the matrix-product paths on one image, with `dst` pointing at the tile's
@@ -527,16 +515,16 @@ unsafe impl Send for SharedOut {}
 unsafe impl Sync for SharedOut {}
 
 /// Call `f(image, offset, chunk)` for every `chunk`-sized piece of each `img_len`-sized image
-/// of `out`, on the current rayon pool when `parallel`, without collecting the pieces. The
-/// pieces do not depend on the thread count.
+/// of `out`, on the current rayon pool with [`Par::Rayon`], without collecting the pieces.
+/// The pieces do not depend on the thread count.
 fn for_each_chunk(
     out: &mut [f32],
     img_len: usize,
     chunk: usize,
-    parallel: bool,
+    par: Par,
     f: impl Fn(usize, usize, &mut [f32]) + Sync + Send,
 ) {
-    if parallel {
+    if par.is_parallel() {
         out.par_chunks_mut(img_len)
             .enumerate()
             .for_each(|(ni, img)| {
