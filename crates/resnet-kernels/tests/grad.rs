@@ -366,8 +366,8 @@ fn conv_backward_by_hand() {
     assert_eq!(gw, [-1.5, -15.0]);
     assert_eq!(gb, [0.5]);
 
-    // Stride 2 over 3x3 with a 1x1 kernel reads only the corners and the centre row/col
-    // crossings at even positions: the other inputs get exactly 0.
+    // Stride 2 over 3x3 with a 1x1 kernel reads only the four corners: the other inputs get
+    // exactly 0.
     let geom = ConvGeometry::new(
         [1, 1, 3, 3],
         [1, 1, 1, 1],
