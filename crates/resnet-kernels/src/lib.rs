@@ -2,6 +2,8 @@
 //!
 //! Every kernel exists as a plain scalar twin in [`naive`], written for obviousness and
 //! accumulating in f64: the oracle the fast paths are tested against (`cargo xtask props`).
+//! [`naive_grad`] holds their backward twins (and the losses), the reference for training,
+//! checked against central finite differences in f64.
 //! The [`fast`] kernels work on NHWC activations: convolution as a matrix product on the
 //! activations (1x1), im2col in L2-sized tiles, Winograd F(2x2,3x3) or a direct grouped
 //! kernel, chosen from the shape, with bias, residual add and ReLU in the output step
@@ -43,6 +45,7 @@ mod cpu;
 pub mod fast;
 mod geometry;
 pub mod naive;
+pub mod naive_grad;
 
 pub use cpu::{Cpu, SimdLevel};
 pub use geometry::{Conv2dParams, ConvGeometry, PoolGeometry, adaptive_bin};
@@ -64,6 +67,16 @@ pub enum KernelError {
     /// An invalid combination of sizes or parameters.
     #[error("invalid geometry: {0}")]
     Geometry(String),
+    /// A class label outside `0..classes` (a loss's target).
+    #[error("label {label} of row {row} is not a class index below {classes}")]
+    Label {
+        /// Which row of the batch.
+        row: usize,
+        /// The label given.
+        label: usize,
+        /// Number of classes.
+        classes: usize,
+    },
 }
 
 pub(crate) fn check_len(
