@@ -205,6 +205,30 @@ impl PoolGeometry {
             output: [input[0], input[1], oh, ow],
         })
     }
+
+    /// The input positions `(iy, ix)` of output pixel `(oy, ox)`'s window that lie inside the
+    /// image (padded positions are not candidates), in row-major order: the one definition of
+    /// a window every pooling kernel, forward and backward, scans.
+    ///
+    /// ```
+    /// use resnet_kernels::PoolGeometry;
+    /// let g = PoolGeometry::new([1, 1, 4, 4], [3, 3], [2, 2], [1, 1])?;
+    /// let corner: Vec<_> = g.window(0, 0).collect();
+    /// assert_eq!(corner, [(0, 0), (0, 1), (1, 0), (1, 1)]);
+    /// # Ok::<(), resnet_kernels::KernelError>(())
+    /// ```
+    pub fn window(&self, oy: usize, ox: usize) -> impl Iterator<Item = (usize, usize)> + use<> {
+        let [_, _, h, w] = self.input;
+        let (y0, x0) = (
+            (oy * self.stride[0]) as isize - self.padding[0] as isize,
+            (ox * self.stride[1]) as isize - self.padding[1] as isize,
+        );
+        let rows =
+            (y0.max(0) as usize)..((y0 + self.kernel[0] as isize).clamp(0, h as isize) as usize);
+        let cols =
+            (x0.max(0) as usize)..((x0 + self.kernel[1] as isize).clamp(0, w as isize) as usize);
+        rows.flat_map(move |iy| cols.clone().map(move |ix| (iy, ix)))
+    }
 }
 
 /// The input range `[start, end)` that output bin `i` of `out` averages over an axis of `len`

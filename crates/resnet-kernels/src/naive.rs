@@ -20,12 +20,32 @@ pub fn conv2d(
     check_len("conv2d input", input, li)?;
     check_len("conv2d weight", weight, lw)?;
     check_len("conv2d output", output, lo)?;
-    let [n, c, h, w] = geom.input;
-    let [o, cg, kh, kw] = geom.weight;
+    let o = geom.weight[0];
     let [_, _, oh, ow] = geom.output;
     if let Some(b) = bias {
         check_len("conv2d bias", b, o)?;
     }
+    // Each output starts at its bias and adds its products in (channel, ky, kx) order.
+    let mut acc = vec![0.0f64; lo];
+    for (i, a) in acc.iter_mut().enumerate() {
+        *a = bias.map_or(0.0, |b| f64::from(b[i / (oh * ow) % o]));
+    }
+    for_each_conv_tap(geom, |out, x, w| {
+        acc[out] += f64::from(input[x]) * f64::from(weight[w]);
+    });
+    for (y, a) in output.iter_mut().zip(&acc) {
+        *y = *a as f32;
+    }
+    Ok(())
+}
+
+/// Call `f(output_index, input_index, weight_index)` for every product `input * weight` that
+/// [`conv2d`] adds into an output element, in the same loop order.
+/// Padded taps (outside the input) are skipped, exactly as the forward skips them.
+pub(crate) fn for_each_conv_tap(geom: &ConvGeometry, mut f: impl FnMut(usize, usize, usize)) {
+    let [n, c, h, w] = geom.input;
+    let [o, cg, kh, kw] = geom.weight;
+    let [_, _, oh, ow] = geom.output;
     let p = &geom.params;
     let og = o / p.groups;
     for ni in 0..n {
@@ -33,7 +53,7 @@ pub fn conv2d(
             let g = oc / og;
             for oy in 0..oh {
                 for ox in 0..ow {
-                    let mut acc = bias.map_or(0.0, |b| f64::from(b[oc]));
+                    let out_idx = ((ni * o + oc) * oh + oy) * ow + ox;
                     for ci in 0..cg {
                         let ic = g * cg + ci;
                         for ky in 0..kh {
@@ -48,18 +68,16 @@ pub fn conv2d(
                                 if ix < 0 || ix >= w as isize {
                                     continue;
                                 }
-                                let x = input[((ni * c + ic) * h + iy as usize) * w + ix as usize];
-                                let wv = weight[((oc * cg + ci) * kh + ky) * kw + kx];
-                                acc += f64::from(x) * f64::from(wv);
+                                let in_idx = ((ni * c + ic) * h + iy as usize) * w + ix as usize;
+                                let w_idx = ((oc * cg + ci) * kh + ky) * kw + kx;
+                                f(out_idx, in_idx, w_idx);
                             }
                         }
                     }
-                    output[((ni * o + oc) * oh + oy) * ow + ox] = acc as f32;
                 }
             }
         }
     }
-    Ok(())
 }
 
 /// The per-channel parameters of a batch-norm in evaluation mode.
@@ -166,21 +184,11 @@ pub fn max_pool2d(
             for ox in 0..ow {
                 let mut best = f32::NEG_INFINITY;
                 let mut nan = false;
-                for ky in 0..geom.kernel[0] {
-                    let iy = (oy * geom.stride[0] + ky) as isize - geom.padding[0] as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    for kx in 0..geom.kernel[1] {
-                        let ix = (ox * geom.stride[1] + kx) as isize - geom.padding[1] as isize;
-                        if ix < 0 || ix >= w as isize {
-                            continue;
-                        }
-                        let v = plane[iy as usize * w + ix as usize];
-                        nan |= v.is_nan();
-                        if v > best {
-                            best = v;
-                        }
+                for (iy, ix) in geom.window(oy, ox) {
+                    let v = plane[iy * w + ix];
+                    nan |= v.is_nan();
+                    if v > best {
+                        best = v;
                     }
                 }
                 output[(nc * oh + oy) * ow + ox] = if nan { f32::NAN } else { best };

@@ -18,47 +18,6 @@
 
 use crate::{ConvGeometry, KernelError, PoolGeometry, adaptive_bin, check_len};
 
-/// Call `f(output_index, input_index, weight_index)` for every product `input * weight` that
-/// [`naive::conv2d`](crate::naive::conv2d) adds into an output element, in the same loop order.
-/// Padded taps (outside the input) are skipped, exactly as the forward skips them.
-fn for_each_conv_tap(geom: &ConvGeometry, mut f: impl FnMut(usize, usize, usize)) {
-    let [n, c, h, w] = geom.input;
-    let [o, cg, kh, kw] = geom.weight;
-    let [_, _, oh, ow] = geom.output;
-    let p = &geom.params;
-    let og = o / p.groups;
-    for ni in 0..n {
-        for oc in 0..o {
-            let g = oc / og;
-            for oy in 0..oh {
-                for ox in 0..ow {
-                    let out_idx = ((ni * o + oc) * oh + oy) * ow + ox;
-                    for ci in 0..cg {
-                        let ic = g * cg + ci;
-                        for ky in 0..kh {
-                            let iy = (oy * p.stride[0] + ky * p.dilation[0]) as isize
-                                - p.padding[0] as isize;
-                            if iy < 0 || iy >= h as isize {
-                                continue;
-                            }
-                            for kx in 0..kw {
-                                let ix = (ox * p.stride[1] + kx * p.dilation[1]) as isize
-                                    - p.padding[1] as isize;
-                                if ix < 0 || ix >= w as isize {
-                                    continue;
-                                }
-                                let in_idx = ((ni * c + ic) * h + iy as usize) * w + ix as usize;
-                                let w_idx = ((oc * cg + ci) * kh + ky) * kw + kx;
-                                f(out_idx, in_idx, w_idx);
-                            }
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// The product of `dims`, or a [`KernelError::Geometry`] when it overflows.
 fn elems(what: &str, dims: &[usize]) -> Result<usize, KernelError> {
     dims.iter()
@@ -93,7 +52,7 @@ pub fn conv2d_backward_input(
     check_len("conv2d_backward_input weight", weight, lw)?;
     check_len("conv2d_backward_input grad_in", grad_in, li)?;
     let mut acc = vec![0.0f64; li];
-    for_each_conv_tap(geom, |o, i, w| {
+    crate::naive::for_each_conv_tap(geom, |o, i, w| {
         acc[i] += f64::from(grad_out[o]) * f64::from(weight[w]);
     });
     store(&acc, grad_in);
@@ -124,7 +83,7 @@ pub fn conv2d_backward_weight(
         check_len("conv2d_backward_weight grad_bias", b, o)?;
     }
     let mut acc = vec![0.0f64; lw];
-    for_each_conv_tap(geom, |out, i, w| {
+    crate::naive::for_each_conv_tap(geom, |out, i, w| {
         acc[w] += f64::from(grad_out[out]) * f64::from(input[i]);
     });
     store(&acc, grad_weight);
@@ -412,22 +371,12 @@ pub fn max_pool2d_backward(
         for oy in 0..oh {
             for ox in 0..ow {
                 let mut best: Option<(usize, f32)> = None;
-                for ky in 0..geom.kernel[0] {
-                    let iy = (oy * geom.stride[0] + ky) as isize - geom.padding[0] as isize;
-                    if iy < 0 || iy >= h as isize {
-                        continue;
-                    }
-                    for kx in 0..geom.kernel[1] {
-                        let ix = (ox * geom.stride[1] + kx) as isize - geom.padding[1] as isize;
-                        if ix < 0 || ix >= w as isize {
-                            continue;
-                        }
-                        let i = plane + iy as usize * w + ix as usize;
-                        let v = input[i];
-                        let max = best.map_or(f32::NEG_INFINITY, |(_, m)| m);
-                        if best.is_none() || v > max || v.is_nan() {
-                            best = Some((i, v));
-                        }
+                for (iy, ix) in geom.window(oy, ox) {
+                    let i = plane + iy * w + ix;
+                    let v = input[i];
+                    let max = best.map_or(f32::NEG_INFINITY, |(_, m)| m);
+                    if best.is_none() || v > max || v.is_nan() {
+                        best = Some((i, v));
                     }
                 }
                 // PoolGeometry keeps padding at most half the window, so every window holds at

@@ -21,6 +21,8 @@
 //!   `TOL_CURVED = 1e-5` keeps a 37x margin over that, while a wrong or missing term of the
 //!   BN or softmax gradient is an error of order `1/n` (>= 1e-2 here).
 
+mod common;
+use common::values;
 use resnet_kernels::naive_grad::{self as ng, BnSaved};
 use resnet_kernels::{Conv2dParams, ConvGeometry, KernelError, PoolGeometry, adaptive_bin, naive};
 
@@ -28,19 +30,6 @@ const TOL_LINEAR: f64 = 1e-6;
 const TOL_CURVED: f64 = 1e-5;
 const H_LINEAR: f64 = 1e-3;
 const H_CURVED: f64 = 1e-4;
-
-/// Deterministic values in [-1, 1) from a seed (xorshift; exact in f32 and f64).
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
-}
 
 /// Values at least 1/32 apart (a shuffled ladder), so a step of 1e-3 never changes which
 /// value of a pool window is the largest.

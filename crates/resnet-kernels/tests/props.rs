@@ -2,6 +2,8 @@
 //! awkward ones. `RESNET_PROPS_CASES` sets the number of random cases (`cargo xtask props
 //! --cases N`); plain `cargo test` runs a quick count.
 
+mod common;
+use common::values;
 use proptest::prelude::*;
 use resnet_kernels::fast::{self, ConvAlgo, Ctx, Epilogue, PackedConv, PackedLinear, Par, Scratch};
 use resnet_kernels::{Conv2dParams, ConvGeometry, Cpu, PoolGeometry, naive};
@@ -11,19 +13,6 @@ fn cases() -> u32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(48)
-}
-
-/// Deterministic values in [-1, 1) from a seed.
-fn values(len: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..len)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
-        })
-        .collect()
 }
 
 /// [`values`] with non-finite values mixed in: about one in seven is NaN, +inf, -inf or -0.0.

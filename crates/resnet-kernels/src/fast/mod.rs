@@ -123,19 +123,8 @@ pub fn max_pool2d_nhwc(
         let x = &input[ni * h * w * c..(ni + 1) * h * w * c];
         for (ox, d) in out_row.chunks_exact_mut(c).enumerate() {
             d.fill(f32::NEG_INFINITY);
-            for ky in 0..geom.kernel[0] {
-                let iy = (oy * geom.stride[0] + ky) as isize - geom.padding[0] as isize;
-                if iy < 0 || iy >= h as isize {
-                    continue;
-                }
-                for kx in 0..geom.kernel[1] {
-                    let ix = (ox * geom.stride[1] + kx) as isize - geom.padding[1] as isize;
-                    if ix < 0 || ix >= w as isize {
-                        continue;
-                    }
-                    let s = &x[(iy as usize * w + ix as usize) * c..][..c];
-                    simd::max_inplace(cpu, d, s);
-                }
+            for (iy, ix) in geom.window(oy, ox) {
+                simd::max_inplace(cpu, d, &x[(iy * w + ix) * c..][..c]);
             }
         }
     };
