@@ -317,6 +317,49 @@ pub fn softmax(len: usize, input: &[f32], output: &mut [f32]) -> Result<(), Kern
     Ok(())
 }
 
+/// He et al.'s parameter-free shortcut (option A) on NCHW data: every `stride`-th pixel
+/// (`x[:, :, ::stride, ::stride]`), then zero channels padded to `out_c`, `(out_c - c) / 2`
+/// before the input's channels and the rest after them. Output `[N, out_c, ⌈H/s⌉, ⌈W/s⌉]`.
+pub fn subsample_pad_channels(
+    [n, c, h, w]: [usize; 4],
+    stride: usize,
+    out_c: usize,
+    input: &[f32],
+    output: &mut [f32],
+) -> Result<(), KernelError> {
+    let (oh, ow, before) = subsample_pad_dims([n, c, h, w], stride, out_c)?;
+    check_len("subsample_pad input", input, n * c * h * w)?;
+    check_len("subsample_pad output", output, n * out_c * oh * ow)?;
+    output.fill(0.0);
+    for ni in 0..n {
+        for ci in 0..c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    output[((ni * out_c + before + ci) * oh + oy) * ow + ox] =
+                        input[((ni * c + ci) * h + oy * stride) * w + ox * stride];
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The output size `(⌈H/s⌉, ⌈W/s⌉)` and the zero channels before the input's of
+/// [`subsample_pad_channels`], or an error for a zero stride or fewer output channels.
+pub(crate) fn subsample_pad_dims(
+    [_, c, h, w]: [usize; 4],
+    stride: usize,
+    out_c: usize,
+) -> Result<(usize, usize, usize), KernelError> {
+    if stride == 0 || out_c < c {
+        return Err(KernelError::Geometry(format!(
+            "option-A shortcut from {c} to {out_c} channels with stride {stride}: needs a stride \
+             of at least 1 and no fewer output channels"
+        )));
+    }
+    Ok((h.div_ceil(stride), w.div_ceil(stride), (out_c - c) / 2))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -679,3 +679,36 @@ pub fn pixel_shuffle_backward(
     }
     Ok(())
 }
+
+/// Gradient of [`naive::subsample_pad_channels`](crate::naive::subsample_pad_channels): each
+/// kept pixel's gradient is the output gradient of its channel; every other input gradient
+/// (skipped pixels) is zero, and the padded channels' gradients are dropped.
+pub fn subsample_pad_channels_backward(
+    dims: [usize; 4],
+    stride: usize,
+    out_c: usize,
+    grad_out: &[f32],
+    grad_in: &mut [f32],
+) -> Result<(), KernelError> {
+    let [n, c, h, w] = dims;
+    let (oh, ow, before) = crate::naive::subsample_pad_dims(dims, stride, out_c)?;
+    let in_len = elems("subsample_pad_backward", &dims)?;
+    check_len(
+        "subsample_pad_backward grad_out",
+        grad_out,
+        n * out_c * oh * ow,
+    )?;
+    check_len("subsample_pad_backward grad_in", grad_in, in_len)?;
+    grad_in.fill(0.0);
+    for ni in 0..n {
+        for ci in 0..c {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    grad_in[((ni * c + ci) * h + oy * stride) * w + ox * stride] =
+                        grad_out[((ni * out_c + before + ci) * oh + oy) * ow + ox];
+                }
+            }
+        }
+    }
+    Ok(())
+}

@@ -1118,3 +1118,20 @@ fn pixel_shuffle_backward_by_hand_and_errors() {
     assert!(ng::pixel_shuffle_backward([1, 4, 1, 1], 2, &[0.0; 3], &mut [0.0; 4]).is_err());
     assert!(ng::pixel_shuffle_backward([1, 4, 1, 1], 2, &[0.0; 4], &mut [0.0; 5]).is_err());
 }
+
+#[test]
+fn option_a_shortcut_backward_routes_kept_pixels_and_drops_padding() {
+    // [1, 1, 3, 3] -> stride 2 -> [1, 4, 2, 2]: one zero channel before, two after.
+    let d = [1, 1, 3, 3];
+    let mut y = vec![0.0; 16];
+    let x: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+    naive::subsample_pad_channels(d, 2, 4, &x, &mut y).unwrap();
+    assert_eq!(&y[4..8], &[1.0, 3.0, 7.0, 9.0]);
+    assert!(y[..4].iter().chain(&y[8..]).all(|&v| v == 0.0));
+    let g: Vec<f32> = (0..16).map(|v| v as f32).collect();
+    let mut gx = vec![f32::NAN; 9];
+    ng::subsample_pad_channels_backward(d, 2, 4, &g, &mut gx).unwrap();
+    assert_eq!(gx, [4.0, 0.0, 5.0, 0.0, 0.0, 0.0, 6.0, 0.0, 7.0]);
+    assert!(ng::subsample_pad_channels_backward(d, 2, 0, &g, &mut gx).is_err());
+    assert!(naive::subsample_pad_channels(d, 0, 4, &x, &mut y).is_err());
+}

@@ -567,6 +567,24 @@ proptest! {
     }
 
     #[test]
+    fn option_a_shortcut_matches_naive(n in 1usize..3, c in 1usize..9, extra in 0usize..9, h in 1usize..9,
+                                       w in 1usize..9, s in 1usize..4, seed in any::<u64>()) {
+        let d = [n, c, h, w];
+        let out_c = c + extra;
+        let od = [n, out_c, h.div_ceil(s), w.div_ceil(s)];
+        let x = values(n * c * h * w, seed);
+        let mut want = vec![f32::NAN; od.iter().product()];
+        naive::subsample_pad_channels(d, s, out_c, &x, &mut want).unwrap();
+        let mut got = vec![f32::NAN; want.len()];
+        fast::subsample_pad_channels_nhwc(d, s, out_c, &to_nhwc(d, &x), &mut got).unwrap();
+        prop_assert_eq!(to_nchw(od, &got), want.clone());
+        // Zero channels: (out - in) / 2 before the input's, the rest after.
+        let before = extra / 2;
+        prop_assert!(want[..before * od[2] * od[3]].iter().all(|&v| v == 0.0));
+        prop_assert_eq!(want[before * od[2] * od[3]], x[0]);
+    }
+
+    #[test]
     fn pixel_shuffle_matches_naive(n in 1usize..3, c in 1usize..6, r in 1usize..5, h in 1usize..7, w in 1usize..7, seed in any::<u64>()) {
         let d = [n, c * r * r, h, w];
         let x = values(n * c * r * r * h * w, seed);

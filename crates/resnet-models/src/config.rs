@@ -303,3 +303,117 @@ impl EdsrConfig {
         self.upsample_factors().map(|_| ())
     }
 }
+
+/// The shortcut of a CIFAR network's blocks where the shape changes (He et al. 2016, 4.2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CifarShortcut {
+    /// Parameter-free: `x[:, :, ::2, ::2]`, then zero channels, half before and half after.
+    A,
+    /// A 1x1 conv (stride 2) + BN projection.
+    B,
+    /// No shortcut at all: the plain twin.
+    None,
+}
+
+impl CifarShortcut {
+    /// `A`, `B` or `none`, as the training recipes and file metadata write it.
+    pub fn name(self) -> &'static str {
+        match self {
+            CifarShortcut::A => "A",
+            CifarShortcut::B => "B",
+            CifarShortcut::None => "none",
+        }
+    }
+}
+
+/// Configuration of one of He et al.'s CIFAR networks: depth `6n + 2`, widths 16/32/64 times
+/// `width`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CifarConfig {
+    /// Layers with weights: `6n + 2` (20, 32, 44, 56, 110 …).
+    pub depth: usize,
+    /// Width multiplier (1: He et al.'s 16/32/64 filters).
+    pub width: usize,
+    /// Image channels (3 for CIFAR, 1 for MNIST-like data).
+    pub in_channels: usize,
+    /// Classes.
+    pub num_classes: usize,
+    /// Shortcut option.
+    pub shortcut: CifarShortcut,
+    /// BatchNorm epsilon.
+    pub bn_eps: f32,
+}
+
+impl CifarConfig {
+    /// ResNet-`depth` for `num_classes` classes: 3 input channels, width 1, option A.
+    pub fn new(depth: usize, num_classes: usize) -> Self {
+        Self {
+            depth,
+            width: 1,
+            in_channels: 3,
+            num_classes,
+            shortcut: CifarShortcut::A,
+            bn_eps: 1e-5,
+        }
+    }
+
+    /// With another shortcut option.
+    pub fn with_shortcut(mut self, shortcut: CifarShortcut) -> Self {
+        self.shortcut = shortcut;
+        self
+    }
+
+    /// With another number of input channels.
+    pub fn with_in_channels(mut self, c: usize) -> Self {
+        self.in_channels = c;
+        self
+    }
+
+    /// With a width multiplier.
+    pub fn with_width(mut self, width: usize) -> Self {
+        self.width = width;
+        self
+    }
+
+    /// The plain twin (no shortcuts).
+    pub fn plain(self) -> Self {
+        self.with_shortcut(CifarShortcut::None)
+    }
+
+    /// Check the configuration.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        if self.depth < 8 || (self.depth - 2) % 6 != 0 {
+            return Err(ModelError::Config(format!(
+                "a CIFAR network's depth is 6n + 2 with n >= 1, got {}",
+                self.depth
+            )));
+        }
+        if self.width == 0 || self.width > 64 || self.in_channels == 0 || self.num_classes == 0 {
+            return Err(ModelError::Config(
+                "width (1 to 64), input channels and classes must be at least 1".into(),
+            ));
+        }
+        if self.bn_eps.is_nan() || self.bn_eps < 0.0 {
+            return Err(ModelError::Config("bn_eps must be non-negative".into()));
+        }
+        Ok(())
+    }
+
+    /// A name such as `cifar-resnet20`, `cifar-plain56` or `cifar-resnet32-b`.
+    pub fn name(&self) -> String {
+        let kind = match self.shortcut {
+            CifarShortcut::None => "plain",
+            _ => "resnet",
+        };
+        let option = match self.shortcut {
+            CifarShortcut::B => "-b",
+            _ => "",
+        };
+        let width = if self.width == 1 {
+            String::new()
+        } else {
+            format!("-w{}", self.width)
+        };
+        format!("cifar-{kind}{}{option}{width}", self.depth)
+    }
+}

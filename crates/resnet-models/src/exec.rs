@@ -387,6 +387,30 @@ impl Executor {
                         }
                         Backend::Naive => naive::pixel_shuffle(input, *factor, src(Some(*s)), dst)?,
                     },
+                    (
+                        Step::SubsamplePad {
+                            src: s,
+                            stride,
+                            out_channels,
+                            ..
+                        },
+                        _,
+                    ) => match backend {
+                        Backend::Fast => fast::subsample_pad_channels_nhwc(
+                            input,
+                            *stride,
+                            *out_channels,
+                            src(Some(*s)),
+                            dst,
+                        )?,
+                        Backend::Naive => naive::subsample_pad_channels(
+                            input,
+                            *stride,
+                            *out_channels,
+                            src(Some(*s)),
+                            dst,
+                        )?,
+                    },
                     (Step::Output { src: s, .. }, _) => {
                         values = Some(Values {
                             dims: input,

@@ -52,6 +52,7 @@
 #![forbid(unsafe_code)]
 
 mod bound;
+mod cifar;
 mod config;
 mod edsr;
 mod error;
@@ -63,9 +64,11 @@ mod plan;
 mod resnet;
 pub mod timing;
 
+pub use cifar::cifar_plan;
 pub use config::{
-    BlockKind, EdsrConfig, ResNetConfig, resnet18, resnet34, resnet50, resnet101, resnet152,
-    resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, wide_resnet50_2, wide_resnet101_2,
+    BlockKind, CifarConfig, CifarShortcut, EdsrConfig, ResNetConfig, resnet18, resnet34, resnet50,
+    resnet101, resnet152, resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, wide_resnet50_2,
+    wide_resnet101_2,
 };
 pub use edsr::{Edsr, edsr_block_plan, edsr_plan};
 pub use error::{Backend, ModelError};

@@ -106,6 +106,18 @@ pub enum Step {
         /// Upscaling factor `r`.
         factor: usize,
     },
+    /// He et al.'s parameter-free shortcut (option A): every `stride`-th pixel, then zero
+    /// channels padded to `out_channels`, half before the input's and the rest after.
+    SubsamplePad {
+        /// Input slot.
+        src: Slot,
+        /// Output slot.
+        dst: Slot,
+        /// Subsampling stride.
+        stride: usize,
+        /// Output channels.
+        out_channels: usize,
+    },
     /// A named result (`stem`, `layer1`, `pool`, `logits`, `output` …) that observers can
     /// read; computes nothing.
     Output {
@@ -126,6 +138,7 @@ impl Step {
             Step::MaxPool { src, .. }
             | Step::GlobalAvgPool { src, .. }
             | Step::PixelShuffle { src, .. }
+            | Step::SubsamplePad { src, .. }
             | Step::Output { src, .. } => Some(*src),
         }
     }
@@ -139,7 +152,8 @@ impl Step {
             Step::Input { dst }
             | Step::MaxPool { dst, .. }
             | Step::GlobalAvgPool { dst, .. }
-            | Step::PixelShuffle { dst, .. } => Some(*dst),
+            | Step::PixelShuffle { dst, .. }
+            | Step::SubsamplePad { dst, .. } => Some(*dst),
         }
     }
 
@@ -152,6 +166,7 @@ impl Step {
             Step::MaxPool { .. } => "maxpool",
             Step::GlobalAvgPool { .. } => "avgpool",
             Step::PixelShuffle { .. } => "pixel_shuffle",
+            Step::SubsamplePad { .. } => "shortcut_a",
             Step::Output { name, .. } => name,
         }
     }
@@ -199,6 +214,18 @@ impl Step {
             Step::Linear(l) => {
                 channels(l.in_features)?;
                 Ok([n, l.out_features, 1, 1])
+            }
+            Step::SubsamplePad {
+                stride,
+                out_channels,
+                ..
+            } => {
+                if *stride == 0 || *out_channels < c {
+                    return Err(bad(format!(
+                        "needs a stride of at least 1 and at least {c} output channels"
+                    )));
+                }
+                Ok([n, *out_channels, h.div_ceil(*stride), w.div_ceil(*stride)])
             }
             Step::PixelShuffle { factor: r, .. } => {
                 if *r == 0 || c % (r * r) != 0 {
@@ -287,6 +314,15 @@ impl fmt::Display for Step {
             Step::PixelShuffle { src, dst, factor } => {
                 write!(f, "{dst} = pixel_shuffle({src}, {factor})")
             }
+            Step::SubsamplePad {
+                src,
+                dst,
+                stride,
+                out_channels,
+            } => write!(
+                f,
+                "{dst} = shortcut_a({src}, stride {stride}, pad to {out_channels} channels)"
+            ),
             Step::Output { name, src } => write!(f, "output {name} = {src}"),
         }
     }
@@ -566,6 +602,18 @@ impl PlanBuilder {
             src,
             dst,
         }));
+        dst
+    }
+
+    /// He et al.'s option-A shortcut of `src` into a new slot.
+    pub fn subsample_pad(&mut self, src: Slot, stride: usize, out_channels: usize) -> Slot {
+        let dst = self.alloc();
+        self.steps.push(Step::SubsamplePad {
+            src,
+            dst,
+            stride,
+            out_channels,
+        });
         dst
     }
 

@@ -67,6 +67,23 @@ fn the_slot_allocator_never_aliases_on_any_family() {
         assert_eq!(convs, 1 + per_block * blocks + projections);
         assert_eq!(projections > 0, cfg.shortcuts, "{}", cfg.name());
     }
+    for shortcut in [CifarShortcut::A, CifarShortcut::B, CifarShortcut::None] {
+        for depth in [8, 20, 56] {
+            let cfg = CifarConfig::new(depth, 10).with_shortcut(shortcut);
+            let plan = cifar_plan(&cfg).unwrap();
+            check_slots(&plan);
+            assert!(plan.slots() <= 4, "{}", cfg.name());
+            let a = plan
+                .steps()
+                .iter()
+                .filter(|s| matches!(s, Step::SubsamplePad { .. }))
+                .count();
+            assert_eq!(a, if shortcut == CifarShortcut::A { 2 } else { 0 });
+            let out = plan.trace([2, 3, 33, 31]).unwrap();
+            assert_eq!(out.last().unwrap().1, [2, 10, 1, 1]);
+        }
+    }
+    assert!(cifar_plan(&CifarConfig::new(21, 10)).is_err());
     for scale in [1, 2, 3, 4, 8] {
         let cfg = EdsrConfig {
             n_resblocks: 3,

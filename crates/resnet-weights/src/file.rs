@@ -193,6 +193,43 @@ impl WeightFile {
             })?;
         convert(info, &self.bytes[info.range.clone()])
     }
+
+    /// An integer tensor (class labels, counters) by internal name, as `i64` values with its
+    /// shape: I64, I32, I16, I8, U8 and BOOL are accepted; anything else is
+    /// [`WeightError::UnsupportedDtype`].
+    pub fn load_integers(&self, name: &str) -> Result<(Vec<i64>, Vec<usize>), WeightError> {
+        let info = self
+            .tensors
+            .get(name)
+            .ok_or_else(|| WeightError::MissingKey {
+                name: name.to_string(),
+                expected: None,
+            })?;
+        let raw = &self.bytes[info.range.clone()];
+        let values: Vec<i64> = match info.dtype.0 {
+            Dtype::I64 => raw
+                .chunks_exact(8)
+                .map(|b| i64::from_le_bytes(b.try_into().expect("8 bytes")))
+                .collect(),
+            Dtype::I32 => raw
+                .chunks_exact(4)
+                .map(|b| i64::from(i32::from_le_bytes(b.try_into().expect("4 bytes"))))
+                .collect(),
+            Dtype::I16 => raw
+                .chunks_exact(2)
+                .map(|b| i64::from(i16::from_le_bytes(b.try_into().expect("2 bytes"))))
+                .collect(),
+            Dtype::I8 => raw.iter().map(|&b| i64::from(b as i8)).collect(),
+            Dtype::U8 | Dtype::BOOL => raw.iter().map(|&b| i64::from(b)).collect(),
+            other => {
+                return Err(WeightError::UnsupportedDtype {
+                    name: info.file_name.clone(),
+                    found: format!("{other:?}"),
+                });
+            }
+        };
+        Ok((values, info.shape.clone()))
+    }
 }
 
 fn convert(info: &TensorInfo, raw: &[u8]) -> Result<Tensor, WeightError> {

@@ -102,6 +102,28 @@ pub fn pixel_shuffle_nhwc(
     Ok(())
 }
 
+/// [`crate::naive::subsample_pad_channels`] (He et al.'s option-A shortcut) on NHWC data.
+pub fn subsample_pad_channels_nhwc(
+    dims: [usize; 4],
+    stride: usize,
+    out_c: usize,
+    input: &[f32],
+    output: &mut [f32],
+) -> Result<(), KernelError> {
+    let [n, c, h, w] = dims;
+    let (oh, ow, before) = crate::naive::subsample_pad_dims(dims, stride, out_c)?;
+    check_len("subsample_pad input", input, n * c * h * w)?;
+    check_len("subsample_pad output", output, n * out_c * oh * ow)?;
+    for (p, px) in output.chunks_exact_mut(out_c.max(1)).enumerate() {
+        let (ni, oy, ox) = (p / (oh * ow), p / ow % oh, p % ow);
+        let src = &input[((ni * h + oy * stride) * w + ox * stride) * c..][..c];
+        px[..before].fill(0.0);
+        px[before..before + c].copy_from_slice(src);
+        px[before + c..].fill(0.0);
+    }
+    Ok(())
+}
+
 /// Max pooling on NHWC data; padded positions never win, and a NaN in a window gives NaN
 /// (as PyTorch).
 pub fn max_pool2d_nhwc(
