@@ -31,83 +31,73 @@ impl SplitMix64 {
 
 /// Every tensor a network of `config` needs, initialised as torchvision does, from `seed`.
 pub(crate) fn random_weights(config: &ResNetConfig, seed: u64) -> Result<TensorMap, ModelError> {
-    config.validate()?;
+    random_plan_weights(&crate::resnet_plan(config)?, seed)
+}
+
+/// Seeded random weights for every parameter a plan names, initialised as torchvision's
+/// ResNets are: convolutions Kaiming-normal (fan-out, ReLU gain), their biases and
+/// classifiers uniform in ±1/sqrt(fan-in) (PyTorch's default), batch-norms weight 1, bias 0,
+/// running mean 0 and variance 1. Drawn in plan order from one SplitMix64 stream, so any
+/// plan (ResNet, CIFAR net, one of your own) gets reproducible weights without its topology
+/// being written again.
+pub fn random_plan_weights(plan: &crate::Plan, seed: u64) -> Result<TensorMap, ModelError> {
     let mut rng = SplitMix64(seed);
     let mut map = TensorMap::new();
-    let mut conv =
-        |map: &mut TensorMap, name: String, shape: [usize; 4]| -> Result<(), ModelError> {
-            // kaiming_normal_(mode="fan_out", nonlinearity="relu"): std = sqrt(2 / (O * KH * KW))
-            let std = (2.0 / (shape[0] * shape[2] * shape[3]) as f64).sqrt();
-            let n: usize = shape.iter().product();
-            let v = (0..n).map(|_| (rng.normal() * std) as f32).collect();
-            map.insert(name, Tensor::from_vec(&shape, v)?);
-            Ok(())
-        };
-    let bn = |map: &mut TensorMap, prefix: &str, c: usize| -> Result<(), ModelError> {
-        map.insert(
-            format!("{prefix}.weight"),
-            Tensor::from_vec(&[c], vec![1.0; c])?,
-        );
-        map.insert(format!("{prefix}.bias"), Tensor::zeros(&[c])?);
-        map.insert(format!("{prefix}.running_mean"), Tensor::zeros(&[c])?);
-        map.insert(
-            format!("{prefix}.running_var"),
-            Tensor::from_vec(&[c], vec![1.0; c])?,
-        );
-        Ok(())
+    let mut uniform = |n: usize, bound: f64| -> Vec<f32> {
+        (0..n)
+            .map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32)
+            .collect()
     };
-    let stem = ResNetConfig::STEM_CHANNELS;
-    conv(
-        &mut map,
-        "conv1.weight".into(),
-        [stem, config.in_channels, 7, 7],
-    )?;
-    bn(&mut map, "bn1", stem)?;
-    let exp = config.block.expansion();
-    let mut in_c = stem;
-    for (s, &blocks) in config.layers.iter().enumerate() {
-        let planes = config.planes(s);
-        let out = planes * exp;
-        for b in 0..blocks {
-            let p = format!("layer{}.{b}", s + 1);
-            let stride = if s > 0 && b == 0 { 2 } else { 1 };
-            let shapes: Vec<[usize; 4]> = match config.block {
-                crate::BlockKind::Basic => vec![[planes, in_c, 3, 3], [planes, planes, 3, 3]],
-                crate::BlockKind::Bottleneck => {
-                    let w = config.bottleneck_width(planes);
-                    vec![
-                        [w, in_c, 1, 1],
-                        [w, w / config.groups, 3, 3],
-                        [out, w, 1, 1],
-                    ]
+    let mut normals = Vec::new();
+    for step in plan.steps() {
+        match step {
+            crate::Step::Conv(c) => {
+                let c = &c.conv;
+                let shape = c.weight_shape();
+                // kaiming_normal_(mode="fan_out", nonlinearity="relu"): std = sqrt(2 / (O * KH * KW))
+                let std = (2.0 / (shape[0] * shape[2] * shape[3]).max(1) as f64).sqrt();
+                let n: usize = shape.iter().product();
+                normals.push((format!("{}.weight", c.weight), shape, n, std));
+                if c.bias {
+                    let fan_in = (shape[1] * shape[2] * shape[3]).max(1) as f64;
+                    map.insert(
+                        format!("{}.bias", c.weight),
+                        Tensor::from_vec(&[shape[0]], uniform(shape[0], 1.0 / fan_in.sqrt()))?,
+                    );
                 }
-            };
-            for (j, shape) in shapes.into_iter().enumerate() {
-                conv(&mut map, format!("{p}.conv{}.weight", j + 1), shape)?;
-                bn(&mut map, &format!("{p}.bn{}", j + 1), shape[0])?;
+                if let Some(bn) = &c.bn {
+                    let o = c.out_channels;
+                    map.insert(
+                        format!("{bn}.weight"),
+                        Tensor::from_vec(&[o], vec![1.0; o])?,
+                    );
+                    map.insert(format!("{bn}.bias"), Tensor::zeros(&[o])?);
+                    map.insert(format!("{bn}.running_mean"), Tensor::zeros(&[o])?);
+                    map.insert(
+                        format!("{bn}.running_var"),
+                        Tensor::from_vec(&[o], vec![1.0; o])?,
+                    );
+                }
             }
-            if config.shortcuts && (stride != 1 || in_c != out) {
-                conv(
-                    &mut map,
-                    format!("{p}.downsample.0.weight"),
-                    [out, in_c, 1, 1],
-                )?;
-                bn(&mut map, &format!("{p}.downsample.1"), out)?;
+            crate::Step::Linear(l) => {
+                let (i, o) = (l.in_features, l.out_features);
+                let bound = 1.0 / (i.max(1) as f64).sqrt();
+                map.insert(
+                    format!("{}.weight", l.weight),
+                    Tensor::from_vec(&[o, i], uniform(o * i, bound))?,
+                );
+                map.insert(
+                    format!("{}.bias", l.weight),
+                    Tensor::from_vec(&[o], uniform(o, bound))?,
+                );
             }
-            in_c = out;
+            _ => {}
         }
     }
-    // nn.Linear default: kaiming_uniform_(a=sqrt(5)) → U(-1/sqrt(in), 1/sqrt(in)); bias alike.
-    let bound = 1.0 / (in_c as f64).sqrt();
-    let k = config.num_classes;
-    let w = (0..k * in_c)
-        .map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32)
-        .collect();
-    map.insert("fc.weight", Tensor::from_vec(&[k, in_c], w)?);
-    let b = (0..k)
-        .map(|_| ((rng.uniform() * 2.0 - 1.0) * bound) as f32)
-        .collect();
-    map.insert("fc.bias", Tensor::from_vec(&[k], b)?);
+    for (name, shape, n, std) in normals {
+        let v = (0..n).map(|_| (rng.normal() * std) as f32).collect();
+        map.insert(name, Tensor::from_vec(&shape, v)?);
+    }
     Ok(map)
 }
 

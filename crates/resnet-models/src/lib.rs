@@ -74,7 +74,7 @@ pub use edsr::{Edsr, edsr_block_plan, edsr_plan};
 pub use error::{Backend, ModelError};
 pub use exec::{Flow, LayerTime, Observer, StepEvent, Values};
 pub use infer::infer_config;
-pub use init::{random_edsr_tensor_map, random_tensor_map};
+pub use init::{random_edsr_tensor_map, random_plan_weights, random_tensor_map};
 pub use network::Network;
 pub use plan::{ConvSpec, ConvStep, LinearStep, Plan, PlanBuilder, Slot, Step, StepDims};
 pub use resnet::{ResNet, StageOutputs, resnet_block_plan, resnet_plan, top_k};

@@ -1,0 +1,49 @@
+//! `resnet-train`: training residual networks on the kernels of resnet-rs.
+//!
+//! A network is the same [`resnet_models::Plan`] the inference path runs; [`Trainer`] walks it
+//! forwards in training mode (batch statistics in every batch-norm, the running statistics
+//! updated as PyTorch does) keeping only what each step's backward needs, then walks it
+//! backwards, each step with its reverse, to the gradient of every named parameter. Nothing
+//! restates a network's topology.
+//!
+//! ```
+//! use resnet_models::{CifarConfig, cifar_plan, random_plan_weights};
+//! use resnet_train::Trainer;
+//! use resnet_tensor::Tensor;
+//!
+//! let cfg = CifarConfig::new(8, 10).with_in_channels(1);
+//! let weights = random_plan_weights(&cifar_plan(&cfg)?, 0)?;
+//! let mut t = Trainer::new(cifar_plan(&cfg)?, &weights)?;
+//! let x = Tensor::from_vec(&[2, 1, 8, 8], (0..128).map(|i| (i % 7) as f32 / 7.0).collect())?;
+//! let step = t.forward_backward(&x, &[3, 5])?;
+//! assert!(step.loss > 0.0);
+//! assert_eq!(step.grads["conv1.weight"].len(), 16 * 9);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod engine;
+
+pub use engine::{StepOutput, Trainer};
+
+/// Errors from training.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrainError {
+    /// A kernel refused its arguments.
+    #[error(transparent)]
+    Kernel(#[from] resnet_kernels::KernelError),
+    /// The plan or its input does not fit.
+    #[error(transparent)]
+    Model(#[from] resnet_models::ModelError),
+    /// The weights could not be read.
+    #[error(transparent)]
+    Weights(#[from] resnet_weights::WeightError),
+    /// A tensor could not be built.
+    #[error(transparent)]
+    Tensor(#[from] resnet_tensor::TensorError),
+    /// The batch or the labels do not fit the network.
+    #[error("{0}")]
+    Input(String),
+}

@@ -1,0 +1,260 @@
+//! Short SGD runs against PyTorch in float64 (`$RESNET_GOLDEN_DIR/train/*.safetensors`, see
+//! its README): the loss of every step, the first step's gradients, the state after the
+//! steps (parameters and batch-norm statistics), and the trained net's eval-mode output
+//! through the inference path, each within the per-key tolerance stored in the file.
+
+use resnet_models::{
+    Backend, CifarConfig, CifarShortcut, Network, Plan, cifar_plan, resnet_plan, resnet18,
+};
+use resnet_tensor::Tensor;
+use resnet_weights::{WeightError, WeightFile, WeightSource};
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+/// A fixture of the golden directory, or `None` (with a loud message) when it is absent and
+/// `RESNET_GOLDEN_DIR` is not set; with the variable set, a missing file fails.
+fn golden(name: &str) -> Option<PathBuf> {
+    let (dir, required) = match std::env::var_os("RESNET_GOLDEN_DIR") {
+        Some(d) => (PathBuf::from(d), true),
+        None => (
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden"),
+            false,
+        ),
+    };
+    let path = dir.join("train").join(name);
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(!required, "golden fixture {} is missing", path.display());
+    eprintln!(
+        "\n!!!!!!!! SKIPPED: {} not found; set RESNET_GOLDEN_DIR !!!!!!!!\n",
+        path.display()
+    );
+    None
+}
+
+/// The file's `param.<k>` tensors served as `<k>`.
+struct Params<'a>(&'a WeightFile);
+
+impl WeightSource for Params<'_> {
+    fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
+        self.0.shape_of(&format!("param.{name}"))
+    }
+    fn names(&self) -> Vec<String> {
+        self.0
+            .names()
+            .into_iter()
+            .filter_map(|n| n.strip_prefix("param.").map(str::to_string))
+            .collect()
+    }
+    fn tensor(&self, name: &str, expected: &[usize]) -> Result<Tensor, WeightError> {
+        self.0.tensor(&format!("param.{name}"), expected)
+    }
+}
+
+fn rel(ours: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(ours.len(), want.len());
+    let num = ours
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs())
+        .fold(0.0, f64::max);
+    let den = want.iter().map(|b| f64::from(*b).abs()).fold(0.0, f64::max);
+    if den == 0.0 { num } else { num / den }
+}
+
+/// Dirac kernel of `torch.nn.init.dirac_` for a `[o, c, k, k]` weight.
+fn dirac([o, c, kh, kw]: [usize; 4]) -> Vec<f32> {
+    let mut d = vec![0.0; o * c * kh * kw];
+    for i in 0..o.min(c) {
+        d[((i * c + i) * kh + kh / 2) * kw + kw / 2] = 1.0;
+    }
+    d
+}
+
+fn run(name: &str) {
+    let Some(path) = golden(&format!("{name}.safetensors")) else {
+        return;
+    };
+    let file = WeightFile::open(&path).unwrap();
+    let meta = file.metadata();
+    let recipe: serde_json::Value = serde_json::from_str(&meta["recipe"]).unwrap();
+    let tol: BTreeMap<String, f64> = serde_json::from_str(&meta["tolerance"]).unwrap();
+    let x = file.load("input").unwrap();
+    let labels: Vec<usize> = file
+        .load_integers("labels")
+        .unwrap()
+        .0
+        .into_iter()
+        .map(|v| v as usize)
+        .collect();
+    let [_, c, _, _] = x.shape().dims4().unwrap();
+    let classes = file.info("eval_logits").unwrap().shape[1];
+    let plan: Plan = match recipe["arch"].as_str().unwrap() {
+        "resnet18" => resnet_plan(&resnet18(classes)).unwrap(),
+        arch => {
+            let shortcut = match (arch, recipe["shortcut"].as_str()) {
+                ("cifar_plain", _) => CifarShortcut::None,
+                (_, Some("A")) => CifarShortcut::A,
+                (_, Some("B")) => CifarShortcut::B,
+                other => panic!("unknown recipe {other:?}"),
+            };
+            let depth = recipe["depth"].as_u64().unwrap() as usize;
+            let cfg = CifarConfig::new(depth, classes)
+                .with_in_channels(c)
+                .with_shortcut(shortcut);
+            cifar_plan(&cfg).unwrap()
+        }
+    };
+    let mut t = resnet_train::Trainer::new(plan.clone(), &Params(&file)).unwrap();
+    let keys: Vec<String> = t.batches_tracked().keys().cloned().collect();
+    for k in keys {
+        let v = file.load_integers(&format!("param.{k}")).unwrap().0[0];
+        t.set_batches_tracked(&k, v);
+    }
+    let lr = recipe["lr"].as_f64().unwrap() as f32;
+    let momentum = recipe["momentum"].as_f64().unwrap() as f32;
+    let wd = recipe["weight_decay"].as_f64().unwrap() as f32;
+    let nesterov = recipe["nesterov"].as_bool().unwrap();
+    let steps = recipe["steps"].as_u64().unwrap() as usize;
+    let identity = recipe["prior"].as_str() == Some("identity");
+    let lambda = recipe["prior_lambda"].as_f64().unwrap() as f32;
+    // The identity prior covers every 3x3 conv but the stem.
+    let prior: BTreeMap<String, Vec<f32>> = plan
+        .convs()
+        .filter(|cs| identity && cs.conv.kernel == 3 && cs.conv.name != "conv1")
+        .map(|cs| {
+            (
+                format!("{}.weight", cs.conv.weight),
+                dirac(cs.conv.weight_shape()),
+            )
+        })
+        .collect();
+    let want_loss = file.load("loss").unwrap();
+    let mut worst: Vec<(String, f64, f64)> = Vec::new();
+    let mut check = |key: String, e: f64| {
+        // `loss[1]` and `eval_logits (fast)` are bounded by the file's `loss` and
+        // `eval_logits`; every stored key has its own bound.
+        let base = key.split([' ', '[']).next().unwrap_or(&key);
+        let bound = *tol
+            .get(base)
+            .unwrap_or_else(|| panic!("no tolerance for {key} in the fixture"));
+        worst.push((key, e, bound));
+    };
+    let mut bufs: BTreeMap<String, Vec<f32>> = BTreeMap::new();
+    for step in 0..steps {
+        let mut out = t.forward_backward(&x, &labels).unwrap();
+        let mut loss = out.loss;
+        for (k, d) in &prior {
+            let w = &t.params()[k].0;
+            let mut sq = 0.0f64;
+            for ((g, &wv), &dv) in out.grads.get_mut(k).unwrap().iter_mut().zip(w).zip(d) {
+                *g += lambda * (wv - dv);
+                sq += f64::from(wv - dv).powi(2);
+            }
+            loss += f64::from(lambda) / 2.0 * sq;
+        }
+        let wl = f64::from(want_loss.as_slice()[step]);
+        check(format!("loss[{step}]"), (loss - wl).abs() / wl.abs());
+        if step == 0 {
+            for (k, g) in &out.grads {
+                let key = format!("grad.{k}");
+                if file.info(&key).is_some() {
+                    check(key.clone(), rel(g, file.load(&key).unwrap().as_slice()));
+                }
+            }
+        }
+        // torch.optim.SGD, dampening 0, weight decay added to the gradient (not on the
+        // prior's convs), in f32 as PyTorch does.
+        for (k, g) in out.grads {
+            let decay = if prior.contains_key(&k) { 0.0 } else { wd };
+            let w = t.param_mut(&k).unwrap();
+            let d: Vec<f32> = g.iter().zip(w.iter()).map(|(g, w)| g + decay * w).collect();
+            let buf = match bufs.get_mut(&k) {
+                Some(b) => {
+                    for (b, d) in b.iter_mut().zip(&d) {
+                        *b = momentum * *b + d;
+                    }
+                    b.clone()
+                }
+                None => {
+                    bufs.insert(k.clone(), d.clone());
+                    d.clone()
+                }
+            };
+            for ((w, d), b) in w.iter_mut().zip(&d).zip(&buf) {
+                let step = if nesterov { d + momentum * b } else { *b };
+                *w -= lr * step;
+            }
+        }
+    }
+    // The state after the steps.
+    let state = t.state_dict().unwrap();
+    for (k, (_, info)) in file
+        .tensors()
+        .map(|(k, i)| (k.to_string(), i))
+        .map(|(k, i)| (k, (0, i)))
+    {
+        let Some(name) = k.strip_prefix("after.") else {
+            continue;
+        };
+        if name.ends_with("num_batches_tracked") {
+            let want = file.load_integers(&k).unwrap().0[0];
+            assert_eq!(t.batches_tracked()[name], want, "{k}");
+            continue;
+        }
+        let _ = info;
+        let ours = state.tensor(name, &file.info(&k).unwrap().shape).unwrap();
+        check(
+            k.clone(),
+            rel(ours.as_slice(), file.load(&k).unwrap().as_slice()),
+        );
+    }
+    // The trained state through the inference path, on both kernel sets.
+    let want = file.load("eval_logits").unwrap();
+    for backend in [Backend::Naive, Backend::Fast] {
+        let net = Network::load(plan.clone(), &state, backend).unwrap();
+        let y = net.output(&x, "logits").unwrap();
+        check(
+            format!("eval_logits ({backend})"),
+            rel(y.as_slice(), want.as_slice()),
+        );
+    }
+    worst.sort_by(|a, b| (b.1 / b.2).total_cmp(&(a.1 / a.2)));
+    let (k, e, b) = &worst[0];
+    eprintln!(
+        "{name}: {} checks, worst {k}: {e:.3e} (bound {b:.1e})",
+        worst.len()
+    );
+    let failed: Vec<_> = worst.iter().filter(|(_, e, b)| e > b).collect();
+    assert!(
+        failed.is_empty(),
+        "{name}: {} over the bound: {failed:?}",
+        failed.len()
+    );
+}
+
+#[test]
+fn cifar_resnet20_option_a_on_fashion_mnist() {
+    run("cifar_resnet20_a_fmnist");
+}
+
+#[test]
+fn cifar_resnet20_option_b_nesterov_on_rgb() {
+    run("cifar_resnet20_b_rgb");
+}
+
+#[test]
+fn cifar_plain20_on_fashion_mnist() {
+    run("cifar_plain20_fmnist");
+}
+
+#[test]
+fn cifar_plain20_with_the_identity_prior() {
+    run("cifar_plain20_identity_prior");
+}
+
+#[test]
+fn torchvision_resnet18_two_steps() {
+    run("resnet18_tv_step");
+}
