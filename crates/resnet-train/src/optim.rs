@@ -1,7 +1,8 @@
 //! Optimisers, parameter groups, priors and learning-rate schedules with PyTorch's semantics.
 //!
 //! - [`Sgd`] is `torch.optim.SGD` (momentum, dampening, Nesterov, weight decay added to the
-//!   gradient).
+//!   gradient); [`AdamW`] is `torch.optim.AdamW` (decoupled decay, bias-corrected moments,
+//!   optional AMSGrad).
 //! - [`ParamGroup`] overrides the learning rate (as a multiplier) and the weight decay of one
 //!   parameter; [`param_group_for`] picks the group of a parameter from its name and shape.
 //! - [`Prior`] is the prior of the MAP reading: [`Prior::Zero`] is ordinary weight decay (the
@@ -31,6 +32,7 @@
 //! rounding of `a + s * b`, and `addcmul_` can differ by one rounding if PyTorch's compiler fused
 //! it. Non-finite gradients are not checked: they propagate as in PyTorch.
 
+mod adamw;
 mod error;
 mod group;
 mod prior;
@@ -38,6 +40,7 @@ mod schedule;
 mod sgd;
 mod state;
 
+pub use adamw::{AdamW, AdamWConfig};
 pub use error::OptimError;
 pub use group::{DecayPolicy, ParamGroup, is_norm_or_bias, param_group_for};
 pub use prior::{
