@@ -20,10 +20,32 @@
 //! assert_eq!(step.grads["conv1.weight"].len(), 16 * 9);
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
+//!
+//! [`optim`] holds the optimisers with PyTorch's semantics and arithmetic ([`optim::Sgd`],
+//! [`optim::AdamW`]), parameter groups, the priors the degradation study compares
+//! ([`optim::Prior`]: weight decay toward zero, or toward the identity's Dirac kernel) and
+//! learning-rate schedules ([`optim::Schedule`]). They work on one named f32 parameter at a
+//! time and keep their state by name, as serialisable named tensors:
+//!
+//! ```
+//! use resnet_train::optim::{DecayPolicy, Prior, Sgd, SgdConfig, param_group_for};
+//!
+//! let prior = Prior::Identity { lambda: 1e-3 };
+//! let mut sgd = Sgd::new(SgdConfig::new(0.01).with_momentum(0.9).with_weight_decay(5e-4));
+//! let (name, shape) = ("layer1.0.conv1.weight", [2, 2, 3, 3]);
+//! let mut w = resnet_train::optim::dirac(2, 2, 3, 3)?;
+//! let mut grad = vec![0.0f32; w.len()]; // from the backward pass
+//! let prior_loss = prior.term(name, &shape, &w, &mut grad)?; // added to the loss
+//! let group = param_group_for(name, &shape, DecayPolicy::All, &prior); // no decay here
+//! sgd.step(name, &mut w, &grad, Some(&group))?;
+//! assert_eq!(prior_loss, 0.0);
+//! # Ok::<(), resnet_train::optim::OptimError>(())
+//! ```
 
 #![forbid(unsafe_code)]
 
 mod engine;
+pub mod optim;
 
 pub use engine::{StepOutput, Trainer};
 
@@ -43,6 +65,9 @@ pub enum TrainError {
     /// A tensor could not be built.
     #[error(transparent)]
     Tensor(#[from] resnet_tensor::TensorError),
+    /// An optimiser refused its arguments.
+    #[error(transparent)]
+    Optim(#[from] optim::OptimError),
     /// The batch or the labels do not fit the network.
     #[error("{0}")]
     Input(String),
