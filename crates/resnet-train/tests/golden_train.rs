@@ -7,6 +7,7 @@ use resnet_models::{
     Backend, CifarConfig, CifarShortcut, Network, Plan, cifar_plan, resnet_plan, resnet18,
 };
 use resnet_tensor::Tensor;
+use resnet_train::optim::{DecayPolicy, Prior, Sgd, SgdConfig, param_group_for};
 use resnet_weights::{WeightError, WeightFile, WeightSource};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -63,15 +64,6 @@ fn rel(ours: &[f32], want: &[f32]) -> f64 {
     if den == 0.0 { num } else { num / den }
 }
 
-/// Dirac kernel of `torch.nn.init.dirac_` for a `[o, c, k, k]` weight.
-fn dirac([o, c, kh, kw]: [usize; 4]) -> Vec<f32> {
-    let mut d = vec![0.0; o * c * kh * kw];
-    for i in 0..o.min(c) {
-        d[((i * c + i) * kh + kh / 2) * kw + kw / 2] = 1.0;
-    }
-    d
-}
-
 fn run(name: &str) {
     let Some(path) = golden(&format!("{name}.safetensors")) else {
         return;
@@ -112,24 +104,24 @@ fn run(name: &str) {
         let v = file.load_integers(&format!("param.{k}")).unwrap().0[0];
         t.set_batches_tracked(&k, v);
     }
-    let lr = recipe["lr"].as_f64().unwrap() as f32;
-    let momentum = recipe["momentum"].as_f64().unwrap() as f32;
-    let wd = recipe["weight_decay"].as_f64().unwrap() as f32;
+    let lr = recipe["lr"].as_f64().unwrap();
+    let momentum = recipe["momentum"].as_f64().unwrap();
+    let wd = recipe["weight_decay"].as_f64().unwrap();
     let nesterov = recipe["nesterov"].as_bool().unwrap();
     let steps = recipe["steps"].as_u64().unwrap() as usize;
-    let identity = recipe["prior"].as_str() == Some("identity");
-    let lambda = recipe["prior_lambda"].as_f64().unwrap() as f32;
-    // The identity prior covers every 3x3 conv but the stem.
-    let prior: BTreeMap<String, Vec<f32>> = plan
-        .convs()
-        .filter(|cs| identity && cs.conv.kernel == 3 && cs.conv.name != "conv1")
-        .map(|cs| {
-            (
-                format!("{}.weight", cs.conv.weight),
-                dirac(cs.conv.weight_shape()),
-            )
-        })
-        .collect();
+    let lambda = recipe["prior_lambda"].as_f64().unwrap();
+    let prior = if recipe["prior"].as_str() == Some("identity") {
+        Prior::Identity { lambda }
+    } else {
+        Prior::Zero
+    };
+    let mut sgd = Sgd::try_new(
+        SgdConfig::new(lr)
+            .with_momentum(momentum)
+            .with_nesterov(nesterov)
+            .with_weight_decay(wd),
+    )
+    .unwrap();
     let want_loss = file.load("loss").unwrap();
     let mut worst: Vec<(String, f64, f64)> = Vec::new();
     let mut check = |key: String, e: f64| {
@@ -141,18 +133,14 @@ fn run(name: &str) {
             .unwrap_or_else(|| panic!("no tolerance for {key} in the fixture"));
         worst.push((key, e, bound));
     };
-    let mut bufs: BTreeMap<String, Vec<f32>> = BTreeMap::new();
     for step in 0..steps {
         let mut out = t.forward_backward(&x, &labels).unwrap();
+        // The prior's term joins the loss and its gradient (zero for the zero prior, whose
+        // decay the optimiser applies).
         let mut loss = out.loss;
-        for (k, d) in &prior {
-            let w = &t.params()[k].0;
-            let mut sq = 0.0f64;
-            for ((g, &wv), &dv) in out.grads.get_mut(k).unwrap().iter_mut().zip(w).zip(d) {
-                *g += lambda * (wv - dv);
-                sq += f64::from(wv - dv).powi(2);
-            }
-            loss += f64::from(lambda) / 2.0 * sq;
+        for (k, g) in out.grads.iter_mut() {
+            let (w, shape) = &t.params()[k];
+            loss += prior.term(k, shape, w, g).unwrap();
         }
         let wl = f64::from(want_loss.as_slice()[step]);
         check(format!("loss[{step}]"), (loss - wl).abs() / wl.abs());
@@ -164,28 +152,12 @@ fn run(name: &str) {
                 }
             }
         }
-        // torch.optim.SGD, dampening 0, weight decay added to the gradient (not on the
-        // prior's convs), in f32 as PyTorch does.
-        for (k, g) in out.grads {
-            let decay = if prior.contains_key(&k) { 0.0 } else { wd };
-            let w = t.param_mut(&k).unwrap();
-            let d: Vec<f32> = g.iter().zip(w.iter()).map(|(g, w)| g + decay * w).collect();
-            let buf = match bufs.get_mut(&k) {
-                Some(b) => {
-                    for (b, d) in b.iter_mut().zip(&d) {
-                        *b = momentum * *b + d;
-                    }
-                    b.clone()
-                }
-                None => {
-                    bufs.insert(k.clone(), d.clone());
-                    d.clone()
-                }
-            };
-            for ((w, d), b) in w.iter_mut().zip(&d).zip(&buf) {
-                let step = if nesterov { d + momentum * b } else { *b };
-                *w -= lr * step;
-            }
+        // torch.optim.SGD: weight decay on every parameter but the prior's convs.
+        for (k, g) in &out.grads {
+            let shape = t.params()[k].1.clone();
+            let group = param_group_for(k, &shape, DecayPolicy::All, &prior);
+            sgd.step(k, t.param_mut(k).unwrap(), g, Some(&group))
+                .unwrap();
         }
     }
     // The state after the steps.
