@@ -327,22 +327,21 @@ impl Executor {
                     Some(_) => slot(&mut out, numel(output)),
                     None => &mut [],
                 };
-                let src = |s: Option<crate::plan::Slot>| -> &[f32] {
-                    s.map_or(&[][..], |s| &bufs[s.0][..numel(slot_dims[s.0].0)])
-                };
+                let src =
+                    |s: crate::plan::Slot| -> &[f32] { &bufs[s.0][..numel(slot_dims[s.0].0)] };
                 match (step, bound) {
                     (Step::Input { .. }, _) => copy_input(cpu, x, dims, layout, dst)?,
                     (Step::Conv(c), Bound::FastConv(p)) => {
                         algo = Some(p.algorithm());
                         let mut epi = Epilogue::none().with_relu(c.relu);
                         if let Some(r) = c.residual {
-                            epi = epi.with_residual(src(Some(r)));
+                            epi = epi.with_residual(src(r));
                         }
-                        p.run(&ctx, src(Some(c.src)), input, dst, epi)?;
+                        p.run(&ctx, src(c.src), input, dst, epi)?;
                     }
                     (Step::Conv(c), Bound::NaiveConv(nc)) => {
-                        let res = c.residual.map(|r| src(Some(r)));
-                        naive_conv(c, nc, input, src(Some(c.src)), res, dst)?;
+                        let res = c.residual.map(&src);
+                        naive_conv(c, nc, input, src(c.src), res, dst)?;
                     }
                     (
                         Step::MaxPool {
@@ -357,35 +356,27 @@ impl Executor {
                         let g =
                             PoolGeometry::new(input, [*kernel; 2], [*stride; 2], [*padding; 2])?;
                         match backend {
-                            Backend::Fast => {
-                                fast::max_pool2d_nhwc(cpu, par, &g, src(Some(*s)), dst)?
-                            }
-                            Backend::Naive => naive::max_pool2d(&g, src(Some(*s)), dst)?,
+                            Backend::Fast => fast::max_pool2d_nhwc(cpu, par, &g, src(*s), dst)?,
+                            Backend::Naive => naive::max_pool2d(&g, src(*s), dst)?,
                         }
                     }
                     (Step::GlobalAvgPool { src: s, .. }, _) => match backend {
-                        Backend::Fast => {
-                            fast::global_avg_pool_nhwc(cpu, input, src(Some(*s)), dst)?
-                        }
-                        Backend::Naive => {
-                            naive::adaptive_avg_pool2d(input, [1, 1], src(Some(*s)), dst)?
-                        }
+                        Backend::Fast => fast::global_avg_pool_nhwc(cpu, input, src(*s), dst)?,
+                        Backend::Naive => naive::adaptive_avg_pool2d(input, [1, 1], src(*s), dst)?,
                     },
                     (Step::Linear(l), Bound::FastLinear(p)) => {
-                        p.run(cpu, input[0], src(Some(l.src)), dst)?
+                        p.run(cpu, input[0], src(l.src), dst)?
                     }
                     (Step::Linear(l), Bound::NaiveLinear { weight, bias }) => naive::linear(
                         [input[0], l.in_features, l.out_features],
-                        src(Some(l.src)),
+                        src(l.src),
                         weight,
                         Some(bias),
                         dst,
                     )?,
                     (Step::PixelShuffle { src: s, factor, .. }, _) => match backend {
-                        Backend::Fast => {
-                            fast::pixel_shuffle_nhwc(input, *factor, src(Some(*s)), dst)?
-                        }
-                        Backend::Naive => naive::pixel_shuffle(input, *factor, src(Some(*s)), dst)?,
+                        Backend::Fast => fast::pixel_shuffle_nhwc(input, *factor, src(*s), dst)?,
+                        Backend::Naive => naive::pixel_shuffle(input, *factor, src(*s), dst)?,
                     },
                     (
                         Step::SubsamplePad {
@@ -400,14 +391,14 @@ impl Executor {
                             input,
                             *stride,
                             *out_channels,
-                            src(Some(*s)),
+                            src(*s),
                             dst,
                         )?,
                         Backend::Naive => naive::subsample_pad_channels(
                             input,
                             *stride,
                             *out_channels,
-                            src(Some(*s)),
+                            src(*s),
                             dst,
                         )?,
                     },
@@ -416,7 +407,7 @@ impl Executor {
                             dims: input,
                             flat: flat_in,
                             layout,
-                            data: src(Some(*s)),
+                            data: src(*s),
                         });
                     }
                     (step, _) => {
