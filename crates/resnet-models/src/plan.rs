@@ -624,6 +624,18 @@ impl PlanBuilder {
         dst
     }
 
+    /// The classification head on `features` (which it frees): global average pooling
+    /// (output `pool`) and the classifier `fc` (output `logits`), as torchvision's ResNets
+    /// and He et al.'s CIFAR nets end.
+    pub fn classifier_head(&mut self, features: Slot, channels: usize, classes: usize) {
+        let f = self.global_avg_pool(features);
+        self.free(features);
+        self.output("pool", f);
+        let logits = self.linear("fc", "fc", f, channels, classes);
+        self.free(f);
+        self.output("logits", logits);
+    }
+
     /// Name the value of `src` as a result observers can read.
     pub fn output(&mut self, name: &str, src: Slot) {
         self.steps.push(Step::Output {

@@ -35,12 +35,7 @@ pub fn resnet_plan(config: &ResNetConfig) -> Result<Plan, ModelError> {
         }
         b.output(&format!("layer{}", s + 1), cur);
     }
-    let f = b.global_avg_pool(cur);
-    b.free(cur);
-    b.output("pool", f);
-    let logits = b.linear("fc", "fc", f, in_c, config.num_classes);
-    b.free(f);
-    b.output("logits", logits);
+    b.classifier_head(cur, in_c, config.num_classes);
     Ok(b.finish())
 }
 

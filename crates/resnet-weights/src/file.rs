@@ -182,15 +182,19 @@ impl WeightFile {
         self.tensors.get(name)
     }
 
-    /// A tensor by internal name, converted to f32, whatever its shape.
-    pub fn load(&self, name: &str) -> Result<Tensor, WeightError> {
-        let info = self
-            .tensors
+    /// Header info of one tensor, or the error a missing key gives.
+    fn info_or_missing(&self, name: &str) -> Result<&TensorInfo, WeightError> {
+        self.tensors
             .get(name)
             .ok_or_else(|| WeightError::MissingKey {
                 name: name.to_string(),
                 expected: None,
-            })?;
+            })
+    }
+
+    /// A tensor by internal name, converted to f32, whatever its shape.
+    pub fn load(&self, name: &str) -> Result<Tensor, WeightError> {
+        let info = self.info_or_missing(name)?;
         convert(info, &self.bytes[info.range.clone()])
     }
 
@@ -198,13 +202,7 @@ impl WeightFile {
     /// shape: I64, I32, I16, I8, U8 and BOOL are accepted; anything else is
     /// [`WeightError::UnsupportedDtype`].
     pub fn load_integers(&self, name: &str) -> Result<(Vec<i64>, Vec<usize>), WeightError> {
-        let info = self
-            .tensors
-            .get(name)
-            .ok_or_else(|| WeightError::MissingKey {
-                name: name.to_string(),
-                expected: None,
-            })?;
+        let info = self.info_or_missing(name)?;
         let raw = &self.bytes[info.range.clone()];
         let values: Vec<i64> = match info.dtype.0 {
             Dtype::I64 => raw

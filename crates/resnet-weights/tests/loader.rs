@@ -304,3 +304,33 @@ fn open_and_read_agree() {
         Err(WeightError::TooShort { len: 0 })
     ));
 }
+
+#[test]
+fn integer_tensors_load_as_i64_and_floats_are_refused_there() {
+    let labels: Vec<u8> = [3i64, -1, 7].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let small: Vec<u8> = [1i32, 2].iter().flat_map(|v| v.to_le_bytes()).collect();
+    let bytes = file(
+        &[
+            ("labels", "I64", &[3], labels),
+            ("pair", "I32", &[2], small),
+            ("flags", "U8", &[2], vec![0, 255]),
+            ("w", "F32", &[1], f32s(&[1.0])),
+        ],
+        None,
+    );
+    let f = WeightFile::from_bytes(bytes).unwrap();
+    assert_eq!(
+        f.load_integers("labels").unwrap(),
+        (vec![3, -1, 7], vec![3])
+    );
+    assert_eq!(f.load_integers("pair").unwrap().0, [1, 2]);
+    assert_eq!(f.load_integers("flags").unwrap().0, [0, 255]);
+    assert!(matches!(
+        f.load_integers("w"),
+        Err(WeightError::UnsupportedDtype { .. })
+    ));
+    assert!(matches!(
+        f.load_integers("nope"),
+        Err(WeightError::MissingKey { .. })
+    ));
+}
