@@ -229,6 +229,7 @@ pub fn run(cli: Cli) -> Result<()> {
             threads,
             json,
         ),
+        Command::Train(args) => crate::train::train(&args),
     }
 }
 

@@ -7,6 +7,7 @@
 //! resnet inspect w.safetensors
 //! resnet enhance small.png big.png --weights edsr_baseline_x2.safetensors --tile 192
 //! resnet bench --arch resnet50 --batch 8 --threads 2 --json
+//! resnet train --model cifar-resnet20 --classes 10 --data tensors:batch.safetensors --steps 10 --save w.safetensors
 //! ```
 //!
 //! Errors are one line on stderr (the error and its causes) and exit code 1; usage errors exit
@@ -15,9 +16,10 @@
 #![forbid(unsafe_code)]
 
 mod commands;
+mod train;
 mod weights;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -56,6 +58,65 @@ pub struct PreprocessArgs {
     /// Per-channel standard deviation, R,G,B.
     #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = resnet_image::IMAGENET_STD)]
     std: Vec<f32>,
+}
+
+/// The prior on the weights (`--prior`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PriorArg {
+    /// Weight decay toward zero (the optimiser's --weight-decay).
+    Zero,
+    /// `lambda / 2 * ||W - Dirac||^2` on every 3x3 conv but the stem, which get no weight decay.
+    Identity,
+}
+
+/// `resnet train`'s options.
+#[derive(Debug, Args)]
+pub struct TrainArgs {
+    /// Architecture: cifar-resnetN (shortcut option A), cifar-resnetN-b (option B),
+    /// cifar-plainN (N = 6n + 2), or a torchvision name (resnet18, resnet50, …).
+    #[arg(long)]
+    model: String,
+    /// Number of classes (required unless --init's fc.weight fixes it).
+    #[arg(long)]
+    classes: Option<usize>,
+    /// Start from this state_dict (safetensors, torchvision names; `param.<k>` keys accepted);
+    /// default: seeded random weights (--seed).
+    #[arg(long, value_name = "FILE")]
+    init: Option<PathBuf>,
+    /// Training data: `tensors:FILE`, a safetensors file with `input` (NCHW floats) and
+    /// `labels` (integers), used whole as one batch, every step.
+    #[arg(long, value_name = "tensors:FILE")]
+    data: String,
+    /// Optimiser steps.
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    steps: u32,
+    /// Learning rate.
+    #[arg(long, default_value_t = 0.1)]
+    lr: f64,
+    /// SGD momentum.
+    #[arg(long, default_value_t = 0.9)]
+    momentum: f64,
+    /// Weight decay (added to the gradient, as torch.optim.SGD does).
+    #[arg(long, default_value_t = 5e-4)]
+    weight_decay: f64,
+    /// Nesterov momentum.
+    #[arg(long)]
+    nesterov: bool,
+    /// The prior on the weights.
+    #[arg(long, value_enum, default_value_t = PriorArg::Zero)]
+    prior: PriorArg,
+    /// The identity prior's strength lambda (default 1e-3; --prior identity only).
+    #[arg(long, value_name = "X")]
+    prior_lambda: Option<f64>,
+    /// Seed of the random weights (without --init).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write the trained state_dict here (safetensors, written atomically).
+    #[arg(long, value_name = "FILE")]
+    save: PathBuf,
+    /// Also write one JSON line per step here: {"step", "loss", "lr", "ms"}.
+    #[arg(long, value_name = "FILE")]
+    log: Option<PathBuf>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -173,6 +234,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Train with SGD on one batch of tensors (the reference kernels, single-threaded) and
+    /// save the state_dict; one line per step on stderr.
+    Train(TrainArgs),
 }
 
 /// An error and its causes on one line, `outer: cause: cause`, like `{:#}`, but without a cause

@@ -37,4 +37,4 @@ pub use file::{MAX_HEADER_BYTES, TensorInfo, WeightDtype, WeightFile};
 pub use names::{NameScheme, to_canonical};
 pub use resnet_tensor::Tensor;
 pub use source::{Strictness, TensorMap, Tracked, WeightSource, is_ignorable};
-pub use write::write_safetensors;
+pub use write::{write_safetensors, write_safetensors_with_counters};

@@ -334,3 +334,53 @@ fn integer_tensors_load_as_i64_and_floats_are_refused_there() {
         Err(WeightError::MissingKey { .. })
     ));
 }
+
+#[test]
+fn counters_are_written_as_i64_scalars_atomically() {
+    use resnet_weights::{Tensor, write_safetensors_with_counters};
+    use std::collections::HashMap;
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("state.safetensors");
+    std::fs::write(&p, b"an older file").unwrap();
+    let w = Tensor::from_vec(&[2, 1], vec![0.5, -1.5]).unwrap();
+    let meta = HashMap::from([("arch".to_string(), "cifar-resnet20".to_string())]);
+    write_safetensors_with_counters(
+        &p,
+        &[("bn1.weight", &w)],
+        &[
+            ("bn1.num_batches_tracked", 3),
+            ("bn2.num_batches_tracked", -1),
+        ],
+        Some(meta),
+    )
+    .unwrap();
+    let f = WeightFile::open(&p).unwrap();
+    assert_eq!(f.load("bn1.weight").unwrap(), w);
+    assert_eq!(
+        f.load_integers("bn1.num_batches_tracked").unwrap(),
+        (vec![3], vec![])
+    );
+    assert_eq!(
+        f.info("bn2.num_batches_tracked").unwrap().dtype.to_string(),
+        "I64"
+    );
+    assert_eq!(f.metadata()["arch"], "cifar-resnet20");
+    // Only the file itself is left: the temporary one was renamed over it.
+    let names: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(names, ["state.safetensors"]);
+    // A name given twice is refused; a missing directory is a write error; nothing is left.
+    let e = write_safetensors_with_counters(&p, &[("a", &w)], &[("a", 1)], None).unwrap_err();
+    assert!(e.to_string().contains("\"a\" given twice"), "{e}");
+    let e = write_safetensors_with_counters(
+        dir.path().join("no/w.safetensors"),
+        &[("a", &w)],
+        &[],
+        None,
+    )
+    .unwrap_err();
+    assert!(matches!(e, WeightError::WriteIo { .. }), "{e}");
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}

@@ -1,0 +1,421 @@
+//! `resnet train`: the golden training fixtures reproduced from the command line, the saved
+//! file loaded for inference, and bad input refused in one line.
+
+use assert_cmd::Command;
+use resnet_models::{Backend, CifarConfig, CifarShortcut, Network, cifar_plan};
+use resnet_weights::{WeightFile, WeightSource};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A training fixture, or `None` (loudly) when it is absent and `RESNET_GOLDEN_DIR` is unset;
+/// with the variable set, a missing file fails.
+fn golden(name: &str) -> Option<PathBuf> {
+    let (dir, required) = match std::env::var_os("RESNET_GOLDEN_DIR") {
+        Some(d) => (PathBuf::from(d), true),
+        None => (
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden"),
+            false,
+        ),
+    };
+    let path = dir.join("train").join(name);
+    if path.is_file() {
+        return Some(path);
+    }
+    assert!(!required, "golden fixture {} is missing", path.display());
+    eprintln!(
+        "\n!!!!!!!! SKIPPED: {} not found; set RESNET_GOLDEN_DIR !!!!!!!!\n",
+        path.display()
+    );
+    None
+}
+
+fn resnet() -> Command {
+    Command::cargo_bin("resnet").expect("the resnet binary is built")
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Run and expect failure: exit code 1, one line on stderr starting with "error:", no panic.
+fn fails(args: &[&str]) -> String {
+    let out = resnet().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert_eq!(out.status.code(), Some(1), "{args:?}: {stderr}");
+    let last = stderr.trim_end().lines().last().unwrap_or_default();
+    assert!(last.starts_with("error: "), "{args:?}: {stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    last.to_string()
+}
+
+fn rel(ours: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(ours.len(), want.len());
+    let num = ours
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs())
+        .fold(0.0, f64::max);
+    let den = want.iter().map(|b| f64::from(*b).abs()).fold(0.0, f64::max);
+    if den == 0.0 { num } else { num / den }
+}
+
+/// Train from a fixture on its own batch with its recipe, then check every `after.<k>`, the
+/// per-step losses of the log, the metadata, and the saved file's eval logits through the
+/// inference path (fast kernels).
+fn reproduce(fixture: &str, model: &str, extra: &[&str], shortcut: CifarShortcut) {
+    let Some(f) = golden(&format!("{fixture}.safetensors")) else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let saved = dir.path().join("out.safetensors");
+    let log = dir.path().join("log.jsonl");
+    let data = format!("tensors:{}", s(&f));
+    let out = resnet()
+        .args(["train", "--model", model, "--init", s(&f), "--data", &data])
+        .args(["--steps", "2", "--lr", "0.01", "--momentum", "0.9"])
+        .args([
+            "--weight-decay",
+            "5e-4",
+            "--save",
+            s(&saved),
+            "--log",
+            s(&log),
+        ])
+        .args(extra)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.contains("step 2/2"), "{stderr}");
+
+    let fix = WeightFile::open(&f).unwrap();
+    let tol: BTreeMap<String, f64> = serde_json::from_str(&fix.metadata()["tolerance"]).unwrap();
+    let got = WeightFile::open(&saved).unwrap();
+    assert_eq!(got.metadata()["arch"], model);
+    assert_eq!(got.metadata()["shortcut"], shortcut.name());
+    let mut checked = 0;
+    for (k, info) in fix.tensors() {
+        let Some(name) = k.strip_prefix("after.") else {
+            continue;
+        };
+        if name.ends_with("num_batches_tracked") {
+            assert_eq!(
+                got.load_integers(name).unwrap(),
+                fix.load_integers(k).unwrap(),
+                "{name}"
+            );
+            continue;
+        }
+        let ours = got.tensor(name, &info.shape).unwrap();
+        let e = rel(ours.as_slice(), fix.load(k).unwrap().as_slice());
+        assert!(
+            e <= tol[k],
+            "{fixture}: {name}: {e:.3e} over {:.1e}",
+            tol[k]
+        );
+        checked += 1;
+    }
+    assert!(checked > 50, "{checked}");
+
+    // The losses logged, one JSON line per step.
+    let want_loss = fix.load("loss").unwrap();
+    let lines: Vec<serde_json::Value> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2);
+    for (i, (line, want)) in lines.iter().zip(want_loss.as_slice()).enumerate() {
+        assert_eq!(line["step"], i + 1);
+        assert_eq!(line["lr"], 0.01);
+        assert!(line["ms"].as_f64().unwrap() > 0.0);
+        let loss = line["loss"].as_f64().unwrap();
+        let e = (loss - f64::from(*want)).abs() / f64::from(*want).abs();
+        assert!(e <= tol["loss"], "{fixture}: loss[{i}] {loss} vs {want}");
+    }
+
+    // The saved file runs on the inference path.
+    let x = fix.load("input").unwrap();
+    let [_, c, _, _] = x.shape().dims4().unwrap();
+    let classes = fix.info("eval_logits").unwrap().shape[1];
+    let cfg = CifarConfig::new(20, classes)
+        .with_in_channels(c)
+        .with_shortcut(shortcut);
+    let net = Network::load(cifar_plan(&cfg).unwrap(), &got, Backend::Fast).unwrap();
+    let y = net.output(&x, "logits").unwrap();
+    let e = rel(y.as_slice(), fix.load("eval_logits").unwrap().as_slice());
+    assert!(e <= tol["eval_logits"], "{fixture}: eval_logits {e:.3e}");
+}
+
+#[test]
+fn reproduces_cifar_resnet20_option_a() {
+    reproduce(
+        "cifar_resnet20_a_fmnist",
+        "cifar-resnet20",
+        &[],
+        CifarShortcut::A,
+    );
+}
+
+#[test]
+fn reproduces_cifar_plain20_with_the_identity_prior() {
+    reproduce(
+        "cifar_plain20_identity_prior",
+        "cifar-plain20",
+        &["--prior", "identity", "--prior-lambda", "0.001"],
+        CifarShortcut::None,
+    );
+}
+
+/// A safetensors file with `input` (F32) and `labels` (I64), written by hand.
+fn data_file(path: &Path, dims: [usize; 4], labels: &[i64]) {
+    let n: usize = dims.iter().product();
+    let input: Vec<u8> = (0..n)
+        .flat_map(|i| (((i * 7919) % 101) as f32 / 50.0 - 1.0).to_le_bytes())
+        .collect();
+    let lab: Vec<u8> = labels.iter().flat_map(|l| l.to_le_bytes()).collect();
+    let header = format!(
+        r#"{{"input":{{"dtype":"F32","shape":{dims:?},"data_offsets":[0,{}]}},"labels":{{"dtype":"I64","shape":[{}],"data_offsets":[{},{}]}}}}"#,
+        input.len(),
+        labels.len(),
+        input.len(),
+        input.len() + lab.len()
+    );
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(&input);
+    bytes.extend_from_slice(&lab);
+    std::fs::write(path, bytes).unwrap();
+}
+
+#[test]
+fn trains_from_random_weights_and_saves_counters_and_metadata() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("batch.safetensors");
+    data_file(&data, [4, 3, 8, 8], &[0, 2, 1, 2]);
+    let saved = dir.path().join("w.safetensors");
+    let data_arg = format!("tensors:{}", s(&data));
+    let out = resnet()
+        .args(["train", "--model", "cifar-resnet8-b", "--classes", "3"])
+        .args([
+            "--data",
+            &data_arg,
+            "--steps",
+            "3",
+            "--lr",
+            "0.05",
+            "--nesterov",
+        ])
+        .args(["--seed", "7", "--save", s(&saved)])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(stderr.matches("step ").count(), 3, "{stderr}");
+    let got = WeightFile::open(&saved).unwrap();
+    assert_eq!(got.metadata()["arch"], "cifar-resnet8-b");
+    assert_eq!(got.metadata()["shortcut"], "B");
+    assert_eq!(got.metadata()["num_classes"], "3");
+    let recipe: serde_json::Value = serde_json::from_str(&got.metadata()["train"]).unwrap();
+    assert_eq!(recipe["nesterov"], true);
+    assert_eq!(recipe["seed"], 7);
+    assert_eq!(
+        got.load_integers("layer2.0.downsample.1.num_batches_tracked")
+            .unwrap(),
+        (vec![3], vec![])
+    );
+    assert_eq!(got.info("fc.weight").unwrap().shape, [3, 64]);
+    // It loads for inference, and as --init of another run (classes from fc.weight).
+    let cfg = CifarConfig::new(8, 3).with_shortcut(CifarShortcut::B);
+    Network::load(cifar_plan(&cfg).unwrap(), &got, Backend::Fast).unwrap();
+    let again = dir.path().join("w2.safetensors");
+    resnet()
+        .args(["train", "--model", "cifar-resnet8-b", "--init", s(&saved)])
+        .args(["--data", &data_arg, "--steps", "1", "--save", s(&again)])
+        .assert()
+        .success();
+    let got = WeightFile::open(&again).unwrap();
+    assert_eq!(got.load_integers("bn1.num_batches_tracked").unwrap().0, [4]);
+    // Only the two saved files and the data: no temporary file left behind.
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 3);
+}
+
+#[test]
+fn bad_input_is_one_line_and_exit_code_1() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("batch.safetensors");
+    data_file(&data, [2, 1, 8, 8], &[0, 4]);
+    let data_arg = format!("tensors:{}", s(&data));
+    let save = dir.path().join("w.safetensors");
+    let run = |extra: &[&str]| -> String {
+        let mut args = vec!["train", "--steps", "1", "--save", s(&save)];
+        args.extend_from_slice(extra);
+        fails(&args)
+    };
+    let e = run(&["--model", "vgg16", "--classes", "5", "--data", &data_arg]);
+    assert!(
+        e.contains("unknown --model \"vgg16\"") && e.contains("cifar-resnetN"),
+        "{e}"
+    );
+    let e = run(&[
+        "--model",
+        "cifar-resnet21",
+        "--classes",
+        "5",
+        "--data",
+        &data_arg,
+    ]);
+    assert!(e.contains("6n + 2"), "{e}");
+    let e = run(&[
+        "--model",
+        "cifar-resnet8",
+        "--classes",
+        "5",
+        "--data",
+        "cifar10:/x",
+    ]);
+    assert!(
+        e.contains("cifar10: is not supported yet") && e.contains("tensors:FILE"),
+        "{e}"
+    );
+    let e = run(&[
+        "--model",
+        "cifar-resnet8",
+        "--classes",
+        "5",
+        "--data",
+        "/x.safetensors",
+    ]);
+    assert!(
+        e.contains("names no scheme") && e.contains("tensors:FILE"),
+        "{e}"
+    );
+    let e = run(&[
+        "--model",
+        "cifar-resnet8",
+        "--classes",
+        "5",
+        "--data",
+        "tensors:/nonexistent.st",
+    ]);
+    assert!(e.contains("/nonexistent.st"), "{e}");
+    // The class count: required, checked against the labels and --init.
+    let e = run(&["--model", "cifar-resnet8", "--data", &data_arg]);
+    assert!(e.contains("--classes") && e.contains("fc.weight"), "{e}");
+    let e = run(&[
+        "--model",
+        "cifar-resnet8",
+        "--classes",
+        "4",
+        "--data",
+        &data_arg,
+    ]);
+    assert!(
+        e.contains("label 4 of row 1 is out of range for 4 classes"),
+        "{e}"
+    );
+    let e = run(&[
+        "--model",
+        "cifar-resnet8",
+        "--classes",
+        "5",
+        "--data",
+        &data_arg,
+        "--init",
+        "/nonexistent/w.safetensors",
+    ]);
+    assert!(e.contains("--init /nonexistent/w.safetensors"), "{e}");
+    // Optimiser settings and the prior.
+    let e = run(&[
+        "--model",
+        "cifar-resnet8",
+        "--classes",
+        "5",
+        "--data",
+        &data_arg,
+        "--lr=-1",
+    ]);
+    assert!(e.contains("invalid optimiser settings"), "{e}");
+    let e = run(&[
+        "--model",
+        "cifar-resnet8",
+        "--classes",
+        "5",
+        "--data",
+        &data_arg,
+        "--prior-lambda",
+        "0.1",
+    ]);
+    assert!(e.contains("--prior identity only"), "{e}");
+    // A save directory that does not exist is refused before training.
+    let e = fails(&[
+        "train",
+        "--model",
+        "cifar-resnet8",
+        "--classes",
+        "5",
+        "--data",
+        &data_arg,
+        "--steps",
+        "1",
+        "--save",
+        "/nonexistent/dir/w.safetensors",
+    ]);
+    assert!(e.contains("does not exist"), "{e}");
+    // A diverging run stops at the step whose loss is not finite, saving nothing.
+    let e = fails(&[
+        "train",
+        "--model",
+        "cifar-resnet8",
+        "--classes",
+        "5",
+        "--data",
+        &data_arg,
+        "--lr",
+        "1e30",
+        "--steps",
+        "5",
+        "--save",
+        s(&save),
+    ]);
+    assert!(e.contains("step ") && e.contains("loss is"), "{e}");
+    assert!(!save.exists());
+    // A --init that does not fit the model, and a --classes that contradicts it.
+    let wrong = dir.path().join("wrong.safetensors");
+    resnet()
+        .args([
+            "train",
+            "--model",
+            "cifar-resnet8",
+            "--classes",
+            "5",
+            "--data",
+            &data_arg,
+        ])
+        .args(["--steps", "1", "--save", s(&wrong)])
+        .assert()
+        .success();
+    let e = run(&[
+        "--model",
+        "cifar-resnet14",
+        "--data",
+        &data_arg,
+        "--init",
+        s(&wrong),
+    ]);
+    assert!(e.contains("does not fit --model cifar-resnet14"), "{e}");
+    let e = run(&[
+        "--model",
+        "cifar-resnet8",
+        "--classes",
+        "7",
+        "--data",
+        &data_arg,
+        "--init",
+        s(&wrong),
+    ]);
+    assert!(
+        e.contains("--classes 7 does not match") && e.contains("5 classes"),
+        "{e}"
+    );
+}
