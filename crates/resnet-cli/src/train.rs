@@ -9,7 +9,7 @@ use resnet_models::{
 };
 use resnet_tensor::Tensor;
 use resnet_train::Trainer;
-use resnet_train::optim::{DecayPolicy, Prior, Sgd, SgdConfig, param_group_for};
+use resnet_train::optim::{DecayPolicy, Prior, Sgd, SgdConfig};
 use resnet_weights::{WeightError, write_safetensors_with_counters};
 use serde_json::json;
 use std::collections::HashMap;
@@ -349,30 +349,17 @@ pub fn train(a: &TrainArgs) -> Result<()> {
     );
     for step in 1..=a.steps {
         let t0 = Instant::now();
-        let mut out = trainer
-            .forward_backward(&x, &labels)
-            .with_context(|| format!("step {step}"))?;
-        // The prior's term joins the loss and its gradient (zero for the zero prior, whose
-        // decay the optimiser applies), as in resnet-train's golden tests.
-        let mut loss = out.loss;
-        for (k, g) in out.grads.iter_mut() {
-            let (wt, shape) = &trainer.params()[k];
-            loss += prior
-                .term(k, shape, wt, g)
-                .with_context(|| format!("step {step}: prior on {k}"))?;
-        }
-        if !loss.is_finite() {
-            bail!("step {step}: the loss is {loss}; stopping (nothing saved; try a smaller --lr)");
-        }
-        for (k, g) in &out.grads {
-            let shape = trainer.params()[k].1.clone();
-            let group = param_group_for(k, &shape, DecayPolicy::All, &prior);
-            let wt = trainer
-                .param_mut(k)
-                .ok_or_else(|| anyhow!("step {step}: no parameter {k}"))?;
-            sgd.step(k, wt, g, Some(&group))
-                .with_context(|| format!("step {step}: SGD on {k}"))?;
-        }
+        // As resnet-train's golden tests run it: the prior in the loss and gradients, decay
+        // off on the prior's convs.
+        let out = trainer
+            .sgd_step(&mut sgd, &prior, DecayPolicy::All, &x, &labels)
+            .map_err(|e| match e {
+                resnet_train::TrainError::NonFinite { loss } => anyhow!(
+                    "step {step}: the loss is {loss}; stopping (nothing saved; try a smaller --lr)"
+                ),
+                e => anyhow::Error::new(e).context(format!("step {step}")),
+            })?;
+        let loss = out.loss;
         let ms = t0.elapsed().as_secs_f64() * 1e3;
         eprintln!("step {step}/{}  loss {loss:.6}  {ms:.0} ms", a.steps);
         if let Some(f) = &mut log {

@@ -8,6 +8,7 @@
 //! writes, so this is exact.
 
 use crate::TrainError;
+use crate::optim::{DecayPolicy, Prior, Sgd, param_group_for};
 use resnet_kernels::naive_grad::{self, BnSaved};
 use resnet_kernels::{ConvGeometry, PoolGeometry, naive};
 use resnet_models::{ConvSpec, Plan, Step};
@@ -442,6 +443,39 @@ impl Trainer {
             }
         }
         Ok(StepOutput { loss, grads })
+    }
+
+    /// One step of SGD on a batch, as PyTorch's recipe (and the golden fixtures) define it:
+    /// [`Trainer::forward_backward`], the prior's term added to the loss and to each
+    /// gradient, then the optimiser's step on every parameter (weight decay per `policy`, and
+    /// never on the convolutions the identity prior covers). Returns the loss and gradients
+    /// the update used (prior included). A loss that is not finite is an error and changes
+    /// no parameter.
+    pub fn sgd_step(
+        &mut self,
+        sgd: &mut Sgd,
+        prior: &Prior,
+        policy: DecayPolicy,
+        x: &Tensor,
+        labels: &[usize],
+    ) -> Result<StepOutput, TrainError> {
+        let mut out = self.forward_backward(x, labels)?;
+        for (k, g) in out.grads.iter_mut() {
+            let (w, shape) = &self.params[k];
+            out.loss += prior.term(k, shape, w, g)?;
+        }
+        if !out.loss.is_finite() {
+            return Err(TrainError::NonFinite { loss: out.loss });
+        }
+        for (k, g) in &out.grads {
+            let (w, shape) = self
+                .params
+                .get_mut(k)
+                .ok_or_else(|| TrainError::Input(format!("no parameter {k}")))?;
+            let group = param_group_for(k, shape, policy, prior);
+            sgd.step(k, w, g, Some(&group))?;
+        }
+        Ok(out)
     }
 
     /// A convolution step in training mode: conv, batch-norm on the batch's statistics

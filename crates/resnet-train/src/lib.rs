@@ -68,6 +68,12 @@ pub enum TrainError {
     /// An optimiser refused its arguments.
     #[error(transparent)]
     Optim(#[from] optim::OptimError),
+    /// The loss is NaN or infinite: the step was not applied.
+    #[error("the loss is {loss}; the step was not applied (try a smaller learning rate)")]
+    NonFinite {
+        /// The loss.
+        loss: f64,
+    },
     /// The batch or the labels do not fit the network.
     #[error("{0}")]
     Input(String),

@@ -7,7 +7,7 @@ use resnet_models::{
     Backend, CifarConfig, CifarShortcut, Network, Plan, cifar_plan, resnet_plan, resnet18,
 };
 use resnet_tensor::Tensor;
-use resnet_train::optim::{DecayPolicy, Prior, Sgd, SgdConfig, param_group_for};
+use resnet_train::optim::{DecayPolicy, Prior, Sgd, SgdConfig};
 use resnet_weights::{WeightError, WeightFile, WeightSource};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -134,14 +134,12 @@ fn run(name: &str) {
         worst.push((key, e, bound));
     };
     for step in 0..steps {
-        let mut out = t.forward_backward(&x, &labels).unwrap();
-        // The prior's term joins the loss and its gradient (zero for the zero prior, whose
+        // The prior's term is in the loss and the gradients (zero for the zero prior, whose
         // decay the optimiser applies).
-        let mut loss = out.loss;
-        for (k, g) in out.grads.iter_mut() {
-            let (w, shape) = &t.params()[k];
-            loss += prior.term(k, shape, w, g).unwrap();
-        }
+        let out = t
+            .sgd_step(&mut sgd, &prior, DecayPolicy::All, &x, &labels)
+            .unwrap();
+        let loss = out.loss;
         let wl = f64::from(want_loss.as_slice()[step]);
         check(format!("loss[{step}]"), (loss - wl).abs() / wl.abs());
         if step == 0 {
@@ -151,13 +149,6 @@ fn run(name: &str) {
                     check(key.clone(), rel(g, file.load(&key).unwrap().as_slice()));
                 }
             }
-        }
-        // torch.optim.SGD: weight decay on every parameter but the prior's convs.
-        for (k, g) in &out.grads {
-            let shape = t.params()[k].1.clone();
-            let group = param_group_for(k, &shape, DecayPolicy::All, &prior);
-            sgd.step(k, t.param_mut(k).unwrap(), g, Some(&group))
-                .unwrap();
         }
     }
     // The state after the steps.
