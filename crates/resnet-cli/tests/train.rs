@@ -252,101 +252,72 @@ fn bad_input_is_one_line_and_exit_code_1() {
         args.extend_from_slice(extra);
         fails(&args)
     };
-    let e = run(&["--model", "vgg16", "--classes", "5", "--data", &data_arg]);
-    assert!(
-        e.contains("unknown --model \"vgg16\"") && e.contains("cifar-resnetN"),
-        "{e}"
-    );
-    let e = run(&[
-        "--model",
-        "cifar-resnet21",
-        "--classes",
-        "5",
-        "--data",
-        &data_arg,
-    ]);
-    assert!(e.contains("6n + 2"), "{e}");
-    let e = run(&[
-        "--model",
-        "cifar-resnet8",
-        "--classes",
-        "5",
-        "--data",
-        "cifar10:/x",
-    ]);
-    assert!(
-        e.contains("cifar10: is not supported yet") && e.contains("tensors:FILE"),
-        "{e}"
-    );
-    let e = run(&[
-        "--model",
-        "cifar-resnet8",
-        "--classes",
-        "5",
-        "--data",
-        "/x.safetensors",
-    ]);
-    assert!(
-        e.contains("names no scheme") && e.contains("tensors:FILE"),
-        "{e}"
-    );
-    let e = run(&[
-        "--model",
-        "cifar-resnet8",
-        "--classes",
-        "5",
-        "--data",
-        "tensors:/nonexistent.st",
-    ]);
-    assert!(e.contains("/nonexistent.st"), "{e}");
-    // The class count: required, checked against the labels and --init.
-    let e = run(&["--model", "cifar-resnet8", "--data", &data_arg]);
-    assert!(e.contains("--classes") && e.contains("fc.weight"), "{e}");
-    let e = run(&[
-        "--model",
-        "cifar-resnet8",
-        "--classes",
-        "4",
-        "--data",
-        &data_arg,
-    ]);
-    assert!(
-        e.contains("label 4 of row 1 is out of range for 4 classes"),
-        "{e}"
-    );
-    let e = run(&[
-        "--model",
-        "cifar-resnet8",
-        "--classes",
-        "5",
-        "--data",
-        &data_arg,
-        "--init",
-        "/nonexistent/w.safetensors",
-    ]);
-    assert!(e.contains("--init /nonexistent/w.safetensors"), "{e}");
-    // Optimiser settings and the prior.
-    let e = run(&[
-        "--model",
-        "cifar-resnet8",
-        "--classes",
-        "5",
-        "--data",
-        &data_arg,
-        "--lr=-1",
-    ]);
-    assert!(e.contains("invalid optimiser settings"), "{e}");
-    let e = run(&[
-        "--model",
-        "cifar-resnet8",
-        "--classes",
-        "5",
-        "--data",
-        &data_arg,
-        "--prior-lambda",
-        "0.1",
-    ]);
-    assert!(e.contains("--prior identity only"), "{e}");
+    let m8 = ["--model", "cifar-resnet8", "--classes", "5"];
+    let with = |head: &[&'static str], tail: &[&str]| -> Vec<String> {
+        head.iter().chain(tail).map(|a| a.to_string()).collect()
+    };
+    // (arguments after `train --steps 1 --save FILE`, what the one-line error must say)
+    let cases: Vec<(Vec<String>, Vec<&str>)> = vec![
+        (
+            with(
+                &["--model", "vgg16", "--classes", "5", "--data"],
+                &[&data_arg],
+            ),
+            vec!["unknown --model \"vgg16\"", "cifar-resnetN"],
+        ),
+        (
+            with(
+                &["--model", "cifar-resnet21", "--classes", "5", "--data"],
+                &[&data_arg],
+            ),
+            vec!["6n + 2"],
+        ),
+        (
+            with(&m8, &["--data", "cifar10:/x"]),
+            vec!["cifar10: is not supported yet", "tensors:FILE"],
+        ),
+        (
+            with(&m8, &["--data", "/x.safetensors"]),
+            vec!["names no scheme", "tensors:FILE"],
+        ),
+        (
+            with(&m8, &["--data", "tensors:/nonexistent.st"]),
+            vec!["/nonexistent.st"],
+        ),
+        // The class count: required, checked against the labels and --init.
+        (
+            with(&["--model", "cifar-resnet8", "--data"], &[&data_arg]),
+            vec!["--classes", "fc.weight"],
+        ),
+        (
+            with(
+                &["--model", "cifar-resnet8", "--classes", "4", "--data"],
+                &[&data_arg],
+            ),
+            vec!["label 4 of row 1 is out of range for 4 classes"],
+        ),
+        (
+            with(
+                &m8,
+                &["--data", &data_arg, "--init", "/nonexistent/w.safetensors"],
+            ),
+            vec!["--init /nonexistent/w.safetensors"],
+        ),
+        // Optimiser settings and the prior.
+        (
+            with(&m8, &["--data", &data_arg, "--lr=-1"]),
+            vec!["invalid optimiser settings"],
+        ),
+        (
+            with(&m8, &["--data", &data_arg, "--prior-lambda", "0.1"]),
+            vec!["--prior identity only"],
+        ),
+    ];
+    for (args, want) in &cases {
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let e = run(&args);
+        assert!(want.iter().all(|w| e.contains(w)), "{args:?}: {e}");
+    }
     // A save directory that does not exist is refused before training.
     let e = fails(&[
         "train",
