@@ -10,7 +10,7 @@ use resnet_models::{
 use resnet_tensor::Tensor;
 use resnet_train::Trainer;
 use resnet_train::optim::{DecayPolicy, Prior, Sgd, SgdConfig};
-use resnet_weights::{WeightError, write_safetensors_with_counters};
+use resnet_weights::{Prefixed, write_safetensors_with_counters};
 use serde_json::json;
 use std::collections::HashMap;
 use std::io::Write;
@@ -106,44 +106,10 @@ impl ModelSpec {
     }
 }
 
-/// A file's tensors under a prefix (a golden fixture's `param.<k>`), served by their names.
-struct Prefixed<'a> {
-    file: &'a WeightFile,
-    prefix: &'static str,
-}
-
-impl Prefixed<'_> {
-    fn key(&self, name: &str) -> String {
-        format!("{}{name}", self.prefix)
-    }
-}
-
-impl WeightSource for Prefixed<'_> {
-    fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
-        self.file.shape_of(&self.key(name))
-    }
-    fn names(&self) -> Vec<String> {
-        self.file
-            .names()
-            .into_iter()
-            .filter_map(|n| n.strip_prefix(self.prefix).map(str::to_string))
-            .collect()
-    }
-    fn file_name(&self, name: &str) -> String {
-        self.file.file_name(&self.key(name))
-    }
-    fn tensor(&self, name: &str, expected: &[usize]) -> Result<Tensor, WeightError> {
-        self.file.tensor(&self.key(name), expected)
-    }
-}
-
 /// Open `--init`: torchvision names, or the same under `param.`.
-fn init_source(file: &WeightFile) -> Prefixed<'_> {
+fn init_source(file: &WeightFile) -> Prefixed<'_, WeightFile> {
     let prefixed = !file.contains("conv1.weight") && file.contains("param.conv1.weight");
-    Prefixed {
-        file,
-        prefix: if prefixed { "param." } else { "" },
-    }
+    Prefixed::new(file, if prefixed { "param." } else { "" })
 }
 
 /// `--data tensors:FILE`: the batch and its labels.
@@ -305,7 +271,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
                     continue;
                 }
                 let (v, _) = src
-                    .file
+                    .inner()
                     .load_integers(&src.key(&k))
                     .with_context(ctx)
                     .with_context(|| format!("{k} must be an integer"))?;

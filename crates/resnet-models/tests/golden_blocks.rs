@@ -4,42 +4,13 @@ mod common;
 
 use common::rel_err;
 use resnet_models::{Backend, BlockKind, Network, ResNetConfig, resnet_block_plan};
-use resnet_weights::{WeightFile, WeightSource};
-
-/// A source that serves `CASE.<name>` as `<name>`.
-struct Prefixed<'a> {
-    file: &'a WeightFile,
-    prefix: String,
-}
-
-impl WeightSource for Prefixed<'_> {
-    fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
-        self.file.shape_of(&format!("{}{name}", self.prefix))
-    }
-    fn names(&self) -> Vec<String> {
-        self.file
-            .names()
-            .into_iter()
-            .filter_map(|n| n.strip_prefix(&self.prefix).map(str::to_string))
-            .collect()
-    }
-    fn tensor(
-        &self,
-        name: &str,
-        expected: &[usize],
-    ) -> Result<resnet_tensor::Tensor, resnet_weights::WeightError> {
-        self.file
-            .tensor(&format!("{}{name}", self.prefix), expected)
-    }
-}
+use resnet_weights::{Prefixed, WeightFile};
 
 /// The block alone, as a plan, on both kernel sets (with 1 and 2 threads on the fast one).
 fn run_case(case: &str, cfg: ResNetConfig, in_c: usize, planes: usize, stride: usize) -> f64 {
     let file = WeightFile::open(common::blocks_file()).unwrap();
-    let src = Prefixed {
-        file: &file,
-        prefix: format!("{case}."),
-    };
+    let prefix = format!("{case}.");
+    let src = Prefixed::new(&file, &prefix);
     let x = file.load(&format!("{case}.input")).unwrap();
     let expected = file.load(&format!("{case}.output")).unwrap();
     let mut worst: f64 = 0.0;
@@ -103,10 +74,7 @@ fn a_wrong_block_config_names_the_tensor() {
     // basic_down loaded as if it had no stride: the projection shape still fits, but loading
     // resnext_down with groups 1 must fail on conv2 with both shapes named.
     let file = WeightFile::open(common::blocks_file()).unwrap();
-    let src = Prefixed {
-        file: &file,
-        prefix: "resnext_down.".into(),
-    };
+    let src = Prefixed::new(&file, "resnext_down.");
     let plan = resnet_block_plan(&bottleneck(1, 32), 64, 32, 2).unwrap();
     let e = Network::load(plan, &src, Backend::Fast).unwrap_err();
     let msg = e.to_string();

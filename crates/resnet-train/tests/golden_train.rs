@@ -6,9 +6,9 @@
 use resnet_models::{
     Backend, CifarConfig, CifarShortcut, Network, Plan, cifar_plan, resnet_plan, resnet18,
 };
-use resnet_tensor::Tensor;
+
 use resnet_train::optim::{DecayPolicy, Prior, Sgd, SgdConfig};
-use resnet_weights::{WeightError, WeightFile, WeightSource};
+use resnet_weights::{Prefixed, WeightFile, WeightSource};
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
@@ -32,25 +32,6 @@ fn golden(name: &str) -> Option<PathBuf> {
         path.display()
     );
     None
-}
-
-/// The file's `param.<k>` tensors served as `<k>`.
-struct Params<'a>(&'a WeightFile);
-
-impl WeightSource for Params<'_> {
-    fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
-        self.0.shape_of(&format!("param.{name}"))
-    }
-    fn names(&self) -> Vec<String> {
-        self.0
-            .names()
-            .into_iter()
-            .filter_map(|n| n.strip_prefix("param.").map(str::to_string))
-            .collect()
-    }
-    fn tensor(&self, name: &str, expected: &[usize]) -> Result<Tensor, WeightError> {
-        self.0.tensor(&format!("param.{name}"), expected)
-    }
 }
 
 fn rel(ours: &[f32], want: &[f32]) -> f64 {
@@ -98,7 +79,7 @@ fn run(name: &str) {
             cifar_plan(&cfg).unwrap()
         }
     };
-    let mut t = resnet_train::Trainer::new(plan.clone(), &Params(&file)).unwrap();
+    let mut t = resnet_train::Trainer::new(plan.clone(), &Prefixed::new(&file, "param.")).unwrap();
     let keys: Vec<String> = t.batches_tracked().keys().cloned().collect();
     for k in keys {
         let v = file.load_integers(&format!("param.{k}")).unwrap().0[0];

@@ -36,5 +36,5 @@ pub use error::WeightError;
 pub use file::{MAX_HEADER_BYTES, TensorInfo, WeightDtype, WeightFile};
 pub use names::{NameScheme, to_canonical};
 pub use resnet_tensor::Tensor;
-pub use source::{Strictness, TensorMap, Tracked, WeightSource, is_ignorable};
+pub use source::{Prefixed, Strictness, TensorMap, Tracked, WeightSource, is_ignorable};
 pub use write::{write_safetensors, write_safetensors_with_counters};

@@ -183,3 +183,63 @@ impl<S: WeightSource + ?Sized> WeightSource for Tracked<'_, S> {
         self.inner.metadata_value(key)
     }
 }
+
+/// The tensors of `inner` whose names start with `prefix`, served without it: a state_dict
+/// stored under `param.` (as in the training fixtures), `model.`, or one block of a file of
+/// many.
+///
+/// ```
+/// use resnet_weights::{Prefixed, Tensor, TensorMap, WeightSource};
+/// let mut m = TensorMap::new();
+/// m.insert("param.fc.bias", Tensor::zeros(&[2])?);
+/// m.insert("other", Tensor::zeros(&[1])?);
+/// let p = Prefixed::new(&m, "param.");
+/// assert_eq!(p.names(), ["fc.bias"]);
+/// assert_eq!(p.tensor("fc.bias", &[2])?.len(), 2);
+/// assert!(!p.contains("other"));
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct Prefixed<'a, S: WeightSource + ?Sized> {
+    inner: &'a S,
+    prefix: &'a str,
+}
+
+impl<'a, S: WeightSource + ?Sized> Prefixed<'a, S> {
+    /// `inner`'s tensors under `prefix`.
+    pub fn new(inner: &'a S, prefix: &'a str) -> Self {
+        Self { inner, prefix }
+    }
+
+    /// The source behind the prefix.
+    pub fn inner(&self) -> &'a S {
+        self.inner
+    }
+
+    /// `name` as `inner` knows it: with the prefix.
+    pub fn key(&self, name: &str) -> String {
+        format!("{}{name}", self.prefix)
+    }
+}
+
+impl<S: WeightSource + ?Sized> WeightSource for Prefixed<'_, S> {
+    fn shape_of(&self, name: &str) -> Option<Vec<usize>> {
+        self.inner.shape_of(&self.key(name))
+    }
+    fn names(&self) -> Vec<String> {
+        self.inner
+            .names()
+            .into_iter()
+            .filter_map(|n| n.strip_prefix(self.prefix).map(str::to_string))
+            .collect()
+    }
+    fn tensor(&self, name: &str, expected: &[usize]) -> Result<Tensor, WeightError> {
+        self.inner.tensor(&self.key(name), expected)
+    }
+    fn file_name(&self, name: &str) -> String {
+        self.inner.file_name(&self.key(name))
+    }
+    fn metadata_value(&self, key: &str) -> Option<String> {
+        self.inner.metadata_value(key)
+    }
+}
