@@ -215,11 +215,31 @@ pub fn run(cli: Cli) -> Result<()> {
         } => inspect(&file, json, plan.then_some(size as usize)),
         Command::Bench {
             arch,
+            batch,
+            iters,
+            size,
+            json,
+            train: true,
+            channels,
+            ..
+        } => crate::train_bench::bench_train(&crate::train_bench::TrainBench {
+            arch: &arch,
+            batch: usize::from(batch),
+            channels: usize::from(channels),
+            size: size as usize,
+            iters: iters as usize,
+            threads: threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get())),
+            json,
+        }),
+        Command::Bench {
+            arch,
             weights,
             batch,
             iters,
             size,
             json,
+            ..
         } => bench(
             &arch,
             weights.as_deref(),

@@ -17,6 +17,7 @@
 
 mod commands;
 mod train;
+mod train_bench;
 mod weights;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -233,6 +234,13 @@ enum Command {
         /// Print one JSON line.
         #[arg(long)]
         json: bool,
+        /// Time training steps (forward, backward, SGD update) instead of forward passes;
+        /// `--arch` then also takes the CIFAR nets (`cifar-resnet20`, `cifar-plain56`, …).
+        #[arg(long)]
+        train: bool,
+        /// Input channels (with --train).
+        #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+        channels: u16,
     },
     /// Train with SGD on one batch of tensors (the reference kernels, single-threaded) and
     /// save the state_dict; one line per step on stderr.

@@ -22,7 +22,7 @@ const LATER_SCHEMES: &[&str] = &["fashion-mnist", "mnist", "cifar10", "cifar100"
 
 /// What `--model` names.
 #[derive(Debug, Clone, PartialEq)]
-enum ModelSpec {
+pub(crate) enum ModelSpec {
     /// He et al.'s CIFAR nets: depth and shortcut option.
     Cifar {
         depth: usize,
@@ -40,7 +40,7 @@ fn known_models() -> String {
 }
 
 impl ModelSpec {
-    fn parse(name: &str) -> Result<Self> {
+    pub(crate) fn parse(name: &str) -> Result<Self> {
         let unknown = || anyhow!("unknown --model {name:?}; known: {}", known_models());
         if let Some(rest) = name.strip_prefix("cifar-") {
             let (kind, rest) = if let Some(r) = rest.strip_prefix("resnet") {
@@ -73,7 +73,7 @@ impl ModelSpec {
     }
 
     /// The name written to the saved file's metadata (`cifar-resnet20`, `resnet18`).
-    fn name(&self) -> String {
+    pub(crate) fn name(&self) -> String {
         match self {
             Self::Cifar { depth, shortcut } => {
                 CifarConfig::new(*depth, 1).with_shortcut(*shortcut).name()
@@ -82,7 +82,7 @@ impl ModelSpec {
         }
     }
 
-    fn plan(&self, in_channels: usize, classes: usize) -> Result<Plan> {
+    pub(crate) fn plan(&self, in_channels: usize, classes: usize) -> Result<Plan> {
         Ok(match self {
             Self::Cifar { depth, shortcut } => cifar_plan(
                 &CifarConfig::new(*depth, classes)

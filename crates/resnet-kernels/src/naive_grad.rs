@@ -117,6 +117,21 @@ pub struct BnSaved {
 }
 
 impl BnSaved {
+    /// Statistics computed elsewhere (the fast kernels), in the same form.
+    pub(crate) fn from_parts(
+        mean: Vec<f64>,
+        var: Vec<f64>,
+        inv_std: Vec<f64>,
+        count: usize,
+    ) -> Self {
+        Self {
+            mean,
+            var,
+            inv_std,
+            count,
+        }
+    }
+
     /// Per-channel batch mean `sum x / (N*H*W)`.
     pub fn mean(&self) -> &[f64] {
         &self.mean

@@ -7,11 +7,13 @@
 //! slot for the value it overwrote. The plan's allocator never lets a step read the slot it
 //! writes, so this is exact.
 
+mod fast;
+
 use crate::TrainError;
 use crate::optim::{DecayPolicy, Prior, Sgd, param_group_for};
 use resnet_kernels::naive_grad::{self, BnSaved};
 use resnet_kernels::{ConvGeometry, PoolGeometry, naive};
-use resnet_models::{ConvSpec, Plan, Step};
+use resnet_models::{Backend, ConvSpec, Plan, Step};
 use resnet_tensor::{Layout, Tensor};
 use resnet_weights::{TensorMap, WeightSource};
 use std::collections::BTreeMap;
@@ -63,6 +65,10 @@ pub struct Trainer {
     stats: BTreeMap<String, Vec<f32>>,
     /// `{bn}.num_batches_tracked`.
     batches: BTreeMap<String, i64>,
+    /// The kernel set the steps run on.
+    backend: Backend,
+    /// The fast path's threads and reusable buffers.
+    fast: fast::FastState,
 }
 
 fn bn_names(bn: &str) -> [String; 4] {
@@ -120,7 +126,33 @@ impl Trainer {
             params,
             stats,
             batches,
+            backend: Backend::Fast,
+            fast: fast::FastState::new(1)?,
         })
+    }
+
+    /// Run on `backend`: [`Backend::Fast`] (the default: SIMD kernels, NHWC, threads) or
+    /// [`Backend::Naive`] (the f64-accumulating reference kernels, one thread, for checking).
+    pub fn with_backend(mut self, backend: Backend) -> Self {
+        self.backend = backend;
+        self
+    }
+
+    /// Run the fast path on `threads` threads of a pool of this trainer's own (1: the calling
+    /// thread). Results are bitwise the same for any thread count.
+    pub fn with_threads(mut self, threads: usize) -> Result<Self, TrainError> {
+        self.fast = fast::FastState::new(threads)?;
+        Ok(self)
+    }
+
+    /// The kernel set the steps run on.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Threads the fast path runs on.
+    pub fn threads(&self) -> usize {
+        self.fast.threads()
     }
 
     /// The plan.
@@ -195,6 +227,9 @@ impl Trainer {
                 labels.len(),
                 dims[0]
             )));
+        }
+        if self.backend == Backend::Fast {
+            return self.forward_backward_fast(x, dims, labels);
         }
         let x = x.to_layout(Layout::Nchw)?;
         let steps = self.plan.steps().to_vec();

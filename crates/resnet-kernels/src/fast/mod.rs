@@ -8,6 +8,7 @@
 mod context;
 mod conv;
 mod entry;
+pub mod grad;
 mod matmul;
 mod peak;
 mod simd;

@@ -1,0 +1,153 @@
+//! The fast training path against the reference one on nets and sizes that are not in the
+//! golden fixtures: every gradient, the loss and the batch-norm statistics of one
+//! forward-backward pass agree to 1e-4 (relative to each tensor's largest value), and the
+//! fast path gives bitwise the same result on 1 and 3 threads.
+
+use resnet_models::{
+    Backend, BlockKind, CifarConfig, CifarShortcut, Plan, ResNetConfig, cifar_plan,
+    random_plan_weights, resnet_plan,
+};
+use resnet_tensor::Tensor;
+use resnet_train::{StepOutput, Trainer};
+
+fn rel(ours: &[f32], want: &[f32]) -> f64 {
+    let num = ours
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (f64::from(*a) - f64::from(*b)).abs())
+        .fold(0.0, f64::max);
+    let den = want.iter().map(|b| f64::from(b.abs())).fold(0.0, f64::max);
+    if den == 0.0 { num } else { num / den }
+}
+
+fn input(dims: [usize; 4], seed: u64) -> Tensor {
+    let n: usize = dims.iter().product();
+    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let v = (0..n)
+        .map(|_| {
+            s ^= s << 13;
+            s ^= s >> 7;
+            s ^= s << 17;
+            ((s >> 40) as f32 / (1u64 << 24) as f32) * 2.0 - 1.0
+        })
+        .collect();
+    Tensor::from_vec(&dims, v).unwrap()
+}
+
+fn pass(
+    plan: &Plan,
+    backend: Backend,
+    threads: usize,
+    x: &Tensor,
+    labels: &[usize],
+) -> (StepOutput, Trainer) {
+    let w = random_plan_weights(plan, 7).unwrap();
+    let mut t = Trainer::new(plan.clone(), &w)
+        .unwrap()
+        .with_backend(backend)
+        .with_threads(threads)
+        .unwrap();
+    let out = t.forward_backward(x, labels).unwrap();
+    (out, t)
+}
+
+fn check(what: &str, plan: &Plan, dims: [usize; 4]) {
+    let x = input(dims, 3);
+    let labels: Vec<usize> = (0..dims[0]).map(|i| (i * 7 + 1) % 10).collect();
+    let (want, tn) = pass(plan, Backend::Naive, 1, &x, &labels);
+    let (got, tf) = pass(plan, Backend::Fast, 1, &x, &labels);
+    let (got3, _) = pass(plan, Backend::Fast, 3, &x, &labels);
+    let le = (got.loss - want.loss).abs() / want.loss.abs();
+    assert!(le < 1e-5, "{what}: loss {} vs {}", got.loss, want.loss);
+    let mut bad = Vec::new();
+    for (k, g) in &want.grads {
+        let e = rel(&got.grads[k], g);
+        if e > 1e-4 {
+            bad.push(format!("{k}: {e:.2e}"));
+        }
+        let same = got.grads[k]
+            .iter()
+            .zip(&got3.grads[k])
+            .all(|(a, b)| a.to_bits() == b.to_bits());
+        assert!(same, "{what}: {k} differs between 1 and 3 threads");
+    }
+    for (k, v) in tn.running_stats() {
+        let e = rel(&tf.running_stats()[k], v);
+        if e > 1e-5 {
+            bad.push(format!("{k}: {e:.2e}"));
+        }
+    }
+    assert_eq!(tn.batches_tracked(), tf.batches_tracked());
+    assert!(bad.is_empty(), "{what}: {}", bad.join(", "));
+}
+
+#[test]
+fn cifar_nets_every_shortcut_odd_sizes() {
+    for (shortcut, c, hw, n) in [
+        (CifarShortcut::A, 1, 9, 3),
+        (CifarShortcut::B, 3, 10, 2),
+        (CifarShortcut::None, 1, 11, 4),
+        (CifarShortcut::A, 3, 7, 5),
+        (CifarShortcut::A, 1, 28, 4),
+    ] {
+        let cfg = CifarConfig::new(if hw == 28 { 20 } else { 8 }, 10)
+            .with_in_channels(c)
+            .with_shortcut(shortcut);
+        let plan = cifar_plan(&cfg).unwrap();
+        check(
+            &format!("{shortcut:?} {c}x{hw}x{hw} batch {n}"),
+            &plan,
+            [n, c, hw, hw],
+        );
+    }
+}
+
+#[test]
+fn torchvision_bottleneck_grouped_net() {
+    // A ResNeXt-style net: bottlenecks, groups, the 7x7 stem and max-pool.
+    let cfg = ResNetConfig::new(BlockKind::Bottleneck, vec![1, 1, 1, 1])
+        .with_groups(4)
+        .with_width_per_group(4)
+        .with_num_classes(10);
+    let plan = resnet_plan(&cfg).unwrap();
+    check("resnext-like", &plan, [2, 3, 35, 37]);
+}
+
+#[test]
+fn three_sgd_steps_match_the_reference() {
+    use resnet_train::optim::{DecayPolicy, Prior, Sgd, SgdConfig};
+    let cfg = CifarConfig::new(8, 10)
+        .with_in_channels(1)
+        .with_shortcut(CifarShortcut::A);
+    let plan = cifar_plan(&cfg).unwrap();
+    let x = input([4, 1, 12, 12], 5);
+    let labels = [1, 2, 3, 4];
+    let mut states = Vec::new();
+    let mut all_grads = Vec::new();
+    for backend in [Backend::Naive, Backend::Fast] {
+        let w = random_plan_weights(&plan, 7).unwrap();
+        let mut t = Trainer::new(plan.clone(), &w)
+            .unwrap()
+            .with_backend(backend);
+        let mut sgd = Sgd::try_new(SgdConfig::new(0.1).with_momentum(0.9)).unwrap();
+        let mut grads = Vec::new();
+        for _ in 0..3 {
+            let out = t
+                .sgd_step(&mut sgd, &Prior::Zero, DecayPolicy::All, &x, &labels)
+                .unwrap();
+            grads.push(out.grads);
+        }
+        states.push(t.state_dict().unwrap());
+        all_grads.push(grads);
+    }
+    for (step, (naive, fast)) in all_grads[0].iter().zip(&all_grads[1]).enumerate() {
+        for (k, g) in naive {
+            let e = rel(&fast[k], g);
+            assert!(e < 1e-4, "step {step}: grad {k}: {e:.2e}");
+        }
+    }
+    for (k, v) in states[0].iter() {
+        let e = rel(states[1].get(k).unwrap().as_slice(), v.as_slice());
+        assert!(e < 1e-4, "{k}: {e:.2e}");
+    }
+}
