@@ -823,4 +823,38 @@ mod tests {
         let e = Recipe::from_json(&json!({"model": "m"})).unwrap_err();
         assert!(e.contains("prior"), "{e}");
     }
+
+    #[test]
+    fn restore_refuses_a_checkpoint_of_another_model() {
+        use resnet_models::{CifarConfig, cifar_plan, random_plan_weights};
+        let cfg = CifarConfig::new(8, 3).with_in_channels(1);
+        let plan = || cifar_plan(&cfg).unwrap();
+        let trainer = Trainer::new(plan(), &random_plan_weights(&plan(), 1).unwrap()).unwrap();
+        let mut sgd = Sgd::new(SgdConfig::new(0.1).with_momentum(0.9));
+        let mut w = trainer.params()["fc.bias"].0.clone();
+        sgd.step("fc.bias", &mut w, &[0.5; 3], None).unwrap();
+        let recipe = Recipe::new(cfg.name(), 3, 1, *sgd.config(), "tensors:x");
+        let ckpt = Checkpoint::capture(&trainer, &sgd, recipe, Progress::default()).unwrap();
+        assert!(ckpt.restore(plan()).is_ok());
+        // A deeper net lacks tensors; a shallower one would leave some unused.
+        let deeper = cifar_plan(&CifarConfig::new(14, 3).with_in_channels(1)).unwrap();
+        assert!(matches!(
+            ckpt.restore(deeper),
+            Err(CheckpointError::Train(_))
+        ));
+        let mut extra = ckpt.clone();
+        extra
+            .state
+            .insert("layer9.weight", Tensor::zeros(&[1]).unwrap());
+        let e = extra.restore(plan()).unwrap_err().to_string();
+        assert!(e.contains("layer9.weight"), "{e}");
+        let mut odd = ckpt.clone();
+        odd.optim[0].name = "momentum_buffer.nope".into();
+        let e = odd.restore(plan()).unwrap_err().to_string();
+        assert!(e.contains("momentum_buffer.nope"), "{e}");
+        let mut short = ckpt.clone();
+        short.counters.remove("bn1.num_batches_tracked");
+        let e = short.restore(plan()).unwrap_err().to_string();
+        assert!(e.contains("no counter bn1.num_batches_tracked"), "{e}");
+    }
 }
