@@ -8,6 +8,7 @@
 //! resnet enhance small.png big.png --weights edsr_baseline_x2.safetensors --tile 192
 //! resnet bench --arch resnet50 --batch 8 --threads 2 --json
 //! resnet train --model cifar-resnet20 --classes 10 --data tensors:batch.safetensors --steps 10 --save w.safetensors
+//! resnet train --resume runs/a --epochs 20 --save w.safetensors
 //! ```
 //!
 //! Errors are one line on stderr (the error and its causes) and exit code 1; usage errors exit
@@ -71,51 +72,72 @@ pub enum PriorArg {
 }
 
 /// `resnet train`'s options.
+///
+/// With `--resume`, every recipe option left out (model, classes, data, batch, optimiser,
+/// prior, seed) is taken from the checkpoint, and one that is given must agree with it.
 #[derive(Debug, Args)]
 pub struct TrainArgs {
     /// Architecture: cifar-resnetN (shortcut option A), cifar-resnetN-b (option B),
     /// cifar-plainN (N = 6n + 2), or a torchvision name (resnet18, resnet50, …).
-    #[arg(long)]
-    model: String,
-    /// Number of classes (required unless --init's fc.weight fixes it).
+    #[arg(long, required_unless_present = "resume")]
+    model: Option<String>,
+    /// Number of classes (required unless --init's fc.weight or --resume fixes it).
     #[arg(long)]
     classes: Option<usize>,
     /// Start from this state_dict (safetensors, torchvision names; `param.<k>` keys accepted);
     /// default: seeded random weights (--seed).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
     init: Option<PathBuf>,
     /// Training data: `tensors:FILE`, a safetensors file with `input` (NCHW floats) and
-    /// `labels` (integers), used whole as one batch, every step.
-    #[arg(long, value_name = "tensors:FILE")]
-    data: String,
-    /// Optimiser steps.
+    /// `labels` (integers), read in order, without shuffling.
+    #[arg(long, value_name = "tensors:FILE", required_unless_present = "resume")]
+    data: Option<String>,
+    /// Optimiser steps of the whole run (a resumed run continues up to N).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "epochs", required_unless_present = "epochs")]
+    steps: Option<u32>,
+    /// Passes over the data of the whole run, ceil(examples / --batch) steps each (a resumed
+    /// run continues up to N).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
-    steps: u32,
-    /// Learning rate.
-    #[arg(long, default_value_t = 0.1)]
-    lr: f64,
-    /// SGD momentum.
-    #[arg(long, default_value_t = 0.9)]
-    momentum: f64,
-    /// Weight decay (added to the gradient, as torch.optim.SGD does).
-    #[arg(long, default_value_t = 5e-4)]
-    weight_decay: f64,
+    epochs: Option<u32>,
+    /// Examples per step: consecutive rows of the data, the last batch of an epoch possibly
+    /// smaller [default: all of them, one step per epoch].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
+    batch: Option<u32>,
+    /// Learning rate [default: 0.1].
+    #[arg(long)]
+    lr: Option<f64>,
+    /// SGD momentum [default: 0.9].
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// Weight decay (added to the gradient, as torch.optim.SGD does) [default: 0.0005].
+    #[arg(long)]
+    weight_decay: Option<f64>,
     /// Nesterov momentum.
     #[arg(long)]
     nesterov: bool,
-    /// The prior on the weights.
-    #[arg(long, value_enum, default_value_t = PriorArg::Zero)]
-    prior: PriorArg,
+    /// The prior on the weights [default: zero].
+    #[arg(long, value_enum)]
+    prior: Option<PriorArg>,
     /// The identity prior's strength lambda (default 1e-3; --prior identity only).
     #[arg(long, value_name = "X")]
     prior_lambda: Option<f64>,
-    /// Seed of the random weights (without --init).
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
+    /// Seed of the random weights (without --init) [default: 0].
+    #[arg(long)]
+    seed: Option<u64>,
     /// Write the trained state_dict here (safetensors, written atomically).
-    #[arg(long, value_name = "FILE")]
-    save: PathBuf,
-    /// Also write one JSON line per step here: {"step", "loss", "lr", "ms"}.
+    #[arg(long, value_name = "FILE", required_unless_present_any = ["out", "resume"])]
+    save: Option<PathBuf>,
+    /// Write a checkpoint (state_dict, optimiser state, recipe, progress) to
+    /// DIR/checkpoint-step<N>.safetensors at the end of every epoch and of the run, and the
+    /// latest state_dict alone to DIR/model.safetensors [default with --resume: its DIR].
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Continue from the latest checkpoint in DIR (the highest step), bitwise as if the run
+    /// had not stopped.
+    #[arg(long, value_name = "DIR")]
+    resume: Option<PathBuf>,
+    /// Also write one JSON line per step here: {"step", "epoch", "loss", "lr", "ms"}
+    /// (appended to when resuming).
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
 }

@@ -390,3 +390,431 @@ fn bad_input_is_one_line_and_exit_code_1() {
         "{e}"
     );
 }
+
+/// Run and expect success; returns stderr.
+fn succeeds(args: &[&str]) -> String {
+    let out = resnet().args(args).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{args:?}: {stderr}");
+    stderr
+}
+
+/// Two safetensors files hold the same tensors, bit for bit (floats by their bits, counters
+/// by value), and the same metadata.
+fn assert_same_tensors(a: &Path, b: &Path) {
+    let (fa, fb) = (WeightFile::open(a).unwrap(), WeightFile::open(b).unwrap());
+    let names = |f: &WeightFile| f.tensors().map(|(k, _)| k.to_string()).collect::<Vec<_>>();
+    assert_eq!(names(&fa), names(&fb));
+    for (k, info) in fa.tensors() {
+        if info.dtype.is_float() {
+            let bits = |f: &WeightFile| -> Vec<u32> {
+                f.load(k)
+                    .unwrap()
+                    .as_slice()
+                    .iter()
+                    .map(|v| v.to_bits())
+                    .collect()
+            };
+            assert_eq!(bits(&fa), bits(&fb), "{k} differs");
+            assert_eq!(info.shape, fb.info(k).unwrap().shape, "{k}");
+        } else {
+            assert_eq!(
+                fa.load_integers(k).unwrap(),
+                fb.load_integers(k).unwrap(),
+                "{k}"
+            );
+        }
+    }
+    assert_eq!(fa.metadata(), fb.metadata());
+}
+
+fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+        .collect();
+    v.sort();
+    v
+}
+
+const RECIPE: [&str; 10] = [
+    "--model",
+    "cifar-resnet8",
+    "--classes",
+    "3",
+    "--lr",
+    "0.05",
+    "--seed",
+    "3",
+    "--prior",
+    "identity",
+];
+
+#[test]
+fn resumed_run_gives_bitwise_the_weights_of_an_uninterrupted_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("batch.safetensors");
+    data_file(&data, [6, 3, 8, 8], &[0, 2, 1, 2, 1, 0]);
+    let data_arg = format!("tensors:{}", s(&data));
+    let (whole, split) = (dir.path().join("whole.st"), dir.path().join("split.st"));
+    let ckpts = dir.path().join("run");
+    let log = dir.path().join("log.jsonl");
+    let train = |extra: &[&str]| {
+        let mut args = vec!["train", "--data", &data_arg];
+        args.extend_from_slice(extra);
+        succeeds(&args)
+    };
+    train(&[&RECIPE[..], &["--steps", "4", "--save", s(&whole)]].concat());
+    let e = train(
+        &[
+            &RECIPE[..],
+            &["--steps", "2", "--out", s(&ckpts), "--log", s(&log)],
+        ]
+        .concat(),
+    );
+    assert!(e.contains("checkpoint-step2.safetensors"), "{e}");
+    // The whole file is one batch: every step ends an epoch and writes a checkpoint.
+    assert_eq!(
+        files_in(&ckpts),
+        [
+            "checkpoint-step1.safetensors",
+            "checkpoint-step2.safetensors",
+            "model.safetensors"
+        ]
+    );
+    // The recipe comes from the checkpoint: --resume needs neither --model nor --data.
+    let e = succeeds(&[
+        "train",
+        "--resume",
+        s(&ckpts),
+        "--steps",
+        "4",
+        "--save",
+        s(&split),
+        "--log",
+        s(&log),
+    ]);
+    assert!(
+        e.contains("resuming cifar-resnet8") && e.contains("(step 2)"),
+        "{e}"
+    );
+    assert_eq!(
+        e.matches("step 3/4").count() + e.matches("step 4/4").count(),
+        2,
+        "{e}"
+    );
+    assert!(!e.contains("step 2/4"), "{e}");
+    assert_same_tensors(&whole, &split);
+    // The log went on where it stopped.
+    let steps: Vec<u64> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["step"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(steps, [1, 2, 3, 4]);
+
+    // A checkpoint: the state_dict, the momentum buffers in their parameters' shapes, recipe
+    // and progress in the metadata.
+    let ck = WeightFile::open(ckpts.join("checkpoint-step4.safetensors")).unwrap();
+    let meta = ck.metadata();
+    assert_eq!(meta["format"], "resnet-rs-checkpoint");
+    assert_eq!(meta["arch"], "cifar-resnet8");
+    assert_eq!(meta["shortcut"], "A");
+    let progress: serde_json::Value = serde_json::from_str(&meta["progress"]).unwrap();
+    assert_eq!(progress, serde_json::json!({"step": 4, "epoch": 4}));
+    let r: serde_json::Value = serde_json::from_str(&meta["recipe"]).unwrap();
+    assert_eq!(r["model"], "cifar-resnet8");
+    assert_eq!(r["classes"], 3);
+    assert_eq!(r["in_channels"], 3);
+    assert_eq!(r["lr"], 0.05);
+    assert_eq!(r["momentum"], 0.9);
+    assert_eq!(r["weight_decay"], 5e-4);
+    assert_eq!(r["prior"], "identity");
+    assert_eq!(r["prior_lambda"], 1e-3);
+    assert_eq!(r["seed"], 3);
+    assert!(r["data"].as_str().unwrap().ends_with("batch.safetensors"));
+    assert_eq!(r["batch"], serde_json::Value::Null);
+    assert_eq!(
+        ck.info("optim.momentum_buffer.conv1.weight").unwrap().shape,
+        ck.info("conv1.weight").unwrap().shape
+    );
+    assert_eq!(ck.load_integers("bn1.num_batches_tracked").unwrap().0, [4]);
+    // model.safetensors is the latest state_dict alone: it loads strictly, as --save's file
+    // does; the checkpoint's optimiser tensors make strict loading refuse it, and lenient
+    // loading takes it.
+    let model = WeightFile::open(ckpts.join("model.safetensors")).unwrap();
+    let plan = || cifar_plan(&CifarConfig::new(8, 3)).unwrap();
+    let strict = |f: &WeightFile| {
+        let tracked = resnet_weights::Tracked::new(f);
+        Network::load(plan(), &tracked, Backend::Fast).unwrap();
+        tracked.finish(resnet_weights::Strictness::Strict)
+    };
+    strict(&model).unwrap();
+    let e = strict(&ck).unwrap_err().to_string();
+    assert!(e.contains("optim.momentum_buffer."), "{e}");
+    Network::load(plan(), &ck, Backend::Fast).unwrap();
+    let x = WeightFile::open(&data).unwrap().load("input").unwrap();
+    let logits = |f: &WeightFile| -> Vec<u32> {
+        let net = Network::load(plan(), f, Backend::Fast).unwrap();
+        let y = net.output(&x, "logits").unwrap();
+        y.as_slice().iter().map(|v| v.to_bits()).collect()
+    };
+    assert_eq!(logits(&model), logits(&WeightFile::open(&whole).unwrap()));
+    assert_eq!(logits(&ck), logits(&model));
+
+    // Resuming a finished run trains nothing; --steps below the checkpoint is refused.
+    let e = succeeds(&["train", "--resume", s(&ckpts), "--steps", "4"]);
+    assert!(e.contains("nothing to train"), "{e}");
+    let e = fails(&["train", "--resume", s(&ckpts), "--steps", "3"]);
+    assert!(e.contains("at step 4, past the 3 steps"), "{e}");
+}
+
+#[test]
+fn epochs_and_batches_resume_mid_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("batch.safetensors");
+    data_file(&data, [5, 1, 8, 8], &[0, 2, 1, 2, 1]);
+    let data_arg = format!("tensors:{}", s(&data));
+    let (whole, split) = (dir.path().join("whole.st"), dir.path().join("split.st"));
+    let ckpts = dir.path().join("run");
+    let base = [
+        "train",
+        "--model",
+        "cifar-resnet8-b",
+        "--classes",
+        "3",
+        "--data",
+        &data_arg,
+        "--lr",
+        "0.02",
+        "--nesterov",
+        "--batch",
+        "2",
+    ];
+    // Five rows in batches of 2: three steps an epoch (2, 2, 1 rows).
+    let e = succeeds(&[&base[..], &["--epochs", "2", "--save", s(&whole)]].concat());
+    assert!(e.contains("step 6/6  epoch 2 batch 3/3"), "{e}");
+    assert!(!e.contains("step 7"), "{e}");
+    // Four steps: a checkpoint at the end of epoch 1 (step 3) and at the end (step 4).
+    succeeds(&[&base[..], &["--steps", "4", "--out", s(&ckpts)]].concat());
+    assert_eq!(
+        files_in(&ckpts),
+        [
+            "checkpoint-step3.safetensors",
+            "checkpoint-step4.safetensors",
+            "model.safetensors"
+        ]
+    );
+    let meta = WeightFile::open(ckpts.join("checkpoint-step4.safetensors"))
+        .unwrap()
+        .metadata()
+        .clone();
+    let progress: serde_json::Value = serde_json::from_str(&meta["progress"]).unwrap();
+    assert_eq!(progress, serde_json::json!({"step": 4, "epoch": 1}));
+    // --epochs counts the whole run; the batch size comes from the checkpoint.
+    let e = succeeds(&[
+        "train",
+        "--resume",
+        s(&ckpts),
+        "--epochs",
+        "2",
+        "--save",
+        s(&split),
+    ]);
+    assert!(e.contains("step 5/6  epoch 2 batch 2/3"), "{e}");
+    assert_same_tensors(&whole, &split);
+    assert!(files_in(&ckpts).contains(&"checkpoint-step6.safetensors".to_string()));
+    // --steps and --epochs exclude each other (a usage error), and one of them is needed.
+    for extra in [&["--steps", "1", "--epochs", "1"][..], &[]] {
+        let out = resnet()
+            .args(base)
+            .args(extra)
+            .args(["--save", s(&whole)])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{extra:?}");
+    }
+}
+
+#[test]
+fn resume_refuses_missing_empty_and_corrupt_checkpoints_changing_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("batch.safetensors");
+    data_file(&data, [3, 3, 8, 8], &[0, 2, 1]);
+    let data_arg = format!("tensors:{}", s(&data));
+    let save = dir.path().join("w.st");
+    let resume = |d: &Path| {
+        fails(&[
+            "train",
+            "--resume",
+            s(d),
+            "--steps",
+            "3",
+            "--save",
+            s(&save),
+        ])
+    };
+
+    let e = resume(&dir.path().join("nonexistent"));
+    assert!(
+        e.contains("does not exist") && e.contains("nonexistent"),
+        "{e}"
+    );
+    let empty = dir.path().join("empty");
+    std::fs::create_dir(&empty).unwrap();
+    let e = resume(&empty);
+    assert!(
+        e.contains("no checkpoint in") && e.contains("checkpoint-step<N>"),
+        "{e}"
+    );
+
+    let ckpts = dir.path().join("run");
+    let mut first = vec![
+        "train",
+        "--data",
+        &data_arg,
+        "--steps",
+        "2",
+        "--out",
+        s(&ckpts),
+    ];
+    first.extend_from_slice(&RECIPE);
+    succeeds(&first);
+    // A crash mid-write leaves a hidden temporary file: never taken for a checkpoint.
+    std::fs::write(ckpts.join(".checkpoint-step3.safetensors.tmp-99"), b"torn").unwrap();
+    // A corrupt latest checkpoint: a clear error naming it and the one before, nothing changed.
+    let latest = ckpts.join("checkpoint-step2.safetensors");
+    let bytes = std::fs::read(&latest).unwrap();
+    std::fs::write(&latest, &bytes[..bytes.len() / 2]).unwrap();
+    let snapshot = |d: &Path| -> Vec<(String, Vec<u8>)> {
+        files_in(d)
+            .into_iter()
+            .map(|f| (f.clone(), std::fs::read(d.join(&f)).unwrap()))
+            .collect()
+    };
+    let before = snapshot(&ckpts);
+    let e = resume(&ckpts);
+    assert!(
+        e.contains("cannot read checkpoint") && e.contains("checkpoint-step2.safetensors"),
+        "{e}"
+    );
+    assert!(
+        e.contains("checkpoint-step1.safetensors") && e.contains("move the broken file away"),
+        "{e}"
+    );
+    assert_eq!(snapshot(&ckpts), before);
+    assert!(!save.exists());
+    // A plain state_dict in a checkpoint's place is not a checkpoint.
+    std::fs::copy(ckpts.join("model.safetensors"), &latest).unwrap();
+    let e = resume(&ckpts);
+    assert!(
+        e.contains("not a usable checkpoint") && e.contains("format"),
+        "{e}"
+    );
+    // With the broken file moved away, the run resumes from the one before.
+    std::fs::remove_file(&latest).unwrap();
+    let e = succeeds(&[
+        "train",
+        "--resume",
+        s(&ckpts),
+        "--steps",
+        "3",
+        "--save",
+        s(&save),
+    ]);
+    assert!(e.contains("(step 1)"), "{e}");
+    assert!(save.exists());
+}
+
+#[test]
+fn resume_refuses_flags_that_contradict_the_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("batch.safetensors");
+    data_file(&data, [3, 3, 8, 8], &[0, 2, 1]);
+    let other = dir.path().join("other.safetensors");
+    data_file(&other, [3, 3, 8, 8], &[0, 1, 1]);
+    let data_arg = format!("tensors:{}", s(&data));
+    let other_arg = format!("tensors:{}", s(&other));
+    let ckpts = dir.path().join("run");
+    let mut first = vec![
+        "train",
+        "--data",
+        &data_arg,
+        "--steps",
+        "1",
+        "--out",
+        s(&ckpts),
+    ];
+    first.extend_from_slice(&RECIPE);
+    succeeds(&first);
+    let resume = |extra: &[&str]| -> String {
+        let mut args = vec!["train", "--resume", s(&ckpts), "--steps", "2"];
+        args.extend_from_slice(extra);
+        fails(&args)
+    };
+    for (extra, want) in [
+        (
+            &["--lr", "0.1"][..],
+            "--lr 0.1 conflicts with the checkpoint being resumed",
+        ),
+        (&["--momentum", "0"], "--momentum 0 conflicts"),
+        (
+            &["--weight-decay", "0.001"],
+            "--weight-decay 0.001 conflicts",
+        ),
+        (&["--nesterov"], "--nesterov true conflicts"),
+        (&["--prior", "zero"], "--prior zero conflicts"),
+        (&["--prior-lambda", "0.5"], "--prior-lambda 0.5 conflicts"),
+        (
+            &["--model", "cifar-resnet14"],
+            "--model cifar-resnet14 conflicts",
+        ),
+        (&["--classes", "4"], "--classes 4 conflicts"),
+        (&["--batch", "2"], "--batch 2 conflicts"),
+        (&["--seed", "4"], "--seed 4 conflicts"),
+        (&["--data", &other_arg], "is not the data the checkpoint"),
+    ] {
+        let e = resume(extra);
+        assert!(e.contains(want), "{extra:?}: {e}");
+        assert!(e.contains("checkpoint-step1.safetensors"), "{extra:?}: {e}");
+    }
+    // --init and --resume exclude each other (a usage error).
+    let out = resnet()
+        .args([
+            "train",
+            "--resume",
+            s(&ckpts),
+            "--steps",
+            "2",
+            "--init",
+            s(&data),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    // Flags that agree with the checkpoint are fine (the data may have moved).
+    let moved = dir.path().join("moved.safetensors");
+    std::fs::copy(&data, &moved).unwrap();
+    let moved_arg = format!("tensors:{}", s(&moved));
+    let mut agree = vec![
+        "train",
+        "--resume",
+        s(&ckpts),
+        "--steps",
+        "2",
+        "--data",
+        &moved_arg,
+    ];
+    agree.extend_from_slice(&RECIPE);
+    succeeds(&agree);
+    // A new run may not write into another run's checkpoints.
+    let e = fails(&first);
+    assert!(
+        e.contains("already holds checkpoints (up to step 2)") && e.contains("--resume"),
+        "{e}"
+    );
+}

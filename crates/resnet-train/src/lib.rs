@@ -41,9 +41,13 @@
 //! assert_eq!(prior_loss, 0.0);
 //! # Ok::<(), resnet_train::optim::OptimError>(())
 //! ```
+//!
+//! [`checkpoint`] saves a run (state_dict, optimiser state, recipe, progress) atomically and
+//! rebuilds it so that it continues bitwise as if it had never stopped.
 
 #![forbid(unsafe_code)]
 
+pub mod checkpoint;
 mod engine;
 pub mod optim;
 
