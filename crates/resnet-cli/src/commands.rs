@@ -249,7 +249,7 @@ pub fn run(cli: Cli) -> Result<()> {
             threads,
             json,
         ),
-        Command::Train(args) => crate::train::train(&args),
+        Command::Train(args) => crate::train::train(&args, threads),
     }
 }
 

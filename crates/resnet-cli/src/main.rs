@@ -140,6 +140,19 @@ pub struct TrainArgs {
     /// (appended to when resuming).
     #[arg(long, value_name = "FILE")]
     log: Option<PathBuf>,
+    /// Kernel set: `fast` (SIMD, threads) or `naive` (the f64-accumulating reference kernels,
+    /// one thread: slow, for checking).
+    #[arg(long, value_enum, default_value_t = KernelsArg::Fast)]
+    kernels: KernelsArg,
+}
+
+/// The kernel set of `resnet train` (`--kernels`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KernelsArg {
+    /// SIMD kernels on NHWC activations, on --threads threads.
+    Fast,
+    /// The reference kernels (NCHW, f64 accumulation), one thread.
+    Naive,
 }
 
 #[derive(Debug, Subcommand)]
@@ -264,8 +277,8 @@ enum Command {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
         channels: u16,
     },
-    /// Train with SGD on one batch of tensors (the reference kernels, single-threaded) and
-    /// save the state_dict; one line per step on stderr.
+    /// Train with SGD on tensors (the fast kernels, on --threads threads) and save the
+    /// state_dict and checkpoints; one line per step on stderr.
     Train(TrainArgs),
 }
 

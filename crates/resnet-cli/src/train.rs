@@ -359,7 +359,7 @@ fn batches(x: &Tensor, labels: &[usize], batch: usize) -> Result<Vec<(Tensor, Ve
 }
 
 /// Run `resnet train`.
-pub fn train(a: &TrainArgs) -> Result<()> {
+pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
     // The checkpoint to resume first: its recipe fills in the flags left out.
     let resumed = match &a.resume {
         Some(dir) => Some(load_resume(dir)?),
@@ -522,7 +522,7 @@ pub fn train(a: &TrainArgs) -> Result<()> {
         .plan(c, classes)
         .with_context(|| format!("--model {model}"))?;
     let start = resumed.as_ref().map_or(0, |(_, ck)| ck.progress.step);
-    let (mut trainer, mut sgd) = match &resumed {
+    let (trainer, mut sgd) = match &resumed {
         Some((path, ckpt)) => ckpt
             .restore(plan)
             .with_context(|| format!("--resume {}", path.display()))?,
@@ -539,6 +539,15 @@ pub fn train(a: &TrainArgs) -> Result<()> {
             Sgd::try_new(sgd_config)?,
         ),
     };
+    // The fast kernels on the requested threads (all cores by default): the weights are
+    // bitwise the same for any count.
+    let threads =
+        threads.unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let backend = match a.kernels {
+        crate::KernelsArg::Fast => resnet_models::Backend::Fast,
+        crate::KernelsArg::Naive => resnet_models::Backend::Naive,
+    };
+    let mut trainer = trainer.with_threads(threads)?.with_backend(backend);
     // The file is read: unmap it (--save may replace it).
     drop(init);
     if start > target {
