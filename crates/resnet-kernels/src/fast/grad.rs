@@ -24,8 +24,8 @@ use rayon::prelude::*;
 /// Pixels per piece of the per-channel reductions (fixed: see the module's determinism note).
 const STAT_PIXELS: usize = 256;
 
-/// Output pixels, at least, per partial sum of a weight gradient (whole images per piece).
-const WGRAD_PIXELS: usize = 4096;
+/// Output pixels per partial sum of a weight gradient (whole images per piece, at least one).
+const WGRAD_PIXELS: usize = 1024;
 
 /// Run `f` compiled for the best instruction set `cpu` has, so that its plain loops are
 /// vectorised for it (the workspace builds for the baseline of the architecture).
@@ -127,30 +127,27 @@ pub fn batch_norm_train_nhwc(
         return Ok(());
     }
     let piece = STAT_PIXELS * c;
-    let sums = map_items(cpu, par, z.chunks(piece).collect(), |zc: &[f32]| {
-        let mut s = vec![0.0f64; c];
+    // One pass: per piece, sums of `x - k` and `(x - k)^2` in f64 about a per-channel shift
+    // `k` (the first pixel's value), which keeps the variance's subtraction well conditioned.
+    let shift: Vec<f64> = z[..c].iter().map(|&v| f64::from(v)).collect();
+    let parts = map_items(cpu, par, z.chunks(piece).collect(), |zc: &[f32]| {
+        let mut s1 = vec![0.0f64; c];
+        let mut s2 = vec![0.0f64; c];
         for row in zc.chunks_exact(c) {
-            s.iter_mut().zip(row).for_each(|(s, &v)| *s += f64::from(v));
+            for (((s1, s2), &v), &k) in s1.iter_mut().zip(s2.iter_mut()).zip(row).zip(&shift) {
+                let d = f64::from(v) - k;
+                *s1 += d;
+                *s2 += d * d;
+            }
         }
-        s
+        (s1, s2)
     });
-    let mean: Vec<f64> = sum_parts(c, &sums)
-        .into_iter()
-        .map(|s| s / count as f64)
-        .collect();
-    let sq = map_items(cpu, par, z.chunks(piece).collect(), |zc: &[f32]| {
-        let mut s = vec![0.0f64; c];
-        for row in zc.chunks_exact(c) {
-            s.iter_mut()
-                .zip(row)
-                .zip(&mean)
-                .for_each(|((s, &v), &m)| *s += (f64::from(v) - m) * (f64::from(v) - m));
-        }
-        s
-    });
-    let var: Vec<f64> = sum_parts(c, &sq)
-        .into_iter()
-        .map(|s| s / count as f64)
+    let (p1, p2): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
+    let (s1, s2) = (sum_parts(c, &p1), sum_parts(c, &p2));
+    let n = count as f64;
+    let mean: Vec<f64> = (0..c).map(|i| shift[i] + s1[i] / n).collect();
+    let var: Vec<f64> = (0..c)
+        .map(|i| (s2[i] / n - (s1[i] / n) * (s1[i] / n)).max(0.0))
         .collect();
     let inv_std: Vec<f64> = var
         .iter()
@@ -296,10 +293,15 @@ pub fn batch_norm_backward_nhwc(
             None => {}
         }
         for (gr, zr) in gc.chunks_exact(c).zip(zc.chunks_exact(c)) {
-            for i in 0..c {
-                let g = f64::from(gr[i]);
-                s1[i] += g;
-                s2[i] += g * (f64::from(zr[i]) - mean[i]) * inv_std[i];
+            for (((s1, s2), (&g, &z)), &m) in s1
+                .iter_mut()
+                .zip(s2.iter_mut())
+                .zip(gr.iter().zip(zr))
+                .zip(mean)
+            {
+                let g = f64::from(g);
+                *s1 += g;
+                *s2 += g * (f64::from(z) - m);
             }
         }
         (s1, s2)
@@ -307,7 +309,11 @@ pub fn batch_norm_backward_nhwc(
     let (p1, p2): (Vec<_>, Vec<_>) = sums.into_iter().unzip();
     let scale = f64::from(scale);
     let s1: Vec<f64> = sum_parts(c, &p1).into_iter().map(|s| s * scale).collect();
-    let s2: Vec<f64> = sum_parts(c, &p2).into_iter().map(|s| s * scale).collect();
+    let s2: Vec<f64> = sum_parts(c, &p2)
+        .into_iter()
+        .zip(inv_std)
+        .map(|(s, &is)| s * is * scale)
+        .collect();
     for i in 0..c {
         grad_beta[i] = s1[i] as f32;
         grad_gamma[i] = s2[i] as f32;
@@ -336,8 +342,12 @@ pub fn batch_norm_backward_nhwc(
             .zip(gc.chunks_exact(c))
             .zip(zc.chunks_exact(c))
         {
-            for i in 0..c {
-                dr[i] = k1[i] * gr[i] - k2[i] - (zr[i] - m32[i]) * k3[i];
+            for ((d, (&g, &z)), ((&k1, &k2), (&k3, &m))) in dr
+                .iter_mut()
+                .zip(gr.iter().zip(zr))
+                .zip(k1.iter().zip(&k2).zip(k3.iter().zip(&m32)))
+            {
+                *d = k1 * g - k2 - (z - m) * k3;
             }
         }
     });
@@ -703,51 +713,51 @@ impl ConvGrad {
         let (px, width) = (cols.pixels(), cols.width());
         let direct =
             kh == 1 && kw == 1 && self.params.stride == [1, 1] && self.params.padding == [0, 0];
-        let per_piece = WGRAD_PIXELS.div_ceil(px.max(1)).max(1);
+        // Pieces of whole images, about WGRAD_PIXELS output pixels each: one product per
+        // piece and group (deep enough to keep the kernels busy), partial sums in f32, added
+        // over the pieces in f64 and in order.
+        let per_piece = (WGRAD_PIXELS / px.max(1)).max(1);
         let images: Vec<usize> = (0..n).collect();
         let pieces: Vec<&[usize]> = images.chunks(per_piece).collect();
         let parts = map_items(ctx.cpu, ctx.par, pieces, |imgs: &[usize]| {
             let mut part = vec![0.0f32; lw];
-            let mut acc = vec![0.0f64; lw];
+            let rows = imgs.len() * px;
+            let first = imgs[0];
             ctx.scratch.with(|col| {
-                if !direct && col.len() < px * width {
-                    col.resize(px * width, 0.0);
+                if !direct && col.len() < rows * width {
+                    col.resize(rows * width, 0.0);
                 }
-                for (t, &ni) in imgs.iter().enumerate() {
-                    let x = &input[ni * h * w * c..(ni + 1) * h * w * c];
-                    let gy = &grad_out[ni * px * o..(ni + 1) * px * o];
-                    for gi in 0..g {
-                        let (rhs, rrs): (&[f32], usize) = if direct {
-                            (&x[gi * cg..], c)
-                        } else {
-                            cols.im2col(x, gi, &mut col[..px * width]);
-                            (&col[..px * width], width)
-                        };
-                        // dW[o, j] = Σ_p col[p, j] dY[p, o] over the group's channels,
-                        // computed as its transpose (`j` rows: the kernels' long side).
-                        gemm(
-                            [width, og, px],
-                            &mut part[gi * og * width..],
-                            [1, width],
-                            false,
-                            rhs,
-                            [1, rrs],
-                            &gy[gi * og..],
-                            [o, 1],
-                        );
-                    }
-                    let _ = t;
-                    acc.iter_mut()
-                        .zip(&part)
-                        .for_each(|(a, &v)| *a += f64::from(v));
+                let gy = &grad_out[first * px * o..(first + imgs.len()) * px * o];
+                for gi in 0..g {
+                    let (rhs, rrs): (&[f32], usize) = if direct {
+                        (&input[first * h * w * c + gi * cg..], c)
+                    } else {
+                        for (t, &ni) in imgs.iter().enumerate() {
+                            let x = &input[ni * h * w * c..(ni + 1) * h * w * c];
+                            cols.im2col(x, gi, &mut col[t * px * width..(t + 1) * px * width]);
+                        }
+                        (&col[..rows * width], width)
+                    };
+                    // dW[o, j] = Σ_p col[p, j] dY[p, o] over the group's channels,
+                    // computed as its transpose (`j` rows: the kernels' long side).
+                    gemm(
+                        [width, og, rows],
+                        &mut part[gi * og * width..],
+                        [1, width],
+                        false,
+                        rhs,
+                        [1, rrs],
+                        &gy[gi * og..],
+                        [o, 1],
+                    );
                 }
             });
-            acc
+            part
         });
         // Sum the pieces in order (taps-last layout), then reorder to [O, C/g, KH, KW].
         let mut total = vec![0.0f64; lw];
         for p in &parts {
-            total.iter_mut().zip(p).for_each(|(t, v)| *t += v);
+            total.iter_mut().zip(p).for_each(|(t, &v)| *t += f64::from(v));
         }
         for oi in 0..o {
             for ci in 0..cg {
