@@ -50,7 +50,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let pre = preprocess(&pre)?;
             let labels = load_labels(labels.as_deref())?;
             let model = load_model(&weights.weights, threads)?;
-            let classes = model.config().num_classes;
+            let classes = model.config().num_classes();
             if labels.len() != classes {
                 bail!(
                     "{} labels for a model with {classes} classes (use --labels FILE)",
