@@ -6,8 +6,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use resnet_image::Preprocess;
 use resnet_models::timing::{median_min, time_iters};
 use resnet_models::{
-    Edsr, Plan, ResNet, ResNetConfig, Strictness, WeightFile, edsr_plan, infer_config, resnet_plan,
-    top_k,
+    Arch, CifarConfig, CifarShortcut, Edsr, Plan, ResNet, ResNetConfig, Strictness, WeightFile,
+    edsr_plan, infer_arch, top_k,
 };
 use resnet_tensor::{Layout, Tensor};
 use resnet_weights::{WeightSource, write_safetensors};
@@ -47,16 +47,14 @@ pub fn run(cli: Cli) -> Result<()> {
         } => {
             // Cheap checks first, before loading the weights.
             let paths = expand(&images)?;
-            let pre = preprocess(&pre)?;
-            let labels = load_labels(labels.as_deref())?;
-            let model = load_model(&weights.weights, threads)?;
-            let classes = model.config().num_classes;
-            if labels.len() != classes {
-                bail!(
-                    "{} labels for a model with {classes} classes (use --labels FILE)",
-                    labels.len()
-                );
-            }
+            check_preprocess(&pre)?;
+            let labels = match labels {
+                Some(p) => Some(read_labels(&p)?),
+                None => None,
+            };
+            let Loaded { model, meta } = load_model(&weights.weights, threads)?;
+            let names = class_names(labels, &model, &meta)?;
+            let pre = preprocess(&pre, &model, &meta)?;
             for_batches(&paths, usize::from(batch), &pre, |chunk, x| {
                 let logits = model.forward(&x)?;
                 for (path, row) in chunk.iter().zip(top_k(&logits, top)?) {
@@ -64,14 +62,21 @@ pub fn run(cli: Cli) -> Result<()> {
                         let v = json!({
                             "path": path.display().to_string(),
                             "indices": row.iter().map(|r| r.0).collect::<Vec<_>>(),
-                            "names": row.iter().map(|r| labels[r.0].as_str()).collect::<Vec<_>>(),
+                            "names": names.as_ref().map(|n| {
+                                row.iter().map(|r| n[r.0].as_str()).collect::<Vec<_>>()
+                            }),
                             "probabilities": row.iter().map(|r| r.1).collect::<Vec<_>>(),
                         });
                         out!("{v}");
                     } else {
                         out!("{}", path.display());
                         for (rank, (class, p)) in row.iter().enumerate() {
-                            out!("  {:>2}. {p:.4}  {} ({class})", rank + 1, labels[*class]);
+                            match &names {
+                                Some(n) => {
+                                    out!("  {:>2}. {p:.4}  {} ({class})", rank + 1, n[*class])
+                                }
+                                None => out!("  {:>2}. {p:.4}  class {class}", rank + 1),
+                            }
                         }
                     }
                 }
@@ -86,8 +91,9 @@ pub fn run(cli: Cli) -> Result<()> {
             pre,
         } => {
             let paths = expand(&images)?;
-            let pre = preprocess(&pre)?;
-            let model = load_model(&weights.weights, threads)?;
+            check_preprocess(&pre)?;
+            let Loaded { model, meta } = load_model(&weights.weights, threads)?;
+            let pre = preprocess(&pre, &model, &meta)?;
             let dim = model.config().feature_dim();
             let mut rows = Vec::with_capacity(paths.len() * dim);
             for_batches(&paths, usize::from(batch), &pre, |_, x| {
@@ -186,13 +192,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 let model = load_edsr(&weights.weights, threads)?;
                 out.push(("output".into(), model.forward_tiled(&x, tile as usize)?));
             } else if stages {
-                let model = load_model(&weights.weights, threads)?;
+                let model = load_model(&weights.weights, threads)?.model;
                 let s = model.forward_stages(&x)?;
                 for (name, t) in s.named() {
                     out.push((name, t.clone()));
                 }
             } else {
-                let model = load_model(&weights.weights, threads)?;
+                let model = load_model(&weights.weights, threads)?.model;
                 out.push(("logits".into(), model.forward(&x)?));
             }
             let list: Vec<(&str, &Tensor)> = out.iter().map(|(n, t)| (n.as_str(), t)).collect();
@@ -253,13 +259,24 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
-fn load_model(spec: &str, threads: Option<usize>) -> Result<ResNet> {
+/// A classification network and its file's metadata (normalisation, class names).
+struct Loaded {
+    model: ResNet,
+    meta: HashMap<String, String>,
+}
+
+fn load_model(spec: &str, threads: Option<usize>) -> Result<Loaded> {
     let path = weights::resolve(spec)?;
-    let model = ResNet::from_file(&path).with_context(|| path.display().to_string())?;
-    match threads {
-        Some(t) => Ok(model.with_threads(t)?),
-        None => Ok(model),
-    }
+    let file = WeightFile::open(&path).with_context(|| path.display().to_string())?;
+    let model = ResNet::from_source(&file).with_context(|| path.display().to_string())?;
+    let model = match threads {
+        Some(t) => model.with_threads(t)?,
+        None => model,
+    };
+    Ok(Loaded {
+        model,
+        meta: file.metadata().clone(),
+    })
 }
 
 /// The naming scheme to report.
@@ -285,32 +302,164 @@ fn load_edsr(spec: &str, threads: Option<usize>) -> Result<Edsr> {
     }
 }
 
-fn load_labels(path: Option<&Path>) -> Result<Vec<String>> {
-    let text = match path {
-        Some(p) => std::fs::read_to_string(p)
-            .with_context(|| format!("cannot read labels {}", p.display()))?,
-        None => IMAGENET_CLASSES.to_string(),
-    };
-    Ok(text
-        .lines()
+/// One class name per non-empty line of `text`.
+fn label_lines(text: &str) -> Vec<String> {
+    text.lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
         .map(str::to_string)
-        .collect())
+        .collect()
 }
 
-fn preprocess(a: &PreprocessArgs) -> Result<Preprocess> {
-    let three = |v: &[f32]| -> [f32; 3] { [v[0], v[1], v[2]] };
-    if a.mean.len() != 3 || a.std.len() != 3 {
-        bail!("--mean and --std take three values, R,G,B");
+fn read_labels(path: &Path) -> Result<Vec<String>> {
+    let text = std::fs::read_to_string(path)
+        .with_context(|| format!("cannot read labels {}", path.display()))?;
+    Ok(label_lines(&text))
+}
+
+/// A metadata value that is a JSON array, each element converted by `item`, or `None` when
+/// absent.
+fn meta_array<T>(
+    meta: &HashMap<String, String>,
+    key: &str,
+    what: &str,
+    item: impl Fn(&serde_json::Value) -> Option<T>,
+) -> Result<Option<Vec<T>>> {
+    let Some(v) = meta.get(key) else {
+        return Ok(None);
+    };
+    serde_json::from_str::<serde_json::Value>(v)
+        .ok()
+        .and_then(|j| j.as_array()?.iter().map(&item).collect::<Option<Vec<T>>>())
+        .map(Some)
+        .ok_or_else(|| anyhow!("the file's metadata {key} = {v:?} is not a JSON array of {what}"))
+}
+
+/// Class names: `--labels`, the metadata `classes`, ImageNet's for a 1000-class torchvision
+/// net, or none (indices are printed).
+fn class_names(
+    labels: Option<Vec<String>>,
+    model: &ResNet,
+    meta: &HashMap<String, String>,
+) -> Result<Option<Vec<String>>> {
+    let classes = model.config().num_classes();
+    let (names, from) = if let Some(l) = labels {
+        (l, "labels")
+    } else if let Some(m) = meta_array(meta, "classes", "names", |v| v.as_str().map(String::from))?
+    {
+        (m, "names in the file's metadata classes")
+    } else if model.config().resnet().is_some() && classes == 1000 {
+        (label_lines(IMAGENET_CLASSES), "labels")
+    } else {
+        return Ok(None);
+    };
+    if names.len() != classes {
+        bail!(
+            "{} {from} for a model with {classes} classes (use --labels FILE)",
+            names.len()
+        );
     }
-    if a.resize == 0 || a.crop == 0 {
-        bail!("--resize and --crop must be at least 1");
+    Ok(Some(names))
+}
+
+/// Early checks of the preprocessing options (before any weights are loaded).
+fn check_preprocess(a: &PreprocessArgs) -> Result<()> {
+    for (flag, v) in [("--mean", &a.mean), ("--std", &a.std)] {
+        if let Some(v) = v
+            && !matches!(v.len(), 1 | 3)
+        {
+            bail!("{flag} takes one value or three (R,G,B), got {}", v.len());
+        }
+    }
+    if a.std
+        .as_ref()
+        .is_some_and(|v| v.iter().any(|s| *s == 0.0 || !s.is_finite()))
+    {
+        bail!("--std must be finite and non-zero");
+    }
+    if a.mean
+        .as_ref()
+        .is_some_and(|v| v.iter().any(|m| !m.is_finite()))
+    {
+        bail!("--mean must be finite");
+    }
+    Ok(())
+}
+
+/// The preprocessing for `model`: the options given, else the family's defaults (torchvision:
+/// ImageNet's transform; CIFAR nets: 28 or 32 pixels and the file's metadata `mean`/`std`, or
+/// no normalisation, said on stderr). One input channel means greyscale.
+fn preprocess(
+    a: &PreprocessArgs,
+    model: &ResNet,
+    meta: &HashMap<String, String>,
+) -> Result<Preprocess> {
+    let arch = model.config();
+    let channels = arch.in_channels();
+    if !matches!(channels, 1 | 3) {
+        bail!(
+            "{} takes {channels} input channels; images give 1 (greyscale) or 3 (RGB): use resnet \
+             forward on tensors",
+            arch.name()
+        );
+    }
+    let cifar = arch.cifar().is_some();
+    let (resize, crop) = match (a.size, cifar) {
+        (Some(n), _) => (n, n),
+        (None, false) => (a.resize.unwrap_or(256), a.crop.unwrap_or(224)),
+        (None, true) => {
+            let crop = a.crop.unwrap_or(if channels == 1 { 28 } else { 32 });
+            (a.resize.unwrap_or(crop), crop)
+        }
+    };
+    // Mean and std: the options, the metadata, ImageNet's for torchvision RGB nets, or none.
+    let imagenet = !cifar && channels == 3;
+    let mut unknown = Vec::new();
+    let mut pick = |flag: &str,
+                    given: &Option<Vec<f32>>,
+                    key: &str,
+                    imagenet_value: [f32; 3],
+                    neutral: f32|
+     -> Result<[f32; 3]> {
+        let stored = meta_array(meta, key, "numbers", |v| v.as_f64().map(|x| x as f32))?;
+        let (v, from) = match (given, stored) {
+            (Some(v), _) => (v.clone(), flag.to_string()),
+            (None, Some(v)) => (v, format!("the file's metadata {key}")),
+            (None, None) if imagenet => (imagenet_value.to_vec(), String::new()),
+            (None, None) => {
+                unknown.push(key.to_string());
+                (vec![neutral], String::new())
+            }
+        };
+        match (v.len(), channels) {
+            (1, _) => Ok([v[0]; 3]),
+            (3, 3) => Ok([v[0], v[1], v[2]]),
+            (n, c) => bail!("{from} has {n} values for a network of {c} input channel(s)"),
+        }
+    };
+    let mean = pick("--mean", &a.mean, "mean", resnet_image::IMAGENET_MEAN, 0.0)?;
+    let std = pick("--std", &a.std, "std", resnet_image::IMAGENET_STD, 1.0)?;
+    if std.iter().any(|s| *s == 0.0 || !s.is_finite()) || mean.iter().any(|m| !m.is_finite()) {
+        bail!(
+            "the normalisation must be finite with a non-zero std, got mean {mean:?}, std {std:?}"
+        );
+    }
+    if !unknown.is_empty() {
+        eprintln!(
+            "note: the weights' metadata records no input normalisation ({}): {} gets pixels in \
+             [0, 1] with mean {:?} and std {:?}; pass --mean/--std if it was trained on \
+             normalised input",
+            unknown.join(", "),
+            arch.name(),
+            &mean[..channels],
+            &std[..channels]
+        );
     }
     Ok(Preprocess::imagenet()
-        .with_resize(Some(a.resize))
-        .with_crop(Some(a.crop))
-        .with_mean_std(three(&a.mean), three(&a.std)))
+        .with_resize(Some(resize))
+        .with_crop(Some(crop))
+        .with_mean_std(mean, std)
+        .with_grayscale(channels == 1))
 }
 
 /// Files as given, and the image files of directories (sorted), in order.
@@ -429,17 +578,17 @@ fn inspect(spec: &str, json_out: bool, plan_size: Option<usize>) -> Result<()> {
         }
         return print_inspect(&found, json_out);
     }
-    match infer_config(&file) {
-        Ok(cfg) => {
-            match ResNet::load_checked(&file, &cfg, Strictness::Lenient) {
+    match infer_arch(&file) {
+        Ok(arch) => {
+            match ResNet::load_checked(&file, &arch, Strictness::Lenient) {
                 Ok((_, unused)) => {
-                    found.arch = Ok(describe(&cfg));
+                    found.arch = Ok(describe(&arch));
                     found.unmapped = unused;
                 }
                 Err(e) => found.arch = Err(e.to_string()),
             }
             if let Some(s) = plan_size {
-                found.plan = Some((resnet_plan(&cfg)?, dims(cfg.in_channels, s)));
+                found.plan = Some((arch.plan()?, dims(arch.in_channels(), s)));
             }
         }
         Err(e) => {
@@ -527,7 +676,27 @@ fn print_inspect(found: &Inspection<'_>, json_out: bool) -> Result<()> {
     Ok(())
 }
 
-fn describe(c: &ResNetConfig) -> String {
+fn describe(arch: &Arch) -> String {
+    if let Some(c) = arch.cifar() {
+        let widths: Vec<String> = (0..3).map(|s| ((16 << s) * c.width).to_string()).collect();
+        return format!(
+            "{} (He et al.'s CIFAR net: {} blocks per stage, widths {}, {}, {} classes, {} input \
+             channels)",
+            c.name(),
+            (c.depth - 2) / 6,
+            widths.join("/"),
+            match c.shortcut {
+                CifarShortcut::A => "shortcut option A (subsample and zero channels)",
+                CifarShortcut::B => "shortcut option B (1x1 conv + BN projections)",
+                CifarShortcut::None => "no shortcuts (plain)",
+            },
+            c.num_classes,
+            c.in_channels
+        );
+    }
+    let Some(c) = arch.resnet() else {
+        return arch.name();
+    };
     format!(
         "{} ({:?} blocks {:?}, groups {}, width/group {}, {} classes, {} input channels{})",
         c.name(),
@@ -552,14 +721,20 @@ fn bench(
     json_out: bool,
 ) -> Result<()> {
     let model = match weights {
-        Some(w) => load_model(w, threads)?,
+        Some(w) => load_model(w, threads)?.model,
         None => {
-            let cfg = ResNetConfig::by_name(arch, 1000).ok_or_else(|| {
-                anyhow!(
-                    "unknown --arch {arch:?}; known: {}",
-                    ResNetConfig::NAMES.join(", ")
-                )
-            })?;
+            let cfg: Arch = match (
+                ResNetConfig::by_name(arch, 1000),
+                CifarConfig::from_name(arch, 10),
+            ) {
+                (Some(c), _) => c.into(),
+                (None, Some(c)) => c.into(),
+                (None, None) => bail!(
+                    "unknown --arch {arch:?}; known: {}, {}",
+                    ResNetConfig::NAMES.join(", "),
+                    CifarConfig::NAME_FORMS
+                ),
+            };
             let m = ResNet::random(&cfg, 0)?;
             match threads {
                 Some(t) => m.with_threads(t)?,
@@ -567,7 +742,8 @@ fn bench(
             }
         }
     };
-    let x = Tensor::zeros_with_layout(&[batch, 3, size, size], Layout::Nchw)?;
+    let channels = model.config().in_channels();
+    let x = Tensor::zeros_with_layout(&[batch, channels, size, size], Layout::Nchw)?;
     let flop: f64 = model
         .profile(&x.image(0)?.to_tensor())?
         .iter()

@@ -45,21 +45,31 @@ pub struct WeightsArg {
     weights: String,
 }
 
-/// Image preprocessing options (torchvision's ImageNet evaluation transform by default).
+/// Image preprocessing options. torchvision nets get torchvision's ImageNet evaluation
+/// transform by default; CIFAR nets (`resnet train --model cifar-…`) their own size and channels
+/// (see `classify --help`).
 #[derive(Debug, Args)]
 pub struct PreprocessArgs {
-    /// Resize the short side to this many pixels.
-    #[arg(long, default_value_t = 256)]
-    resize: u32,
-    /// Center-crop to this square size.
-    #[arg(long, default_value_t = 224)]
-    crop: u32,
-    /// Per-channel mean, R,G,B.
-    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = resnet_image::IMAGENET_MEAN)]
-    mean: Vec<f32>,
-    /// Per-channel standard deviation, R,G,B.
-    #[arg(long, value_delimiter = ',', num_args = 3, default_values_t = resnet_image::IMAGENET_STD)]
-    std: Vec<f32>,
+    /// Resize the short side to this many pixels [default: 256; CIFAR nets: the crop size].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16384))]
+    resize: Option<u32>,
+    /// Center-crop to this square size [default: 224; CIFAR nets: 28 for a 1-channel net, 32
+    /// for a 3-channel one].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=16384))]
+    crop: Option<u32>,
+    /// Resize the short side to N and center-crop N x N (sets --resize and --crop at once).
+    #[arg(long, value_name = "N", conflicts_with_all = ["resize", "crop"],
+          value_parser = clap::value_parser!(u32).range(1..=16384))]
+    size: Option<u32>,
+    /// Per-channel mean: R,G,B, or one value (all channels; a greyscale net's only one)
+    /// [default: ImageNet's 0.485,0.456,0.406 for torchvision nets; CIFAR nets: the file's
+    /// metadata `mean`, else 0].
+    #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+    mean: Option<Vec<f32>>,
+    /// Per-channel standard deviation, like --mean [default: ImageNet's 0.229,0.224,0.225 for
+    /// torchvision nets; CIFAR nets: the file's metadata `std`, else 1].
+    #[arg(long, value_delimiter = ',')]
+    std: Option<Vec<f32>>,
 }
 
 /// The prior on the weights (`--prior`).
@@ -157,7 +167,19 @@ pub enum KernelsArg {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Classify images: the top-k ImageNet classes (or your labels) with probabilities.
+    /// Classify images: the top-k classes with probabilities.
+    ///
+    /// Class names: --labels, else the file's metadata `classes` (a JSON array of names), else
+    /// ImageNet's for a 1000-class torchvision net, else the class indices.
+    ///
+    /// Preprocessing: torchvision nets get the ImageNet evaluation transform (resize 256, crop
+    /// 224, ImageNet mean/std). A network with one input channel gets greyscale input (PIL's
+    /// luma), one with three RGB. CIFAR nets (He et al.'s, as `resnet train` saves them) work
+    /// at any size; they get images resized (short side) and center-cropped to 28 pixels for a
+    /// 1-channel net, 32 for a 3-channel one (--size to change), scaled to [0, 1] and
+    /// normalised with the metadata `mean`/`std` (JSON arrays) when the file records them,
+    /// else not at all: how a trained net's input was normalised is not known otherwise, so
+    /// pass --mean/--std if it was.
     Classify {
         /// Image files or directories (JPEG, PNG, WebP, BMP, GIF, TIFF).
         #[arg(required = true)]
@@ -167,19 +189,22 @@ enum Command {
         /// How many classes to show per image.
         #[arg(long, default_value_t = 5)]
         top: usize,
-        /// A file with one class name per line (default: the 1000 ImageNet classes).
+        /// A file with one class name per line (default: the file's metadata `classes`, or
+        /// the ImageNet classes for a 1000-class torchvision net, or class indices).
         #[arg(long)]
         labels: Option<PathBuf>,
         /// Images per forward pass.
         #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(1..))]
         batch: u16,
-        /// One JSON object per image (path, indices, names, probabilities) instead of text.
+        /// One JSON object per image (path, indices, names or null, probabilities) instead of
+        /// text.
         #[arg(long)]
         json: bool,
         #[command(flatten)]
         pre: PreprocessArgs,
     },
-    /// Write the pooled embedding of each image (one row per image) to a safetensors file.
+    /// Write the pooled embedding of each image (one row per image) to a safetensors file
+    /// (preprocessing as in classify).
     Embed {
         /// Image files or directories.
         #[arg(required = true)]
@@ -225,7 +250,7 @@ enum Command {
         /// Output safetensors file.
         #[arg(long, short = 'o')]
         output: PathBuf,
-        /// Also write stem, layer1 … layer4 and pool.
+        /// Also write stem, layer1 … layer4 (layer3 for a CIFAR net) and pool.
         #[arg(long)]
         stages: bool,
         /// EDSR weights: tile size in input pixels.
@@ -251,7 +276,9 @@ enum Command {
     /// Time forward passes of one configuration: the median and the fastest of the timed
     /// passes, after one untimed warm-up pass.
     Bench {
-        /// Architecture with seeded random weights (ignored with --weights).
+        /// Architecture with seeded random weights (ignored with --weights): a torchvision
+        /// name (resnet18, resnet50, …; 1000 classes) or a CIFAR net (cifar-resnet20,
+        /// cifar-resnet56-b, cifar-plain20, …; 10 classes, 3 input channels).
         #[arg(long, default_value = "resnet18")]
         arch: String,
         /// Time a real weights file instead.

@@ -586,3 +586,412 @@ fn enhance_and_forward_with_edsr_weights() {
     ]);
     assert!(e.contains("nope.png"), "{e}");
 }
+
+/// A CIFAR net saved as `resnet train --save` saves one: the state_dict, `num_batches_tracked`
+/// counters, and the metadata `arch`, `shortcut`, `num_classes`, `in_channels` (unless
+/// `with_arch` is false), plus `extra`.
+fn cifar_file(
+    path: &Path,
+    cfg: &resnet_models::CifarConfig,
+    seed: u64,
+    with_arch: bool,
+    extra: &[(&str, &str)],
+) {
+    let plan = resnet_models::cifar_plan(cfg).unwrap();
+    let map = resnet_models::random_plan_weights(&plan, seed).unwrap();
+    let tensors: Vec<(&str, &resnet_tensor::Tensor)> = map.iter().collect();
+    let counters: Vec<String> = map
+        .iter()
+        .filter_map(|(k, _)| k.strip_suffix(".running_mean"))
+        .map(|bn| format!("{bn}.num_batches_tracked"))
+        .collect();
+    let counters: Vec<(&str, i64)> = counters.iter().map(|k| (k.as_str(), 1)).collect();
+    let mut meta: std::collections::HashMap<String, String> = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    if with_arch {
+        meta.insert("arch".into(), cfg.name());
+        meta.insert("shortcut".into(), cfg.shortcut.name().into());
+        meta.insert("num_classes".into(), cfg.num_classes.to_string());
+        meta.insert("in_channels".into(), cfg.in_channels.to_string());
+    }
+    resnet_weights::write_safetensors_with_counters(path, &tensors, &counters, Some(meta)).unwrap();
+}
+
+/// `classify --json` on `args`: (stdout lines as JSON, stderr).
+fn classify_json(args: &[&str]) -> (Vec<serde_json::Value>, String) {
+    let out = resnet()
+        .arg("classify")
+        .arg("--json")
+        .args(args)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    assert!(out.status.success(), "{args:?}: {stderr}");
+    let lines = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (lines, stderr)
+}
+
+/// The top classes of one classify JSON line against the model on `x`.
+fn assert_top(line: &serde_json::Value, model: &ResNet, x: &resnet_tensor::Tensor, k: usize) {
+    let want = &top_k(&model.forward(x).unwrap(), k).unwrap()[0];
+    let idx: Vec<usize> = line["indices"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap() as usize)
+        .collect();
+    assert_eq!(idx, want.iter().map(|w| w.0).collect::<Vec<_>>(), "{line}");
+    for (p, w) in line["probabilities"].as_array().unwrap().iter().zip(want) {
+        assert!(
+            (p.as_f64().unwrap() - f64::from(w.1)).abs() < 1e-6,
+            "{line}"
+        );
+    }
+}
+
+#[test]
+fn classify_and_forward_a_cifar_net() {
+    use resnet_image::Preprocess;
+    use resnet_models::{CifarConfig, CifarShortcut};
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    // A 1-channel option-A net, 10 classes, as `resnet train` saves it.
+    let gray_cfg = CifarConfig::new(8, 10).with_in_channels(1);
+    cifar_file(&p("gray.safetensors"), &gray_cfg, 1, true, &[]);
+    let gray = ResNet::from_file(p("gray.safetensors")).unwrap();
+    let digit = p("digit.png");
+    image::GrayImage::from_fn(28, 28, |x, y| image::Luma([((x * 9 + y * 5) % 256) as u8]))
+        .save(&digit)
+        .unwrap();
+    let photo = p("photo.png");
+    image::RgbImage::from_fn(40, 30, |x, y| {
+        image::Rgb([(x * 6) as u8, (y * 8) as u8, ((x + y) * 3) as u8])
+    })
+    .save(&photo)
+    .unwrap();
+
+    // Greyscale in, 28x28 (the PNG's own size), pixels in [0, 1], no normalisation (said).
+    let (lines, stderr) = classify_json(&[
+        "--top",
+        "3",
+        "--weights",
+        s(&p("gray.safetensors")),
+        s(&digit),
+        s(&photo),
+    ]);
+    assert!(
+        stderr.contains("note:") && stderr.contains("no input normalisation"),
+        "{stderr}"
+    );
+    assert_eq!(lines.len(), 2);
+    let mut x = vec![0.0f32; 28 * 28];
+    for (i, v) in image::open(&digit).unwrap().to_luma8().pixels().enumerate() {
+        x[i] = f32::from(v.0[0]) / 255.0;
+    }
+    let x = resnet_tensor::Tensor::from_vec(&[1, 1, 28, 28], x).unwrap();
+    assert_top(&lines[0], &gray, &x, 3);
+    assert!(lines[0]["names"].is_null(), "{}", lines[0]);
+    // A colour photo of another size: luma, resized and cropped to 28.
+    let pre = Preprocess::imagenet()
+        .with_resize(Some(28))
+        .with_crop(Some(28))
+        .with_mean_std([0.0; 3], [1.0; 3])
+        .with_grayscale(true);
+    assert_top(&lines[1], &gray, &pre.load(&photo).unwrap(), 3);
+    // --size and --mean/--std on the command line.
+    let (lines, stderr) = classify_json(&[
+        "--size",
+        "33",
+        "--top",
+        "2",
+        "--weights",
+        s(&p("gray.safetensors")),
+        "--mean",
+        "0.5",
+        "--std",
+        "0.25",
+        s(&photo),
+    ]);
+    assert!(!stderr.contains("note:"), "{stderr}");
+    let pre = pre
+        .with_resize(Some(33))
+        .with_crop(Some(33))
+        .with_mean_std([0.5; 3], [0.25; 3]);
+    assert_top(&lines[0], &gray, &pre.load(&photo).unwrap(), 2);
+    // Text: class indices without names.
+    let out = resnet()
+        .args([
+            "classify",
+            "--top",
+            "2",
+            "--weights",
+            s(&p("gray.safetensors")),
+            s(&digit),
+        ])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success() && text.contains("  1. ") && text.contains("  class "),
+        "{text}"
+    );
+
+    // A 3-channel option-B net, 100 classes, normalisation and class names in the metadata.
+    let rgb_cfg = CifarConfig::new(8, 100).with_shortcut(CifarShortcut::B);
+    let names: Vec<String> = (0..100).map(|i| format!("thing{i}")).collect();
+    let names_json = serde_json::to_string(&names).unwrap();
+    cifar_file(
+        &p("rgb.safetensors"),
+        &rgb_cfg,
+        2,
+        true,
+        &[
+            ("mean", "[0.49, 0.48, 0.45]"),
+            ("std", "[0.25, 0.24, 0.26]"),
+            ("classes", &names_json),
+        ],
+    );
+    let rgb = ResNet::from_file(p("rgb.safetensors")).unwrap();
+    let (lines, stderr) = classify_json(&["--weights", s(&p("rgb.safetensors")), s(&photo)]);
+    assert!(!stderr.contains("note:"), "{stderr}");
+    let pre = Preprocess::imagenet()
+        .with_resize(Some(32))
+        .with_crop(Some(32))
+        .with_mean_std([0.49, 0.48, 0.45], [0.25, 0.24, 0.26]);
+    assert_top(&lines[0], &rgb, &pre.load(&photo).unwrap(), 5);
+    let top = lines[0]["indices"][0].as_u64().unwrap();
+    assert_eq!(lines[0]["names"][0], format!("thing{top}"));
+
+    // forward: logits, and with --stages every stage of the three.
+    let xs = p("x.safetensors");
+    let x = resnet_tensor::Tensor::from_vec(
+        &[2, 1, 13, 11],
+        (0..286)
+            .map(|i| ((i * 37) % 23) as f32 / 11.0 - 1.0)
+            .collect(),
+    )
+    .unwrap();
+    resnet_weights::write_safetensors(&xs, &[("x", &x)], None).unwrap();
+    let y = p("y.safetensors");
+    let fwd = |extra: &[&str]| {
+        resnet()
+            .args(["forward", "--weights", s(&p("gray.safetensors"))])
+            .args(["--input", s(&xs), "--output", s(&y)])
+            .args(extra)
+            .assert()
+            .success();
+        WeightFile::open(&y).unwrap()
+    };
+    let got = fwd(&[]);
+    assert_eq!(got.names(), ["logits"]);
+    assert_eq!(got.load("logits").unwrap(), gray.forward(&x).unwrap());
+    let got = fwd(&["--stages", "--threads", "1"]);
+    let want = gray.forward_stages(&x).unwrap();
+    for (name, t) in want.named() {
+        assert_eq!(&got.load(&name).unwrap(), t, "{name}");
+    }
+    assert!(!got.contains("layer4"));
+
+    // inspect describes it, and prints its plan.
+    let out = resnet()
+        .args(["inspect", s(&p("gray.safetensors"))])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(out.status.success(), "{text}");
+    for want in [
+        "architecture: cifar-resnet8 (He et al.'s CIFAR net: 1 blocks per stage, widths 16/32/64, shortcut option A",
+        "10 classes, 1 input channels",
+        "unmapped:     none",
+        "metadata:     arch = cifar-resnet8",
+    ] {
+        assert!(text.contains(want), "{want:?} not in {text}");
+    }
+    let out = resnet()
+        .args([
+            "inspect",
+            "--json",
+            "--plan",
+            "--size",
+            "28",
+            s(&p("rgb.safetensors")),
+        ])
+        .output()
+        .unwrap();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        v["architecture"]
+            .as_str()
+            .unwrap()
+            .starts_with("cifar-resnet8-b"),
+        "{v}"
+    );
+    let plan: Vec<&str> = v["plan"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l.as_str().unwrap())
+        .collect();
+    assert!(
+        plan.iter().any(|l| l.contains("[layer3.0.downsample]")),
+        "{plan:?}"
+    );
+    assert!(plan.last().unwrap().contains("[1, 100, 1, 1]"), "{plan:?}");
+
+    // Option A without metadata: not guessed; the error says what to record.
+    cifar_file(&p("bare.safetensors"), &gray_cfg, 1, false, &[]);
+    let e = fails(&[
+        "classify",
+        "--weights",
+        s(&p("bare.safetensors")),
+        s(&digit),
+    ]);
+    assert!(e.contains("cifar-resnet8") && e.contains("metadata"), "{e}");
+    let out = resnet()
+        .args(["inspect", s(&p("bare.safetensors"))])
+        .output()
+        .unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.contains("architecture: not recognised") && text.contains("cifar-plain8"),
+        "{text}"
+    );
+    // Bad options and metadata: one-line errors.
+    let e = fails(&[
+        "classify",
+        "--mean",
+        "0.1,0.2,0.3",
+        "--weights",
+        s(&p("gray.safetensors")),
+        s(&digit),
+    ]);
+    assert!(
+        e.contains("--mean has 3 values") && e.contains("1 input channel"),
+        "{e}"
+    );
+    cifar_file(
+        &p("badmeta.safetensors"),
+        &gray_cfg,
+        1,
+        true,
+        &[("std", "0.3")],
+    );
+    let e = fails(&[
+        "classify",
+        "--weights",
+        s(&p("badmeta.safetensors")),
+        s(&digit),
+    ]);
+    assert!(
+        e.contains("metadata std") && e.contains("JSON array"),
+        "{e}"
+    );
+    cifar_file(
+        &p("badnames.safetensors"),
+        &gray_cfg,
+        1,
+        true,
+        &[("classes", "[\"a\", \"b\"]")],
+    );
+    let e = fails(&[
+        "classify",
+        "--weights",
+        s(&p("badnames.safetensors")),
+        s(&digit),
+    ]);
+    assert!(e.contains("2 names") && e.contains("10 classes"), "{e}");
+
+    // bench runs CIFAR nets by name.
+    let out = resnet()
+        .args([
+            "bench",
+            "--arch",
+            "cifar-resnet20",
+            "--size",
+            "32",
+            "--iters",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["arch"], "cifar-resnet20");
+}
+
+/// `resnet train --save`, then `classify` and `forward` on the file: the metadata train writes
+/// is what the inference path reads.
+#[test]
+fn a_net_saved_by_train_classifies_and_forwards() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |n: &str| dir.path().join(n);
+    // `input` [4, 1, 12, 12] F32 and `labels` [4] I64, by hand.
+    let input: Vec<u8> = (0..4 * 144)
+        .flat_map(|i| (((i * 7919) % 101) as f32 / 50.0 - 1.0).to_le_bytes())
+        .collect();
+    let labels: Vec<u8> = [0i64, 2, 1, 2]
+        .iter()
+        .flat_map(|l| l.to_le_bytes())
+        .collect();
+    let header = format!(
+        r#"{{"input":{{"dtype":"F32","shape":[4,1,12,12],"data_offsets":[0,{}]}},"labels":{{"dtype":"I64","shape":[4],"data_offsets":[{},{}]}}}}"#,
+        input.len(),
+        input.len(),
+        input.len() + labels.len()
+    );
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    bytes.extend_from_slice(&input);
+    bytes.extend_from_slice(&labels);
+    std::fs::write(p("data.safetensors"), bytes).unwrap();
+    let data = format!("tensors:{}", s(&p("data.safetensors")));
+    for model in ["cifar-resnet8", "cifar-plain8", "cifar-resnet8-b"] {
+        let w = p(&format!("{model}.safetensors"));
+        resnet()
+            .args(["train", "--model", model, "--classes", "3", "--data", &data])
+            .args(["--steps", "1", "--lr", "0.05", "--save", s(&w)])
+            .assert()
+            .success();
+        let net = ResNet::from_file(&w).unwrap();
+        assert_eq!(net.config().name(), model);
+        assert_eq!(net.config().in_channels(), 1);
+        assert_eq!(net.config().num_classes(), 3);
+        let y = p("y.safetensors");
+        resnet()
+            .args([
+                "forward",
+                "--weights",
+                s(&w),
+                "--input",
+                s(&p("data.safetensors")),
+            ])
+            .args(["--key", "input", "--output", s(&y)])
+            .assert()
+            .success();
+        let x = WeightFile::open(p("data.safetensors"))
+            .unwrap()
+            .load("input")
+            .unwrap();
+        let got = WeightFile::open(&y).unwrap().load("logits").unwrap();
+        assert_eq!(got, net.forward(&x).unwrap(), "{model}");
+        let img = p("img.png");
+        image::GrayImage::from_fn(12, 12, |x, y| image::Luma([(x * 20 + y) as u8]))
+            .save(&img)
+            .unwrap();
+        let (lines, _) = classify_json(&["--top", "3", "--weights", s(&w), s(&img)]);
+        assert_eq!(lines[0]["indices"].as_array().unwrap().len(), 3);
+    }
+}

@@ -137,6 +137,11 @@ pub struct Preprocess {
     pub mean: [f32; 3],
     /// Per-channel standard deviation divided by.
     pub std: [f32; 3],
+    /// Convert to one luma channel before resizing, as PIL's `convert("L")` does (ITU-R 601-2,
+    /// `L = (19595 R + 38470 G + 7471 B + 2^15) >> 16`, exact on grey pixels): the output has
+    /// one channel, normalised with `mean[0]` and `std[0]`. For networks trained on greyscale
+    /// images (MNIST, Fashion-MNIST).
+    pub grayscale: bool,
 }
 
 impl Default for Preprocess {
@@ -154,7 +159,35 @@ impl Preprocess {
             crop: Some([224, 224]),
             mean: IMAGENET_MEAN,
             std: IMAGENET_STD,
+            grayscale: false,
         }
+    }
+
+    /// Output one luma channel (see [`Preprocess::grayscale`]) or RGB.
+    ///
+    /// ```
+    /// use resnet_image::Preprocess;
+    ///
+    /// let img = image::RgbImage::from_fn(3, 2, |x, _| image::Rgb([255, 255 * (x as u8 % 2), 0]));
+    /// let pre = Preprocess::imagenet()
+    ///     .with_resize(None)
+    ///     .with_crop(None)
+    ///     .with_mean_std([0.0; 3], [1.0; 3])
+    ///     .with_grayscale(true);
+    /// let x = pre.from_image(&img.into())?;
+    /// assert_eq!(x.shape().dims(), &[1, 1, 2, 3]);
+    /// // Red is 76 in PIL's luma, yellow 226.
+    /// assert_eq!(x.as_slice()[..3], [76.0 / 255.0, 226.0 / 255.0, 76.0 / 255.0]);
+    /// # Ok::<(), resnet_image::ImageError>(())
+    /// ```
+    pub fn with_grayscale(mut self, grayscale: bool) -> Self {
+        self.grayscale = grayscale;
+        self
+    }
+
+    /// Channels of the output: 1 with [`Preprocess::grayscale`], else 3.
+    pub fn channels(&self) -> usize {
+        if self.grayscale { 1 } else { 3 }
     }
 
     /// Resize the short side to `size` (or not at all).
@@ -192,7 +225,8 @@ impl Preprocess {
         Ok(())
     }
 
-    /// Decode, orient and preprocess an image file into a `[1, 3, H, W]` NCHW tensor.
+    /// Decode, orient and preprocess an image file into a `[1, 3, H, W]` NCHW tensor
+    /// (`[1, 1, H, W]` with [`Preprocess::grayscale`]).
     pub fn load(&self, path: impl AsRef<Path>) -> Result<Tensor, ImageError> {
         let path = path.as_ref();
         let img = decode_file(path)?;
@@ -205,8 +239,8 @@ impl Preprocess {
         self.from_image(&img)
     }
 
-    /// Preprocess several files into one `[N, 3, H, W]` batch (all must end at the same size,
-    /// which a crop guarantees).
+    /// Preprocess several files into one `[N, 3, H, W]` batch (`[N, 1, H, W]` in greyscale;
+    /// all must end at the same size, which a crop guarantees).
     pub fn load_batch<P: AsRef<Path>>(&self, paths: &[P]) -> Result<Tensor, ImageError> {
         let mut data = Vec::new();
         let mut dims = None;
@@ -227,14 +261,24 @@ impl Preprocess {
             }
             data.extend_from_slice(t.as_slice());
         }
-        let d = dims.unwrap_or_else(|| vec![0, 3, 0, 0]);
+        let d = dims.unwrap_or_else(|| vec![0, self.channels(), 0, 0]);
         Ok(Tensor::from_vec(&[paths.len(), d[1], d[2], d[3]], data)?)
     }
 
-    /// Preprocess a decoded image (converted to RGB 8-bit first) into `[1, 3, H, W]`.
+    /// Preprocess a decoded image (converted to RGB 8-bit first, then to luma with
+    /// [`Preprocess::grayscale`]) into `[1, 3, H, W]` (`[1, 1, H, W]` in greyscale).
     pub fn from_image(&self, img: &DynamicImage) -> Result<Tensor, ImageError> {
         self.validate()?;
-        let rgb = img.to_rgb8();
+        let mut rgb = img.to_rgb8();
+        if self.grayscale {
+            // PIL's L24: fixed-point ITU-R 601-2 luma, rounded; kept in all three channels so
+            // the resize below treats it as PIL treats an "L" image.
+            for p in rgb.pixels_mut() {
+                let [r, g, b] = p.0.map(u32::from);
+                let l = ((r * 19595 + g * 38470 + b * 7471 + 0x8000) >> 16) as u8;
+                p.0 = [l; 3];
+            }
+        }
         let (w, h) = rgb.dimensions();
         if w == 0 || h == 0 {
             return Err(ImageError::Invalid("the image has no pixels".into()));
@@ -252,7 +296,8 @@ impl Preprocess {
         let top = ((f64::from(rh) - f64::from(ch)) / 2.0).round_ties_even() as i64;
         let left = ((f64::from(rw) - f64::from(cw)) / 2.0).round_ties_even() as i64;
         let (ch, cw) = (ch as usize, cw as usize);
-        let mut out = Tensor::zeros(&[1, 3, ch, cw])?;
+        let channels = self.channels();
+        let mut out = Tensor::zeros(&[1, channels, ch, cw])?;
         let data = out.as_mut_slice();
         let plane = ch * cw;
         for y in 0..ch {
@@ -260,7 +305,7 @@ impl Preprocess {
             for x in 0..cw {
                 let sx = x as i64 + left;
                 let inside = sy >= 0 && sy < i64::from(rh) && sx >= 0 && sx < i64::from(rw);
-                for c in 0..3 {
+                for c in 0..channels {
                     let v = if inside {
                         f32::from(pixels[(sy as usize * rw as usize + sx as usize) * 3 + c]) / 255.0
                     } else {

@@ -324,6 +324,21 @@ impl CifarShortcut {
             CifarShortcut::None => "none",
         }
     }
+
+    /// The option [`CifarShortcut::name`] writes (`A`, `B`, `none`), in either case; `None`
+    /// for anything else.
+    ///
+    /// ```
+    /// use resnet_models::CifarShortcut;
+    /// assert_eq!(CifarShortcut::from_name("a"), Some(CifarShortcut::A));
+    /// assert_eq!(CifarShortcut::from_name("None"), Some(CifarShortcut::None));
+    /// assert_eq!(CifarShortcut::from_name("C"), None);
+    /// ```
+    pub fn from_name(name: &str) -> Option<Self> {
+        [CifarShortcut::A, CifarShortcut::B, CifarShortcut::None]
+            .into_iter()
+            .find(|s| s.name().eq_ignore_ascii_case(name.trim()))
+    }
 }
 
 /// Configuration of one of He et al.'s CIFAR networks: depth `6n + 2`, widths 16/32/64 times
@@ -399,6 +414,81 @@ impl CifarConfig {
         Ok(())
     }
 
+    /// Length of the pooled embedding (input of the classifier): `64 * width`.
+    pub fn feature_dim(&self) -> usize {
+        64 * self.width
+    }
+
+    /// The forms [`CifarConfig::from_name`] reads, for messages.
+    pub const NAME_FORMS: &'static str = "cifar-resnetN (shortcut option A), cifar-resnetN-b \
+        (option B), cifar-plainN (no shortcuts), N = 6n + 2 (20, 32, 44, 56, 110 …), each \
+        optionally with -wK for K times the width";
+
+    /// The configuration a name of [`CifarConfig::name`]'s form describes, with
+    /// `num_classes` classes and 3 input channels: `cifar-resnetN` (option A; `-a` may be
+    /// written), `cifar-resnetN-b` (option B), `cifar-plainN` (no shortcuts), each optionally
+    /// followed by `-wK` (width multiplier K). `None` for any other name (a torchvision name
+    /// such as `resnet18` included).
+    ///
+    /// Only the form is checked here: a depth that is not `6n + 2` (`cifar-resnet21`) parses,
+    /// and [`CifarConfig::validate`] (or [`crate::cifar_plan`]) refuses it, saying why.
+    ///
+    /// ```
+    /// use resnet_models::{CifarConfig, CifarShortcut};
+    /// let c = CifarConfig::from_name("cifar-resnet32-b", 100).unwrap();
+    /// assert_eq!((c.depth, c.shortcut, c.num_classes), (32, CifarShortcut::B, 100));
+    /// assert_eq!(CifarConfig::from_name("cifar-plain20-w2", 10).unwrap(),
+    ///            CifarConfig::new(20, 10).plain().with_width(2));
+    /// for name in ["cifar-resnet20", "cifar-resnet32-b", "cifar-plain56", "cifar-resnet20-b-w4"] {
+    ///     assert_eq!(CifarConfig::from_name(name, 10).unwrap().name(), name);
+    /// }
+    /// assert!(CifarConfig::from_name("cifar-plain20-b", 10).is_none());
+    /// assert!(CifarConfig::from_name("resnet18", 10).is_none());
+    /// assert!(CifarConfig::from_name("cifar-resnet21", 10).unwrap().validate().is_err());
+    /// ```
+    pub fn from_name(name: &str, num_classes: usize) -> Option<Self> {
+        let number = |s: &str| -> Option<usize> {
+            if s.is_empty() || !s.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            s.parse().ok()
+        };
+        let rest = name.strip_prefix("cifar-")?;
+        let (plain, rest) = match rest.strip_prefix("resnet") {
+            Some(r) => (false, r),
+            None => (true, rest.strip_prefix("plain")?),
+        };
+        let mut parts = rest.split('-');
+        let depth = number(parts.next()?)?;
+        let mut shortcut = if plain {
+            CifarShortcut::None
+        } else {
+            CifarShortcut::A
+        };
+        let mut width = 1;
+        let mut next = parts.next();
+        if !plain && let Some(o @ ("a" | "b")) = next {
+            shortcut = if o == "a" {
+                CifarShortcut::A
+            } else {
+                CifarShortcut::B
+            };
+            next = parts.next();
+        }
+        if let Some(w) = next {
+            width = number(w.strip_prefix('w')?)?;
+            next = parts.next();
+        }
+        if next.is_some() {
+            return None;
+        }
+        Some(
+            CifarConfig::new(depth, num_classes)
+                .with_shortcut(shortcut)
+                .with_width(width),
+        )
+    }
+
     /// A name such as `cifar-resnet20`, `cifar-plain56` or `cifar-resnet32-b`.
     pub fn name(&self) -> String {
         let kind = match self.shortcut {
@@ -415,5 +505,134 @@ impl CifarConfig {
             format!("-w{}", self.width)
         };
         format!("cifar-{kind}{}{option}{width}", self.depth)
+    }
+}
+
+/// Which family a classification network belongs to, with its configuration: what
+/// [`crate::ResNet`] runs and [`crate::infer_arch`] reads off a weights file.
+///
+/// ```
+/// use resnet_models::{Arch, CifarConfig, resnet18};
+/// let a = Arch::from(CifarConfig::new(20, 10).with_in_channels(1));
+/// assert_eq!((a.name().as_str(), a.num_classes(), a.in_channels(), a.feature_dim()),
+///            ("cifar-resnet20", 10, 1, 64));
+/// assert_eq!(Arch::from(resnet18(7)), resnet18(7));
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub enum Arch {
+    /// A torchvision-style ResNet, ResNeXt or Wide ResNet (7x7 stem, max-pool, stages of 64·2^i
+    /// planes), or its plain twin.
+    ResNet(ResNetConfig),
+    /// One of He et al.'s CIFAR networks (3x3 stem of 16 filters, three stages, no max-pool),
+    /// shortcut option A, B or none.
+    Cifar(CifarConfig),
+}
+
+impl Arch {
+    /// The configuration's name: `resnet50`, `plain_resnet18`, `cifar-resnet20`, `cifar-plain56` …
+    pub fn name(&self) -> String {
+        match self {
+            Arch::ResNet(c) => c.name(),
+            Arch::Cifar(c) => c.name(),
+        }
+    }
+
+    /// Output classes of the classifier.
+    pub fn num_classes(&self) -> usize {
+        match self {
+            Arch::ResNet(c) => c.num_classes,
+            Arch::Cifar(c) => c.num_classes,
+        }
+    }
+
+    /// Input channels.
+    pub fn in_channels(&self) -> usize {
+        match self {
+            Arch::ResNet(c) => c.in_channels,
+            Arch::Cifar(c) => c.in_channels,
+        }
+    }
+
+    /// Length of the pooled embedding (input of the classifier).
+    pub fn feature_dim(&self) -> usize {
+        match self {
+            Arch::ResNet(c) => c.feature_dim(),
+            Arch::Cifar(c) => c.feature_dim(),
+        }
+    }
+
+    /// Check the configuration.
+    pub fn validate(&self) -> Result<(), ModelError> {
+        match self {
+            Arch::ResNet(c) => c.validate(),
+            Arch::Cifar(c) => c.validate(),
+        }
+    }
+
+    /// The plan of the network ([`crate::resnet_plan`] or [`crate::cifar_plan`]).
+    pub fn plan(&self) -> Result<crate::Plan, ModelError> {
+        match self {
+            Arch::ResNet(c) => crate::resnet_plan(c),
+            Arch::Cifar(c) => crate::cifar_plan(c),
+        }
+    }
+
+    /// The torchvision-style configuration, if this is one.
+    pub fn resnet(&self) -> Option<&ResNetConfig> {
+        match self {
+            Arch::ResNet(c) => Some(c),
+            Arch::Cifar(_) => None,
+        }
+    }
+
+    /// The CIFAR configuration, if this is one.
+    pub fn cifar(&self) -> Option<&CifarConfig> {
+        match self {
+            Arch::Cifar(c) => Some(c),
+            Arch::ResNet(_) => None,
+        }
+    }
+}
+
+impl From<ResNetConfig> for Arch {
+    fn from(c: ResNetConfig) -> Self {
+        Arch::ResNet(c)
+    }
+}
+
+impl From<&ResNetConfig> for Arch {
+    fn from(c: &ResNetConfig) -> Self {
+        Arch::ResNet(c.clone())
+    }
+}
+
+impl From<CifarConfig> for Arch {
+    fn from(c: CifarConfig) -> Self {
+        Arch::Cifar(c)
+    }
+}
+
+impl From<&CifarConfig> for Arch {
+    fn from(c: &CifarConfig) -> Self {
+        Arch::Cifar(c.clone())
+    }
+}
+
+impl PartialEq<ResNetConfig> for Arch {
+    fn eq(&self, other: &ResNetConfig) -> bool {
+        self.resnet() == Some(other)
+    }
+}
+
+impl PartialEq<CifarConfig> for Arch {
+    fn eq(&self, other: &CifarConfig) -> bool {
+        self.cifar() == Some(other)
+    }
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.name())
     }
 }

@@ -29,11 +29,6 @@ impl SplitMix64 {
     }
 }
 
-/// Every tensor a network of `config` needs, initialised as torchvision does, from `seed`.
-pub(crate) fn random_weights(config: &ResNetConfig, seed: u64) -> Result<TensorMap, ModelError> {
-    random_plan_weights(&crate::resnet_plan(config)?, seed)
-}
-
 /// Seeded random weights for every parameter a plan names, initialised as torchvision's
 /// ResNets are: convolutions Kaiming-normal (fan-out, ReLU gain), their biases and
 /// classifiers uniform in ±1/sqrt(fan-in) (PyTorch's default), batch-norms weight 1, bias 0,
@@ -104,7 +99,7 @@ pub fn random_plan_weights(plan: &crate::Plan, seed: u64) -> Result<TensorMap, M
 /// Seeded random weights for `config` as a [`TensorMap`] (torchvision names): for writing test
 /// files or starting from torchvision's initialisation.
 pub fn random_tensor_map(config: &ResNetConfig, seed: u64) -> Result<TensorMap, ModelError> {
-    random_weights(config, seed)
+    random_plan_weights(&crate::resnet_plan(config)?, seed)
 }
 
 /// Seeded random weights for an EDSR network of `config` (EDSR reference-code names): PyTorch's

@@ -8,7 +8,11 @@
 //!
 //! A [`ResNet`] is filled from any [`WeightSource`] (torchvision, timm and HF transformers key
 //! names), from a file with its architecture inferred from the keys and shapes
-//! ([`ResNet::from_file`]), or from seeded Kaiming initialisation ([`ResNet::random`]).
+//! ([`ResNet::from_file`]), or from seeded Kaiming initialisation ([`ResNet::random`]). The same
+//! type runs He et al.'s CIFAR nets ([`CifarConfig`], [`cifar_plan`]: shortcut option A, B or
+//! the plain twin), which [`ResNet::from_file`] recognises too ([`infer_arch`]: option A and
+//! the plain twin have the same keys, so a file without projection weights must say which in
+//! its metadata `arch`, as `resnet train --save` writes it).
 //!
 //! Every network is written once, as a [`Plan`]: a flat list of [`Step`]s over buffer slots,
 //! built from its config by one builder per family ([`resnet_plan`], [`edsr_plan`]) on shared
@@ -66,14 +70,14 @@ pub mod timing;
 
 pub use cifar::cifar_plan;
 pub use config::{
-    BlockKind, CifarConfig, CifarShortcut, EdsrConfig, ResNetConfig, resnet18, resnet34, resnet50,
-    resnet101, resnet152, resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, wide_resnet50_2,
-    wide_resnet101_2,
+    Arch, BlockKind, CifarConfig, CifarShortcut, EdsrConfig, ResNetConfig, resnet18, resnet34,
+    resnet50, resnet101, resnet152, resnext50_32x4d, resnext101_32x8d, resnext101_64x4d,
+    wide_resnet50_2, wide_resnet101_2,
 };
 pub use edsr::{Edsr, edsr_block_plan, edsr_plan};
 pub use error::{Backend, ModelError};
 pub use exec::{Flow, LayerTime, Observer, StepEvent, Values};
-pub use infer::infer_config;
+pub use infer::{infer_arch, infer_cifar_config, infer_config};
 pub use init::{random_edsr_tensor_map, random_plan_weights, random_tensor_map};
 pub use network::Network;
 pub use plan::{ConvSpec, ConvStep, LinearStep, Plan, PlanBuilder, Slot, Step, StepDims};

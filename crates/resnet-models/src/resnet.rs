@@ -3,7 +3,7 @@
 
 use crate::network::Network;
 use crate::plan::{ConvSpec, Plan, PlanBuilder, Slot};
-use crate::{Backend, BlockKind, ModelError, ResNetConfig};
+use crate::{Arch, Backend, BlockKind, ModelError, ResNetConfig};
 use resnet_kernels::Cpu;
 use resnet_tensor::Tensor;
 use resnet_weights::{Strictness, Tracked, WeightSource};
@@ -128,9 +128,11 @@ fn block(
 /// Outputs of every stage of a forward pass, for debugging and comparison with other frameworks.
 #[derive(Debug, Clone)]
 pub struct StageOutputs {
-    /// After conv1, bn1, relu and the max-pool: `[N, 64, H/4, W/4]`.
+    /// After conv1, bn1, relu and the max-pool: `[N, 64, H/4, W/4]` (a CIFAR net: after
+    /// conv1, bn1 and relu, `[N, 16 x width, H, W]`).
     pub stem: Tensor,
-    /// After each stage (`layer1` … `layer4` for torchvision's four).
+    /// After each stage (`layer1` … `layer4` for torchvision's four, `layer1` … `layer3` for a
+    /// CIFAR net).
     pub layers: Vec<Tensor>,
     /// The pooled embedding `[N, feature_dim]`.
     pub pool: Tensor,
@@ -151,7 +153,8 @@ impl StageOutputs {
     }
 }
 
-/// A residual network ready for inference: the plan of its [`ResNetConfig`] bound to weights.
+/// A residual network ready for inference: the plan of its [`Arch`] (a torchvision-style
+/// [`ResNetConfig`] or one of He et al.'s CIFAR nets, [`crate::CifarConfig`]) bound to weights.
 ///
 /// `Send + Sync`: share one model between threads (behind an `Arc` or a reference); concurrent
 /// forwards each take their own workspace. On [`Backend::Fast`] (the default) batch-norms are
@@ -160,37 +163,54 @@ impl StageOutputs {
 /// reference kernels on the parameters as stored, for checking. Work is spread over
 /// [`ResNet::threads`] threads (default: all cores), and the output is bitwise identical for
 /// any thread count.
+///
+/// A CIFAR net (what `resnet train --save` writes) runs through the same type:
+///
+/// ```
+/// use resnet_models::{CifarConfig, ResNet};
+/// use resnet_tensor::Tensor;
+///
+/// let model = ResNet::random(&CifarConfig::new(20, 10).with_in_channels(1), 3)?;
+/// let logits = model.forward(&Tensor::zeros(&[2, 1, 28, 28])?)?;
+/// assert_eq!(logits.shape().dims(), &[2, 10]);
+/// assert_eq!(model.config().name(), "cifar-resnet20");
+/// # Ok::<(), resnet_models::ModelError>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct ResNet {
-    config: ResNetConfig,
+    config: Arch,
     net: Network,
 }
 
 impl ResNet {
-    /// Build a network of `config` from the tensors of `src` (internal, torchvision names) on
-    /// the fast kernels. Tensors of `src` the network does not use are ignored; see
-    /// [`ResNet::load_checked`].
-    pub fn load(src: &dyn WeightSource, config: &ResNetConfig) -> Result<Self, ModelError> {
+    /// Build a network of `config` (a [`ResNetConfig`], a [`crate::CifarConfig`] or an
+    /// [`Arch`]) from the tensors of `src` (internal, torchvision names) on the fast kernels.
+    /// Tensors of `src` the network does not use are ignored; see [`ResNet::load_checked`].
+    pub fn load<C: Clone + Into<Arch>>(
+        src: &dyn WeightSource,
+        config: &C,
+    ) -> Result<Self, ModelError> {
         Self::load_on(src, config, Backend::Fast)
     }
 
     /// [`ResNet::load`] on the given kernel set.
-    pub fn load_on(
+    pub fn load_on<C: Clone + Into<Arch>>(
         src: &dyn WeightSource,
-        config: &ResNetConfig,
+        config: &C,
         backend: Backend,
     ) -> Result<Self, ModelError> {
+        let config: Arch = config.clone().into();
         Ok(Self {
-            config: config.clone(),
-            net: Network::load(resnet_plan(config)?, src, backend)?,
+            net: Network::load(config.plan()?, src, backend)?,
+            config,
         })
     }
 
     /// Like [`ResNet::load`], then check for tensors the network did not use: an error in
     /// [`Strictness::Strict`]; in [`Strictness::Lenient`] their names are returned.
-    pub fn load_checked(
+    pub fn load_checked<C: Clone + Into<Arch>>(
         src: &dyn WeightSource,
-        config: &ResNetConfig,
+        config: &C,
         strictness: Strictness,
     ) -> Result<(Self, Vec<String>), ModelError> {
         let tracked = Tracked::new(src);
@@ -199,8 +219,9 @@ impl ResNet {
         Ok((model, unused))
     }
 
-    /// Open a safetensors file, infer its architecture from the keys and shapes, and load it
-    /// strictly (every tensor but `num_batches_tracked` must be used).
+    /// Open a safetensors file, infer its architecture ([`crate::infer_arch`]: a torchvision
+    /// ResNet from its keys and shapes, a CIFAR net from them and the metadata `arch`), and
+    /// load it strictly (every tensor but `num_batches_tracked` must be used).
     pub fn from_file(path: impl AsRef<std::path::Path>) -> Result<Self, ModelError> {
         Self::from_file_on(path, Backend::Fast)
     }
@@ -212,24 +233,42 @@ impl ResNet {
     ) -> Result<Self, ModelError> {
         crate::network::load_file_strict(
             path.as_ref(),
-            |f| crate::infer_config(f),
+            |f| crate::infer_arch(f),
             |src, cfg| Self::load_on(src, cfg, backend),
         )
     }
 
+    /// [`ResNet::from_source_on`] on the fast kernels.
+    pub fn from_source(src: &dyn WeightSource) -> Result<Self, ModelError> {
+        Self::from_source_on(src, Backend::Fast)
+    }
+
+    /// [`ResNet::from_file`] on a source already open (a [`resnet_weights::WeightFile`] whose
+    /// metadata the caller also reads, a prefixed view, tensors in memory): infer the
+    /// architecture with [`crate::infer_arch`] and load strictly.
+    pub fn from_source_on(src: &dyn WeightSource, backend: Backend) -> Result<Self, ModelError> {
+        let config = crate::infer_arch(src)?;
+        let tracked = Tracked::new(src);
+        let model = Self::load_on(&tracked, &config, backend)?;
+        tracked.finish(Strictness::Strict)?;
+        Ok(model)
+    }
+
     /// A network of `config` with torchvision's random initialisation (Kaiming-normal convs,
     /// fan-out mode; BN weight 1, bias 0; uniform classifier), reproducible from `seed`.
-    pub fn random(config: &ResNetConfig, seed: u64) -> Result<Self, ModelError> {
+    pub fn random<C: Clone + Into<Arch>>(config: &C, seed: u64) -> Result<Self, ModelError> {
         Self::random_on(config, seed, Backend::Fast)
     }
 
     /// [`ResNet::random`] on the given kernel set (the same weights for the same seed).
-    pub fn random_on(
-        config: &ResNetConfig,
+    pub fn random_on<C: Clone + Into<Arch>>(
+        config: &C,
         seed: u64,
         backend: Backend,
     ) -> Result<Self, ModelError> {
-        Self::load_on(&crate::init::random_weights(config, seed)?, config, backend)
+        let config: Arch = config.clone().into();
+        let weights = crate::random_plan_weights(&config.plan()?, seed)?;
+        Self::load_on(&weights, &config, backend)
     }
 
     /// The same network on `threads` worker threads (1: the calling thread only).
@@ -259,8 +298,10 @@ impl ResNet {
         self.net.backend()
     }
 
-    /// The configuration.
-    pub fn config(&self) -> &ResNetConfig {
+    /// The architecture: [`Arch::ResNet`] or [`Arch::Cifar`] with its configuration. It
+    /// compares equal to the [`ResNetConfig`] or [`crate::CifarConfig`] it holds, and
+    /// [`Arch::resnet`] / [`Arch::cifar`] give that configuration.
+    pub fn config(&self) -> &Arch {
         &self.config
     }
 
@@ -298,8 +339,8 @@ impl ResNet {
         let Some([_, c, h, w]) = x.shape().dims4() else {
             return bad("expected a rank-4 [N, C, H, W] tensor".into());
         };
-        if c != self.config.in_channels {
-            return bad(format!("expected {} channels", self.config.in_channels));
+        if c != self.config.in_channels() {
+            return bad(format!("expected {} channels", self.config.in_channels()));
         }
         if h == 0 || w == 0 {
             return bad("spatial size must be at least 1x1".into());
