@@ -6,6 +6,7 @@
 use resnet_kernels::Cpu;
 
 pub mod plot;
+pub mod train;
 
 pub use resnet_models::timing::{median_min, time_iters};
 

@@ -5,6 +5,7 @@
 
 use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
+use resnet_benches::train::{TrainConfig, run_row};
 use resnet_benches::{Machine, median_min, plot, time_iters};
 use resnet_models::{Edsr, EdsrConfig, LayerTime, ResNet, ResNetConfig};
 use resnet_tensor::Tensor;
@@ -49,6 +50,127 @@ struct Args {
     /// Skip the EDSR-baseline x2 super-resolution benchmark.
     #[arg(long)]
     no_edsr: bool,
+    /// Skip the training table (SGD steps of CIFAR ResNet-20/56 and ResNet-18).
+    #[arg(long)]
+    no_train: bool,
+    /// Also time PyTorch's training on the same configurations with this tool (e.g.
+    /// ../shared/tools/torch-train-baseline).
+    #[arg(long)]
+    torch: Option<PathBuf>,
+    /// Internal: time one training configuration in this process and print its JSON row.
+    #[arg(long, hide = true)]
+    train_row: Option<String>,
+}
+
+/// The training table's configurations: CIFAR ResNet-20/56 at batch 128 on 1x28x28 and
+/// 3x32x32, ResNet-18 at batch 32 on 3x64x64 (a quick run: ResNet-20 at batch 32 only).
+fn train_configs(quick: bool, threads: &[usize]) -> Vec<TrainConfig> {
+    let mut shapes: Vec<(&str, usize, usize, usize, usize)> = vec![
+        ("cifar-resnet20", 128, 1, 28, 5),
+        ("cifar-resnet20", 128, 3, 32, 5),
+        ("cifar-resnet56", 128, 1, 28, 3),
+        ("cifar-resnet56", 128, 3, 32, 3),
+        ("resnet18", 32, 3, 64, 5),
+    ];
+    if quick {
+        shapes = vec![("cifar-resnet20", 32, 1, 28, 2)];
+    }
+    shapes
+        .into_iter()
+        .flat_map(|(arch, batch, channels, size, iters)| {
+            threads.iter().map(move |&threads| TrainConfig {
+                arch: arch.to_string(),
+                batch,
+                channels,
+                size,
+                threads,
+                iters,
+            })
+        })
+        .collect()
+}
+
+/// Run a command and parse the last line of its output as JSON.
+fn json_of(
+    cmd: &mut std::process::Command,
+) -> Result<serde_json::Value, Box<dyn std::error::Error>> {
+    let out = cmd.output()?;
+    if !out.status.success() {
+        return Err(format!(
+            "{:?} failed: {}",
+            cmd.get_program(),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )
+        .into());
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text.lines().last().unwrap_or("");
+    Ok(serde_json::from_str(line)?)
+}
+
+/// The training table: each configuration in a child process (its own peak memory), and
+/// PyTorch's on the same one when `torch` is given.
+fn train_table(
+    configs: &[TrainConfig],
+    torch: Option<&PathBuf>,
+) -> Result<Vec<serde_json::Value>, Box<dyn std::error::Error>> {
+    println!(
+        "\nTraining: SGD steps (forward, backward, update; lr 0.01, momentum 0.9, weight decay 1e-4), seeded weights and inputs, 10 classes"
+    );
+    println!(
+        "| model | batch | input | threads | ms/step | images/s | peak MiB | PyTorch images/s | PyTorch peak MiB | ours / PyTorch (images/s) |"
+    );
+    println!("|---|---|---|---|---|---|---|---|---|---|");
+    let me = std::env::current_exe()?;
+    let mut rows = Vec::new();
+    for cfg in configs {
+        let ours = json_of(std::process::Command::new(&me).args(["--train-row", &cfg.to_arg()]))?;
+        let theirs = match torch {
+            Some(tool) => Some(json_of(std::process::Command::new(tool).args([
+                "speed",
+                "--arch",
+                &cfg.arch,
+                "--batch",
+                &cfg.batch.to_string(),
+                "--channels",
+                &cfg.channels.to_string(),
+                "--size",
+                &cfg.size.to_string(),
+                "--threads",
+                &cfg.threads.to_string(),
+            ]))?),
+            None => None,
+        };
+        let f = |v: &serde_json::Value, k: &str| v[k].as_f64().unwrap_or(f64::NAN);
+        let (ips, peak) = (f(&ours, "images_per_s"), f(&ours, "peak_rss_mb"));
+        let (t_ips, t_peak) = theirs.as_ref().map_or((f64::NAN, f64::NAN), |t| {
+            (f(t, "images_per_s"), f(t, "peak_rss_mb"))
+        });
+        let na = |v: f64, digits: usize| {
+            if v.is_nan() {
+                "-".to_string()
+            } else {
+                format!("{v:.digits$}")
+            }
+        };
+        println!(
+            "| {} | {} | {}x{}x{} | {} | {:.1} | {:.1} | {:.0} | {} | {} | {} |",
+            cfg.arch,
+            cfg.batch,
+            cfg.channels,
+            cfg.size,
+            cfg.size,
+            cfg.threads,
+            f(&ours, "median_ms"),
+            ips,
+            peak,
+            na(t_ips, 1),
+            na(t_peak, 0),
+            na(ips / t_ips, 2),
+        );
+        rows.push(serde_json::json!({"ours": ours, "pytorch": theirs}));
+    }
+    Ok(rows)
 }
 
 struct Row {
@@ -105,6 +227,11 @@ fn ort_time(
 }
 
 fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
+    if let Some(row) = &args.train_row {
+        let cfg = TrainConfig::parse(row).ok_or_else(|| format!("bad --train-row {row:?}"))?;
+        println!("{}", run_row(&cfg)?);
+        return Ok(());
+    }
     if args.quick {
         args.models = vec!["resnet18".into()];
         args.batch = vec![1];
@@ -315,8 +442,17 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 "input_megapixels_per_s": mp / median, "output_megapixels_per_s": 4.0 * mp / median, "gflops": gf}));
         }
     }
+    let train_rows = if args.no_train {
+        Vec::new()
+    } else {
+        train_table(
+            &train_configs(args.quick, &args.threads),
+            args.torch.as_ref(),
+        )?
+    };
     if let Some(path) = &args.json {
         let v = json!({
+            "training": train_rows,
             "edsr_baseline_x2": edsr_rows,
             "machine": {"cpu": machine.cpu, "simd": machine.simd, "cores": machine.cores, "peak_gflops": machine.peak_gflops},
             "size": args.size,

@@ -757,7 +757,10 @@ impl ConvGrad {
         // Sum the pieces in order (taps-last layout), then reorder to [O, C/g, KH, KW].
         let mut total = vec![0.0f64; lw];
         for p in &parts {
-            total.iter_mut().zip(p).for_each(|(t, &v)| *t += f64::from(v));
+            total
+                .iter_mut()
+                .zip(p)
+                .for_each(|(t, &v)| *t += f64::from(v));
         }
         for oi in 0..o {
             for ci in 0..cg {
