@@ -456,25 +456,45 @@ impl Cols {
 
     /// Fill `col` (`pixels x width`) from one NHWC image, channels `g*cg..(g+1)*cg`.
     fn im2col(&self, x: &[f32], g: usize, col: &mut [f32]) {
-        let [_, c, _, w] = self.geom.input;
+        let [_, c, h, w] = self.geom.input;
         let [_, _, kh, kw] = self.geom.weight;
         let [_, _, oh, ow] = self.geom.output;
+        let p = self.geom.params;
         let cg = self.cg();
+        let copy = |d: &mut [f32], s: &[f32]| d.iter_mut().zip(s).for_each(|(d, &s)| *d = s);
         let mut rows = col.chunks_exact_mut(self.width());
         for oy in 0..oh {
             for ox in 0..ow {
                 let Some(row) = rows.next() else { return };
+                let ix0 = (ox * p.stride[1]).checked_sub(p.padding[1]);
+                // With one group and no dilation, a kernel row's taps are one run of `KW * C`
+                // values in both the input and the im2col row.
+                let whole = match ix0 {
+                    Some(ix0) => cg == c && p.dilation[1] == 1 && ix0 + kw <= w,
+                    None => false,
+                };
                 for ky in 0..kh {
-                    for kx in 0..kw {
-                        let d = &mut row[(ky * kw + kx) * cg..][..cg];
-                        match self.at(oy, ox, ky, kx) {
-                            Some((iy, ix)) => {
-                                // A loop, not `copy_from_slice`: the runs are short (a
-                                // group's channels) and a `memcpy` call per run costs more.
-                                let s = &x[(iy * w + ix) * c + g * cg..][..cg];
-                                d.iter_mut().zip(s).for_each(|(d, &s)| *d = s);
+                    let iy = (oy * p.stride[0] + ky * p.dilation[0])
+                        .checked_sub(p.padding[0])
+                        .filter(|&iy| iy < h);
+                    let d = &mut row[ky * kw * cg..(ky + 1) * kw * cg];
+                    match (iy, whole, ix0) {
+                        (None, _, _) => d.iter_mut().for_each(|d| *d = 0.0),
+                        (Some(iy), true, Some(ix0)) => {
+                            copy(d, &x[(iy * w + ix0) * c..][..kw * c]);
+                        }
+                        (Some(iy), _, _) => {
+                            for (kx, d) in d.chunks_exact_mut(cg).enumerate() {
+                                match (ox * p.stride[1] + kx * p.dilation[1])
+                                    .checked_sub(p.padding[1])
+                                    .filter(|&ix| ix < w)
+                                {
+                                    // A loop, not `copy_from_slice`: the runs are short (a
+                                    // group's channels) and a `memcpy` call costs more.
+                                    Some(ix) => copy(d, &x[(iy * w + ix) * c + g * cg..][..cg]),
+                                    None => d.iter_mut().for_each(|d| *d = 0.0),
+                                }
                             }
-                            None => d.iter_mut().for_each(|d| *d = 0.0),
                         }
                     }
                 }

@@ -358,8 +358,14 @@ impl Trainer {
                     let w = format!("{}.weight", spec.weight);
                     // The residual's gradient is the masked gradient itself.
                     let res = c.residual.map(|r| r.0);
-                    let mut res_buf = res.map(|r| std::mem::take(&mut st.grad[r]));
                     let res_live = res.is_some_and(|r| st.live[r]);
+                    // The shortcut's first gradient is the masked gradient itself: after a
+                    // batch-norm's backward it is no longer needed here, so its buffer is
+                    // handed over rather than copied.
+                    let hand_over = res.is_some() && !res_live && spec.bn.is_some();
+                    let mut res_buf = res
+                        .filter(|_| !hand_over)
+                        .map(|r| std::mem::take(&mut st.grad[r]));
                     if let Some(b) = &mut res_buf
                         && !res_live
                     {
@@ -418,6 +424,10 @@ impl Trainer {
                     };
                     if let (Some(r), Some(b)) = (res, res_buf) {
                         st.grad[r] = b;
+                        st.live[r] = true;
+                    }
+                    if let (Some(r), true) = (res, hand_over) {
+                        g = std::mem::replace(&mut st.grad[r], g);
                         st.live[r] = true;
                     }
                     let gout: &[f32] = if gz_is_g { &g } else { &gz };
