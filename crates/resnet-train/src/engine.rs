@@ -30,6 +30,73 @@ pub struct StepOutput {
     pub grads: BTreeMap<String, Vec<f32>>,
 }
 
+/// What a training step's loss compares the network's output with.
+#[derive(Debug, Clone, Copy)]
+pub enum Target<'a> {
+    /// One class index per image: the mean softmax cross-entropy of the plan's `logits`
+    /// output, with label smoothing `smoothing` (0 for none; PyTorch's `label_smoothing`).
+    Classes {
+        /// Class indices, one per image.
+        labels: &'a [usize],
+        /// Label smoothing in `[0, 1]`.
+        smoothing: f32,
+    },
+    /// The images the plan's `output` should give (`[N, C, H, W]`, as the output): the mean
+    /// absolute error (PyTorch's `F.l1_loss`, EDSR's loss).
+    L1(&'a Tensor),
+    /// As [`Target::L1`] with the mean squared error (`F.mse_loss`).
+    Mse(&'a Tensor),
+}
+
+impl Target<'_> {
+    /// The plan output the loss reads.
+    fn output_name(&self) -> &'static str {
+        match self {
+            Target::Classes { .. } => "logits",
+            _ => "output",
+        }
+    }
+
+    /// Check the target against the batch size and the output's dims.
+    fn check(&self, batch: usize, out: [usize; 4]) -> Result<(), TrainError> {
+        match self {
+            Target::Classes { labels, .. } if labels.len() != batch => Err(TrainError::Input(
+                format!("{} labels for a batch of {batch}", labels.len()),
+            )),
+            Target::Classes { .. } => Ok(()),
+            Target::L1(t) | Target::Mse(t) => match t.shape().dims4() {
+                Some(d) if d == out => Ok(()),
+                _ => Err(TrainError::Input(format!(
+                    "the target is {:?}, the network's output {out:?}",
+                    t.shape().dims()
+                ))),
+            },
+        }
+    }
+
+    /// The loss of `out` (dims `dims`, `[N, K, 1, 1]` logits or images) and its gradient;
+    /// `target` holds the target images in the output's layout (unused for classes).
+    fn loss(
+        &self,
+        dims: [usize; 4],
+        out: &[f32],
+        target: &[f32],
+        grad: &mut [f32],
+    ) -> Result<f64, TrainError> {
+        Ok(match self {
+            Target::Classes { labels, smoothing } => naive_grad::softmax_cross_entropy(
+                [dims[0], dims[1]],
+                out,
+                labels,
+                *smoothing,
+                Some(grad),
+            )?,
+            Target::L1(_) => naive_grad::l1_loss(out, target, Some(grad))?,
+            Target::Mse(_) => naive_grad::mse_loss(out, target, Some(grad))?,
+        })
+    }
+}
+
 /// What a step's backward needs from its forward.
 #[derive(Debug)]
 enum Tape {
@@ -65,6 +132,8 @@ pub struct Trainer {
     stats: BTreeMap<String, Vec<f32>>,
     /// `{bn}.num_batches_tracked`.
     batches: BTreeMap<String, i64>,
+    /// Parameters that get no gradient (and so no update).
+    frozen: std::collections::BTreeSet<String>,
     /// The kernel set the steps run on.
     backend: Backend,
     /// The fast path's threads and reusable buffers.
@@ -126,9 +195,38 @@ impl Trainer {
             params,
             stats,
             batches,
+            frozen: Default::default(),
             backend: Backend::Fast,
             fast: fast::FastState::new(1)?,
         })
+    }
+
+    /// Freeze every trainable parameter whose name `pred` accepts: it gets no gradient in a
+    /// [`StepOutput`] and so no update (PyTorch's `requires_grad = False`; EDSR's `sub_mean`
+    /// and `add_mean`, for one). Returns how many parameters are frozen now.
+    ///
+    /// ```
+    /// # use resnet_models::{CifarConfig, cifar_plan, random_plan_weights};
+    /// # use resnet_train::Trainer;
+    /// let plan = cifar_plan(&CifarConfig::new(8, 10))?;
+    /// let mut t = Trainer::new(plan.clone(), &random_plan_weights(&plan, 0)?)?;
+    /// // Train the classifier only.
+    /// let n = t.freeze(|name| !name.starts_with("fc."));
+    /// assert_eq!(n, t.params().len() - 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn freeze(&mut self, pred: impl Fn(&str) -> bool) -> usize {
+        for k in self.params.keys() {
+            if pred(k) {
+                self.frozen.insert(k.clone());
+            }
+        }
+        self.frozen.len()
+    }
+
+    /// The frozen parameters' names.
+    pub fn frozen(&self) -> impl Iterator<Item = &str> {
+        self.frozen.iter().map(String::as_str)
     }
 
     /// Run on `backend`: [`Backend::Fast`] (the default: SIMD kernels, NHWC, threads) or
@@ -217,20 +315,52 @@ impl Trainer {
         x: &Tensor,
         labels: &[usize],
     ) -> Result<StepOutput, TrainError> {
+        self.forward_backward_with(
+            x,
+            Target::Classes {
+                labels,
+                smoothing: 0.0,
+            },
+        )
+    }
+
+    /// [`Trainer::forward_backward`] with any loss: class labels (cross-entropy on the
+    /// `logits` output) or target images (L1 or MSE on the `output` output, for enhancement
+    /// nets such as EDSR).
+    pub fn forward_backward_with(
+        &mut self,
+        x: &Tensor,
+        target: Target<'_>,
+    ) -> Result<StepOutput, TrainError> {
         let dims = x
             .shape()
             .dims4()
             .ok_or_else(|| TrainError::Input("expected a rank-4 [N, C, H, W] batch".into()))?;
-        if labels.len() != dims[0] {
+        if let Target::Classes { labels, .. } = target
+            && labels.len() != dims[0]
+        {
             return Err(TrainError::Input(format!(
                 "{} labels for a batch of {}",
                 labels.len(),
                 dims[0]
             )));
         }
-        if self.backend == Backend::Fast {
-            return self.forward_backward_fast(x, dims, labels);
-        }
+        let mut out = if self.backend == Backend::Fast {
+            self.forward_backward_fast(x, dims, target)?
+        } else {
+            self.forward_backward_naive(x, dims, target)?
+        };
+        out.grads.retain(|k, _| !self.frozen.contains(k));
+        Ok(out)
+    }
+
+    /// The reference path of [`Trainer::forward_backward_with`].
+    fn forward_backward_naive(
+        &mut self,
+        x: &Tensor,
+        dims: [usize; 4],
+        target: Target<'_>,
+    ) -> Result<StepOutput, TrainError> {
         let x = x.to_layout(Layout::Nchw)?;
         let steps = self.plan.steps().to_vec();
         let slots = self.plan.slots();
@@ -308,7 +438,7 @@ impl Trainer {
                     (y, Tape::Dims(input))
                 }
                 Step::Output { name, src: s } => {
-                    if name == "logits" {
+                    if name == target.output_name() {
                         logits_slot = Some(*s);
                     }
                     (Vec::new(), Tape::None)
@@ -325,18 +455,23 @@ impl Trainer {
             }
             tape.push(t);
         }
-        let logits_slot = logits_slot
-            .ok_or_else(|| TrainError::Input("the plan has no output \"logits\"".into()))?;
-        let [n, k, _, _] = sdims[logits_slot.0];
+        let logits_slot = logits_slot.ok_or_else(|| {
+            TrainError::Input(format!("the plan has no output {:?}", target.output_name()))
+        })?;
+        let out_dims = sdims[logits_slot.0];
+        target.check(dims[0], out_dims)?;
         // Loss and its gradient.
         let mut grad: Vec<Option<Vec<f32>>> = vec![None; slots];
-        let mut g_logits = vec![0.0; n * k];
-        let loss = naive_grad::softmax_cross_entropy(
-            [n, k],
+        let mut g_logits = vec![0.0; vals[logits_slot.0].len()];
+        let images = match target {
+            Target::L1(t) | Target::Mse(t) => Some(t.to_layout(Layout::Nchw)?),
+            Target::Classes { .. } => None,
+        };
+        let loss = target.loss(
+            out_dims,
             &vals[logits_slot.0],
-            labels,
-            0.0,
-            Some(&mut g_logits),
+            images.as_ref().map_or(&[][..], |t| t.as_slice()),
+            &mut g_logits,
         )?;
         grad[logits_slot.0] = Some(g_logits);
         drop(vals);
@@ -494,7 +629,23 @@ impl Trainer {
         x: &Tensor,
         labels: &[usize],
     ) -> Result<StepOutput, TrainError> {
-        let mut out = self.forward_backward(x, labels)?;
+        let target = Target::Classes {
+            labels,
+            smoothing: 0.0,
+        };
+        self.sgd_step_with(sgd, prior, policy, x, target)
+    }
+
+    /// [`Trainer::sgd_step`] with any loss (see [`Target`]).
+    pub fn sgd_step_with(
+        &mut self,
+        sgd: &mut Sgd,
+        prior: &Prior,
+        policy: DecayPolicy,
+        x: &Tensor,
+        target: Target<'_>,
+    ) -> Result<StepOutput, TrainError> {
+        let mut out = self.forward_backward_with(x, target)?;
         for (k, g) in out.grads.iter_mut() {
             let (w, shape) = &self.params[k];
             out.loss += prior.term(k, shape, w, g)?;

@@ -51,7 +51,7 @@ pub mod checkpoint;
 mod engine;
 pub mod optim;
 
-pub use engine::{StepOutput, Trainer};
+pub use engine::{StepOutput, Target, Trainer};
 
 /// Errors from training.
 #[derive(Debug, thiserror::Error)]

@@ -151,3 +151,46 @@ fn three_sgd_steps_match_the_reference() {
         assert!(e < 1e-4, "{k}: {e:.2e}");
     }
 }
+
+/// EDSR (no batch-norm, biases, residual scaling, pixel shuffle) trained with the L1 and MSE
+/// losses: the fast path against the reference one, 1 against 3 threads, and the frozen
+/// mean shifts get no gradient.
+#[test]
+fn edsr_with_l1_and_mse_losses() {
+    use resnet_models::{EdsrConfig, edsr_plan};
+    use resnet_train::Target;
+    let cfg = EdsrConfig {
+        n_resblocks: 2,
+        n_feats: 8,
+        res_scale: 0.1,
+        ..EdsrConfig::baseline(2)
+    };
+    let plan = edsr_plan(&cfg).unwrap();
+    let x = input([2, 3, 7, 9], 11);
+    let t = input([2, 3, 14, 18], 12);
+    for target in [Target::L1(&t), Target::Mse(&t)] {
+        let run = |backend: Backend, threads: usize| {
+            let w = random_plan_weights(&plan, 5).unwrap();
+            let mut tr = Trainer::new(plan.clone(), &w)
+                .unwrap()
+                .with_backend(backend)
+                .with_threads(threads)
+                .unwrap();
+            tr.freeze(|k| k.starts_with("sub_mean") || k.starts_with("add_mean"));
+            tr.forward_backward_with(&x, target).unwrap()
+        };
+        let (want, got, got3) = (
+            run(Backend::Naive, 1),
+            run(Backend::Fast, 1),
+            run(Backend::Fast, 3),
+        );
+        assert!((got.loss - want.loss).abs() <= 1e-5 * want.loss.abs());
+        assert!(!want.grads.keys().any(|k| k.contains("mean")));
+        assert_eq!(want.grads.len(), got.grads.len());
+        for (k, g) in &want.grads {
+            let e = rel(&got.grads[k], g);
+            assert!(e < 1e-4, "{target:?}: {k}: {e:.2e}");
+            assert_eq!(got.grads[k], got3.grads[k], "{k}: 1 vs 3 threads");
+        }
+    }
+}

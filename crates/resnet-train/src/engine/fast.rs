@@ -7,7 +7,7 @@
 //! buffers stay with the trainer and are reused by the next step of the same batch shape, so
 //! a warm step allocates nothing of the size of an activation.
 
-use super::{BN_MOMENTUM, StepOutput, Trainer, bn_names};
+use super::{BN_MOMENTUM, StepOutput, Target, Trainer, bn_names};
 use crate::TrainError;
 use resnet_kernels::fast::grad::{
     self, BnTrain, ConvGrad, ResidualGrad, batch_norm_backward_nhwc, batch_norm_train_nhwc,
@@ -44,6 +44,8 @@ pub(crate) struct FastState {
     spare: Vec<f32>,
     /// The gradient of a conv's output before its batch-norm.
     gz: Vec<f32>,
+    /// Target images in NHWC (L1 and MSE losses).
+    target: Vec<f32>,
 }
 
 impl Clone for FastState {
@@ -105,13 +107,13 @@ impl Trainer {
         &mut self,
         x: &Tensor,
         dims: [usize; 4],
-        labels: &[usize],
+        target: Target<'_>,
     ) -> Result<StepOutput, TrainError> {
         let mut st = std::mem::take(&mut self.fast);
         let pool = st.pool.clone();
         let r = match &pool {
-            Some(p) => p.install(|| self.run_fast(&mut st, x, dims, labels)),
-            None => self.run_fast(&mut st, x, dims, labels),
+            Some(p) => p.install(|| self.run_fast(&mut st, x, dims, target)),
+            None => self.run_fast(&mut st, x, dims, target),
         };
         self.fast = st;
         r
@@ -122,7 +124,7 @@ impl Trainer {
         st: &mut FastState,
         x: &Tensor,
         dims: [usize; 4],
-        labels: &[usize],
+        target: Target<'_>,
     ) -> Result<StepOutput, TrainError> {
         let cpu = Cpu::detect();
         let par = Par::with_threads(st.threads);
@@ -294,7 +296,7 @@ impl Trainer {
                     fast::pixel_shuffle_nhwc(input, *factor, src_value(st, src), &mut out)?;
                 }
                 Step::Output { name, .. } => {
-                    if name == "logits" {
+                    if name == target.output_name() {
                         logits_step = src;
                     }
                 }
@@ -311,21 +313,22 @@ impl Trainer {
             }
         }
         drop(convs);
-        let li = logits_step
-            .ok_or_else(|| TrainError::Input("the plan has no output \"logits\"".into()))?;
-        let [n, k, _, _] = st.dims[li];
+        let li = logits_step.ok_or_else(|| {
+            TrainError::Input(format!("the plan has no output {:?}", target.output_name()))
+        })?;
+        let out_dims = st.dims[li];
+        target.check(dims[0], out_dims)?;
         let logits_slot = steps[li]
             .dst()
-            .ok_or_else(|| TrainError::Input("internal: logits without a slot".into()))?;
+            .ok_or_else(|| TrainError::Input("internal: an output without a slot".into()))?;
         let mut g_logits = std::mem::take(&mut st.grad[logits_slot.0]);
-        fit(&mut g_logits, n * k);
-        let loss = naive_grad::softmax_cross_entropy(
-            [n, k],
-            &st.out[li],
-            labels,
-            0.0,
-            Some(&mut g_logits),
-        )?;
+        fit(&mut g_logits, st.out[li].len());
+        if let Target::L1(t) | Target::Mse(t) = target {
+            let t = t.to_layout(Layout::Nchw)?;
+            fit(&mut st.target, t.len());
+            fast::nchw_to_nhwc(cpu, out_dims, t.as_slice(), &mut st.target)?;
+        }
+        let loss = target.loss(out_dims, &st.out[li], &st.target, &mut g_logits)?;
         st.grad[logits_slot.0] = g_logits;
         st.live[logits_slot.0] = true;
         // Backward.
