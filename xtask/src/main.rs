@@ -63,6 +63,8 @@ fn props(args: &[String]) -> Result<(), String> {
             "resnet-kernels",
             "--test",
             "props",
+            "--test",
+            "grad_props",
         ],
         &[("RESNET_PROPS_CASES", &cases)],
     )
