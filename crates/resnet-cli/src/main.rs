@@ -138,7 +138,7 @@ pub struct TrainArgs {
     #[arg(long, value_name = "FILE", required_unless_present_any = ["out", "resume"])]
     save: Option<PathBuf>,
     /// Write a checkpoint (state_dict, optimiser state, recipe, progress) to
-    /// DIR/checkpoint-step<N>.safetensors at the end of every epoch and of the run, and the
+    /// `DIR/checkpoint-step<N>.safetensors` at the end of every epoch and of the run, and the
     /// latest state_dict alone to DIR/model.safetensors [default with --resume: its DIR].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
