@@ -24,6 +24,9 @@ use rayon::prelude::*;
 /// Pixels per piece of the per-channel reductions (fixed: see the module's determinism note).
 const STAT_PIXELS: usize = 256;
 
+/// Rows (`(ky, kx, channel)` columns of im2col) per product of a weight gradient.
+const WGRAD_ROWS: usize = 256;
+
 /// Output pixels per partial sum of a weight gradient (whole images per piece, at least one).
 const WGRAD_PIXELS: usize = 1024;
 
@@ -759,17 +762,33 @@ impl ConvGrad {
                         (&col[..rows * width], width)
                     };
                     // dW[o, j] = Σ_p col[p, j] dY[p, o] over the group's channels,
-                    // computed as its transpose (`j` rows: the kernels' long side).
-                    gemm(
-                        [width, og, rows],
-                        &mut part[gi * og * width..],
-                        [1, width],
-                        false,
-                        rhs,
-                        [1, rrs],
-                        &gy[gi * og..],
-                        [o, 1],
-                    );
+                    // computed as its transpose (`j` rows: the kernels' long side), in
+                    // blocks of rows of a fixed size (so the same products run whatever the
+                    // threads), spread over the threads: wide convs on small maps have few
+                    // pieces but many rows.
+                    let blocks: Vec<usize> = (0..width).step_by(WGRAD_ROWS).collect();
+                    let gyg = &gy[gi * og..];
+                    let outs = map_items(ctx.cpu, ctx.par, blocks, |j0| {
+                        let jb = WGRAD_ROWS.min(width - j0);
+                        let mut out = vec![0.0f32; jb * og];
+                        gemm(
+                            [jb, og, rows],
+                            &mut out,
+                            [1, jb],
+                            false,
+                            &rhs[j0..],
+                            [1, rrs],
+                            gyg,
+                            [o, 1],
+                        );
+                        (j0, jb, out)
+                    });
+                    let dst = &mut part[gi * og * width..(gi + 1) * og * width];
+                    for (j0, jb, out) in outs {
+                        for (d, s) in dst.chunks_exact_mut(width).zip(out.chunks_exact(jb)) {
+                            d[j0..j0 + jb].copy_from_slice(s);
+                        }
+                    }
                 }
             });
             part

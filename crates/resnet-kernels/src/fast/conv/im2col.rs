@@ -28,6 +28,24 @@ impl Im2col {
         // One block-diagonal matrix per block of `sg` adjacent groups: `[sg * Og, sg * Kg]`
         // with `k = (ky * KW + kx) * sg * Cg + cl` (the im2col order), zero where input
         // channel `cl` is not in output row `i`'s group.
+        if g == 1 {
+            // One group: the weights in im2col order first (one pass, no index arithmetic per
+            // value), then packed from contiguous rows. Training repacks every step.
+            let mut rows = vec![0.0f32; o * kg];
+            for (dst, src) in rows.chunks_exact_mut(kg).zip(weight.chunks_exact(kg)) {
+                for ci in 0..cg {
+                    for t in 0..kh * kw {
+                        dst[t * cg + ci] = src[ci * kh * kw + t];
+                    }
+                }
+            }
+            return Self {
+                dims,
+                params,
+                packed: vec![PackedMatrix::new(o, kg, |i, kk| rows[i * kg + kk])],
+                sg,
+            };
+        }
         let packed = (0..g / sg)
             .map(|b| {
                 PackedMatrix::new(sg * og, sg * kg, |i, kk| {
