@@ -89,6 +89,8 @@ fn cifar_nets_every_shortcut_odd_sizes() {
         (CifarShortcut::None, 1, 11, 4),
         (CifarShortcut::A, 3, 7, 5),
         (CifarShortcut::A, 1, 28, 4),
+        // Several pieces and row blocks in the weight gradients, on 3 threads.
+        (CifarShortcut::B, 3, 28, 8),
     ] {
         let cfg = CifarConfig::new(if hw == 28 { 20 } else { 8 }, 10)
             .with_in_channels(c)

@@ -4,8 +4,9 @@
 //!
 //! - Convolution gradients are matrix products ([`ConvGrad`]): the weight gradient is
 //!   `dY^T · im2col(X)`, the input gradient `col2im(dY · W)`, both on the `gemm` project's
-//!   kernels; a stride-1 convolution's input gradient is itself a convolution (of `dY` with
-//!   the flipped, transposed weights) and runs on [`PackedConv`], Winograd included.
+//!   kernels; the input gradient of a stride-1, undilated, ungrouped convolution (padding
+//!   under the kernel size) is itself a convolution (of `dY` with the flipped, transposed
+//!   weights) and runs on [`PackedConv`], Winograd included.
 //! - Batch-norm in training mode is fused with what follows it in a residual block (scale,
 //!   residual add, ReLU) forwards, and its backward with the ReLU mask and the residual's
 //!   gradient ([`batch_norm_train_nhwc`], [`batch_norm_backward_nhwc`]): two passes over
@@ -387,16 +388,23 @@ fn gemm(
         }
         return;
     }
+    // The last element of each strided matrix, computed without overflow.
+    let last = |rows: usize, rs: usize, cols: usize, cs: usize| {
+        (rows - 1)
+            .checked_mul(rs)
+            .zip((cols - 1).checked_mul(cs))
+            .and_then(|(a, b)| a.checked_add(b))
+    };
     assert!(
-        (m - 1) * drs + (n - 1) * dcs < dst.len(),
+        last(m, drs, n, dcs).is_some_and(|l| l < dst.len()),
         "gemm dst too short"
     );
     assert!(
-        (m - 1) * lrs + (k - 1) * lcs < lhs.len(),
+        last(m, lrs, k, lcs).is_some_and(|l| l < lhs.len()),
         "gemm lhs too short"
     );
     assert!(
-        (k - 1) * rrs + (n - 1) * rcs < rhs.len(),
+        last(k, rrs, n, rcs).is_some_and(|l| l < rhs.len()),
         "gemm rhs too short"
     );
     let f = gemm_f32::gemm::f32::get_gemm_fn();
@@ -608,8 +616,9 @@ impl ConvGrad {
         ConvGeometry::new(input, self.weight_dims, self.params)
     }
 
-    /// Scratch values one task of [`ConvGrad::backward_input`] or
-    /// [`ConvGrad::backward_weight`] uses on an input of logical dims `input`.
+    /// Scratch values one task of [`ConvGrad::backward_input`] uses on an input of logical
+    /// dims `input` ([`ConvGrad::backward_weight`] grows the buffer to a piece of several
+    /// images as it needs).
     pub fn scratch_len(&self, input: [usize; 4]) -> Result<usize, KernelError> {
         let cols = Cols {
             geom: self.geometry(input)?,
@@ -746,7 +755,11 @@ impl ConvGrad {
             let mut part = vec![0.0f32; lw];
             let rows = imgs.len() * px;
             let first = imgs[0];
-            ctx.scratch.with(|col| {
+            // The thread's scratch buffer is taken out, not held locked: the row blocks below
+            // run in parallel, and a thread waiting for them may start another piece.
+            let mut col = ctx.scratch.with(std::mem::take);
+            {
+                let col = &mut col;
                 if !direct && col.len() < rows * width {
                     col.resize(rows * width, 0.0);
                 }
@@ -789,6 +802,11 @@ impl ConvGrad {
                             d[j0..j0 + jb].copy_from_slice(s);
                         }
                     }
+                }
+            }
+            ctx.scratch.with(|b| {
+                if b.len() < col.len() {
+                    *b = col;
                 }
             });
             part

@@ -89,6 +89,20 @@ impl FastState {
     }
 }
 
+/// Copy `t` (logical dims `dims`) into `out` in NHWC, with no intermediate copy when it is
+/// NCHW or NHWC already.
+fn to_nhwc(cpu: Cpu, t: &Tensor, dims: [usize; 4], out: &mut [f32]) -> Result<(), TrainError> {
+    match t.layout() {
+        Layout::Nhwc if t.len() == out.len() => out.copy_from_slice(t.as_slice()),
+        Layout::Nchw => fast::nchw_to_nhwc(cpu, dims, t.as_slice(), out)?,
+        _ => {
+            let nchw = t.to_layout(Layout::Nchw)?;
+            fast::nchw_to_nhwc(cpu, dims, nchw.as_slice(), out)?;
+        }
+    }
+    Ok(())
+}
+
 /// The output of step `src` (empty for none).
 fn src_value(st: &FastState, src: Option<usize>) -> &[f32] {
     src.map_or(&[][..], |s| &st.out[s][..])
@@ -160,8 +174,7 @@ impl Trainer {
             match step {
                 Step::Input { .. } => {
                     fit(&mut out, len);
-                    let nchw = x.to_layout(Layout::Nchw)?;
-                    fast::nchw_to_nhwc(cpu, dims, nchw.as_slice(), &mut out)?;
+                    to_nhwc(cpu, x, dims, &mut out)?;
                 }
                 Step::Conv(c) => {
                     fit(&mut out, len);
@@ -324,9 +337,8 @@ impl Trainer {
         let mut g_logits = std::mem::take(&mut st.grad[logits_slot.0]);
         fit(&mut g_logits, st.out[li].len());
         if let Target::L1(t) | Target::Mse(t) = target {
-            let t = t.to_layout(Layout::Nchw)?;
             fit(&mut st.target, t.len());
-            fast::nchw_to_nhwc(cpu, out_dims, t.as_slice(), &mut st.target)?;
+            to_nhwc(cpu, t, out_dims, &mut st.target)?;
         }
         let loss = target.loss(out_dims, &st.out[li], &st.target, &mut g_logits)?;
         st.grad[logits_slot.0] = g_logits;

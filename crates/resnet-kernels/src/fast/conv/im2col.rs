@@ -28,7 +28,7 @@ impl Im2col {
         // One block-diagonal matrix per block of `sg` adjacent groups: `[sg * Og, sg * Kg]`
         // with `k = (ky * KW + kx) * sg * Cg + cl` (the im2col order), zero where input
         // channel `cl` is not in output row `i`'s group.
-        if g == 1 {
+        if g == 1 && kg > 0 {
             // One group: the weights in im2col order first (one pass, no index arithmetic per
             // value), then packed from contiguous rows. Training repacks every step.
             let mut rows = vec![0.0f32; o * kg];
