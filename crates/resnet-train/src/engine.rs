@@ -563,22 +563,7 @@ impl Trainer {
                     add(&mut grad, src.0, gx);
                 }
                 (Step::Linear(l), Tape::Linear { x, n }) => {
-                    let w = format!("{}.weight", l.weight);
-                    let (i, o) = (l.in_features, l.out_features);
-                    let mut gx = vec![0.0; n * i];
-                    let mut gw = vec![0.0; o * i];
-                    let mut gb = vec![0.0; o];
-                    naive_grad::linear_backward(
-                        [n, i, o],
-                        &x,
-                        self.param(&w),
-                        &g,
-                        Some(&mut gx),
-                        &mut gw,
-                        Some(&mut gb),
-                    )?;
-                    grads.insert(w, gw);
-                    grads.insert(format!("{}.bias", l.weight), gb);
+                    let gx = self.linear_backward(l, n, &x, &g, &mut grads)?;
                     add(&mut grad, l.src.0, gx);
                 }
                 (
@@ -664,6 +649,55 @@ impl Trainer {
         Ok(out)
     }
 
+    /// A training-mode batch-norm's bookkeeping, as PyTorch's: the running statistics blend
+    /// in the batch's (mean, unbiased variance) with momentum 0.1, and the counter steps.
+    fn track_batch(&mut self, bn: &str, saved: &BnSaved) -> Result<(), TrainError> {
+        let [_, _, m, v] = bn_names(bn);
+        let (mean, var) = (saved.batch_mean(), saved.unbiased_var()?);
+        // `Trainer::new` stores both statistics of every batch-norm.
+        let (mut rm, mut rv) = (
+            self.stats.remove(&m).unwrap_or_default(),
+            self.stats.remove(&v).unwrap_or_default(),
+        );
+        let r = naive_grad::batch_norm_update_running(&mut rm, &mut rv, &mean, &var, BN_MOMENTUM);
+        self.stats.insert(m, rm);
+        self.stats.insert(v, rv);
+        r?;
+        if let Some(b) = self.batches.get_mut(&format!("{bn}.num_batches_tracked")) {
+            *b += 1;
+        }
+        Ok(())
+    }
+
+    /// The classifier's backward (shared by both kernel sets: it is tiny): its parameters'
+    /// gradients go to `grads`, the gradient of its input `[n, in_features]` is returned.
+    fn linear_backward(
+        &self,
+        l: &resnet_models::LinearStep,
+        n: usize,
+        x: &[f32],
+        g: &[f32],
+        grads: &mut BTreeMap<String, Vec<f32>>,
+    ) -> Result<Vec<f32>, TrainError> {
+        let w = format!("{}.weight", l.weight);
+        let (i, o) = (l.in_features, l.out_features);
+        let mut gx = vec![0.0; n * i];
+        let mut gw = vec![0.0; o * i];
+        let mut gb = vec![0.0; o];
+        naive_grad::linear_backward(
+            [n, i, o],
+            x,
+            self.param(&w),
+            g,
+            Some(&mut gx),
+            &mut gw,
+            Some(&mut gb),
+        )?;
+        grads.insert(w, gw);
+        grads.insert(format!("{}.bias", l.weight), gb);
+        Ok(gx)
+    }
+
     /// A convolution step in training mode: conv, batch-norm on the batch's statistics
     /// (updating the running ones), scale, residual add, ReLU; with what its backward needs.
     fn conv_forward(
@@ -688,7 +722,7 @@ impl Trainer {
         )?;
         let (mut y, zt) = match &c.bn {
             Some(bn) => {
-                let [wn, bname, m, v] = bn_names(bn);
+                let [wn, bname, _, _] = bn_names(bn);
                 let mut y = vec![0.0; z.len()];
                 let mut saved = BnSaved::default();
                 naive_grad::batch_norm_train(
@@ -700,15 +734,7 @@ impl Trainer {
                     &mut y,
                     &mut saved,
                 )?;
-                let (mean, var) = (saved.batch_mean(), saved.unbiased_var()?);
-                let mut rm = self.stats[&m].clone();
-                let mut rv = self.stats[&v].clone();
-                naive_grad::batch_norm_update_running(&mut rm, &mut rv, &mean, &var, BN_MOMENTUM)?;
-                self.stats.insert(m, rm);
-                self.stats.insert(v, rv);
-                if let Some(b) = self.batches.get_mut(&format!("{bn}.num_batches_tracked")) {
-                    *b += 1;
-                }
+                self.track_batch(bn, &saved)?;
                 (y, Some((z, saved)))
             }
             None => (z, None),

@@ -545,7 +545,8 @@ impl Cols {
 pub struct ConvGrad {
     weight_dims: [usize; 4],
     params: Conv2dParams,
-    /// `[O, KH, KW, C/groups]`: the weights in im2col column order.
+    /// `[O, KH, KW, C/groups]`: the weights in im2col column order (empty when the input
+    /// gradient runs as a convolution).
     taps_last: Vec<f32>,
     /// The input gradient as a convolution, where the conv is stride-1 and ungrouped.
     transposed: Option<PackedConv>,
@@ -573,14 +574,6 @@ impl ConvGrad {
                 "stride and dilation must be at least 1".into(),
             ));
         }
-        let mut taps_last = vec![0.0; len];
-        for oi in 0..o {
-            for ci in 0..cg {
-                for t in 0..kh * kw {
-                    taps_last[(oi * kh * kw + t) * cg + ci] = weight[(oi * cg + ci) * kh * kw + t];
-                }
-            }
-        }
         let unit = params.stride == [1, 1] && params.dilation == [1, 1];
         let transposed = if unit && g == 1 && params.padding[0] < kh && params.padding[1] < kw {
             // dX = conv(dY, W'), W'[c, o, ky, kx] = W[o, c, KH-1-ky, KW-1-kx], padding K-1-P.
@@ -603,6 +596,20 @@ impl ConvGrad {
         } else {
             None
         };
+        // The weights in im2col column order, for `col2im(dY · W)`: only where the input
+        // gradient does not run as a convolution.
+        let mut taps_last = Vec::new();
+        if transposed.is_none() {
+            taps_last = vec![0.0; len];
+            for oi in 0..o {
+                for ci in 0..cg {
+                    for t in 0..kh * kw {
+                        taps_last[(oi * kh * kw + t) * cg + ci] =
+                            weight[(oi * cg + ci) * kh * kw + t];
+                    }
+                }
+            }
+        }
         Ok(Self {
             weight_dims,
             params,

@@ -7,13 +7,13 @@
 //! buffers stay with the trainer and are reused by the next step of the same batch shape, so
 //! a warm step allocates nothing of the size of an activation.
 
-use super::{BN_MOMENTUM, StepOutput, Target, Trainer, bn_names};
+use super::{StepOutput, Target, Trainer, bn_names};
 use crate::TrainError;
 use resnet_kernels::fast::grad::{
     self, BnTrain, ConvGrad, ResidualGrad, batch_norm_backward_nhwc, batch_norm_train_nhwc,
 };
 use resnet_kernels::fast::{self, ConvAlgo, Ctx, Epilogue, PackedConv, Par, Scratch};
-use resnet_kernels::naive_grad::{self, BnSaved};
+use resnet_kernels::naive_grad::BnSaved;
 use resnet_kernels::{Cpu, PoolGeometry, naive};
 use resnet_models::Step;
 use resnet_tensor::{Layout, Tensor};
@@ -183,22 +183,23 @@ impl Trainer {
                         .bias
                         .then(|| self.param(&format!("{}.bias", spec.weight)));
                     let weight = self.param(&format!("{}.weight", spec.weight));
-                    let mut conv =
-                        PackedConv::new(weight, spec.weight_shape(), bias, spec.params())?;
-                    if conv.algorithm() == ConvAlgo::Winograd2x2 {
-                        // Winograd rounds an output differently by its place in a tile, so
-                        // equal input patches (a constant background) give unequal outputs;
-                        // a batch-norm over a nearly constant channel then magnifies that
-                        // noise by up to 1/sqrt(eps) and ReLU masks flip. The direct product
-                        // gives equal patches equal outputs, as PyTorch's f32 path does.
-                        conv = PackedConv::with_algorithm(
-                            weight,
-                            spec.weight_shape(),
-                            bias,
-                            spec.params(),
-                            ConvAlgo::Im2colTiled,
-                        )?;
-                    }
+                    // Winograd rounds an output differently by its place in a tile, so equal
+                    // input patches (a constant background) give unequal outputs; a
+                    // batch-norm over a nearly constant channel then magnifies that noise by
+                    // up to 1/sqrt(eps) and ReLU masks flip. The direct product gives equal
+                    // patches equal outputs, as PyTorch's f32 path does.
+                    let algo = match PackedConv::algorithm_for(spec.weight_shape(), spec.params())?
+                    {
+                        ConvAlgo::Winograd2x2 => ConvAlgo::Im2colTiled,
+                        a => a,
+                    };
+                    let conv = PackedConv::with_algorithm(
+                        weight,
+                        spec.weight_shape(),
+                        bias,
+                        spec.params(),
+                        algo,
+                    )?;
                     let ctx = Ctx::new(cpu, par, &st.scratch);
                     let res = c.residual.map(|r| &st.out[writer[r.0]][..]);
                     match &spec.bn {
@@ -206,7 +207,7 @@ impl Trainer {
                             let mut z = std::mem::take(&mut st.z[i]);
                             fit(&mut z, len);
                             conv.run(&ctx, src_value(st, src), input, &mut z, Epilogue::none())?;
-                            let [wn, bname, m, v] = bn_names(bn);
+                            let [wn, bname, _, _] = bn_names(bn);
                             let mut saved = BnSaved::default();
                             batch_norm_train_nhwc(
                                 cpu,
@@ -224,24 +225,7 @@ impl Trainer {
                                 &mut out,
                                 &mut saved,
                             )?;
-                            let (mean, var) = (saved.batch_mean(), saved.unbiased_var()?);
-                            if let (Some(rm), Some(rv)) = (self.stats.get(&m), self.stats.get(&v)) {
-                                let (mut rm, mut rv) = (rm.clone(), rv.clone());
-                                naive_grad::batch_norm_update_running(
-                                    &mut rm,
-                                    &mut rv,
-                                    &mean,
-                                    &var,
-                                    BN_MOMENTUM,
-                                )?;
-                                self.stats.insert(m, rm);
-                                self.stats.insert(v, rv);
-                            }
-                            if let Some(b) =
-                                self.batches.get_mut(&format!("{bn}.num_batches_tracked"))
-                            {
-                                *b += 1;
-                            }
+                            self.track_batch(bn, &saved)?;
                             st.z[i] = z;
                             st.saved[i] = saved;
                         }
@@ -513,22 +497,7 @@ impl Trainer {
                     }
                 }
                 Step::Linear(l) => {
-                    let w = format!("{}.weight", l.weight);
-                    let (nn, fi, fo) = (in_dims[0], l.in_features, l.out_features);
-                    let mut gx = vec![0.0; nn * fi];
-                    let mut gw = vec![0.0; fo * fi];
-                    let mut gb = vec![0.0; fo];
-                    naive_grad::linear_backward(
-                        [nn, fi, fo],
-                        &st.out[src],
-                        self.param(&w),
-                        &g,
-                        Some(&mut gx),
-                        &mut gw,
-                        Some(&mut gb),
-                    )?;
-                    grads.insert(w, gw);
-                    grads.insert(format!("{}.bias", l.weight), gb);
+                    let gx = self.linear_backward(l, in_dims[0], &st.out[src], &g, &mut grads)?;
                     if wants {
                         let s = l.src.0;
                         if st.live[s] {

@@ -237,6 +237,15 @@ impl PackedConv {
         })
     }
 
+    /// The algorithm [`PackedConv::new`] would choose for weights `[O, C/groups, KH, KW]` and
+    /// `params`, without packing anything.
+    pub fn algorithm_for(
+        weight_dims: [usize; 4],
+        params: Conv2dParams,
+    ) -> Result<ConvAlgo, KernelError> {
+        Self::choose(weight_dims, params, None)
+    }
+
     /// The algorithm this convolution runs.
     pub fn algorithm(&self) -> ConvAlgo {
         match self.kernel {
