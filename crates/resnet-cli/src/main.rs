@@ -19,6 +19,7 @@
 mod commands;
 mod train;
 mod train_bench;
+mod train_data;
 mod weights;
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
@@ -98,10 +99,28 @@ pub struct TrainArgs {
     /// default: seeded random weights (--seed).
     #[arg(long, value_name = "FILE", conflicts_with = "resume")]
     init: Option<PathBuf>,
-    /// Training data: `tensors:FILE`, a safetensors file with `input` (NCHW floats) and
-    /// `labels` (integers), read in order, without shuffling.
-    #[arg(long, value_name = "tensors:FILE", required_unless_present = "resume")]
+    /// Training data: `fashion-mnist:DIR`, `mnist:DIR` (the four IDX files, gzipped or not),
+    /// `cifar10:DIR`, `cifar100:DIR` (the binary version), shuffled each epoch from --seed,
+    /// augmented (pad 4, random crop, flip) and normalised per channel, the test split
+    /// evaluated after every epoch; or `tensors:FILE`, a safetensors file with `input` (NCHW
+    /// floats) and `labels` (integers), read in order, without shuffling or augmentation.
+    #[arg(long, value_name = "SCHEME:PATH", required_unless_present = "resume")]
     data: Option<String>,
+    /// Train on the first N examples of the dataset only.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    subset: Option<u64>,
+    /// No augmentation of dataset batches (they are still shuffled and normalised).
+    #[arg(long)]
+    no_augment: bool,
+    /// Learning-rate schedule over the run's steps: `he` (divided by 10 at 50% and 75%, He et
+    /// al.'s), `cosine` (to zero) or `constant` [default: he for datasets, constant for
+    /// tensors].
+    #[arg(long, value_enum)]
+    schedule: Option<ScheduleArg>,
+    /// Also write a checkpoint every N steps (besides every epoch's end), so a killed run
+    /// loses at most N steps.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    checkpoint_every: Option<u64>,
     /// Optimiser steps of the whole run (a resumed run continues up to N).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..), conflicts_with = "epochs", required_unless_present = "epochs")]
     steps: Option<u32>,
@@ -109,8 +128,9 @@ pub struct TrainArgs {
     /// run continues up to N).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     epochs: Option<u32>,
-    /// Examples per step: consecutive rows of the data, the last batch of an epoch possibly
-    /// smaller [default: all of them, one step per epoch].
+    /// Examples per step [default: 128 for datasets (the last incomplete batch of an epoch
+    /// dropped); for tensors all rows, one step per epoch (consecutive rows, the last batch
+    /// possibly smaller)].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     batch: Option<u32>,
     /// Learning rate [default: 0.1].
@@ -119,7 +139,8 @@ pub struct TrainArgs {
     /// SGD momentum [default: 0.9].
     #[arg(long)]
     momentum: Option<f64>,
-    /// Weight decay (added to the gradient, as torch.optim.SGD does) [default: 0.0005].
+    /// Weight decay (added to the gradient, as torch.optim.SGD does) [default: 0.0001, He et
+    /// al.'s].
     #[arg(long)]
     weight_decay: Option<f64>,
     /// Nesterov momentum.
@@ -131,7 +152,17 @@ pub struct TrainArgs {
     /// The identity prior's strength lambda (default 1e-3; --prior identity only).
     #[arg(long, value_name = "X")]
     prior_lambda: Option<f64>,
-    /// Seed of the random weights (without --init) [default: 0].
+    /// With --prior identity, where the covered convs start: `centre` (the Dirac kernel, the
+    /// prior's mode, plus --prior-noise) or `random` (the seeded initialisation, or --init's
+    /// weights) [default: centre, but --init's weights when given].
+    #[arg(long, value_enum)]
+    prior_init: Option<PriorInitArg>,
+    /// Standard deviation of Gaussian noise added to the Dirac kernel by --prior-init centre
+    /// [default: 0].
+    #[arg(long, value_name = "X")]
+    prior_noise: Option<f64>,
+    /// Seed of the random weights (without --init), of the data order and of the augmentation
+    /// [default: 0].
     #[arg(long)]
     seed: Option<u64>,
     /// Write the trained state_dict here (safetensors, written atomically).
@@ -139,7 +170,9 @@ pub struct TrainArgs {
     save: Option<PathBuf>,
     /// Write a checkpoint (state_dict, optimiser state, recipe, progress) to
     /// `DIR/checkpoint-step<N>.safetensors` at the end of every epoch and of the run, and the
-    /// latest state_dict alone to DIR/model.safetensors [default with --resume: its DIR].
+    /// latest state_dict alone to DIR/model.safetensors; for datasets also one line per epoch
+    /// to DIR/metrics.jsonl and DIR/metrics.csv (train loss/error, test loss/error, lr,
+    /// seconds, images/s) [default with --resume: its DIR].
     #[arg(long, value_name = "DIR")]
     out: Option<PathBuf>,
     /// Continue from the latest checkpoint in DIR (the highest step), bitwise as if the run
@@ -154,6 +187,37 @@ pub struct TrainArgs {
     /// one thread: slow, for checking).
     #[arg(long, value_enum, default_value_t = KernelsArg::Fast)]
     kernels: KernelsArg,
+}
+
+/// `resnet train --schedule`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScheduleArg {
+    /// He et al.'s: the rate divided by 10 at 50% and 75% of the run's steps.
+    He,
+    /// Cosine annealing to zero over the run's steps.
+    Cosine,
+    /// The same rate throughout.
+    Constant,
+}
+
+impl ScheduleArg {
+    /// The name a recipe records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::He => "he",
+            Self::Cosine => "cosine",
+            Self::Constant => "constant",
+        }
+    }
+}
+
+/// `resnet train --prior-init`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum PriorInitArg {
+    /// At the prior's centre (the Dirac kernel), plus --prior-noise.
+    Centre,
+    /// The seeded random initialisation.
+    Random,
 }
 
 /// The kernel set of `resnet train` (`--kernels`).

@@ -2,26 +2,25 @@
 //! or seeded random weights, exactly as `resnet-train`'s golden tests run them; checkpoints to
 //! resume from bitwise, and the state_dict saved.
 
-use crate::{PriorArg, TrainArgs};
+use crate::train_data::{EpochMetrics, Feed, MetricsFiles, TrainData, gaussian_noise};
+use crate::{PriorArg, PriorInitArg, TrainArgs};
 use anyhow::{Context, Result, anyhow, bail};
+use indicatif::{ProgressBar, ProgressStyle};
 use resnet_models::{
-    CifarConfig, CifarShortcut, Plan, ResNetConfig, WeightFile, WeightSource, cifar_plan,
+    CifarConfig, CifarShortcut, Network, Plan, ResNetConfig, WeightFile, WeightSource, cifar_plan,
     random_plan_weights, resnet_plan,
 };
 use resnet_tensor::Tensor;
-use resnet_train::Trainer;
 use resnet_train::checkpoint::{
-    Checkpoint, CheckpointDir, CheckpointError, Progress, Recipe, data_fingerprint,
+    Checkpoint, CheckpointDir, CheckpointError, EpochTally, Progress, Recipe,
 };
-use resnet_train::optim::{DecayPolicy, Prior, Sgd, SgdConfig};
+use resnet_train::optim::{DecayPolicy, Prior, Schedule, Sgd, SgdConfig, dirac};
+use resnet_train::{Trainer, evaluate};
 use resnet_weights::{Prefixed, write_safetensors_with_counters};
 use serde_json::json;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
-
-/// `--data` schemes a later version will read; refused by name for now.
-const LATER_SCHEMES: &[&str] = &["fashion-mnist", "mnist", "cifar10", "cifar100", "imagenet"];
 
 /// What `--model` names.
 #[derive(Debug, Clone, PartialEq)]
@@ -115,55 +114,6 @@ fn init_source(file: &WeightFile) -> Prefixed<'_, WeightFile> {
     Prefixed::new(file, if prefixed { "param." } else { "" })
 }
 
-/// `--data tensors:FILE`: the batch and its labels.
-fn load_data(spec: &str) -> Result<(PathBuf, Tensor, Vec<usize>)> {
-    let supported = "supported now: tensors:FILE (a safetensors file with `input` NCHW floats and `labels` integers)";
-    let Some((scheme, rest)) = spec.split_once(':') else {
-        bail!("--data {spec:?} names no scheme; {supported}");
-    };
-    if scheme != "tensors" {
-        if LATER_SCHEMES.contains(&scheme) {
-            bail!(
-                "--data {scheme}: is not supported yet (datasets are a later issue); {supported}"
-            );
-        }
-        bail!("--data: unknown scheme {scheme:?}; {supported}");
-    }
-    let path = PathBuf::from(rest);
-    let ctx = || format!("--data {}", path.display());
-    let file = WeightFile::open(&path).with_context(ctx)?;
-    let x = file
-        .load("input")
-        .with_context(|| format!("{}: key `input` (NCHW floats)", ctx()))?;
-    let Some([n, c, h, w]) = x.shape().dims4() else {
-        bail!(
-            "{}: `input` has shape {:?}, expected [N, C, H, W]",
-            ctx(),
-            x.shape().dims()
-        );
-    };
-    if n == 0 || c == 0 || h == 0 || w == 0 {
-        bail!("{}: `input` has an empty shape {:?}", ctx(), [n, c, h, w]);
-    }
-    let (raw, shape) = file
-        .load_integers("labels")
-        .with_context(|| format!("{}: key `labels` (integers)", ctx()))?;
-    if shape != [n] {
-        bail!(
-            "{}: `labels` has shape {shape:?}, expected [{n}] (one per input)",
-            ctx()
-        );
-    }
-    let labels = raw
-        .iter()
-        .enumerate()
-        .map(|(i, &l)| {
-            usize::try_from(l).map_err(|_| anyhow!("{}: label {l} of row {i} is negative", ctx()))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    Ok((path, x, labels))
-}
-
 /// Fail early, before any training, if `--save` cannot be written where it points.
 fn check_save_path(path: &Path) -> Result<()> {
     if path.file_name().is_none() || path.is_dir() {
@@ -204,6 +154,29 @@ impl Settings<'_> {
         match given {
             Some(g) if g != saved => bail!(
                 "{flag} {g} conflicts with the checkpoint being resumed ({}: {} {saved}); leave {flag} out to continue with the checkpoint's",
+                path.display(),
+                flag.trim_start_matches('-').replace('-', "_")
+            ),
+            _ => Ok(saved),
+        }
+    }
+}
+
+impl Settings<'_> {
+    /// As [`Settings::pick`] for a setting that may be absent (`None` both given and saved).
+    fn pick_opt<T: PartialEq + std::fmt::Debug + Clone>(
+        &self,
+        flag: &str,
+        given: Option<T>,
+        saved: impl FnOnce(&Recipe) -> Option<T>,
+    ) -> Result<Option<T>> {
+        let Some((path, recipe)) = self.resumed else {
+            return Ok(given);
+        };
+        let saved = saved(recipe);
+        match given {
+            Some(g) if Some(&g) != saved.as_ref() => bail!(
+                "{flag} {g:?} conflicts with the checkpoint being resumed ({}: {} {saved:?}); leave {flag} out to continue with the checkpoint's",
                 path.display(),
                 flag.trim_start_matches('-').replace('-', "_")
             ),
@@ -337,27 +310,6 @@ fn fresh_trainer(
     Ok(t)
 }
 
-/// The batches of an epoch: consecutive rows of the data, `batch` at a time.
-fn batches(x: &Tensor, labels: &[usize], batch: usize) -> Result<Vec<(Tensor, Vec<usize>)>> {
-    let [n, c, h, w] = x.shape().dims4().expect("checked by load_data");
-    if batch >= n {
-        return Ok(vec![(x.clone(), labels.to_vec())]);
-    }
-    let row = c * h * w;
-    let data = x.as_slice();
-    (0..n)
-        .step_by(batch)
-        .map(|start| {
-            let end = (start + batch).min(n);
-            let t = Tensor::from_vec(
-                &[end - start, c, h, w],
-                data[start * row..end * row].to_vec(),
-            )?;
-            Ok((t, labels[start..end].to_vec()))
-        })
-        .collect()
-}
-
 /// Run `resnet train`.
 pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
     // The checkpoint to resume first: its recipe fills in the flags left out.
@@ -391,7 +343,7 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
             "--weight-decay",
             a.weight_decay,
             |r| r.sgd.weight_decay,
-            5e-4,
+            1e-4,
         )?,
         nesterov: settings.pick(
             "--nesterov",
@@ -420,14 +372,36 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
     if let Some(save) = &a.save {
         check_save_path(save)?;
     }
+    if a.prior_init.is_some() || a.prior_noise.is_some() {
+        if !matches!(prior, Prior::Identity { .. }) {
+            bail!("--prior-init and --prior-noise apply to --prior identity only");
+        }
+        if resumed.is_some() {
+            bail!(
+                "--prior-init and --prior-noise set where a run starts; a resumed run continues from its checkpoint"
+            );
+        }
+    }
+    let prior_noise = a.prior_noise.unwrap_or(0.0);
+    if !prior_noise.is_finite() || prior_noise < 0.0 {
+        bail!("--prior-noise must be finite and non-negative, got {prior_noise}");
+    }
+    if a.prior_init == Some(PriorInitArg::Random) && a.prior_noise.is_some() {
+        bail!("--prior-noise applies to --prior-init centre");
+    }
     let data_spec = match (&a.data, saved_recipe) {
         (Some(d), _) => d.clone(),
         (None, Some(r)) => r.data.clone(),
         (None, None) => bail!("give --data"),
     };
-    let (data_path, x, labels) = load_data(&data_spec)?;
-    let [n, c, h, w] = x.shape().dims4().expect("checked by load_data");
-    let fingerprint = data_fingerprint(&[n, c, h, w], x.as_slice(), &labels);
+    let subset = settings.pick_opt(
+        "--subset",
+        a.subset.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        |r| r.subset,
+    )?;
+    let data = TrainData::open(&data_spec, subset)?;
+    let [n, c, h, w] = data.dims();
+    let fingerprint = data.fingerprint();
     if let Some((path, r)) = settings.resumed
         && r.data_fingerprint
             .as_ref()
@@ -450,13 +424,41 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
         "--batch",
         a.batch.map(|b| (b as usize).min(n)),
         |r| r.batch.unwrap_or(n).min(n),
-        n,
+        data.default_batch(),
     )?;
-    let steps_per_epoch = n.div_ceil(batch) as u64;
+    let augment = settings.pick(
+        "--no-augment",
+        a.no_augment.then_some(false),
+        |r| r.augment,
+        data.is_dataset(),
+    )?;
+    if augment && !data.is_dataset() {
+        bail!("internal: augmentation of tensors");
+    }
+    let schedule_name = settings.pick(
+        "--schedule",
+        a.schedule.map(|s| s.name().to_owned()),
+        |r| r.schedule.clone(),
+        if data.is_dataset() { "he" } else { "constant" }.to_owned(),
+    )?;
+    let steps_per_epoch = if data.is_dataset() {
+        (n / batch) as u64
+    } else {
+        n.div_ceil(batch) as u64
+    };
     let target = match (a.steps, a.epochs) {
         (Some(s), _) => u64::from(s),
         (None, Some(e)) => u64::from(e) * steps_per_epoch,
         (None, None) => bail!("give --steps N or --epochs N"),
+    };
+    let schedule = match schedule_name.as_str() {
+        "he" => Schedule::he_et_al(target),
+        "cosine" => Schedule::Cosine {
+            total: target.max(1),
+            min_lr: 0.0,
+        },
+        "constant" => Schedule::Constant,
+        other => bail!("the checkpoint's schedule {other:?} is unknown to this version"),
     };
 
     // The class count.
@@ -469,15 +471,15 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
         .as_ref()
         .and_then(|s| s.shape_of("fc.weight"))
         .and_then(|s| (s.len() == 2).then_some(s[0]));
-    let classes = match (a.classes, init_classes, saved_recipe) {
-        (Some(0), _, _) => bail!("--classes must be at least 1"),
-        (k, _, Some(_)) => settings.pick("--classes", k, |r| r.classes, 0)?,
-        (Some(k), Some(f), None) if k != f => bail!(
+    let classes = match (a.classes, init_classes, saved_recipe, data.classes()) {
+        (Some(0), _, _, _) => bail!("--classes must be at least 1"),
+        (k, _, Some(_), _) => settings.pick("--classes", k, |r| r.classes, 0)?,
+        (Some(k), Some(f), None, _) if k != f => bail!(
             "--classes {k} does not match --init {}, whose fc.weight has {f} classes",
             a.init.as_ref().expect("init given").display()
         ),
-        (Some(k), _, None) | (None, Some(k), None) => k,
-        (None, None, None) => bail!(
+        (Some(k), _, None, _) | (None, Some(k), None, _) | (None, None, None, Some(k)) => k,
+        (None, None, None, None) => bail!(
             "give --classes N: the class count cannot be inferred from the labels (a batch need not hold the last class), only from --init weights' fc.weight"
         ),
     };
@@ -486,14 +488,20 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
     {
         bail!(
             "--data {}: {c}-channel input, but the checkpoint being resumed takes {}",
-            data_path.display(),
+            data.path().display(),
             r.in_channels
         );
     }
-    if let Some((row, &label)) = labels.iter().enumerate().find(|(_, l)| **l >= classes) {
+    if let Some((label, row)) = data.max_label().filter(|&(l, _)| l >= classes) {
         bail!(
             "--data {}: label {label} of row {row} is out of range for {classes} classes",
-            data_path.display()
+            data.path().display()
+        );
+    }
+    if let Some(k) = data.classes().filter(|&k| k > classes) {
+        bail!(
+            "--data {} has {k} classes; the model has {classes}",
+            data.path().display()
         );
     }
 
@@ -521,23 +529,34 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
     let plan = spec
         .plan(c, classes)
         .with_context(|| format!("--model {model}"))?;
-    let start = resumed.as_ref().map_or(0, |(_, ck)| ck.progress.step);
+    let progress = resumed.as_ref().map(|(_, ck)| ck.progress);
+    let start = progress.map_or(0, |p| p.step);
     let (trainer, mut sgd) = match &resumed {
         Some((path, ckpt)) => ckpt
-            .restore(plan)
+            .restore(plan.clone())
             .with_context(|| format!("--resume {}", path.display()))?,
-        None => (
-            fresh_trainer(
+        None => {
+            let mut t = fresh_trainer(
                 a,
-                plan,
+                plan.clone(),
                 source.as_ref(),
                 classes,
                 c,
                 seed.unwrap_or(0),
                 &model,
-            )?,
-            Sgd::try_new(sgd_config)?,
-        ),
+            )?;
+            // The identity prior's runs start at its centre, unless told otherwise or
+            // started from given weights (then only when asked).
+            let at_centre = match a.prior_init {
+                Some(PriorInitArg::Centre) => true,
+                Some(PriorInitArg::Random) => false,
+                None => a.init.is_none(),
+            };
+            if matches!(prior, Prior::Identity { .. }) && at_centre {
+                init_at_centre(&mut t, &prior, seed.unwrap_or(0), prior_noise)?;
+            }
+            (t, Sgd::try_new(sgd_config)?)
+        }
     };
     // The fast kernels on the requested threads (all cores by default): the weights are
     // bitwise the same for any count.
@@ -554,7 +573,7 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
         bail!("the checkpoint being resumed is at step {start}, past the {target} steps asked for");
     }
 
-    let data_abs = std::fs::canonicalize(&data_path).unwrap_or(data_path.clone());
+    let norm = data.normalize(saved_recipe.and_then(|r| r.normalize.as_ref()));
     let recipe = Recipe {
         model: model.clone(),
         shortcut: spec.shortcut_name(),
@@ -573,14 +592,25 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
                     .to_string()
             }),
         },
-        data: format!("tensors:{}", data_abs.display()),
+        data: data.spec(),
         data_fingerprint: Some(fingerprint),
-        batch: a
-            .batch
-            .map(|b| b as usize)
-            .or(saved_recipe.and_then(|r| r.batch)),
+        batch: if data.is_dataset() {
+            Some(batch)
+        } else {
+            a.batch
+                .map(|b| b as usize)
+                .or(saved_recipe.and_then(|r| r.batch))
+        },
+        schedule: schedule_name.clone(),
+        subset,
+        augment,
+        normalize: norm.as_ref().map(|n| (n.mean.clone(), n.std.clone())),
     };
-    let batches = batches(&x, &labels, batch)?;
+    let is_dataset = data.is_dataset();
+    let feed = data.feed(batch, augment, norm, seed.unwrap_or(0))?;
+    if feed.steps_per_epoch() == 0 {
+        bail!("--batch {batch} is more than the {n} examples");
+    }
 
     let mut log = match &a.log {
         Some(p) => Some(std::io::BufWriter::new(
@@ -594,6 +624,13 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
         )),
         None => None,
     };
+    let metrics = match (&out, is_dataset) {
+        (Some(dir), true) => Some(MetricsFiles::open(
+            dir.path(),
+            progress.map(|p| p.step / steps_per_epoch),
+        )?),
+        _ => None,
+    };
     let todo = target - start;
     let plural = |k: u64| if k == 1 { "" } else { "s" };
     let epochs = if steps_per_epoch == 1 {
@@ -601,75 +638,173 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
     } else {
         format!(" ({steps_per_epoch} per epoch, batch {batch})")
     };
+    let lr_text = if schedule_name == "constant" {
+        format!("lr {:?}", sgd_config.lr)
+    } else {
+        format!("lr {:?} ({schedule_name} schedule)", sgd_config.lr)
+    };
     match &resumed {
         Some((path, _)) => eprintln!(
-            "resuming {model} ({classes} classes) on {n}x{c}x{h}x{w} from {} (step {start}): {todo} more SGD step{} to {target}{epochs}, lr {:?}",
+            "resuming {model} ({classes} classes) on {n}x{c}x{h}x{w} from {} (step {start}): {todo} more SGD step{} to {target}{epochs}, {lr_text}",
             path.display(),
             plural(todo),
-            sgd_config.lr
         ),
         None => eprintln!(
-            "training {model} ({classes} classes) on {n}x{c}x{h}x{w} from {}: {target} SGD step{}{epochs}, lr {:?}",
+            "training {model} ({classes} classes) on {n}x{c}x{h}x{w} from {}: {target} SGD step{}{epochs}, {lr_text}",
             a.init.as_ref().map_or_else(
                 || format!("random weights (seed {})", seed.unwrap_or(0)),
                 |p| p.display().to_string()
             ),
             plural(target),
-            sgd_config.lr
         ),
     }
-    let checkpoint = |trainer: &Trainer, sgd: &Sgd, step: u64| -> Result<()> {
+    let checkpoint = |trainer: &Trainer, sgd: &Sgd, step: u64, tally: EpochTally| -> Result<()> {
         let Some(dir) = &out else { return Ok(()) };
         let progress = Progress {
             step,
             epoch: step / steps_per_epoch,
+            tally,
         };
         let ckpt = Checkpoint::capture(trainer, sgd, recipe.clone(), progress)?;
         let path = dir.save(&ckpt)?;
-        eprintln!("wrote {}", path.display());
+        if !is_dataset {
+            eprintln!("wrote {}", path.display());
+        }
         Ok(())
     };
-    for step in start + 1..=target {
-        let t0 = Instant::now();
-        let k = ((step - 1) % steps_per_epoch) as usize;
-        let epoch = (step - 1) / steps_per_epoch + 1;
-        let (xb, lb) = &batches[k];
-        // As resnet-train's golden tests run it: the prior in the loss and gradients, decay
-        // off on the prior's convs.
-        let out = trainer
-            .sgd_step(&mut sgd, &prior, decay, xb, lb)
-            .map_err(|e| match e {
-                resnet_train::TrainError::NonFinite { loss } => anyhow!(
-                    "step {step}: the loss is {loss}; stopping (nothing more saved; try a smaller --lr)"
-                ),
-                e => anyhow::Error::new(e).context(format!("step {step}")),
-            })?;
-        let loss = out.loss;
-        let ms = t0.elapsed().as_secs_f64() * 1e3;
-        let position = if steps_per_epoch == 1 {
-            String::new()
-        } else {
-            format!("  epoch {epoch} batch {}/{steps_per_epoch}", k + 1)
-        };
-        eprintln!("step {step}/{target}{position}  loss {loss:.6}  {ms:.0} ms");
-        if let Some(f) = &mut log {
-            let line =
-                json!({"step": step, "epoch": epoch, "loss": loss, "lr": sgd.lr(), "ms": ms});
-            writeln!(f, "{line}")
-                .and_then(|()| f.flush())
-                .with_context(|| {
-                    format!(
-                        "cannot write --log {}",
-                        a.log.as_ref().expect("log").display()
-                    )
+    // A run resumed mid-epoch carries on with that epoch's totals.
+    let mut tally = progress
+        .filter(|p| p.step % steps_per_epoch != 0)
+        .map_or_else(EpochTally::default, |p| p.tally);
+    let mut step = start;
+    'run: while step < target {
+        let epoch = step / steps_per_epoch;
+        let from = (step % steps_per_epoch) as usize;
+        let bar = progress_bar(is_dataset, epoch + 1, steps_per_epoch, from as u64);
+        let mut t0 = Instant::now();
+        for b in feed.epoch(epoch, from) {
+            let (xb, lb) = b.with_context(|| format!("epoch {}", epoch + 1))?;
+            step += 1;
+            let k = (step - 1) % steps_per_epoch;
+            let lr = schedule.lr_at(sgd_config.lr, step - 1);
+            sgd.set_lr(lr)?;
+            // As resnet-train's golden tests run it: the prior in the loss and gradients,
+            // decay off on the prior's convs.
+            let out = trainer
+                .sgd_step(&mut sgd, &prior, decay, &xb, &lb)
+                .map_err(|e| match e {
+                    resnet_train::TrainError::NonFinite { loss } => anyhow!(
+                        "step {step}: the loss is {loss}; stopping (nothing more saved; try a smaller --lr)"
+                    ),
+                    e => anyhow::Error::new(e).context(format!("step {step}")),
                 })?;
+            let loss = out.loss;
+            let wrong = out
+                .predictions
+                .iter()
+                .zip(&lb)
+                .filter(|(p, l)| p != l)
+                .count();
+            let secs = t0.elapsed().as_secs_f64();
+            t0 = Instant::now();
+            tally.add(lb.len(), loss, wrong, secs);
+            let ms = secs * 1e3;
+            if is_dataset {
+                bar.set_position(k + 1);
+                bar.set_message(format!(
+                    "loss {:.4}  error {:.2}%  {:.0} images/s",
+                    tally.loss(),
+                    100.0 * tally.error(),
+                    tally.seen as f64 / tally.seconds.max(1e-9)
+                ));
+            } else {
+                let position = if steps_per_epoch == 1 {
+                    String::new()
+                } else {
+                    format!("  epoch {} batch {}/{steps_per_epoch}", epoch + 1, k + 1)
+                };
+                eprintln!("step {step}/{target}{position}  loss {loss:.6}  {ms:.0} ms");
+            }
+            if let Some(f) = &mut log {
+                let line =
+                    json!({"step": step, "epoch": epoch + 1, "loss": loss, "lr": lr, "ms": ms});
+                writeln!(f, "{line}")
+                    .and_then(|()| f.flush())
+                    .with_context(|| {
+                        format!(
+                            "cannot write --log {}",
+                            a.log.as_ref().expect("log").display()
+                        )
+                    })?;
+            }
+            let end_of_epoch = step % steps_per_epoch == 0;
+            if end_of_epoch {
+                bar.finish_and_clear();
+                if let Feed::Set { test, norm, .. } = &feed {
+                    let e0 = Instant::now();
+                    let net = Network::load(
+                        trainer.plan().clone(),
+                        &trainer.state_dict()?,
+                        resnet_models::Backend::Fast,
+                    )?
+                    .with_threads(threads)?;
+                    let ev = evaluate(&net, test, norm, 500)
+                        .with_context(|| format!("evaluating epoch {}", epoch + 1))?;
+                    let m = EpochMetrics {
+                        epoch: epoch + 1,
+                        step,
+                        train_loss: tally.loss(),
+                        train_error: tally.error(),
+                        test_loss: ev.loss,
+                        test_error: ev.error,
+                        lr,
+                        seconds: tally.seconds,
+                        images_per_s: tally.seen as f64 / tally.seconds.max(1e-9),
+                        eval_seconds: e0.elapsed().as_secs_f64(),
+                    };
+                    eprintln!(
+                        "epoch {}/{}  train loss {:.4} error {:.2}%  test loss {:.4} error {:.2}%  lr {lr:.4}  {:.0} s  {:.0} images/s",
+                        m.epoch,
+                        target.div_ceil(steps_per_epoch),
+                        m.train_loss,
+                        100.0 * m.train_error,
+                        m.test_loss,
+                        100.0 * m.test_error,
+                        m.seconds,
+                        m.images_per_s
+                    );
+                    // The checkpoint first: a crash between the two replays the epoch, and
+                    // the metrics files are cut back to the checkpoint's epoch on resume.
+                    checkpoint(&trainer, &sgd, step, EpochTally::default())?;
+                    if let Some(files) = &metrics {
+                        files.append(&m)?;
+                    }
+                } else {
+                    checkpoint(&trainer, &sgd, step, EpochTally::default())?;
+                }
+                tally = EpochTally::default();
+            } else if step == target || a.checkpoint_every.is_some_and(|every| step % every == 0) {
+                checkpoint(&trainer, &sgd, step, tally)?;
+            }
+            if step == target {
+                break 'run;
+            }
         }
-        if step % steps_per_epoch == 0 || step == target {
-            checkpoint(&trainer, &sgd, step)?;
-        }
+        bar.finish_and_clear();
     }
     if todo == 0 {
         eprintln!("the checkpoint is at step {target} already: nothing to train");
+    }
+    if let Some(dir) = &out
+        && is_dataset
+    {
+        eprintln!(
+            "wrote checkpoints, {} and the metrics (metrics.jsonl, metrics.csv) in {}",
+            dir.model_file()
+                .file_name()
+                .map_or_else(String::new, |f| f.to_string_lossy().into_owned()),
+            dir.path().display()
+        );
     }
 
     // The state_dict, atomically.
@@ -689,6 +824,48 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
     write_safetensors_with_counters(save, &tensors, &counters, Some(meta))
         .with_context(|| format!("--save {}", save.display()))?;
     eprintln!("wrote {}", save.display());
+    Ok(())
+}
+
+/// A progress bar over an epoch's steps for dataset runs (hidden otherwise, and when stderr is
+/// not a terminal).
+fn progress_bar(show: bool, epoch: u64, steps: u64, done: u64) -> ProgressBar {
+    if !show {
+        return ProgressBar::hidden();
+    }
+    let bar = ProgressBar::new(steps);
+    bar.set_style(
+        ProgressStyle::with_template("epoch {prefix} [{bar:30}] {pos}/{len} {msg} ({eta})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
+    );
+    bar.set_prefix(epoch.to_string());
+    bar.set_position(done);
+    bar
+}
+
+/// `--prior identity`'s start: every covered conv at the Dirac kernel, plus Gaussian noise of
+/// standard deviation `noise` (seeded by `seed` and the conv's position).
+fn init_at_centre(t: &mut Trainer, prior: &Prior, seed: u64, noise: f64) -> Result<()> {
+    let covered: Vec<(String, Vec<usize>)> = t
+        .params()
+        .iter()
+        .filter(|(k, (_, shape))| prior.applies_to(k, shape))
+        .map(|(k, (_, shape))| (k.clone(), shape.clone()))
+        .collect();
+    for (i, (k, shape)) in covered.iter().enumerate() {
+        let [o, ci, kh, kw] = shape[..] else {
+            continue;
+        };
+        let mut centre = dirac(o, ci, kh, kw)?;
+        if noise > 0.0 {
+            let z = gaussian_noise(seed, i as u64, centre.len(), noise);
+            centre.iter_mut().zip(z).for_each(|(c, z)| *c += z);
+        }
+        if let Some(w) = t.param_mut(k) {
+            *w = centre;
+        }
+    }
     Ok(())
 }
 

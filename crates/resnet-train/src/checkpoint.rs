@@ -181,6 +181,16 @@ pub struct Recipe {
     pub data_fingerprint: Option<String>,
     /// Examples per step (`None`: the whole data as one batch).
     pub batch: Option<usize>,
+    /// The learning-rate schedule over the run's steps: `constant`, `he` (He et al.'s: divided
+    /// by 10 at 50% and 75% of the steps) or `cosine`.
+    pub schedule: String,
+    /// Only the first this many training examples (`--subset`).
+    pub subset: Option<usize>,
+    /// He et al.'s augmentation (pad 4, random crop, flip) on the training batches.
+    pub augment: bool,
+    /// The input normalisation the network was trained with: per-channel mean and standard
+    /// deviation on the `[0, 1]` scale (datasets of bytes).
+    pub normalize: Option<(Vec<f64>, Vec<f64>)>,
 }
 
 impl Recipe {
@@ -207,6 +217,10 @@ impl Recipe {
             data: data.into(),
             data_fingerprint: None,
             batch: None,
+            schedule: "constant".to_owned(),
+            subset: None,
+            augment: false,
+            normalize: None,
         }
     }
 
@@ -237,6 +251,11 @@ impl Recipe {
             "data": self.data,
             "data_fingerprint": self.data_fingerprint,
             "batch": self.batch,
+            "schedule": self.schedule,
+            "subset": self.subset,
+            "augment": self.augment,
+            "normalize_mean": self.normalize.as_ref().map(|n| &n.0),
+            "normalize_std": self.normalize.as_ref().map(|n| &n.1),
         })
     }
 
@@ -280,11 +299,26 @@ impl Recipe {
             batch: opt(o, "batch", |v| {
                 v.as_u64().and_then(|b| usize::try_from(b).ok())
             })?,
+            schedule: opt(o, "schedule", |v| v.as_str().map(str::to_owned))?
+                .unwrap_or_else(|| "constant".to_owned()),
+            subset: opt(o, "subset", |v| {
+                v.as_u64().and_then(|b| usize::try_from(b).ok())
+            })?,
+            augment: opt(o, "augment", Value::as_bool)?.unwrap_or(false),
+            normalize: match (
+                opt(o, "normalize_mean", f64_list)?,
+                opt(o, "normalize_std", f64_list)?,
+            ) {
+                (Some(m), Some(s)) if m.len() == s.len() => Some((m, s)),
+                (None, None) => None,
+                _ => return Err("recipe fields `normalize_mean`/`normalize_std`: one without the other, or of different lengths".to_owned()),
+            },
         })
     }
 
     /// The metadata `resnet train --save` writes too: `arch`, `shortcut` (CIFAR nets),
-    /// `num_classes`, `in_channels`.
+    /// `num_classes`, `in_channels`, and `input_mean`/`input_std` (JSON lists) when the
+    /// input was normalised from bytes.
     pub fn model_metadata(&self) -> HashMap<String, String> {
         let mut m = HashMap::from([
             ("arch".to_owned(), self.model.clone()),
@@ -294,8 +328,16 @@ impl Recipe {
         if let Some(s) = &self.shortcut {
             m.insert("shortcut".to_owned(), s.clone());
         }
+        if let Some((mean, std)) = &self.normalize {
+            m.insert("input_mean".to_owned(), json!(mean).to_string());
+            m.insert("input_std".to_owned(), json!(std).to_string());
+        }
         m
     }
+}
+
+fn f64_list(v: &Value) -> Option<Vec<f64>> {
+    v.as_array()?.iter().map(Value::as_f64).collect()
 }
 
 fn str_field(o: &Map<String, Value>, k: &str) -> Result<String, String> {
@@ -333,17 +375,65 @@ fn opt<T>(
 }
 
 /// How far a run has got.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub struct Progress {
     /// Optimiser steps done since the run began (over every resume).
     pub step: u64,
     /// Epochs (passes over the data) completed.
     pub epoch: u64,
+    /// The current epoch's running totals, when the checkpoint was taken mid-epoch.
+    pub tally: EpochTally,
+}
+
+/// Running totals of an epoch's training steps, so that an epoch resumed mid-way reports the
+/// same training loss and error as one that ran through.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct EpochTally {
+    /// Sum over the epoch's examples so far of the loss (each step's mean loss times its
+    /// batch size).
+    pub loss_sum: f64,
+    /// Examples the training-mode forward pass got wrong.
+    pub wrong: u64,
+    /// Examples seen.
+    pub seen: u64,
+    /// Seconds spent on the epoch's steps.
+    pub seconds: f64,
+}
+
+impl EpochTally {
+    /// Add one step of `n` examples, mean loss `loss`, `wrong` of them wrong, in `seconds`.
+    pub fn add(&mut self, n: usize, loss: f64, wrong: usize, seconds: f64) {
+        self.loss_sum += loss * n as f64;
+        self.wrong += wrong as u64;
+        self.seen += n as u64;
+        self.seconds += seconds;
+    }
+
+    /// Mean loss per example (0 before any).
+    pub fn loss(&self) -> f64 {
+        if self.seen == 0 {
+            0.0
+        } else {
+            self.loss_sum / self.seen as f64
+        }
+    }
+
+    /// Fraction of examples wrong (0 before any).
+    pub fn error(&self) -> f64 {
+        if self.seen == 0 {
+            0.0
+        } else {
+            self.wrong as f64 / self.seen as f64
+        }
+    }
 }
 
 impl Progress {
     fn to_json(self) -> Value {
-        json!({"step": self.step, "epoch": self.epoch})
+        let t = self.tally;
+        json!({"step": self.step, "epoch": self.epoch, "tally": {
+            "loss_sum": t.loss_sum, "wrong": t.wrong, "seen": t.seen, "seconds": t.seconds,
+        }})
     }
 
     fn from_json(v: &Value) -> Result<Self, String> {
@@ -352,9 +442,31 @@ impl Progress {
                 .and_then(Value::as_u64)
                 .ok_or_else(|| format!("progress field `{k}`: missing or not an integer"))
         };
+        let tally = match v.get("tally") {
+            None | Some(Value::Null) => EpochTally::default(),
+            Some(t) => {
+                let num = |k: &str| {
+                    t.get(k).and_then(Value::as_f64).ok_or_else(|| {
+                        format!("progress field `tally.{k}`: missing or not a number")
+                    })
+                };
+                let int = |k: &str| {
+                    t.get(k).and_then(Value::as_u64).ok_or_else(|| {
+                        format!("progress field `tally.{k}`: missing or not an integer")
+                    })
+                };
+                EpochTally {
+                    loss_sum: num("loss_sum")?,
+                    wrong: int("wrong")?,
+                    seen: int("seen")?,
+                    seconds: num("seconds")?,
+                }
+            }
+        };
         Ok(Self {
             step: get("step")?,
             epoch: get("epoch")?,
+            tally,
         })
     }
 }

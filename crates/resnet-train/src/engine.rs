@@ -28,6 +28,9 @@ pub struct StepOutput {
     pub loss: f64,
     /// The gradient of the loss for every trainable parameter, by name.
     pub grads: BTreeMap<String, Vec<f32>>,
+    /// For class targets, each image's predicted class (the first largest logit, as
+    /// `argmax`), from the training-mode forward pass; empty for image targets.
+    pub predictions: Vec<usize>,
 }
 
 /// What a training step's loss compares the network's output with.
@@ -71,6 +74,25 @@ impl Target<'_> {
                     t.shape().dims()
                 ))),
             },
+        }
+    }
+
+    /// Each image's predicted class for class targets (first largest logit), else nothing.
+    fn predictions(&self, dims: [usize; 4], out: &[f32]) -> Vec<usize> {
+        match self {
+            Target::Classes { .. } if dims[1] > 0 => out
+                .chunks_exact(dims[1])
+                .map(|row| {
+                    let mut best = 0;
+                    for (i, &v) in row.iter().enumerate().skip(1) {
+                        if v > row[best] {
+                            best = i;
+                        }
+                    }
+                    best
+                })
+                .collect(),
+            _ => Vec::new(),
         }
     }
 
@@ -473,6 +495,7 @@ impl Trainer {
             images.as_ref().map_or(&[][..], |t| t.as_slice()),
             &mut g_logits,
         )?;
+        let predictions = target.predictions(out_dims, &vals[logits_slot.0]);
         grad[logits_slot.0] = Some(g_logits);
         drop(vals);
         // Backward.
@@ -597,7 +620,11 @@ impl Trainer {
                 }
             }
         }
-        Ok(StepOutput { loss, grads })
+        Ok(StepOutput {
+            loss,
+            grads,
+            predictions,
+        })
     }
 
     /// One step of SGD on a batch, as PyTorch's recipe (and the golden fixtures) define it:

@@ -48,10 +48,13 @@
 #![forbid(unsafe_code)]
 
 pub mod checkpoint;
+pub mod data;
 mod engine;
+mod eval;
 pub mod optim;
 
 pub use engine::{StepOutput, Target, Trainer};
+pub use eval::{Evaluation, evaluate};
 
 /// Errors from training.
 #[derive(Debug, thiserror::Error)]

@@ -325,6 +325,7 @@ impl Trainer {
             to_nhwc(cpu, t, out_dims, &mut st.target)?;
         }
         let loss = target.loss(out_dims, &st.out[li], &st.target, &mut g_logits)?;
+        let predictions = target.predictions(out_dims, &st.out[li]);
         st.grad[logits_slot.0] = g_logits;
         st.live[logits_slot.0] = true;
         // Backward.
@@ -544,7 +545,11 @@ impl Trainer {
             }
             st.grad[dst.0] = g;
         }
-        Ok(StepOutput { loss, grads })
+        Ok(StepOutput {
+            loss,
+            grads,
+            predictions,
+        })
     }
 }
 
