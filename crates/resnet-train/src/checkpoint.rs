@@ -50,7 +50,7 @@
 //!
 //! // Save after one step, then load the latest checkpoint and rebuild the run from it.
 //! let dir = CheckpointDir::new(tempfile::tempdir()?.keep());
-//! let ckpt = Checkpoint::capture(&trainer, &sgd, recipe, Progress { step: 1, epoch: 1 })?;
+//! let ckpt = Checkpoint::capture(&trainer, &sgd, recipe, Progress { step: 1, epoch: 1, ..Default::default() })?;
 //! let path = dir.save(&ckpt)?;
 //! let (latest, loaded) = dir.load_latest()?;
 //! assert_eq!(latest, path);
