@@ -606,6 +606,8 @@ pub struct EpochRow {
     pub test_error: Option<f64>,
     pub seconds: Option<f64>,
     pub images_per_s: Option<f64>,
+    /// The test-set evaluation after the epoch (not part of `seconds`), when logged.
+    pub eval_seconds: Option<f64>,
 }
 
 fn row_from(fields: &[(String, Json)]) -> Result<EpochRow, String> {
@@ -629,6 +631,7 @@ fn row_from(fields: &[(String, Json)]) -> Result<EpochRow, String> {
         test_error: num("test_error")?,
         seconds: num("seconds")?,
         images_per_s: num("images_per_s")?,
+        eval_seconds: num("eval_seconds")?,
     })
 }
 
@@ -1326,7 +1329,8 @@ pub fn checkpoint_recipe(dir: &Path) -> Result<Option<Vec<(String, Json)>>, Stri
 }
 
 /// Where a checkpoint's recipe differs from the study's: the fields it records among lr,
-/// momentum, weight_decay, batch, seed, subset, nesterov, model, prior and prior_lambda.
+/// momentum, weight_decay, batch, seed, subset, nesterov, model, prior, prior_lambda,
+/// schedule and augment.
 pub fn recipe_mismatches(s: &Study, net: &Net, recipe: &[(String, Json)]) -> Vec<String> {
     let get = |k: &str| recipe.iter().find(|(n, _)| n == k).map(|(_, v)| v);
     let mut out = Vec::new();
@@ -1353,7 +1357,7 @@ pub fn recipe_mismatches(s: &Study, net: &Net, recipe: &[(String, Json)]) -> Vec
     } else {
         "zero"
     };
-    for (k, want) in [("model", net.model), ("prior", prior)] {
+    for (k, want) in [("model", net.model), ("prior", prior), ("schedule", "he")] {
         if let Some(Json::Str(x)) = get(k)
             && x != want
         {
@@ -1362,6 +1366,9 @@ pub fn recipe_mismatches(s: &Study, net: &Net, recipe: &[(String, Json)]) -> Vec
     }
     if let Some(Json::Bool(true)) = get("nesterov") {
         out.push("nesterov true (expected false)".into());
+    }
+    if let Some(Json::Bool(false)) = get("augment") {
+        out.push("augment false (expected true)".into());
     }
     out
 }
@@ -1498,8 +1505,10 @@ fn data_name(spec: &str) -> String {
     }
 }
 
+/// Steps per epoch: `resnet train` drops a dataset epoch's last incomplete batch, as He et
+/// al.'s recipe in PyTorch does.
 fn steps_per_epoch(subset: u32) -> u32 {
-    subset.div_ceil(BATCH)
+    (subset / BATCH).max(1)
 }
 
 /// The report, Markdown, with an empty notes section.
@@ -1560,9 +1569,15 @@ pub fn render_report(s: &Study, c: &Curves, record: Option<&Record>) -> String {
         ("momentum", "0.9".into()),
         ("weight decay", "1e-4 (toward zero)".into()),
         (
+            "augmentation",
+            "pad 4, random crop, horizontal flip (`resnet train`'s default for datasets)".into(),
+        ),
+        (
             "identity prior",
             format!(
-                "λ/2 ‖W − Dirac‖² on every 3x3 conv but the stem, in place of their weight decay; λ ∈ {{{}}}",
+                "λ/2 ‖W − Dirac‖² on every 3x3 conv but the stem, in place of their weight decay; \
+                 those convs start at the Dirac kernel (`resnet train`'s default `--prior-init \
+                 centre`); λ ∈ {{{}}}",
                 s.lambdas.join(", ")
             ),
         ),
@@ -1596,13 +1611,14 @@ pub fn render_report(s: &Study, c: &Curves, record: Option<&Record>) -> String {
         let _ = writeln!(
             o,
             "Recipe check: every run's latest checkpoint records this recipe (of lr, momentum, \
-             weight decay, batch, seed, subset, model, prior and λ, the fields it records).\n"
+             weight decay, batch, seed, subset, schedule, augmentation, model, prior and λ, the fields \
+             it records).\n"
         );
     } else {
         let _ = writeln!(
             o,
             "Recipe check against each run's latest checkpoint (lr, momentum, weight decay, batch, \
-             seed, subset, model, prior, λ; the fields it records){}:\n",
+             seed, subset, schedule, augmentation, model, prior, λ; the fields it records){}:\n",
             if differs {
                 ": **some runs did not train with the recipe above**"
             } else {
@@ -1685,7 +1701,10 @@ pub fn render_report(s: &Study, c: &Curves, record: Option<&Record>) -> String {
                 .iter()
                 .filter_map(|r| r.test_error.map(|t| (t, r.epoch)))
                 .min_by(|a, b| a.0.total_cmp(&b.0));
-            let secs: f64 = rows.iter().filter_map(|r| r.seconds).sum();
+            let secs: f64 = rows
+                .iter()
+                .map(|r| r.seconds.unwrap_or(0.0) + r.eval_seconds.unwrap_or(0.0))
+                .sum();
             vec![
                 n.name.clone(),
                 pct(final_train(c, &n.dir, e)),
@@ -1720,7 +1739,8 @@ pub fn render_report(s: &Study, c: &Curves, record: Option<&Record>) -> String {
     let _ = writeln!(
         o,
         "Final = epoch {e}. images/s: the median over the epochs of each epoch's `images_per_s`; \
-         seconds: the sum of the epochs' `seconds`.\n"
+         seconds: the sum over the epochs of `seconds` (the training steps) and `eval_seconds` \
+         (the test-set evaluation after each epoch, when logged).\n"
     );
 
     // The gap.
@@ -2597,6 +2617,9 @@ mod tests {
         let out = temp_dir(name);
         let s = study(&out, &["1e-4", "1e-3"], 3);
         fake_metrics(&out, "plain-20", 3, 0.40, 0.10);
+        let m = out.join("plain-20").join(METRICS);
+        let t = fs::read_to_string(&m).unwrap();
+        fs::write(&m, t.replace("}\n", ", \"eval_seconds\": 2.5}\n")).unwrap();
         fake_metrics(&out, "plain-56", 3, 0.50, 0.20);
         fake_metrics(&out, "resnet-20", 3, 0.35, 0.09);
         fake_metrics(&out, "resnet-56", 3, 0.30, 0.06);
@@ -2624,7 +2647,7 @@ mod tests {
         assert!(md.contains("| 3 | 12.00 | 22.00 | 11.00 | 8.00 | 20.00 | 17.00 |"));
         // Summary: final, best test, median images/s, seconds.
         assert!(
-            md.contains("| plain-20 | 10.00 | 12.00 | 12.00 (epoch 3) | 102.0 | 30 |"),
+            md.contains("| plain-20 | 10.00 | 12.00 | 12.00 (epoch 3) | 102.0 | 38 |"),
             "{md}"
         );
         assert!(md.contains("**10.00 points**"));
@@ -2636,6 +2659,8 @@ mod tests {
         assert!(md.contains("λ=1e-3 closed 50% of it"));
         assert!(md.contains("ResNet-56, the reference, closed 140%"));
         assert!(md.contains("batch | 128"));
+        assert!(md.contains("3 (15 steps each, 45 in all)"), "{md}");
+        assert!(md.contains("| resnet-20 | 9.00 | 11.00 | 11.00 (epoch 3) | 102.0 | 30 |"));
         assert!(md.contains("--prior identity --prior-lambda 1e-4"));
         assert!(md.contains(NOTES_OPEN) && md.contains(NOTES_CLOSE));
         assert!(!md.contains("Incomplete"));
@@ -2792,7 +2817,7 @@ mod tests {
         assert_eq!(meta, vec![("k".into(), Json::Str("v".into()))]);
         assert!(safetensors_metadata(r#"{"a": [1, 2}"#).is_err());
         let (out, s) = degraded_study("recipe");
-        let good = r#"{"model": "cifar-plain20", "shortcut": "none", "classes": 10, "lr": 0.1, "momentum": 0.9, "dampening": 0.0, "nesterov": false, "weight_decay": 0.0001, "prior": "zero", "prior_lambda": 0.0, "decay": "all", "seed": 0, "init": null, "data": "fashion-mnist:/d", "batch": 128}"#;
+        let good = r#"{"model": "cifar-plain20", "shortcut": "none", "classes": 10, "lr": 0.1, "momentum": 0.9, "dampening": 0.0, "nesterov": false, "weight_decay": 0.0001, "prior": "zero", "prior_lambda": 0.0, "decay": "all", "seed": 0, "init": null, "data": "fashion-mnist:/d", "batch": 128, "schedule": "he", "subset": 2000, "augment": true}"#;
         fake_checkpoint(&out.join("plain-20"), 16, &good.replace("0.0001", "0.0005"));
         fake_checkpoint(&out.join("plain-20"), 32, good); // the latest
         let net = &nets(&s.lambdas)[0];
@@ -2806,7 +2831,14 @@ mod tests {
         ))
         .unwrap();
         assert!(recipe_mismatches(&s, prior, &r).is_empty());
-        let wrong = parse_object(&good.replace("0.0001", "0.0005").replace("128", "64")).unwrap();
+        let wrong = parse_object(
+            &good
+                .replace("0.0001", "0.0005")
+                .replace("128", "64")
+                .replace("\"he\"", "\"constant\"")
+                .replace("true}", "false}"),
+        )
+        .unwrap();
         let m = recipe_mismatches(&s, prior, &wrong);
         assert_eq!(
             m,
@@ -2816,6 +2848,8 @@ mod tests {
                 "prior_lambda 0 (expected 0.001)",
                 "model cifar-plain20 (expected cifar-plain56)",
                 "prior zero (expected identity)",
+                "schedule constant (expected he)",
+                "augment false (expected true)",
             ]
         );
         // The report says so.
