@@ -516,6 +516,21 @@ impl Parser<'_> {
         Ok(out)
     }
 
+    /// The scalar fields of an object, its nested values passed over.
+    fn scalar_fields(&mut self) -> Result<Vec<(String, Json)>, String> {
+        let mut out = Vec::new();
+        self.object(&mut |p, k| {
+            if matches!(p.peek(), Some(b'{' | b'[')) {
+                p.skip(0)
+            } else {
+                let v = p.value()?;
+                out.push((k, v));
+                Ok(())
+            }
+        })?;
+        Ok(out)
+    }
+
     /// Passes over any value, nested ones too.
     fn skip(&mut self, depth: usize) -> Result<(), String> {
         if depth > 64 {
@@ -570,6 +585,18 @@ pub fn parse_object(line: &str) -> Result<Vec<(String, Json)>, String> {
     };
     p.ws();
     let out = p.flat_object()?;
+    p.end()?;
+    Ok(out)
+}
+
+/// The scalar fields of one JSON object, nested values (lists, objects) passed over.
+pub fn parse_scalar_fields(text: &str) -> Result<Vec<(String, Json)>, String> {
+    let mut p = Parser {
+        s: text.as_bytes(),
+        i: 0,
+    };
+    p.ws();
+    let out = p.scalar_fields()?;
     p.end()?;
     Ok(out)
 }
@@ -1321,7 +1348,7 @@ pub fn checkpoint_recipe(dir: &Path) -> Result<Option<Vec<(String, Json)>>, Stri
     let header = String::from_utf8(header).map_err(|e| bad(e.to_string()))?;
     let meta = safetensors_metadata(&header).map_err(bad)?;
     match meta.iter().find(|(k, _)| k == "recipe") {
-        Some((_, Json::Str(r))) => parse_object(r)
+        Some((_, Json::Str(r))) => parse_scalar_fields(r)
             .map(Some)
             .map_err(|e| bad(format!("the recipe metadata: {e}"))),
         _ => Err(bad("no recipe metadata".into())),
@@ -2816,8 +2843,15 @@ mod tests {
         .unwrap();
         assert_eq!(meta, vec![("k".into(), Json::Str("v".into()))]);
         assert!(safetensors_metadata(r#"{"a": [1, 2}"#).is_err());
+        let f = parse_scalar_fields(r#"{"m": [0.5, [1]], "k": 1, "o": {"x": "}"}, "z": null}"#)
+            .unwrap();
+        assert_eq!(
+            f,
+            vec![("k".into(), Json::Num(1.0)), ("z".into(), Json::Null)]
+        );
+        assert!(parse_object(r#"{"m": [0.5]}"#).is_err());
         let (out, s) = degraded_study("recipe");
-        let good = r#"{"model": "cifar-plain20", "shortcut": "none", "classes": 10, "lr": 0.1, "momentum": 0.9, "dampening": 0.0, "nesterov": false, "weight_decay": 0.0001, "prior": "zero", "prior_lambda": 0.0, "decay": "all", "seed": 0, "init": null, "data": "fashion-mnist:/d", "batch": 128, "schedule": "he", "subset": 2000, "augment": true}"#;
+        let good = r#"{"model": "cifar-plain20", "shortcut": "none", "classes": 10, "lr": 0.1, "momentum": 0.9, "dampening": 0.0, "nesterov": false, "weight_decay": 0.0001, "prior": "zero", "prior_lambda": 0.0, "decay": "all", "seed": 0, "init": null, "data": "fashion-mnist:/d", "batch": 128, "schedule": "he", "subset": 2000, "augment": true, "normalize_mean": [0.286], "normalize_std": [0.353]}"#;
         fake_checkpoint(&out.join("plain-20"), 16, &good.replace("0.0001", "0.0005"));
         fake_checkpoint(&out.join("plain-20"), 32, good); // the latest
         let net = &nets(&s.lambdas)[0];
@@ -2825,18 +2859,18 @@ mod tests {
         assert!(recipe_mismatches(&s, net, &r).is_empty());
         assert_eq!(checkpoint_recipe(&out.join("plain-56")).unwrap(), None);
         let prior = &nets(&s.lambdas)[5]; // λ=1e-3
-        let r = parse_object(&good.replace("cifar-plain20", "cifar-plain56").replace(
+        let r = parse_scalar_fields(&good.replace("cifar-plain20", "cifar-plain56").replace(
             "\"zero\", \"prior_lambda\": 0.0",
             "\"identity\", \"prior_lambda\": 0.001",
         ))
         .unwrap();
         assert!(recipe_mismatches(&s, prior, &r).is_empty());
-        let wrong = parse_object(
+        let wrong = parse_scalar_fields(
             &good
                 .replace("0.0001", "0.0005")
                 .replace("128", "64")
                 .replace("\"he\"", "\"constant\"")
-                .replace("true}", "false}"),
+                .replace("true, \"normalize", "false, \"normalize"),
         )
         .unwrap();
         let m = recipe_mismatches(&s, prior, &wrong);
