@@ -16,8 +16,14 @@
 //!   `crates/resnet-cli/tests/hostile.rs` over the same entry points instead.
 //! - `cargo xtask memcheck`: the test binaries of resnet-kernels and resnet-tensor under
 //!   valgrind memcheck.
+//! - `cargo xtask degradation [--quick] [--report-only] [OPTIONS]`: He et al.'s degradation
+//!   study (plain-20/56, ResNet-20/56, plain-56 with an identity prior) trained with
+//!   `resnet train`, and its report `docs/degradation.md` + `.svg` (`--quick`: a small run
+//!   reported in `target/degradation-quick`); see `degradation.rs`.
 
 #![forbid(unsafe_code)]
+
+mod degradation;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
@@ -370,7 +376,8 @@ fn ci() -> Result<(), String> {
     bench(&["--quick".into()])
 }
 
-const USAGE: &str = "usage: cargo xtask <ci | props [--cases N] | bench [OPTIONS] | fuzz [--seconds N] [--target T] | memcheck | deny | aarch64>";
+const USAGE: &str = "usage: cargo xtask <ci | props [--cases N] | bench [OPTIONS] | fuzz [--seconds N] [--target T] | memcheck | deny | aarch64 | degradation [OPTIONS]>
+       (cargo xtask degradation --help for its options)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -383,6 +390,7 @@ fn main() -> ExitCode {
         Some("memcheck") => memcheck(),
         Some("deny") => deny(),
         Some("aarch64") => aarch64(),
+        Some("degradation") => degradation::run(rest),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             Ok(())
