@@ -1421,3 +1421,49 @@ fn dataset_subset_and_fingerprint() {
         "{e:?}"
     );
 }
+
+/// Sizes that overflow when multiplied are refused, not wrapped: a file of no images with huge
+/// dimensions, a dataset built with them, a CIFAR record without a label byte, a normalisation
+/// that divides by zero.
+#[test]
+fn overflowing_sizes_and_degenerate_settings_are_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    std::fs::write(
+        d.join("train-images-idx3-ubyte"),
+        idx_images(0, 1 << 31, 1 << 31, &[]),
+    )
+    .unwrap();
+    std::fs::write(d.join("train-labels-idx1-ubyte"), idx_labels(&[0, 1, 2, 3])).unwrap();
+    std::fs::write(
+        d.join("t10k-images-idx3-ubyte"),
+        idx_images(1, 2, 2, &[0; 4]),
+    )
+    .unwrap();
+    std::fs::write(d.join("t10k-labels-idx1-ubyte"), idx_labels(&[0])).unwrap();
+    let e = fashion_mnist(d).unwrap_err();
+    assert!(matches!(e, DataError::Format { .. }), "{e}");
+
+    let e = Dataset::new("x", [1, 1 << 31, 1 << 31], vec![], vec![0; 4], 1).unwrap_err();
+    assert!(e.to_string().contains("too large"), "{e}");
+
+    let f = d.join("one.bin");
+    std::fs::write(&f, vec![0u8; 3072]).unwrap();
+    let e = read_cifar_file(&f, 0, 10).unwrap_err();
+    assert!(e.to_string().contains("label bytes"), "{e}");
+
+    let data = Dataset::new("x", [1, 2, 2], vec![7; 8], vec![0, 1], 2).unwrap();
+    for (mean, std) in [
+        (0.5, 0.0),
+        (0.5, -1.0),
+        (f64::NAN, 1.0),
+        (0.5, f64::INFINITY),
+    ] {
+        let norm = Normalize {
+            mean: vec![mean],
+            std: vec![std],
+        };
+        let e = Loader::new(data.clone(), norm, Augment::none(), 1, 0).unwrap_err();
+        assert!(e.to_string().contains("normalisation"), "{e}");
+    }
+}

@@ -14,12 +14,19 @@ pub fn read_cifar_file(
     classes: usize,
 ) -> Result<(Vec<u8>, Vec<u32>), DataError> {
     let path = path.as_ref();
+    if label_bytes == 0 {
+        return Err(DataError::format(
+            path,
+            "a CIFAR record has 1 or 2 label bytes, not 0",
+        ));
+    }
     let record = label_bytes + PIXELS;
     let bytes = read_file(path, MAX_PIXELS)?;
     if bytes.is_empty() {
         return Err(DataError::format(path, "is empty"));
     }
     if bytes.len() % record != 0 {
+        // Not a whole number of records: most likely cut short.
         return Err(DataError::Truncated {
             path: path.to_owned(),
             expected: bytes.len().div_ceil(record) as u64 * record as u64,

@@ -66,9 +66,16 @@ fn idx_header(path: &Path, bytes: &[u8], rank: u8) -> Result<(Vec<usize>, usize)
         .chunks_exact(4)
         .map(|c| u32::from_be_bytes([c[0], c[1], c[2], c[3]]) as usize)
         .collect();
+    // Each image's size is bounded on its own too: a file of no images must not carry
+    // dimensions whose product overflows later.
+    let per_item = dims[1..]
+        .iter()
+        .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+        .filter(|&t| t <= MAX_PIXELS);
     let expected = dims
         .iter()
         .try_fold(1u64, |a, &d| a.checked_mul(d as u64))
+        .filter(|_| per_item.is_some())
         .filter(|&t| t <= MAX_PIXELS)
         .ok_or_else(|| {
             DataError::format(
@@ -124,9 +131,10 @@ pub fn read_idx_labels(path: impl AsRef<Path>) -> Result<Vec<u32>, DataError> {
 fn find(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
     let plain = dir.join(name);
     let gz = dir.join(format!("{name}.gz"));
-    if plain.is_file() {
+    if plain.exists() {
+        // A directory of that name is reported as one by the reader.
         Ok(plain)
-    } else if gz.is_file() {
+    } else if gz.exists() {
         Ok(gz)
     } else if !dir.is_dir() {
         Err(DataError::io(
@@ -149,7 +157,7 @@ fn idx_split(dir: &Path, images: &str, labels: &str, classes: usize) -> Result<D
     let (ipath, lpath) = (find(dir, images)?, find(dir, labels)?);
     let (pixels, [h, w]) = read_idx_images(&ipath)?;
     let labs = read_idx_labels(&lpath)?;
-    if pixels.len() != labs.len() * h * w {
+    if labs.len().checked_mul(h * w) != Some(pixels.len()) {
         return Err(DataError::Mismatch(format!(
             "{} holds {} images, {} {} labels",
             ipath.display(),

@@ -242,6 +242,18 @@ impl Loader {
                 data.len()
             )));
         }
+        if let Some(bad) = norm
+            .std
+            .iter()
+            .chain(&norm.mean)
+            .find(|v| !v.is_finite())
+            .or(norm.std.iter().find(|&&s| s <= 0.0))
+        {
+            return Err(DataError::Mismatch(format!(
+                "{}: normalisation with a mean or standard deviation of {bad} (the deviation must be positive, both finite)",
+                data.name()
+            )));
+        }
         if norm.mean.len() != data.dims()[0] || norm.std.len() != data.dims()[0] {
             return Err(DataError::Mismatch(format!(
                 "{}: normalisation for {} channels, images of {}",
@@ -310,6 +322,7 @@ impl Loader {
             .ok();
         EpochBatches {
             rx: Some(rx),
+            threaded: handle.is_some(),
             handle,
             // Where no thread could be started, the batches are built on the caller's thread.
             fallback: (self.clone(), epoch, from),
@@ -367,6 +380,8 @@ fn eval_batch(
 #[derive(Debug)]
 pub struct EpochBatches {
     rx: Option<Receiver<Result<Batch, DataError>>>,
+    /// Whether a background thread prepares the batches (else they are built in `next`).
+    threaded: bool,
     handle: Option<JoinHandle<()>>,
     fallback: (Loader, u64, usize),
 }
@@ -375,8 +390,22 @@ impl Iterator for EpochBatches {
     type Item = Result<Batch, DataError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.handle.is_some() {
-            return self.rx.as_ref()?.recv().ok();
+        if self.threaded {
+            let rx = self.rx.as_ref()?;
+            return match rx.recv() {
+                Ok(b) => Some(b),
+                // The producer hangs up after the last batch; if it stopped early (it
+                // panicked), the epoch is not silently cut short.
+                Err(_) => {
+                    self.rx = None;
+                    match self.handle.take().map(JoinHandle::join) {
+                        Some(Err(_)) => Some(Err(DataError::Mismatch(
+                            "the thread preparing the batches failed".to_owned(),
+                        ))),
+                        _ => None,
+                    }
+                }
+            };
         }
         // No background thread: build here.
         let (loader, epoch, step) = &mut self.fallback;

@@ -125,13 +125,19 @@ impl Dataset {
         classes: usize,
     ) -> Result<Self, DataError> {
         let name = name.into();
-        let per: usize = dims.iter().product();
+        let per = dims
+            .iter()
+            .try_fold(1usize, |a, &d| a.checked_mul(d))
+            .filter(|&p| p as u64 <= MAX_PIXELS)
+            .ok_or_else(|| {
+                DataError::Mismatch(format!("{name}: images of {dims:?} pixels are too large"))
+            })?;
         if per == 0 {
             return Err(DataError::Mismatch(format!(
                 "{name}: images of {dims:?} pixels are empty"
             )));
         }
-        if images.len() != labels.len() * per {
+        if labels.len().checked_mul(per) != Some(images.len()) {
             return Err(DataError::Mismatch(format!(
                 "{name}: {} bytes of pixels for {} labels of {dims:?} images",
                 images.len(),
