@@ -256,16 +256,17 @@ pub fn run(cli: Cli) -> Result<()> {
             json,
         ),
         Command::Train(args) => crate::train::train(&args, threads),
+        Command::Eval(args) => crate::eval::eval(&args, threads),
     }
 }
 
 /// A classification network and its file's metadata (normalisation, class names).
-struct Loaded {
-    model: ResNet,
-    meta: HashMap<String, String>,
+pub(crate) struct Loaded {
+    pub(crate) model: ResNet,
+    pub(crate) meta: HashMap<String, String>,
 }
 
-fn load_model(spec: &str, threads: Option<usize>) -> Result<Loaded> {
+pub(crate) fn load_model(spec: &str, threads: Option<usize>) -> Result<Loaded> {
     let path = weights::resolve(spec)?;
     let file = WeightFile::open(&path).with_context(|| path.display().to_string())?;
     let model = ResNet::from_source(&file).with_context(|| path.display().to_string())?;
@@ -319,7 +320,7 @@ fn read_labels(path: &Path) -> Result<Vec<String>> {
 
 /// A metadata value that is a JSON array, each element converted by `item`, or `None` when
 /// absent.
-fn meta_array<T>(
+pub(crate) fn meta_array<T>(
     meta: &HashMap<String, String>,
     key: &str,
     what: &str,

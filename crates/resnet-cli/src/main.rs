@@ -17,6 +17,7 @@
 #![forbid(unsafe_code)]
 
 mod commands;
+mod eval;
 mod train;
 mod train_bench;
 mod train_data;
@@ -187,6 +188,34 @@ pub struct TrainArgs {
     /// one thread: slow, for checking).
     #[arg(long, value_enum, default_value_t = KernelsArg::Fast)]
     kernels: KernelsArg,
+}
+
+/// `resnet eval`.
+#[derive(Debug, clap::Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    weights: WeightsArg,
+    /// The data: `fashion-mnist:DIR`, `mnist:DIR`, `cifar10:DIR`, `cifar100:DIR`.
+    #[arg(long, value_name = "SCHEME:DIR")]
+    data: String,
+    /// Which split to evaluate.
+    #[arg(long, value_enum, default_value_t = SplitArg::Test)]
+    split: SplitArg,
+    /// Images per forward pass.
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
+    batch: u32,
+    /// Print one JSON object (examples, error, loss, confusion, classes) instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+/// `resnet eval --split`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum SplitArg {
+    /// The held-out test split.
+    Test,
+    /// The training split.
+    Train,
 }
 
 /// `resnet train --schedule`.
@@ -368,9 +397,12 @@ enum Command {
         #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
         channels: u16,
     },
-    /// Train with SGD on tensors (the fast kernels, on --threads threads) and save the
-    /// state_dict and checkpoints; one line per step on stderr.
+    /// Train with SGD on a dataset or on tensors (the fast kernels, on --threads threads) and
+    /// save the state_dict, checkpoints and per-epoch metrics.
     Train(TrainArgs),
+    /// Evaluate a classifier on a dataset's test split: error, mean cross-entropy and the
+    /// confusion matrix.
+    Eval(EvalArgs),
 }
 
 /// An error and its causes on one line, `outer: cause: cause`, like `{:#}`, but without a cause

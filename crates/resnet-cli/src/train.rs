@@ -605,6 +605,7 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
         subset,
         augment,
         normalize: norm.as_ref().map(|n| (n.mean.clone(), n.std.clone())),
+        class_names: data.class_names().filter(|n| n.len() == classes),
     };
     let is_dataset = data.is_dataset();
     let feed = data.feed(batch, augment, norm, seed.unwrap_or(0))?;

@@ -92,6 +92,44 @@ impl TrainData {
         }
     }
 
+    /// The names of a dataset's classes, in label order.
+    pub(crate) fn class_names(&self) -> Option<Vec<String>> {
+        const FASHION: [&str; 10] = [
+            "T-shirt/top",
+            "Trouser",
+            "Pullover",
+            "Dress",
+            "Coat",
+            "Sandal",
+            "Shirt",
+            "Sneaker",
+            "Bag",
+            "Ankle boot",
+        ];
+        const CIFAR10: [&str; 10] = [
+            "airplane",
+            "automobile",
+            "bird",
+            "cat",
+            "deer",
+            "dog",
+            "frog",
+            "horse",
+            "ship",
+            "truck",
+        ];
+        let names: Vec<String> = match self {
+            Self::Set { scheme, .. } => match scheme.as_str() {
+                "fashion-mnist" => FASHION.iter().map(|s| s.to_string()).collect(),
+                "cifar10" => CIFAR10.iter().map(|s| s.to_string()).collect(),
+                "mnist" => (0..10).map(|d| d.to_string()).collect(),
+                _ => return None,
+            },
+            Self::Tensors { .. } => return None,
+        };
+        Some(names)
+    }
+
     /// The largest label and its row (tensors only: a dataset's reader checks its labels).
     pub(crate) fn max_label(&self) -> Option<(usize, usize)> {
         match self {

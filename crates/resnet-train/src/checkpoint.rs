@@ -191,6 +191,8 @@ pub struct Recipe {
     /// The input normalisation the network was trained with: per-channel mean and standard
     /// deviation on the `[0, 1]` scale (datasets of bytes).
     pub normalize: Option<(Vec<f64>, Vec<f64>)>,
+    /// The classes' names, in label order, when the data names them.
+    pub class_names: Option<Vec<String>>,
 }
 
 impl Recipe {
@@ -221,6 +223,7 @@ impl Recipe {
             subset: None,
             augment: false,
             normalize: None,
+            class_names: None,
         }
     }
 
@@ -256,6 +259,7 @@ impl Recipe {
             "augment": self.augment,
             "normalize_mean": self.normalize.as_ref().map(|n| &n.0),
             "normalize_std": self.normalize.as_ref().map(|n| &n.1),
+            "class_names": self.class_names,
         })
     }
 
@@ -313,12 +317,19 @@ impl Recipe {
                 (None, None) => None,
                 _ => return Err("recipe fields `normalize_mean`/`normalize_std`: one without the other, or of different lengths".to_owned()),
             },
+            class_names: opt(o, "class_names", |v| {
+                v.as_array()?
+                    .iter()
+                    .map(|n| n.as_str().map(str::to_owned))
+                    .collect()
+            })?,
         })
     }
 
     /// The metadata `resnet train --save` writes too: `arch`, `shortcut` (CIFAR nets),
-    /// `num_classes`, `in_channels`, and `input_mean`/`input_std` (JSON lists) when the
-    /// input was normalised from bytes.
+    /// `num_classes`, `in_channels`; `mean`/`std` (JSON lists, the `[0, 1]` scale, as
+    /// `resnet classify` reads them) when the input was normalised from bytes; `classes` (a
+    /// JSON list of names) when the data names its classes.
     pub fn model_metadata(&self) -> HashMap<String, String> {
         let mut m = HashMap::from([
             ("arch".to_owned(), self.model.clone()),
@@ -329,8 +340,11 @@ impl Recipe {
             m.insert("shortcut".to_owned(), s.clone());
         }
         if let Some((mean, std)) = &self.normalize {
-            m.insert("input_mean".to_owned(), json!(mean).to_string());
-            m.insert("input_std".to_owned(), json!(std).to_string());
+            m.insert("mean".to_owned(), json!(mean).to_string());
+            m.insert("std".to_owned(), json!(std).to_string());
+        }
+        if let Some(names) = &self.class_names {
+            m.insert("classes".to_owned(), json!(names).to_string());
         }
         m
     }

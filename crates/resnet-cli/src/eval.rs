@@ -1,0 +1,122 @@
+//! `resnet eval`: a classifier's error, loss and confusion matrix on a dataset split.
+
+use crate::commands::{Loaded, load_model, meta_array};
+use crate::train_data::TrainData;
+use crate::{EvalArgs, SplitArg};
+use anyhow::{Context, Result, bail};
+use resnet_train::data::Normalize;
+use resnet_train::evaluate;
+use serde_json::json;
+
+/// Run `resnet eval`.
+pub fn eval(a: &EvalArgs, threads: Option<usize>) -> Result<()> {
+    let data = TrainData::open(&a.data, None)?;
+    let names = data.class_names();
+    let TrainData::Set { train, test, .. } = data else {
+        bail!(
+            "--data {}: resnet eval takes a dataset (fashion-mnist:DIR, mnist:DIR, cifar10:DIR, cifar100:DIR)",
+            a.data
+        );
+    };
+    let Loaded { model, meta } = load_model(&a.weights.weights, threads)?;
+    let arch = model.config();
+    let [c, h, w] = train.dims();
+    if arch.in_channels() != c {
+        bail!(
+            "{} takes {}-channel input; --data {} has {c} channel(s)",
+            arch.name(),
+            arch.in_channels(),
+            a.data
+        );
+    }
+    if arch.num_classes() != train.classes() {
+        bail!(
+            "{} has {} classes; --data {} has {}",
+            arch.name(),
+            arch.num_classes(),
+            a.data,
+            train.classes()
+        );
+    }
+    // The normalisation the net was trained with (its metadata), else the training split's.
+    let number = |v: &serde_json::Value| v.as_f64();
+    let norm = match (
+        meta_array(&meta, "mean", "numbers", number)?,
+        meta_array(&meta, "std", "numbers", number)?,
+    ) {
+        (Some(mean), Some(std)) if mean.len() == c && std.len() == c => Normalize { mean, std },
+        (Some(m), Some(s)) => bail!(
+            "the file's metadata mean/std have {}/{} values for {c}-channel data",
+            m.len(),
+            s.len()
+        ),
+        _ => {
+            eprintln!(
+                "note: the weights' metadata records no normalisation (mean, std): using the training split's"
+            );
+            Normalize::from_dataset(&train)
+        }
+    };
+    let set = match a.split {
+        SplitArg::Test => &test,
+        SplitArg::Train => &train,
+    };
+    let e = evaluate(model.network(), set, &norm, a.batch as usize)
+        .with_context(|| format!("evaluating on {}", set.name()))?;
+    let k = set.classes();
+    let names: Vec<String> = names.unwrap_or_else(|| (0..k).map(|i| i.to_string()).collect());
+    if a.json {
+        println!(
+            "{}",
+            json!({
+                "examples": e.examples, "error": e.error, "loss": e.loss,
+                "confusion": e.confusion, "classes": names,
+                "split": match a.split { SplitArg::Test => "test", SplitArg::Train => "train" },
+            })
+        );
+        return Ok(());
+    }
+    let wrong: u64 = e
+        .confusion
+        .iter()
+        .enumerate()
+        .map(|(i, row)| row.iter().sum::<u64>() - row[i])
+        .sum();
+    println!(
+        "{} on {} ({} examples of {c}x{h}x{w}): error {:.2}% ({wrong} wrong), loss {:.4}",
+        arch.name(),
+        set.name(),
+        e.examples,
+        100.0 * e.error,
+        e.loss
+    );
+    // The confusion matrix: rows are the true classes, columns the predicted ones.
+    let width = e
+        .confusion
+        .iter()
+        .flatten()
+        .map(|v| v.to_string().len())
+        .max()
+        .unwrap_or(1)
+        .max(k.to_string().len())
+        .max(3);
+    let label_width = names.iter().map(String::len).max().unwrap_or(1);
+    println!(
+        "confusion matrix (rows: true class, columns: predicted class {}..{}):",
+        0,
+        k - 1
+    );
+    let head: String = (0..k).map(|j| format!(" {j:>width$}")).collect();
+    println!("{:>label_width$}     {head}", "");
+    for (i, row) in e.confusion.iter().enumerate() {
+        let cells: String = row.iter().map(|v| format!(" {v:>width$}")).collect();
+        let total: u64 = row.iter().sum();
+        let acc = if total == 0 {
+            String::new()
+        } else {
+            format!("  {:.1}% right", 100.0 * row[i] as f64 / total as f64)
+        };
+        println!("{:>label_width$} {i:>3} {cells}{acc}", names[i]);
+    }
+    Ok(())
+}
