@@ -24,18 +24,19 @@ use std::process::{Command, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-pub const USAGE: &str = "cargo xtask degradation [--quick] [--report-only] [--data SPEC] [--epochs E] [--subset N] [--seed S] [--lambdas a,b,c] [--threads T] [--jobs J] [--out DIR] [--report DIR] [--torch PATH]";
+pub const USAGE: &str = "cargo xtask degradation [--quick] [--report-only] [--data SPEC] [--epochs E] [--subset N] [--test-subset N] [--seed S] [--lambdas a,b,c] [--threads T] [--jobs J] [--out DIR] [--report DIR] [--torch PATH]";
 
 const HELP: &str = "\
 cargo xtask degradation: plain-20/56 vs ResNet-20/56 vs plain-56 with an identity prior
 (He et al. 2016's degradation study), trained with `resnet train`, and a report.
 
-  --quick          CI smoke run: --subset 2000 --epochs 2 --lambdas 1e-3, out and report in
-                   target/degradation-quick
+  --quick          CI smoke run: --subset 1000 --test-subset 1000 --epochs 2 --lambdas 1e-3,
+                   out and report in target/degradation-quick
   --report-only    write the report from the metrics already in --out; train nothing
   --data SPEC      fashion-mnist:DIR or cifar10:DIR [fashion-mnist:/usr/share/datasets/fashion-mnist]
   --epochs E       passes over the training subset [10; --quick 2]
-  --subset N       training images [20000; --quick 2000]
+  --subset N       training images [10000; --quick 1000]
+  --test-subset N  test images evaluated after each epoch [all; --quick 1000]
   --seed S         [0]
   --lambdas a,b,c  identity-prior strengths for plain-56 [1e-4,1e-3,1e-2; --quick 1e-3]
   --threads T      threads of each run [1]
@@ -74,6 +75,8 @@ pub struct Study {
     pub data: String,
     pub epochs: u32,
     pub subset: u32,
+    /// Evaluate on the first N test images only (`resnet train --test-subset`).
+    pub test_subset: Option<u32>,
     pub seed: u64,
     /// The identity prior's strengths, as given (`1e-3`): passed on verbatim.
     pub lambdas: Vec<String>,
@@ -152,7 +155,8 @@ pub fn parse_args(args: &[String]) -> Result<Study, String> {
     let mut s = Study {
         data: DEFAULT_DATA.to_string(),
         epochs: if quick { 2 } else { 10 },
-        subset: if quick { 2000 } else { 20000 },
+        subset: if quick { 1000 } else { 10000 },
+        test_subset: quick.then_some(1000),
         seed: 0,
         lambdas: if quick {
             vec!["1e-3".into()]
@@ -195,6 +199,7 @@ pub fn parse_args(args: &[String]) -> Result<Study, String> {
             "--data" => s.data = absolute_data(&v),
             "--epochs" => s.epochs = parse_num(flag, &v)?,
             "--subset" => s.subset = parse_num(flag, &v)?,
+            "--test-subset" => s.test_subset = Some(parse_num(flag, &v)?),
             "--seed" => s.seed = parse_num(flag, &v)?,
             "--lambdas" => s.lambdas = parse_lambdas(&v)?,
             "--threads" => s.threads = parse_num(flag, &v)?,
@@ -943,6 +948,9 @@ pub fn plan(s: &Study, resnet: &Path) -> Result<(Vec<Job>, Vec<String>), String>
             args.push(k.into());
             args.push(v);
         }
+        if let Some(n) = s.test_subset {
+            args.extend(["--test-subset".into(), n.to_string()]);
+        }
         if let Some(l) = &net.lambda {
             args.extend(["--prior".into(), "identity".into()]);
             args.extend(["--prior-lambda".into(), l.clone()]);
@@ -1569,9 +1577,11 @@ pub fn render_report(s: &Study, c: &Curves, record: Option<&Record>) -> String {
     let lambdas = s.lambdas.join(",");
     let _ = writeln!(
         o,
-        "Every setting spelled out: `cargo xtask degradation --data {} --subset {} --epochs {} --seed {} --lambdas {lambdas} --threads {} --jobs {}`\n",
+        "Every setting spelled out: `cargo xtask degradation --data {} --subset {}{} --epochs {} --seed {} --lambdas {lambdas} --threads {} --jobs {}`\n",
         shell_quote(&s.data),
         s.subset,
+        s.test_subset
+            .map_or_else(String::new, |n| format!(" --test-subset {n}")),
         e,
         s.seed,
         s.threads,
@@ -1583,6 +1593,17 @@ pub fn render_report(s: &Study, c: &Curves, record: Option<&Record>) -> String {
         (
             "training subset",
             format!("{} images (`--subset {}`)", s.subset, s.subset),
+        ),
+        (
+            "test images",
+            s.test_subset.map_or_else(
+                || "the whole test split, after every epoch".to_owned(),
+                |n| {
+                    format!(
+                        "the first {n} of the test split (`--test-subset {n}`), after every epoch"
+                    )
+                },
+            ),
         ),
         (
             "epochs",

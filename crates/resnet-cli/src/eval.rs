@@ -10,7 +10,7 @@ use serde_json::json;
 
 /// Run `resnet eval`.
 pub fn eval(a: &EvalArgs, threads: Option<usize>) -> Result<()> {
-    let data = TrainData::open(&a.data, None)?;
+    let data = TrainData::open(&a.data, None, None)?;
     let names = data.class_names();
     let TrainData::Set { train, test, .. } = data else {
         bail!(

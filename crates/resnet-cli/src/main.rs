@@ -110,6 +110,9 @@ pub struct TrainArgs {
     /// Train on the first N examples of the dataset only.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     subset: Option<u64>,
+    /// Evaluate on the first N examples of the test split only (all by default).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    test_subset: Option<u64>,
     /// No augmentation of dataset batches (they are still shuffled and normalised).
     #[arg(long)]
     no_augment: bool,

@@ -399,7 +399,10 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
         a.subset.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         |r| r.subset,
     )?;
-    let data = TrainData::open(&data_spec, subset)?;
+    let test_subset = a
+        .test_subset
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    let data = TrainData::open(&data_spec, subset, test_subset)?;
     let [n, c, h, w] = data.dims();
     let fingerprint = data.fingerprint();
     if let Some((path, r)) = settings.resumed

@@ -33,7 +33,11 @@ pub(crate) enum TrainData {
 
 impl TrainData {
     /// Read `--data SPEC`, keeping the first `subset` training examples of a dataset.
-    pub(crate) fn open(spec: &str, subset: Option<usize>) -> Result<Self> {
+    pub(crate) fn open(
+        spec: &str,
+        subset: Option<usize>,
+        test_subset: Option<usize>,
+    ) -> Result<Self> {
         let Some((scheme, rest)) = spec.split_once(':') else {
             bail!("--data {spec:?} names no scheme; one of {SCHEMES}");
         };
@@ -47,17 +51,21 @@ impl TrainData {
                 Some(n) => split.train.subset(n),
                 None => split.train,
             };
+            let test = match test_subset {
+                Some(n) => split.test.subset(n),
+                None => split.test,
+            };
             Ok(Self::Set {
                 scheme: scheme.to_owned(),
                 dir: path.clone(),
                 train,
-                test: split.test,
+                test,
             })
         };
         match scheme {
             "tensors" => {
-                if subset.is_some() {
-                    bail!("--subset applies to datasets, not to tensors:FILE");
+                if subset.is_some() || test_subset.is_some() {
+                    bail!("--subset and --test-subset apply to datasets, not to tensors:FILE");
                 }
                 let (x, labels) = load_tensors(&path)?;
                 Ok(Self::Tensors { path, x, labels })
