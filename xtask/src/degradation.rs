@@ -2557,12 +2557,12 @@ mod tests {
     fn parses_arguments() {
         let a = |v: &[&str]| parse_args(&v.iter().map(|s| s.to_string()).collect::<Vec<_>>());
         let q = a(&["--quick"]).unwrap();
-        assert_eq!((q.subset, q.epochs, q.threads, q.jobs), (2000, 2, 1, 2));
+        assert_eq!((q.subset, q.epochs, q.threads, q.jobs), (1000, 2, 1, 2));
         assert_eq!(q.lambdas, vec!["1e-3"]);
         assert!(q.out.ends_with("target/degradation-quick"));
         assert_eq!(q.report, q.out);
         let f = a(&[]).unwrap();
-        assert_eq!((f.subset, f.epochs, f.seed), (20000, 10, 0));
+        assert_eq!((f.subset, f.epochs, f.seed), (10000, 10, 0));
         assert_eq!(f.lambdas, vec!["1e-4", "1e-3", "1e-2"]);
         assert!(f.out.ends_with("target/degradation"));
         assert!(f.report.ends_with("docs"));
@@ -2635,7 +2635,7 @@ mod tests {
         let r20 = args("resnet-20");
         assert!(r20.starts_with("train --data fashion-mnist:"));
         assert!(r20.contains(
-            "--model cifar-resnet20 --epochs 2 --batch 128 --subset 2000 --seed 0 --threads 1 --out"
+            "--model cifar-resnet20 --epochs 2 --batch 128 --subset 1000 --seed 0 --threads 1 --out"
         ));
         assert!(out.join("resnet-20/metrics.jsonl.stale").exists());
         assert!(!out.join("resnet-20/metrics.jsonl").exists());
@@ -2654,7 +2654,7 @@ mod tests {
             torch[0]
                 .args
                 .join(" ")
-                .ends_with("--epochs 2 --subset 2000 --seed 0 --threads 1")
+                .ends_with("--epochs 2 --subset 1000 --seed 0 --threads 1")
         );
         assert!(torch[0].stdout.ends_with("torch-cifar-plain56.jsonl"));
         let _ = fs::remove_dir_all(&out);
@@ -2707,7 +2707,7 @@ mod tests {
         assert!(md.contains("λ=1e-3 closed 50% of it"));
         assert!(md.contains("ResNet-56, the reference, closed 140%"));
         assert!(md.contains("batch | 128"));
-        assert!(md.contains("3 (15 steps each, 45 in all)"), "{md}");
+        assert!(md.contains("3 (7 steps each, 21 in all)"), "{md}");
         assert!(md.contains("| resnet-20 | 9.00 | 11.00 | 11.00 (epoch 3) | 102.0 | 30 |"));
         assert!(md.contains("--prior identity --prior-lambda 1e-4"));
         assert!(md.contains(NOTES_OPEN) && md.contains(NOTES_CLOSE));
@@ -2872,7 +2872,7 @@ mod tests {
         );
         assert!(parse_object(r#"{"m": [0.5]}"#).is_err());
         let (out, s) = degraded_study("recipe");
-        let good = r#"{"model": "cifar-plain20", "shortcut": "none", "classes": 10, "lr": 0.1, "momentum": 0.9, "dampening": 0.0, "nesterov": false, "weight_decay": 0.0001, "prior": "zero", "prior_lambda": 0.0, "decay": "all", "seed": 0, "init": null, "data": "fashion-mnist:/d", "batch": 128, "schedule": "he", "subset": 2000, "augment": true, "normalize_mean": [0.286], "normalize_std": [0.353]}"#;
+        let good = r#"{"model": "cifar-plain20", "shortcut": "none", "classes": 10, "lr": 0.1, "momentum": 0.9, "dampening": 0.0, "nesterov": false, "weight_decay": 0.0001, "prior": "zero", "prior_lambda": 0.0, "decay": "all", "seed": 0, "init": null, "data": "fashion-mnist:/d", "batch": 128, "schedule": "he", "subset": 1000, "augment": true, "normalize_mean": [0.286], "normalize_std": [0.353]}"#;
         fake_checkpoint(&out.join("plain-20"), 16, &good.replace("0.0001", "0.0005"));
         fake_checkpoint(&out.join("plain-20"), 32, good); // the latest
         let net = &nets(&s.lambdas)[0];
@@ -3024,7 +3024,7 @@ echo "done"
             );
         }
         let r = Record::read(&s.out).unwrap().unwrap();
-        assert_eq!((r.invocations, r.epochs, r.subset), (1, 2, 2000));
+        assert_eq!((r.invocations, r.epochs, r.subset), (1, 2, 1000));
         assert_eq!(r.command, "cargo xtask degradation --quick");
         // Continue: only the failed run is redone, from its checkpoint when it has one.
         fs::remove_file(s.out.join("FAIL_PRIOR")).unwrap();

@@ -402,7 +402,7 @@ enum Command {
     },
     /// Train with SGD on a dataset or on tensors (the fast kernels, on --threads threads) and
     /// save the state_dict, checkpoints and per-epoch metrics.
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate a classifier on a dataset's test split: error, mean cross-entropy and the
     /// confusion matrix.
     Eval(EvalArgs),
