@@ -10,7 +10,7 @@ use serde_json::json;
 
 /// Run `resnet eval`.
 pub fn eval(a: &EvalArgs, threads: Option<usize>) -> Result<()> {
-    let data = TrainData::open(&a.data, None, None)?;
+    let data = TrainData::open(&a.data, None, None, a.crop as usize)?;
     let names = data.class_names();
     let TrainData::Set { train, test, .. } = data else {
         bail!(
@@ -20,7 +20,7 @@ pub fn eval(a: &EvalArgs, threads: Option<usize>) -> Result<()> {
     };
     let Loaded { model, meta } = load_model(&a.weights.weights, threads)?;
     let arch = model.config();
-    let [c, h, w] = train.dims();
+    let [c, h, w] = train.input_dims();
     if arch.in_channels() != c {
         bail!(
             "{} takes {}-channel input; --data {} has {c} channel(s)",

@@ -97,8 +97,14 @@ pub struct TrainArgs {
     #[arg(long)]
     classes: Option<usize>,
     /// Start from this state_dict (safetensors, torchvision names; `param.<k>` keys accepted);
+    /// with --classes other than its classifier's, a new seeded classifier (fine-tuning);
     /// default: seeded random weights (--seed).
-    #[arg(long, value_name = "FILE", conflicts_with = "resume")]
+    #[arg(
+        long,
+        visible_alias = "weights",
+        value_name = "FILE",
+        conflicts_with = "resume"
+    )]
     init: Option<PathBuf>,
     /// Training data: `fashion-mnist:DIR`, `mnist:DIR` (the four IDX files, gzipped or not),
     /// `cifar10:DIR`, `cifar100:DIR` (the binary version), shuffled each epoch from --seed,
@@ -110,6 +116,14 @@ pub struct TrainArgs {
     /// Train on the first N examples of the dataset only.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     subset: Option<u64>,
+    /// For folder:DIR: the side of the square inputs (a random resized crop and flip for
+    /// training, the centre for evaluation, from images resized to 8/7 of it) [default: 224].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    crop: Option<u32>,
+    /// Fine-tuning: only the classifier learns; the rest runs as in inference (batch-norm in
+    /// eval mode, its statistics untouched).
+    #[arg(long)]
+    freeze_backbone: bool,
     /// Evaluate on the first N examples of the test split only (all by default).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
     test_subset: Option<u64>,
@@ -198,12 +212,16 @@ pub struct TrainArgs {
 pub struct EvalArgs {
     #[command(flatten)]
     weights: WeightsArg,
-    /// The data: `fashion-mnist:DIR`, `mnist:DIR`, `cifar10:DIR`, `cifar100:DIR`.
+    /// The data: `fashion-mnist:DIR`, `mnist:DIR`, `cifar10:DIR`, `cifar100:DIR`, `folder:DIR`.
     #[arg(long, value_name = "SCHEME:DIR")]
     data: String,
     /// Which split to evaluate.
     #[arg(long, value_enum, default_value_t = SplitArg::Test)]
     split: SplitArg,
+    /// For folder:DIR, the side of the centre crop the network sees (images are first resized
+    /// to 8/7 of it, as torchvision's Resize(256) + CenterCrop(224)).
+    #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    crop: u32,
     /// Images per forward pass.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     batch: u32,

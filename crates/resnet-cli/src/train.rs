@@ -246,37 +246,55 @@ fn same_dir(a: &Path, b: &Path) -> bool {
         )
 }
 
-/// Build the trainer of a new run from `--init` (every tensor of the file must be used) or
-/// seeded random weights.
+/// Build the trainer of a new run from `--init` (every tensor of the file must be used; with
+/// `new_head`, all but the classifier's, which starts seeded) or seeded random weights;
+/// `what` names the model for messages.
 fn fresh_trainer(
     a: &TrainArgs,
     plan: Plan,
     source: Option<&Prefixed<'_, WeightFile>>,
-    classes: usize,
-    c: usize,
+    what: &str,
     seed: u64,
-    model: &str,
+    new_head: bool,
 ) -> Result<Trainer> {
     let Some(src) = source else {
         let weights = random_plan_weights(&plan, seed)?;
         return Ok(Trainer::new(plan, &weights)?);
     };
+    let is_head = |k: &str| k.starts_with("fc.");
     let ctx = || {
         format!(
-            "--init {} does not fit --model {model} with {classes} classes on {c}-channel input",
+            "--init {} does not fit {what}",
             a.init.as_ref().expect("init given").display(),
         )
     };
-    let mut t = Trainer::new(plan, src).with_context(ctx)?;
+    let mut t = if new_head {
+        // The file's weights but a new, seeded classifier.
+        let mut weights = random_plan_weights(&plan, seed)?;
+        let names: Vec<String> = weights.iter().map(|(k, _)| k.to_string()).collect();
+        for k in names.into_iter().filter(|k| !is_head(k)) {
+            let shape = weights.get(&k).map(|t| t.shape().dims().to_vec());
+            if let (Some(shape), true) = (shape, src.contains(&k)) {
+                let tensor = src.tensor(&k, &shape).with_context(ctx)?;
+                weights.insert(k, tensor);
+            }
+        }
+        Trainer::new(plan, &weights).with_context(ctx)?
+    } else {
+        Trainer::new(plan, src).with_context(ctx)?
+    };
     // Every tensor of the file must be used: a deeper net's weights would otherwise start a
     // shallower one silently.
     let unused: Vec<String> = src
         .names()
         .into_iter()
         .filter(|k| {
-            !t.params().contains_key(k)
-                && !t.running_stats().contains_key(k)
-                && !t.batches_tracked().contains_key(k)
+            let used = t.params().contains_key(k)
+                || t.running_stats().contains_key(k)
+                || t.batches_tracked().contains_key(k);
+            // A replaced classifier's tensors are not used either.
+            let replaced = new_head && is_head(k);
+            !(used || replaced)
         })
         .collect();
     if let Some(first) = unused.first() {
@@ -402,7 +420,19 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
     let test_subset = a
         .test_subset
         .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-    let data = TrainData::open(&data_spec, subset, test_subset)?;
+    let crop = settings.pick(
+        "--crop",
+        a.crop.map(|c| c as usize),
+        |r| r.crop.unwrap_or(224),
+        224,
+    )?;
+    let data = TrainData::open(&data_spec, subset, test_subset, crop)?;
+    let freeze_backbone = settings.pick(
+        "--freeze-backbone",
+        a.freeze_backbone.then_some(true),
+        |r| r.freeze_backbone,
+        false,
+    )?;
     let [n, c, h, w] = data.dims();
     let fingerprint = data.fingerprint();
     if let Some((path, r)) = settings.resumed
@@ -477,10 +507,6 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
     let classes = match (a.classes, init_classes, saved_recipe, data.classes()) {
         (Some(0), _, _, _) => bail!("--classes must be at least 1"),
         (k, _, Some(_), _) => settings.pick("--classes", k, |r| r.classes, 0)?,
-        (Some(k), Some(f), None, _) if k != f => bail!(
-            "--classes {k} does not match --init {}, whose fc.weight has {f} classes",
-            a.init.as_ref().expect("init given").display()
-        ),
         (Some(k), _, None, _) | (None, Some(k), None, _) | (None, None, None, Some(k)) => k,
         (None, None, None, None) => bail!(
             "give --classes N: the class count cannot be inferred from the labels (a batch need not hold the last class), only from --init weights' fc.weight"
@@ -539,14 +565,19 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
             .restore(plan.clone())
             .with_context(|| format!("--resume {}", path.display()))?,
         None => {
+            let new_head = init_classes.is_some_and(|f| f != classes);
+            if let (true, Some(f)) = (new_head, init_classes) {
+                eprintln!(
+                    "a new classifier of {classes} classes (seeded from --seed) replaces the {f}-class one of --init"
+                );
+            }
             let mut t = fresh_trainer(
                 a,
                 plan.clone(),
                 source.as_ref(),
-                classes,
-                c,
+                &format!("--model {model} with {classes} classes on {c}-channel input"),
                 seed.unwrap_or(0),
-                &model,
+                new_head,
             )?;
             // The identity prior's runs start at its centre, unless told otherwise or
             // started from given weights (then only when asked).
@@ -609,6 +640,8 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
         augment,
         normalize: norm.as_ref().map(|n| (n.mean.clone(), n.std.clone())),
         class_names: data.class_names().filter(|n| n.len() == classes),
+        freeze_backbone,
+        crop: (data.spec().starts_with("folder:")).then_some(crop),
     };
     let is_dataset = data.is_dataset();
     let feed = data.feed(batch, augment, norm, seed.unwrap_or(0))?;
@@ -680,6 +713,24 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
     let mut tally = progress
         .filter(|p| p.step % steps_per_epoch != 0)
         .map_or_else(EpochTally::default, |p| p.tally);
+    // --freeze-backbone: the backbone's weights never change, so it is bound once.
+    let backbone = if freeze_backbone {
+        if !matches!(prior, Prior::Zero) {
+            bail!(
+                "--freeze-backbone trains the classifier alone; the identity prior has nothing to act on"
+            );
+        }
+        Some(
+            Network::load(
+                trainer.plan().clone(),
+                &trainer.state_dict()?,
+                resnet_models::Backend::Fast,
+            )?
+            .with_threads(threads)?,
+        )
+    } else {
+        None
+    };
     let mut step = start;
     'run: while step < target {
         let epoch = step / steps_per_epoch;
@@ -694,8 +745,17 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
             sgd.set_lr(lr)?;
             // As resnet-train's golden tests run it: the prior in the loss and gradients,
             // decay off on the prior's convs.
-            let out = trainer
-                .sgd_step(&mut sgd, &prior, decay, &xb, &lb)
+            let stepped = match &backbone {
+                // Fine-tuning the classifier alone: the backbone as in inference.
+                Some(net) => {
+                    let feats = net
+                        .output(&xb, "pool")
+                        .with_context(|| format!("step {step}: the frozen backbone"))?;
+                    trainer.sgd_step_head(&mut sgd, decay, &feats, &lb)
+                }
+                None => trainer.sgd_step(&mut sgd, &prior, decay, &xb, &lb),
+            };
+            let out = stepped
                 .map_err(|e| match e {
                     resnet_train::TrainError::NonFinite { loss } => anyhow!(
                         "step {step}: the loss is {loss}; stopping (nothing more saved; try a smaller --lr)"

@@ -11,7 +11,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 
 /// The schemes `--data` takes, for messages.
-pub(crate) const SCHEMES: &str = "fashion-mnist:DIR, mnist:DIR, cifar10:DIR, cifar100:DIR, tensors:FILE (a safetensors file with `input` NCHW floats and `labels` integers)";
+pub(crate) const SCHEMES: &str = "fashion-mnist:DIR, mnist:DIR, cifar10:DIR, cifar100:DIR, folder:DIR (one subfolder of images per class; DIR/train and DIR/val if present), tensors:FILE (a safetensors file with `input` NCHW floats and `labels` integers)";
 
 /// Where a run's examples come from.
 pub(crate) enum TrainData {
@@ -37,6 +37,7 @@ impl TrainData {
         spec: &str,
         subset: Option<usize>,
         test_subset: Option<usize>,
+        crop: usize,
     ) -> Result<Self> {
         let Some((scheme, rest)) = spec.split_once(':') else {
             bail!("--data {spec:?} names no scheme; one of {SCHEMES}");
@@ -45,7 +46,7 @@ impl TrainData {
             bail!("--data {spec:?}: no path after `{scheme}:`");
         }
         let path = PathBuf::from(rest);
-        let read = |f: fn(&Path) -> Result<Split, data::DataError>| -> Result<Self> {
+        let read = |f: &dyn Fn(&Path) -> Result<Split, data::DataError>| -> Result<Self> {
             let split = f(&path).with_context(|| format!("--data {spec}"))?;
             let train = match subset {
                 Some(n) => split.train.subset(n),
@@ -70,13 +71,26 @@ impl TrainData {
                 let (x, labels) = load_tensors(&path)?;
                 Ok(Self::Tensors { path, x, labels })
             }
-            "fashion-mnist" => read(|p| data::fashion_mnist(p)),
-            "mnist" => read(|p| data::mnist(p)),
-            "cifar10" => read(|p| data::cifar10(p)),
-            "cifar100" => read(|p| data::cifar100(p)),
-            "folder" | "imagenet" => {
-                bail!("--data {scheme}: is not supported yet; one of {SCHEMES}")
-            }
+            "fashion-mnist" => read(&|p| data::fashion_mnist(p)),
+            "mnist" => read(&|p| data::mnist(p)),
+            "cifar10" => read(&|p| data::cifar10(p)),
+            "cifar100" => read(&|p| data::cifar100(p)),
+            // Images kept as squares of 8/7 the input (256 for 224: torchvision's Resize(256)
+            // + CenterCrop(224) at evaluation), the input cut from them.
+            "folder" => read(&|p| data::image_folder(p, crop * 8 / 7)).map(|d| match d {
+                Self::Set {
+                    scheme,
+                    dir,
+                    train,
+                    test,
+                } => Self::Set {
+                    scheme,
+                    dir,
+                    train: train.with_input_size(crop),
+                    test: test.with_input_size(crop),
+                },
+                t => t,
+            }),
             _ => bail!("--data: unknown scheme {scheme:?}; one of {SCHEMES}"),
         }
     }
@@ -86,7 +100,7 @@ impl TrainData {
         match self {
             Self::Tensors { x, .. } => x.shape().dims4().expect("checked by load_tensors"),
             Self::Set { train, .. } => {
-                let [c, h, w] = train.dims();
+                let [c, h, w] = train.input_dims();
                 [train.len(), c, h, w]
             }
         }
@@ -127,6 +141,9 @@ impl TrainData {
             "truck",
         ];
         let names: Vec<String> = match self {
+            Self::Set { train, .. } if train.class_names().is_some() => {
+                train.class_names().map(<[String]>::to_vec)?
+            }
             Self::Set { scheme, .. } => match scheme.as_str() {
                 "fashion-mnist" => FASHION.iter().map(|s| s.to_string()).collect(),
                 "cifar10" => CIFAR10.iter().map(|s| s.to_string()).collect(),
@@ -197,6 +214,17 @@ impl TrainData {
             (Self::Set { .. }, Some((mean, std))) => Some(Normalize {
                 mean: mean.clone(),
                 std: std.clone(),
+            }),
+            // Image folders are for fine-tuning ImageNet nets: ImageNet's normalisation.
+            (Self::Set { scheme, .. }, None) if scheme == "folder" => Some(Normalize {
+                mean: resnet_image::IMAGENET_MEAN
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect(),
+                std: resnet_image::IMAGENET_STD
+                    .iter()
+                    .map(|&v| f64::from(v))
+                    .collect(),
             }),
             (Self::Set { train, .. }, None) => Some(Normalize::from_dataset(train)),
         }

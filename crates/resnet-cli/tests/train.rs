@@ -377,20 +377,28 @@ fn bad_input_is_one_line_and_exit_code_1() {
         s(&wrong),
     ]);
     assert!(e.contains("does not fit --model cifar-resnet14"), "{e}");
+    // Other --classes than --init's classifier: a new classifier (fine-tuning), and labels
+    // beyond the new count are still refused.
     let e = run(&[
         "--model",
         "cifar-resnet8",
         "--classes",
-        "7",
+        "2",
         "--data",
         &data_arg,
         "--init",
         s(&wrong),
     ]);
-    assert!(
-        e.contains("--classes 7 does not match") && e.contains("5 classes"),
-        "{e}"
-    );
+    assert!(e.contains("out of range for 2 classes"), "{e}");
+    let ok = resnet()
+        .args(["train", "--model", "cifar-resnet8", "--classes", "7"])
+        .args(["--data", &data_arg, "--init", s(&wrong), "--steps", "1"])
+        .args(["--save", s(&dir.path().join("seven.safetensors"))])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&ok.stderr);
+    assert!(ok.status.success(), "{stderr}");
+    assert!(stderr.contains("a new classifier of 7 classes"), "{stderr}");
 }
 
 /// Run and expect success; returns stderr.

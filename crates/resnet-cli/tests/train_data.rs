@@ -3,7 +3,7 @@
 //! same weights on any thread count, damaged files refused in one line.
 
 use assert_cmd::Command;
-use resnet_weights::WeightFile;
+use resnet_weights::{WeightFile, WeightSource};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -469,4 +469,149 @@ fn damaged_datasets_are_refused_in_one_line() {
     ]);
     assert!(e.contains("/nonexistent"), "{e}");
     assert!(!save.exists());
+}
+
+/// The ResNet-18 golden weights, or `None` (loudly) when absent and `RESNET_GOLDEN_DIR` unset.
+fn golden_resnet18() -> Option<PathBuf> {
+    let (dir, required) = match std::env::var_os("RESNET_GOLDEN_DIR") {
+        Some(d) => (PathBuf::from(d), true),
+        None => (
+            PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../../shared/golden"),
+            false,
+        ),
+    };
+    let p = dir.join("resnet18_f16.safetensors");
+    if p.is_file() {
+        return Some(p);
+    }
+    assert!(!required, "{} is missing", p.display());
+    eprintln!("\n!!!!!!!! SKIPPED: {} not found !!!!!!!!\n", p.display());
+    None
+}
+
+/// Fine-tuning a pretrained ResNet-18 on a folder of images: a new two-class head, the
+/// backbone frozen (its weights and batch-norm statistics bitwise unchanged), the loss going
+/// down, and the result classifying with `resnet classify` by the folders' names.
+#[test]
+fn fine_tunes_a_frozen_resnet18_on_an_image_folder() {
+    let Some(weights) = golden_resnet18() else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path().join("photos");
+    let noise = bytes(1 << 20, 5);
+    let mut k = 0;
+    for (split, n) in [("train", 8), ("val", 4)] {
+        for (class, colour) in [("blues", [30u8, 30, 200]), ("reds", [200, 30, 30])] {
+            let d = root.join(split).join(class);
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..n {
+                let img = image::RgbImage::from_fn(80 + i as u32, 70, |_, _| {
+                    k += 3;
+                    image::Rgb(std::array::from_fn(|c| {
+                        colour[c].saturating_add(noise[(k + c) % noise.len()] / 4)
+                    }))
+                });
+                img.save(d.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+    std::fs::write(root.join("train/notes.txt"), "not an image").unwrap();
+    let out = tmp.path().join("ft");
+    let spec = format!("folder:{}", s(&root));
+    let e = succeeds(&[
+        "--threads",
+        "2",
+        "train",
+        "--data",
+        &spec,
+        "--model",
+        "resnet18",
+        "--weights",
+        s(&weights),
+        "--classes",
+        "2",
+        "--freeze-backbone",
+        "--epochs",
+        "5",
+        "--batch",
+        "4",
+        "--crop",
+        "64",
+        "--lr",
+        "0.001",
+        "--schedule",
+        "constant",
+        "--out",
+        s(&out),
+    ]);
+    assert!(e.contains("a new classifier of 2 classes"), "{e}");
+    assert!(e.contains("on 16x3x64x64"), "{e}");
+    let m = metrics(&out);
+    assert_eq!(m.len(), 5);
+    let loss = |i: usize| m[i]["test_loss"].as_f64().unwrap();
+    assert!(loss(4) < loss(0), "{m:?}");
+
+    // Only the classifier changed.
+    let model = out.join("model.safetensors");
+    let (a, b) = (
+        WeightFile::open(&weights).unwrap(),
+        WeightFile::open(&model).unwrap(),
+    );
+    let mut compared = 0;
+    for (k, _) in b.tensors() {
+        if k.starts_with("fc.") || !a.contains(k) {
+            continue;
+        }
+        if k.ends_with("num_batches_tracked") {
+            assert_eq!(
+                a.load_integers(k).unwrap(),
+                b.load_integers(k).unwrap(),
+                "{k}"
+            );
+        } else {
+            let (x, y) = (a.load(k).unwrap(), b.load(k).unwrap());
+            assert_eq!(x.as_slice(), y.as_slice(), "{k} changed");
+        }
+        compared += 1;
+    }
+    assert!(compared > 100, "{compared}");
+    assert_eq!(b.load("fc.weight").unwrap().shape().dims(), &[2, 512]);
+    assert_eq!(b.metadata()["classes"], r#"["blues","reds"]"#);
+
+    // `resnet classify` names the folders (its crop as training's evaluation: 73 then 64).
+    let c = resnet()
+        .args([
+            "classify",
+            "-w",
+            s(&model),
+            "--resize",
+            "73",
+            "--crop",
+            "64",
+            "--top",
+            "1",
+        ])
+        .arg(root.join("val/reds/0.png"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&c.stdout);
+    assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
+    assert!(text.contains("reds") || text.contains("blues"), "{text}");
+    let ev = resnet()
+        .args([
+            "eval",
+            "-w",
+            s(&model),
+            "--data",
+            &spec,
+            "--crop",
+            "64",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    let ev: serde_json::Value = serde_json::from_slice(&ev.stdout).unwrap();
+    assert_eq!(ev["examples"], 8);
+    assert_eq!(ev["error"], m[4]["test_error"]);
 }

@@ -193,6 +193,10 @@ pub struct Recipe {
     pub normalize: Option<(Vec<f64>, Vec<f64>)>,
     /// The classes' names, in label order, when the data names them.
     pub class_names: Option<Vec<String>>,
+    /// Only the classifier learns; the rest runs in eval mode (`--freeze-backbone`).
+    pub freeze_backbone: bool,
+    /// The side of the square inputs cut from image-folder images (`--crop`).
+    pub crop: Option<usize>,
 }
 
 impl Recipe {
@@ -224,6 +228,8 @@ impl Recipe {
             augment: false,
             normalize: None,
             class_names: None,
+            freeze_backbone: false,
+            crop: None,
         }
     }
 
@@ -260,6 +266,8 @@ impl Recipe {
             "normalize_mean": self.normalize.as_ref().map(|n| &n.0),
             "normalize_std": self.normalize.as_ref().map(|n| &n.1),
             "class_names": self.class_names,
+            "freeze_backbone": self.freeze_backbone,
+            "crop": self.crop,
         })
     }
 
@@ -323,6 +331,8 @@ impl Recipe {
                     .map(|n| n.as_str().map(str::to_owned))
                     .collect()
             })?,
+            freeze_backbone: opt(o, "freeze_backbone", Value::as_bool)?.unwrap_or(false),
+            crop: opt(o, "crop", |v| v.as_u64().and_then(|b| usize::try_from(b).ok()))?,
         })
     }
 

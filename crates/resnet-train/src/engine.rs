@@ -676,6 +676,75 @@ impl Trainer {
         Ok(out)
     }
 
+    /// One SGD step on the classifier alone, for fine-tuning with a frozen backbone: the
+    /// backbone (batch-norm in eval mode) has already turned the batch into `features`
+    /// (`[N, in_features]` or `[N, in_features, 1, 1]`, e.g. the inference path's `pool`
+    /// output), and only the plan's final linear layer learns, by cross-entropy on `labels`.
+    /// Nothing else changes: no running statistics, no counters.
+    pub fn sgd_step_head(
+        &mut self,
+        sgd: &mut Sgd,
+        policy: DecayPolicy,
+        features: &Tensor,
+        labels: &[usize],
+    ) -> Result<StepOutput, TrainError> {
+        let Some(Step::Linear(l)) = self
+            .plan
+            .steps()
+            .iter()
+            .rev()
+            .find(|s| matches!(s, Step::Linear(_)))
+            .cloned()
+        else {
+            return Err(TrainError::Input(
+                "the plan has no linear classifier".into(),
+            ));
+        };
+        let n = labels.len();
+        let (i, o) = (l.in_features, l.out_features);
+        if features.len() != n * i || features.shape().dims().first() != Some(&n) {
+            return Err(TrainError::Input(format!(
+                "features of shape {:?} for {n} labels and a classifier of {i} inputs",
+                features.shape().dims()
+            )));
+        }
+        let x = features.as_slice();
+        let (wn, bn) = (format!("{}.weight", l.weight), format!("{}.bias", l.weight));
+        let mut logits = vec![0.0; n * o];
+        naive::linear(
+            [n, i, o],
+            x,
+            self.param(&wn),
+            Some(self.param(&bn)),
+            &mut logits,
+        )?;
+        let mut g = vec![0.0; n * o];
+        let loss = naive_grad::softmax_cross_entropy([n, o], &logits, labels, 0.0, Some(&mut g))?;
+        if !loss.is_finite() {
+            return Err(TrainError::NonFinite { loss });
+        }
+        let predictions = Target::Classes {
+            labels,
+            smoothing: 0.0,
+        }
+        .predictions([n, o, 1, 1], &logits);
+        let mut grads = BTreeMap::new();
+        self.linear_backward(&l, n, x, &g, &mut grads)?;
+        for (k, g) in &grads {
+            let (w, shape) = self
+                .params
+                .get_mut(k)
+                .ok_or_else(|| TrainError::Input(format!("no parameter {k}")))?;
+            let group = param_group_for(k, shape, policy, &Prior::Zero);
+            sgd.step(k, w, g, Some(&group))?;
+        }
+        Ok(StepOutput {
+            loss,
+            grads,
+            predictions,
+        })
+    }
+
     /// A training-mode batch-norm's bookkeeping, as PyTorch's: the running statistics blend
     /// in the batch's (mean, unbiased variance) with momentum 0.1, and the counter steps.
     fn track_batch(&mut self, bn: &str, saved: &BnSaved) -> Result<(), TrainError> {

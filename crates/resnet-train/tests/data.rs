@@ -1467,3 +1467,97 @@ fn overflowing_sizes_and_degenerate_settings_are_errors() {
         assert!(e.to_string().contains("normalisation"), "{e}");
     }
 }
+
+/// An image folder: classes sorted by folder name, non-images ignored, `train`/`val` split,
+/// images kept as squares and cut to the input size (centre for evaluation, random resized
+/// crops for training), a class unknown to training refused.
+#[test]
+fn image_folders_read_crop_and_refuse_strays() {
+    use resnet_train::data::image_folder;
+    let tmp = tempfile::tempdir().unwrap();
+    let root = tmp.path();
+    for (split, n) in [("train", 3), ("val", 2)] {
+        for (class, v) in [("zebra", 200u8), ("ant", 50)] {
+            let d = root.join(split).join(class);
+            std::fs::create_dir_all(&d).unwrap();
+            for i in 0..n {
+                let img = image::RgbImage::from_fn(20 + i, 16, |x, _| {
+                    image::Rgb([v, v / 2, (x * 10) as u8])
+                });
+                img.save(d.join(format!("{i}.png"))).unwrap();
+            }
+        }
+    }
+    std::fs::write(root.join("train/ant/readme.txt"), "x").unwrap();
+    let split = image_folder(root, 16).unwrap();
+    let (train, test) = (
+        split.train.with_input_size(8),
+        split.test.with_input_size(8),
+    );
+    assert_eq!(train.class_names().unwrap(), ["ant", "zebra"]);
+    assert_eq!(train.len(), 6);
+    assert_eq!(test.len(), 4);
+    assert_eq!(train.labels(), &[0, 0, 0, 1, 1, 1]);
+    assert_eq!(train.dims(), [3, 16, 16]);
+    assert_eq!(train.input_dims(), [3, 8, 8]);
+    // The red channel is the class's constant everywhere.
+    assert!(train.image(0)[..256].iter().all(|&p| p == 50));
+    let norm = Normalize {
+        mean: vec![0.0; 3],
+        std: vec![1.0; 3],
+    };
+    // Evaluation: the centre 8x8, exactly the stored bytes / 255.
+    let b = Loader::eval_batches(&test, &norm, 10)
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(b.input.shape().dims(), &[4, 3, 8, 8]);
+    let img = test.image(0);
+    for y in 0..8 {
+        for x in 0..8 {
+            let want = f32::from(img[2 * 256 + (y + 4) * 16 + x + 4]) / 255.0;
+            let got = b.input.as_slice()[2 * 64 + y * 8 + x];
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
+    }
+    // Training: random resized crops of the right size, values within the image's range,
+    // seeded (the same twice) and not all the same crop.
+    let loader = Loader::new(train.clone(), norm, Augment::he_et_al(), 2, 3).unwrap();
+    let a = loader.batch(0, 0).unwrap();
+    assert_eq!(a.input.shape().dims(), &[2, 3, 8, 8]);
+    assert_eq!(
+        a.input.as_slice(),
+        loader.batch(0, 0).unwrap().input.as_slice()
+    );
+    assert!(a.input.as_slice().iter().all(|v| (0.0..=1.0).contains(v)));
+    let crops: HashSet<Vec<u32>> = (0..3)
+        .flat_map(|k| {
+            let b = loader.batch(1, k).unwrap();
+            b.input
+                .as_slice()
+                .chunks_exact(192)
+                .map(|c| c[128..].iter().map(|v| v.to_bits()).collect())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(crops.len() > 1);
+
+    // A class in val that training does not have.
+    std::fs::create_dir_all(root.join("val/moth")).unwrap();
+    let e = image_folder(root, 16).unwrap_err();
+    assert!(
+        e.to_string()
+            .contains("\"moth\" is not among the training classes"),
+        "{e}"
+    );
+    std::fs::remove_dir(root.join("val/moth")).unwrap();
+    // No class folders at all.
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    let e = image_folder(&empty, 16).unwrap_err();
+    assert!(e.to_string().contains("no class subfolders"), "{e}");
+    // A broken image names itself.
+    std::fs::write(root.join("train/ant/9.png"), b"\x89PNG broken").unwrap();
+    let e = image_folder(root, 16).unwrap_err();
+    assert!(e.to_string().contains("9.png"), "{e}");
+}

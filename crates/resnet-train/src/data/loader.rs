@@ -93,6 +93,15 @@ impl Normalize {
         Self { mean, std }
     }
 
+    /// Per channel `(a, b)` such that `v * a + b` normalises a (possibly interpolated) value.
+    fn scale(&self) -> Vec<(f32, f32)> {
+        self.mean
+            .iter()
+            .zip(&self.std)
+            .map(|(&m, &s)| ((1.0 / (255.0 * s)) as f32, (-m / s) as f32))
+            .collect()
+    }
+
     /// The normalised value of every byte, per channel.
     fn table(&self) -> Vec<[f32; 256]> {
         self.mean
@@ -150,6 +159,8 @@ pub struct Batch {
 struct Source {
     data: Arc<Dataset>,
     table: Vec<[f32; 256]>,
+    /// Per channel `(a, b)` with `v * a + b` the normalised value of an interpolated `v`.
+    scale: Vec<(f32, f32)>,
     augment: Augment,
     batch: usize,
     seed: u64,
@@ -170,6 +181,10 @@ impl Source {
     /// `(seed, epoch, position in the epoch)`.
     fn build(&self, step: usize, epoch: u64, idx: &[usize]) -> Result<Batch, DataError> {
         let [c, h, w] = self.data.dims();
+        let input = self.data.input_dims();
+        if input != [c, h, w] {
+            return self.build_cropped(step, epoch, idx);
+        }
         let (pad, per) = (self.augment.pad, c * h * w);
         let mut out = vec![0.0f32; idx.len() * per];
         for (k, (&i, o)) in idx.iter().zip(out.chunks_exact_mut(per)).enumerate() {
@@ -211,6 +226,105 @@ impl Source {
             input: Tensor::from_vec(&[idx.len(), c, h, w], out)?,
             labels,
         })
+    }
+
+    /// A batch of inputs smaller than the stored images: with augmentation a random resized
+    /// crop (and flip), else the centre.
+    fn build_cropped(&self, step: usize, epoch: u64, idx: &[usize]) -> Result<Batch, DataError> {
+        let [c, h, w] = self.data.dims();
+        let [_, s, _] = self.data.input_dims();
+        let augment = self.augment.pad > 0 || self.augment.flip;
+        let per = c * s * s;
+        let mut out = vec![0.0f32; idx.len() * per];
+        for (k, (&i, o)) in idx.iter().zip(out.chunks_exact_mut(per)).enumerate() {
+            let position = (step * self.batch + k) as u64;
+            let mut rng = Rng(mix_seed(self.seed, &[1, epoch, position]));
+            let (region, flip) = if augment {
+                let r = random_resized_crop(&mut rng, h, w);
+                (r, self.augment.flip && rng.next() >> 63 == 1)
+            } else {
+                ([(h - s) / 2, (w - s) / 2, s, s], false)
+            };
+            resample(
+                self.data.image(i),
+                [c, h, w],
+                region,
+                flip,
+                s,
+                &self.scale,
+                o,
+            );
+        }
+        Ok(Batch {
+            step,
+            input: Tensor::from_vec(&[idx.len(), c, s, s], out)?,
+            labels: idx
+                .iter()
+                .map(|&i| self.data.labels()[i] as usize)
+                .collect(),
+        })
+    }
+}
+
+/// torchvision's `RandomResizedCrop` region `[top, left, height, width]` of an `h` x `w`
+/// image: 8% to 100% of the area, aspect ratio 3/4 to 4/3 (log-uniform), ten tries, else the
+/// whole image.
+fn random_resized_crop(rng: &mut Rng, h: usize, w: usize) -> [usize; 4] {
+    let unit = |rng: &mut Rng| (rng.next() >> 11) as f64 / (1u64 << 53) as f64;
+    let area = (h * w) as f64;
+    let (lo, hi) = ((3.0f64 / 4.0).ln(), (4.0f64 / 3.0).ln());
+    for _ in 0..10 {
+        let target = area * (0.08 + 0.92 * unit(rng));
+        let ratio = (lo + (hi - lo) * unit(rng)).exp();
+        let cw = (target * ratio).sqrt().round() as usize;
+        let ch = (target / ratio).sqrt().round() as usize;
+        if cw > 0 && ch > 0 && cw <= w && ch <= h {
+            let top = rng.below(h - ch + 1);
+            let left = rng.below(w - cw + 1);
+            return [top, left, ch, cw];
+        }
+    }
+    [0, 0, h, w]
+}
+
+/// Resize `region` (`[top, left, height, width]`) of the `[c, h, w]` bytes `src` to `s` x `s`
+/// by bilinear interpolation (pixel centres aligned, as `align_corners = False`), flipped if
+/// asked, normalised by `scale` (per channel `(a, b)`: `v * a + b`), into `out`.
+fn resample(
+    src: &[u8],
+    [c, h, w]: [usize; 3],
+    [top, left, rh, rw]: [usize; 4],
+    flip: bool,
+    s: usize,
+    scale: &[(f32, f32)],
+    out: &mut [f32],
+) {
+    let coords = |n: usize, start: usize, len: usize, limit: usize| -> Vec<(usize, usize, f32)> {
+        (0..n)
+            .map(|i| {
+                let f = (start as f64 + (i as f64 + 0.5) * len as f64 / n as f64 - 0.5)
+                    .clamp(0.0, (limit - 1) as f64);
+                let i0 = f.floor() as usize;
+                let i1 = (i0 + 1).min(limit - 1);
+                (i0, i1, (f - i0 as f64) as f32)
+            })
+            .collect()
+    };
+    let ys = coords(s, top, rh, h);
+    let xs = coords(s, left, rw, w);
+    for ch in 0..c {
+        let plane = &src[ch * h * w..(ch + 1) * h * w];
+        let (a, b) = scale[ch];
+        for (y, &(y0, y1, fy)) in ys.iter().enumerate() {
+            let row = &mut out[(ch * s + y) * s..(ch * s + y + 1) * s];
+            for (x, v) in row.iter_mut().enumerate() {
+                let (x0, x1, fx) = xs[if flip { s - 1 - x } else { x }];
+                let p = |yy: usize, xx: usize| f32::from(plane[yy * w + xx]);
+                let top = p(y0, x0) + (p(y0, x1) - p(y0, x0)) * fx;
+                let bottom = p(y1, x0) + (p(y1, x1) - p(y1, x0)) * fx;
+                *v = (top + (bottom - top) * fy) * a + b;
+            }
+        }
     }
 }
 
@@ -265,6 +379,7 @@ impl Loader {
         Ok(Self {
             source: Arc::new(Source {
                 table: norm.table(),
+                scale: norm.scale(),
                 data,
                 augment,
                 batch,
@@ -346,7 +461,8 @@ impl Loader {
     }
 }
 
-/// An evaluation batch of examples `range` of `data` through the normalisation `table`.
+/// An evaluation batch of examples `range` of `data` through the normalisation `table`: the
+/// centre `[input height, input width]` of each image.
 fn eval_batch(
     table: &[[f32; 256]],
     data: &Dataset,
@@ -354,24 +470,29 @@ fn eval_batch(
     range: std::ops::Range<usize>,
 ) -> Result<Batch, DataError> {
     let [c, h, w] = data.dims();
-    let per = c * h * w;
+    let [_, ih, iw] = data.input_dims();
+    let (top, left) = ((h - ih) / 2, (w - iw) / 2);
+    let per = c * ih * iw;
     let mut out = vec![0.0f32; range.len() * per];
     for (i, o) in range.clone().zip(out.chunks_exact_mut(per)) {
         for (ch, (src, dst)) in data
             .image(i)
             .chunks_exact(h * w)
-            .zip(o.chunks_exact_mut(h * w))
+            .zip(o.chunks_exact_mut(ih * iw))
             .enumerate()
         {
             let t = &table[ch];
-            for (d, &s) in dst.iter_mut().zip(src) {
-                *d = t[usize::from(s)];
+            for (y, row) in dst.chunks_exact_mut(iw).enumerate() {
+                let from = &src[(top + y) * w + left..(top + y) * w + left + iw];
+                for (d, &s) in row.iter_mut().zip(from) {
+                    *d = t[usize::from(s)];
+                }
             }
         }
     }
     Ok(Batch {
         step,
-        input: Tensor::from_vec(&[range.len(), c, h, w], out)?,
+        input: Tensor::from_vec(&[range.len(), c, ih, iw], out)?,
         labels: data.labels()[range].iter().map(|&l| l as usize).collect(),
     })
 }

@@ -24,10 +24,12 @@
 //! ```
 
 mod cifar;
+mod folder;
 mod idx;
 mod loader;
 
 pub use cifar::{cifar10, cifar100, read_cifar_file};
+pub use folder::image_folder;
 pub use idx::{fashion_mnist, mnist, read_idx_images, read_idx_labels};
 pub use loader::{Augment, Batch, EpochBatches, Loader, Normalize, mix_seed};
 
@@ -112,6 +114,8 @@ pub struct Dataset {
     images: Vec<u8>,
     labels: Vec<u32>,
     classes: usize,
+    class_names: Option<Vec<String>>,
+    input_size: Option<usize>,
 }
 
 impl Dataset {
@@ -162,7 +166,40 @@ impl Dataset {
             images,
             labels,
             classes,
+            class_names: None,
+            input_size: None,
         })
+    }
+
+    /// The classes' names, in label order (ignored unless there is one per class).
+    pub fn with_class_names(mut self, names: Vec<String>) -> Self {
+        if names.len() == self.classes {
+            self.class_names = Some(names);
+        }
+        self
+    }
+
+    /// The classes' names, when known.
+    pub fn class_names(&self) -> Option<&[String]> {
+        self.class_names.as_deref()
+    }
+
+    /// Feed the network `size` x `size` inputs cut from the stored images (at most their
+    /// size): the centre for evaluation, a random resized crop (torchvision's
+    /// `RandomResizedCrop`: 8% to 100% of the area, aspect ratio 3/4 to 4/3) for training
+    /// with augmentation. Without this the input is the whole stored image.
+    pub fn with_input_size(mut self, size: usize) -> Self {
+        let [_, h, w] = self.dims;
+        self.input_size = Some(size.clamp(1, h.min(w)));
+        self
+    }
+
+    /// `[channels, height, width]` of the network's input.
+    pub fn input_dims(&self) -> [usize; 3] {
+        match self.input_size {
+            Some(s) => [self.dims[0], s, s],
+            None => self.dims,
+        }
     }
 
     /// Where it came from (a path, or a name).
