@@ -10,15 +10,32 @@ use serde_json::json;
 
 /// Run `resnet eval`.
 pub fn eval(a: &EvalArgs, threads: Option<usize>) -> Result<()> {
-    let data = TrainData::open(&a.data, None, None, a.crop as usize)?;
+    let Loaded { model, meta } = load_model(&a.weights.weights, threads)?;
+    let crop = match a.crop {
+        Some(c) => c as usize,
+        None => meta.get("crop").and_then(|c| c.parse().ok()).unwrap_or(224),
+    };
+    let data = TrainData::open(&a.data, None, None, crop)?;
     let names = data.class_names();
     let TrainData::Set { train, test, .. } = data else {
         bail!(
-            "--data {}: resnet eval takes a dataset (fashion-mnist:DIR, mnist:DIR, cifar10:DIR, cifar100:DIR)",
+            "--data {}: resnet eval takes a dataset (fashion-mnist:DIR, mnist:DIR, cifar10:DIR, cifar100:DIR, folder:DIR)",
             a.data
         );
     };
-    let Loaded { model, meta } = load_model(&a.weights.weights, threads)?;
+    // A model that names its classes must name the data's, in the same order.
+    if let (Some(theirs), Some(ours)) = (
+        meta_array(&meta, "classes", "names", |v| v.as_str().map(String::from))?,
+        names.as_ref(),
+    ) && theirs != *ours
+    {
+        bail!(
+            "the weights' classes ({}) are not --data {}'s ({})",
+            theirs.join(", "),
+            a.data,
+            ours.join(", ")
+        );
+    }
     let arch = model.config();
     let [c, h, w] = train.input_dims();
     if arch.in_channels() != c {
@@ -61,6 +78,16 @@ pub fn eval(a: &EvalArgs, threads: Option<usize>) -> Result<()> {
         SplitArg::Test => &test,
         SplitArg::Train => &train,
     };
+    if set.is_empty() {
+        bail!(
+            "--data {}: the {} split has no examples",
+            a.data,
+            match a.split {
+                SplitArg::Test => "test",
+                SplitArg::Train => "train",
+            }
+        );
+    }
     let e = evaluate(model.network(), set, &norm, a.batch as usize)
         .with_context(|| format!("evaluating on {}", set.name()))?;
     let k = set.classes();

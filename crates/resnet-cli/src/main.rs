@@ -109,7 +109,9 @@ pub struct TrainArgs {
     /// Training data: `fashion-mnist:DIR`, `mnist:DIR` (the four IDX files, gzipped or not),
     /// `cifar10:DIR`, `cifar100:DIR` (the binary version), shuffled each epoch from --seed,
     /// augmented (pad 4, random crop, flip) and normalised per channel, the test split
-    /// evaluated after every epoch; or `tensors:FILE`, a safetensors file with `input` (NCHW
+    /// evaluated after every epoch; `folder:DIR` (one subfolder of images per class,
+    /// DIR/train and DIR/val when present; random resized crops and flips, ImageNet's
+    /// normalisation); or `tensors:FILE`, a safetensors file with `input` (NCHW
     /// floats) and `labels` (integers), read in order, without shuffling or augmentation.
     #[arg(long, value_name = "SCHEME:PATH", required_unless_present = "resume")]
     data: Option<String>,
@@ -219,9 +221,10 @@ pub struct EvalArgs {
     #[arg(long, value_enum, default_value_t = SplitArg::Test)]
     split: SplitArg,
     /// For folder:DIR, the side of the centre crop the network sees (images are first resized
-    /// to 8/7 of it, as torchvision's Resize(256) + CenterCrop(224)).
-    #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(u32).range(1..=4096))]
-    crop: u32,
+    /// to 8/7 of it, as torchvision's Resize(256) + CenterCrop(224)) [default: the crop the
+    /// weights' metadata records, else 224].
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=4096))]
+    crop: Option<u32>,
     /// Images per forward pass.
     #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u32).range(1..))]
     batch: u32,

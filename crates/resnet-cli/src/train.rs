@@ -1,6 +1,6 @@
-//! `resnet train`: SGD steps on tensors (one batch, or passes over them in batches), from given
-//! or seeded random weights, exactly as `resnet-train`'s golden tests run them; checkpoints to
-//! resume from bitwise, and the state_dict saved.
+//! `resnet train`: SGD on a dataset (shuffled, augmented, evaluated after every epoch) or on
+//! tensors (in order, exactly as `resnet-train`'s golden tests run them), from given or seeded
+//! random weights; checkpoints to resume from bitwise, per-epoch metrics, the state_dict saved.
 
 use crate::train_data::{EpochMetrics, Feed, MetricsFiles, TrainData, gaussian_noise};
 use crate::{PriorArg, PriorInitArg, TrainArgs};
@@ -385,7 +385,7 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
             )
         ),
         (_, Some(r)) => r.seed,
-        (s, None) => a.init.is_none().then(|| s.unwrap_or(0)),
+        (s, None) => Some(s.unwrap_or(0)),
     };
     if let Some(save) = &a.save {
         check_save_path(save)?;
@@ -399,6 +399,11 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
                 "--prior-init and --prior-noise set where a run starts; a resumed run continues from its checkpoint"
             );
         }
+    }
+    if a.freeze_backbone && !matches!(prior, Prior::Zero) {
+        bail!(
+            "--freeze-backbone trains the classifier alone; the identity prior has nothing to act on"
+        );
     }
     let prior_noise = a.prior_noise.unwrap_or(0.0);
     if !prior_noise.is_finite() || prior_noise < 0.0 {
@@ -417,9 +422,15 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
         a.subset.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         |r| r.subset,
     )?;
-    let test_subset = a
-        .test_subset
-        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    let test_subset = settings.pick_opt(
+        "--test-subset",
+        a.test_subset
+            .map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        |r| r.test_subset,
+    )?;
+    if a.crop.is_some() && !data_spec.starts_with("folder:") {
+        bail!("--crop applies to folder:DIR data");
+    }
     let crop = settings.pick(
         "--crop",
         a.crop.map(|c| c as usize),
@@ -434,6 +445,9 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
         false,
     )?;
     let [n, c, h, w] = data.dims();
+    if n == 0 {
+        bail!("--data {}: no training examples", data.path().display());
+    }
     let fingerprint = data.fingerprint();
     if let Some((path, r)) = settings.resumed
         && r.data_fingerprint
@@ -484,10 +498,18 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
         (None, Some(e)) => u64::from(e) * steps_per_epoch,
         (None, None) => bail!("give --steps N or --epochs N"),
     };
+    // A schedule that depends on the run's length keeps the length it began with: a resumed
+    // run must end where the first one meant to, or it would match no uninterrupted run.
+    let schedule_steps = match saved_recipe.and_then(|r| r.schedule_steps) {
+        Some(saved) if saved != target && schedule_name != "constant" => bail!(
+            "the {schedule_name} schedule of the checkpoint being resumed spans {saved} steps; give --steps {saved} (or the --epochs that make it) to finish that run, or start a new one from its weights with --init"
+        ),
+        _ => target,
+    };
     let schedule = match schedule_name.as_str() {
-        "he" => Schedule::he_et_al(target),
+        "he" => Schedule::he_et_al(schedule_steps),
         "cosine" => Schedule::Cosine {
-            total: target.max(1),
+            total: schedule_steps.max(1),
             min_lr: 0.0,
         },
         "constant" => Schedule::Constant,
@@ -507,7 +529,8 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
     let classes = match (a.classes, init_classes, saved_recipe, data.classes()) {
         (Some(0), _, _, _) => bail!("--classes must be at least 1"),
         (k, _, Some(_), _) => settings.pick("--classes", k, |r| r.classes, 0)?,
-        (Some(k), _, None, _) | (None, Some(k), None, _) | (None, None, None, Some(k)) => k,
+        // A dataset's class count wins over --init's classifier (fine-tuning: a new head).
+        (Some(k), _, None, _) | (None, _, None, Some(k)) | (None, Some(k), None, None) => k,
         (None, None, None, None) => bail!(
             "give --classes N: the class count cannot be inferred from the labels (a batch need not hold the last class), only from --init weights' fc.weight"
         ),
@@ -642,6 +665,8 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
         class_names: data.class_names().filter(|n| n.len() == classes),
         freeze_backbone,
         crop: (data.spec().starts_with("folder:")).then_some(crop),
+        test_subset,
+        schedule_steps: (schedule_name != "constant").then_some(schedule_steps),
     };
     let is_dataset = data.is_dataset();
     let feed = data.feed(batch, augment, norm, seed.unwrap_or(0))?;
@@ -715,11 +740,6 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
         .map_or_else(EpochTally::default, |p| p.tally);
     // --freeze-backbone: the backbone's weights never change, so it is bound once.
     let backbone = if freeze_backbone {
-        if !matches!(prior, Prior::Zero) {
-            bail!(
-                "--freeze-backbone trains the classifier alone; the identity prior has nothing to act on"
-            );
-        }
         Some(
             Network::load(
                 trainer.plan().clone(),
@@ -806,43 +826,52 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
                 bar.finish_and_clear();
                 if let Feed::Set { test, norm, .. } = &feed {
                     let e0 = Instant::now();
-                    let net = Network::load(
-                        trainer.plan().clone(),
-                        &trainer.state_dict()?,
-                        resnet_models::Backend::Fast,
-                    )?
-                    .with_threads(threads)?;
-                    let ev = evaluate(&net, test, norm, 500)
-                        .with_context(|| format!("evaluating epoch {}", epoch + 1))?;
+                    // No test split (an image folder without val/): no test numbers.
+                    let ev = if test.is_empty() {
+                        None
+                    } else {
+                        let net = Network::load(
+                            trainer.plan().clone(),
+                            &trainer.state_dict()?,
+                            resnet_models::Backend::Fast,
+                        )?
+                        .with_threads(threads)?;
+                        Some(
+                            evaluate(&net, test, norm, 500)
+                                .with_context(|| format!("evaluating epoch {}", epoch + 1))?,
+                        )
+                    };
                     let m = EpochMetrics {
                         epoch: epoch + 1,
                         step,
                         train_loss: tally.loss(),
                         train_error: tally.error(),
-                        test_loss: ev.loss,
-                        test_error: ev.error,
+                        test_loss: ev.as_ref().map_or(f64::NAN, |e| e.loss),
+                        test_error: ev.as_ref().map_or(f64::NAN, |e| e.error),
                         lr,
                         seconds: tally.seconds,
                         images_per_s: tally.seen as f64 / tally.seconds.max(1e-9),
                         eval_seconds: e0.elapsed().as_secs_f64(),
                     };
+                    let test_text = match &ev {
+                        Some(e) => format!("test loss {:.4} error {:.2}%", e.loss, 100.0 * e.error),
+                        None => "no test split".to_owned(),
+                    };
                     eprintln!(
-                        "epoch {}/{}  train loss {:.4} error {:.2}%  test loss {:.4} error {:.2}%  lr {lr:.4}  {:.0} s  {:.0} images/s",
+                        "epoch {}/{}  train loss {:.4} error {:.2}%  {test_text}  lr {lr:.4}  {:.0} s  {:.0} images/s",
                         m.epoch,
                         target.div_ceil(steps_per_epoch),
                         m.train_loss,
                         100.0 * m.train_error,
-                        m.test_loss,
-                        100.0 * m.test_error,
                         m.seconds,
                         m.images_per_s
                     );
-                    // The checkpoint first: a crash between the two replays the epoch, and
-                    // the metrics files are cut back to the checkpoint's epoch on resume.
-                    checkpoint(&trainer, &sgd, step, EpochTally::default())?;
+                    // The metrics first: a crash between the two resumes from the checkpoint
+                    // before, which cuts this epoch's line from the files and replays it.
                     if let Some(files) = &metrics {
                         files.append(&m)?;
                     }
+                    checkpoint(&trainer, &sgd, step, EpochTally::default())?;
                 } else {
                     checkpoint(&trainer, &sgd, step, EpochTally::default())?;
                 }

@@ -529,8 +529,6 @@ fn fine_tunes_a_frozen_resnet18_on_an_image_folder() {
         "resnet18",
         "--weights",
         s(&weights),
-        "--classes",
-        "2",
         "--freeze-backbone",
         "--epochs",
         "5",
@@ -599,19 +597,91 @@ fn fine_tunes_a_frozen_resnet18_on_an_image_folder() {
     assert!(c.status.success(), "{}", String::from_utf8_lossy(&c.stderr));
     assert!(text.contains("reds") || text.contains("blues"), "{text}");
     let ev = resnet()
-        .args([
-            "eval",
-            "-w",
-            s(&model),
-            "--data",
-            &spec,
-            "--crop",
-            "64",
-            "--json",
-        ])
+        .args(["eval", "-w", s(&model), "--data", &spec, "--json"])
         .output()
         .unwrap();
     let ev: serde_json::Value = serde_json::from_slice(&ev.stdout).unwrap();
     assert_eq!(ev["examples"], 8);
     assert_eq!(ev["error"], m[4]["test_error"]);
+
+    // Without a val/ folder there is no test split: training says so, eval refuses.
+    std::fs::rename(root.join("val"), tmp.path().join("held-out")).unwrap();
+    let e = succeeds(&[
+        "--threads",
+        "1",
+        "train",
+        "--data",
+        &spec,
+        "--model",
+        "resnet18",
+        "--weights",
+        s(&weights),
+        "--freeze-backbone",
+        "--epochs",
+        "1",
+        "--batch",
+        "8",
+        "--crop",
+        "64",
+        "--save",
+        s(&tmp.path().join("no-val.safetensors")),
+    ]);
+    assert!(e.contains("no test split"), "{e}");
+    let e = fails(&["eval", "-w", s(&model), "--data", &spec]);
+    assert!(e.contains("has no examples"), "{e}");
+}
+
+/// A schedule that spans the run keeps its length on resume; an empty training split and a
+/// --crop on data that is not a folder are refused.
+#[test]
+fn resume_keeps_the_schedule_length_and_odd_settings_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let data = fashion(tmp.path(), 40, 10);
+    let spec = format!("fashion-mnist:{}", s(&data));
+    let out = tmp.path().join("run");
+    let base = [
+        "train",
+        "--data",
+        &spec,
+        "--model",
+        "cifar-resnet8",
+        "--batch",
+        "20",
+    ];
+    succeeds(&[&base[..], &["--steps", "2", "--out", s(&out)]].concat());
+    let e = fails(&["train", "--resume", s(&out), "--steps", "4"]);
+    assert!(
+        e.contains("schedule of the checkpoint being resumed spans 2 steps"),
+        "{e}"
+    );
+    let e = fails(
+        &[
+            &base[..],
+            &["--epochs", "1", "--crop", "8", "--save", "x.safetensors"],
+        ]
+        .concat(),
+    );
+    assert!(e.contains("--crop applies to folder:DIR"), "{e}");
+    let empty = tmp.path().join("empty");
+    std::fs::create_dir_all(&empty).unwrap();
+    for (name, bytes) in [
+        ("train-images-idx3-ubyte", idx_images(0, 10, 10, &[])),
+        ("train-labels-idx1-ubyte", idx_labels(&[])),
+        ("t10k-images-idx3-ubyte", idx_images(1, 10, 10, &[0; 100])),
+        ("t10k-labels-idx1-ubyte", idx_labels(&[0])),
+    ] {
+        std::fs::write(empty.join(name), bytes).unwrap();
+    }
+    let e = fails(&[
+        "train",
+        "--data",
+        &format!("fashion-mnist:{}", s(&empty)),
+        "--model",
+        "cifar-resnet8",
+        "--epochs",
+        "1",
+        "--save",
+        "x.safetensors",
+    ]);
+    assert!(e.contains("no training examples"), "{e}");
 }

@@ -171,7 +171,9 @@ pub struct Recipe {
     pub prior: Prior,
     /// Which parameters weight decay applies to.
     pub decay: DecayPolicy,
-    /// The seed of the random initial weights (`None`: started from given weights).
+    /// The seed of the random initial weights (of a new classifier when started from given
+    /// weights), of the data order and of the augmentation (`None`: checkpoints written
+    /// before it was recorded for runs from given weights; read as 0).
     pub seed: Option<u64>,
     /// Where the initial weights came from, if from a file (informative).
     pub init: Option<String>,
@@ -197,6 +199,11 @@ pub struct Recipe {
     pub freeze_backbone: bool,
     /// The side of the square inputs cut from image-folder images (`--crop`).
     pub crop: Option<usize>,
+    /// Only the first this many test examples are evaluated (`--test-subset`).
+    pub test_subset: Option<usize>,
+    /// The steps the learning-rate schedule spans (the run's length when it began), for
+    /// schedules that depend on it.
+    pub schedule_steps: Option<u64>,
 }
 
 impl Recipe {
@@ -230,6 +237,8 @@ impl Recipe {
             class_names: None,
             freeze_backbone: false,
             crop: None,
+            test_subset: None,
+            schedule_steps: None,
         }
     }
 
@@ -268,6 +277,8 @@ impl Recipe {
             "class_names": self.class_names,
             "freeze_backbone": self.freeze_backbone,
             "crop": self.crop,
+            "test_subset": self.test_subset,
+            "schedule_steps": self.schedule_steps,
         })
     }
 
@@ -333,6 +344,10 @@ impl Recipe {
             })?,
             freeze_backbone: opt(o, "freeze_backbone", Value::as_bool)?.unwrap_or(false),
             crop: opt(o, "crop", |v| v.as_u64().and_then(|b| usize::try_from(b).ok()))?,
+            test_subset: opt(o, "test_subset", |v| {
+                v.as_u64().and_then(|b| usize::try_from(b).ok())
+            })?,
+            schedule_steps: opt(o, "schedule_steps", Value::as_u64)?,
         })
     }
 
@@ -355,6 +370,9 @@ impl Recipe {
         }
         if let Some(names) = &self.class_names {
             m.insert("classes".to_owned(), json!(names).to_string());
+        }
+        if let Some(crop) = self.crop {
+            m.insert("crop".to_owned(), crop.to_string());
         }
         m
     }

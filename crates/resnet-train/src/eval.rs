@@ -20,7 +20,7 @@ pub struct Evaluation {
 }
 
 /// Run `net` (whose `logits` output has one value per class of `data`) on every example of
-/// `data`, normalised by `norm`, `batch` at a time.
+/// `data`, normalised by `norm`, `batch` at a time. A dataset without examples is an error.
 ///
 /// ```
 /// use resnet_models::{Backend, CifarConfig, Network, cifar_plan, random_plan_weights};
@@ -41,6 +41,12 @@ pub fn evaluate(
     norm: &Normalize,
     batch: usize,
 ) -> Result<Evaluation, TrainError> {
+    if data.is_empty() {
+        return Err(TrainError::Input(format!(
+            "{}: no examples to evaluate",
+            data.name()
+        )));
+    }
     let k = data.classes();
     let mut confusion = vec![vec![0u64; k]; k];
     let (mut loss_sum, mut wrong) = (0.0f64, 0u64);
