@@ -523,23 +523,38 @@ impl Progress {
 /// assert_ne!(a, data_fingerprint(&[1, 1, 1, 2], &[0.5, 1.0], &[2]));
 /// ```
 pub fn data_fingerprint(dims: &[usize], input: &[f32], labels: &[usize]) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    let mut eat = |bytes: &[u8]| {
-        for &b in bytes {
-            h ^= u64::from(b);
-            h = h.wrapping_mul(0x0000_0100_0000_01b3);
-        }
-    };
+    let mut h = Fnv1a::new();
     for &d in dims {
-        eat(&(d as u64).to_le_bytes());
+        h.eat(&(d as u64).to_le_bytes());
     }
     for v in input {
-        eat(&v.to_bits().to_le_bytes());
+        h.eat(&v.to_bits().to_le_bytes());
     }
     for &l in labels {
-        eat(&(l as u64).to_le_bytes());
+        h.eat(&(l as u64).to_le_bytes());
     }
-    format!("fnv1a64:{h:016x}")
+    h.finish()
+}
+
+/// FNV-1a, 64 bits: the digest of the data fingerprints.
+pub(crate) struct Fnv1a(u64);
+
+impl Fnv1a {
+    pub(crate) fn new() -> Self {
+        Self(0xcbf2_9ce4_8422_2325)
+    }
+
+    pub(crate) fn eat(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 ^= u64::from(b);
+            self.0 = self.0.wrapping_mul(0x0000_0100_0000_01b3);
+        }
+    }
+
+    /// `fnv1a64:` and the digest in hex.
+    pub(crate) fn finish(&self) -> String {
+        format!("fnv1a64:{:016x}", self.0)
+    }
 }
 
 /// One checkpoint: the network's state, the optimiser's, the recipe and the progress.

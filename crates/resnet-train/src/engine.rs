@@ -33,6 +33,17 @@ pub struct StepOutput {
     pub predictions: Vec<usize>,
 }
 
+/// The index of the first largest value (as `argmax`); 0 for an empty row.
+pub(crate) fn argmax(row: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, &v) in row.iter().enumerate().skip(1) {
+        if v > row[best] {
+            best = i;
+        }
+    }
+    best
+}
+
 /// What a training step's loss compares the network's output with.
 #[derive(Debug, Clone, Copy)]
 pub enum Target<'a> {
@@ -80,18 +91,9 @@ impl Target<'_> {
     /// Each image's predicted class for class targets (first largest logit), else nothing.
     fn predictions(&self, dims: [usize; 4], out: &[f32]) -> Vec<usize> {
         match self {
-            Target::Classes { .. } if dims[1] > 0 => out
-                .chunks_exact(dims[1])
-                .map(|row| {
-                    let mut best = 0;
-                    for (i, &v) in row.iter().enumerate().skip(1) {
-                        if v > row[best] {
-                            best = i;
-                        }
-                    }
-                    best
-                })
-                .collect(),
+            Target::Classes { .. } if dims[1] > 0 => {
+                out.chunks_exact(dims[1]).map(argmax).collect()
+            }
             _ => Vec::new(),
         }
     }

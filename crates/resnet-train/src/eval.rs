@@ -64,12 +64,7 @@ pub fn evaluate(
         loss_sum +=
             naive_grad::softmax_cross_entropy([n, k], logits, &b.labels, 0.0, None)? * n as f64;
         for (row, &label) in logits.chunks_exact(k).zip(&b.labels) {
-            let mut best = 0;
-            for (i, &v) in row.iter().enumerate().skip(1) {
-                if v > row[best] {
-                    best = i;
-                }
-            }
+            let best = crate::engine::argmax(row);
             confusion[label][best] += 1;
             wrong += u64::from(best != label);
         }

@@ -251,21 +251,15 @@ impl Dataset {
 
     /// A digest of the pixels and labels (FNV-1a, 64 bits): equal data, equal digest.
     pub fn fingerprint(&self) -> String {
-        let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-        let mut eat = |bytes: &[u8]| {
-            for &b in bytes {
-                h ^= u64::from(b);
-                h = h.wrapping_mul(0x0000_0100_0000_01b3);
-            }
-        };
+        let mut h = crate::checkpoint::Fnv1a::new();
         for d in self.dims {
-            eat(&(d as u64).to_le_bytes());
+            h.eat(&(d as u64).to_le_bytes());
         }
-        eat(&self.images);
+        h.eat(&self.images);
         for l in &self.labels {
-            eat(&l.to_le_bytes());
+            h.eat(&l.to_le_bytes());
         }
-        format!("fnv1a64:{h:016x}")
+        h.finish()
     }
 }
 
