@@ -52,3 +52,77 @@ pub fn image_preprocess(data: &[u8]) {
         assert!(t.as_slice().iter().all(|v| v.is_finite()));
     }
 }
+
+/// A zip archive of stored entries, as `torch.save` writes (CRCs left 0: the checkpoint
+/// reader maps stored entries and never inflates them).
+pub fn stored_zip(entries: &[(&str, &[u8])]) -> Vec<u8> {
+    let (mut out, mut central) = (Vec::new(), Vec::new());
+    let u16le = |v: usize| (v as u16).to_le_bytes();
+    let u32le = |v: usize| (v as u32).to_le_bytes();
+    for (name, data) in entries {
+        let offset = out.len();
+        for part in [
+            &b"PK\x03\x04\x14\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"[..],
+            &u32le(data.len()),
+            &u32le(data.len()),
+            &u16le(name.len()),
+            &u16le(0),
+            name.as_bytes(),
+            data,
+        ] {
+            out.extend_from_slice(part);
+        }
+        for part in [
+            &b"PK\x01\x02\x14\x00\x14\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00\x00"[..],
+            &u32le(data.len()),
+            &u32le(data.len()),
+            &u16le(name.len()),
+            &[0; 12],
+            &u32le(offset),
+            name.as_bytes(),
+        ] {
+            central.extend_from_slice(part);
+        }
+    }
+    let start = out.len();
+    out.extend_from_slice(&central);
+    for part in [
+        &b"PK\x05\x06\x00\x00\x00\x00"[..],
+        &u16le(entries.len()),
+        &u16le(entries.len()),
+        &u32le(central.len()),
+        &u32le(start),
+        &[0, 0],
+    ] {
+        out.extend_from_slice(part);
+    }
+    out
+}
+
+/// Arbitrary bytes as the pickle (`data.pkl`) of a PyTorch zip checkpoint whose storages
+/// `data/0` … `data/7` hold 128 bytes each: the restricted pickle reader behind a valid
+/// archive, where whole-file mutation would mostly break the zip. Then as a model, like
+/// `weights_file`.
+pub fn torch_checkpoint(data: &[u8]) {
+    if let Ok(file) = resnet_weights::WeightFile::from_bytes(torch_archive(data)) {
+        for (name, _) in file.tensors() {
+            let _ = file.load(name);
+            let _ = file.load_integers(name);
+        }
+        if let Ok(cfg) = resnet_models::infer_config(&file) {
+            let _ = resnet_models::ResNet::load(&file, &cfg);
+        }
+    }
+}
+
+/// The archive `torch_checkpoint` wraps its input in: `pkl` as `archive/data.pkl`, and
+/// storages `archive/data/0` … `7` of 128 bytes each.
+pub fn torch_archive(pkl: &[u8]) -> Vec<u8> {
+    let storage = [0x3fu8; 128];
+    let names: Vec<String> = (0..8).map(|i| format!("archive/data/{i}")).collect();
+    let mut entries: Vec<(&str, &[u8])> = vec![("archive/data.pkl", pkl)];
+    for name in &names {
+        entries.push((name, &storage));
+    }
+    stored_zip(&entries)
+}

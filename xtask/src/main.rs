@@ -28,7 +28,12 @@ mod degradation;
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 
-const FUZZ_TARGETS: [&str; 3] = ["weights_file", "tensor_bytes", "image_preprocess"];
+const FUZZ_TARGETS: [&str; 4] = [
+    "weights_file",
+    "torch_checkpoint",
+    "tensor_bytes",
+    "image_preprocess",
+];
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))

@@ -11,8 +11,9 @@ use proptest::prelude::*;
 use std::path::PathBuf;
 
 type Entry = fn(&[u8]);
-const TARGETS: [(&str, Entry); 3] = [
+const TARGETS: [(&str, Entry); 4] = [
     ("weights_file", weights_file),
+    ("torch_checkpoint", torch_checkpoint),
     ("tensor_bytes", tensor_bytes),
     ("image_preprocess", image_preprocess),
 ];
@@ -139,4 +140,17 @@ proptest! {
         let (_, bytes) = &seeds[seed % seeds.len()];
         entry(&apply(bytes.clone(), &muts));
     }
+}
+
+#[test]
+fn the_torch_checkpoint_target_wraps_a_valid_pickle_into_a_loadable_archive() {
+    // Otherwise the target would fuzz only the archive's error path.
+    let pkl = std::fs::read(
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("../../fuzz/seeds/torch_checkpoint/strided_pth.pkl"),
+    )
+    .unwrap();
+    let file = resnet_weights::WeightFile::from_bytes(torch_archive(&pkl)).unwrap();
+    assert_eq!(file.tensors().count(), 10);
+    assert!(file.load("permuted").is_ok());
 }

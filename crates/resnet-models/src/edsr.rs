@@ -132,7 +132,9 @@ fn meta<T: std::str::FromStr>(src: &dyn WeightSource, key: &str) -> Result<Optio
 
 impl Edsr {
     /// Infer the configuration from the keys and shapes (blocks, features, scale, channels) and
-    /// the metadata (`res_scale`, `rgb_range`, `rgb_mean`; EDSR-baseline's values when absent).
+    /// the metadata (`res_scale`, `rgb_range`, `rgb_mean`; when absent, the reference code's
+    /// values: `res_scale` 0.1 for the paper's EDSR of 32 blocks of 256 features, else 1, as
+    /// EDSR-baseline).
     pub fn infer_config(src: &dyn WeightSource) -> Result<EdsrConfig, ModelError> {
         let shape = |n: &str| {
             src.shape_of(n).ok_or_else(|| {
@@ -187,6 +189,12 @@ impl Edsr {
             return Err(ModelError::Infer(format!(
                 "metadata says scale {s}, the upsampler {scale}"
             )));
+        }
+        // Without metadata (EDSR's reference `.pt` files carry none), the residual scaling of
+        // the reference configurations: 0.1 for the paper's EDSR (32 blocks of 256 features),
+        // 1 for EDSR-baseline and anything else.
+        if n_resblocks == 32 && n_feats == 256 {
+            cfg.res_scale = 0.1;
         }
         if let Some(v) = meta(src, "res_scale")? {
             cfg.res_scale = v;

@@ -25,7 +25,10 @@ pub enum WeightError {
         source: std::io::Error,
     },
     /// The file is shorter than the 8-byte header length.
-    #[error("not a safetensors file: {len} bytes is shorter than the 8-byte header length")]
+    #[error(
+        "not a safetensors file or PyTorch checkpoint: {len} bytes is shorter than the 8-byte \
+         header length"
+    )]
     TooShort {
         /// File length.
         len: usize,
@@ -103,6 +106,48 @@ pub enum WeightError {
     UnusedKeys {
         /// File names of the unused tensors.
         keys: Vec<String>,
+    },
+    /// The file is neither safetensors nor a PyTorch checkpoint.
+    #[error("not a safetensors file or PyTorch checkpoint: {start}")]
+    NotWeights {
+        /// How the file starts (its first bytes, printable ones as text), or that it is empty.
+        start: String,
+    },
+    /// A PyTorch checkpoint's pickle names a global this reader does not allow: the file asks
+    /// to import (and usually call) code, which is never done.
+    #[error(
+        "refusing pickle global {global}: a PyTorch checkpoint may only build tensors and \
+         containers (if it holds a whole model, save model.state_dict() instead)"
+    )]
+    RefusedGlobal {
+        /// `module.name`, as the pickle spells it.
+        global: String,
+    },
+    /// A PyTorch checkpoint's pickle is malformed, truncated, or uses what a state_dict does not.
+    #[error("malformed PyTorch checkpoint: {reason}")]
+    Pickle {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A PyTorch checkpoint's archive (zip, or the legacy layout) is malformed or unsupported.
+    #[error("malformed PyTorch checkpoint archive: {reason}")]
+    Archive {
+        /// What is wrong.
+        reason: String,
+    },
+    /// A PyTorch checkpoint stores a tensor type this loader does not read.
+    #[error("unsupported tensor storage type {name} in the PyTorch checkpoint")]
+    UnsupportedStorage {
+        /// The storage type, e.g. `torch.ComplexFloatStorage`.
+        name: String,
+    },
+    /// A PyTorch checkpoint's tensor does not fit its storage.
+    #[error("tensor {name:?} in the PyTorch checkpoint: {reason}")]
+    BadTensor {
+        /// Key of the tensor.
+        name: String,
+        /// What is wrong.
+        reason: String,
     },
     /// A tensor could not be built.
     #[error(transparent)]

@@ -43,7 +43,87 @@ pub struct TensorInfo {
     pub dtype: WeightDtype,
     /// Shape.
     pub shape: Vec<usize>,
+    /// The bytes from the first element to the last.
     range: std::ops::Range<usize>,
+    /// Element strides from `range.start`, for a PyTorch tensor that is not contiguous.
+    strides: Option<Vec<usize>>,
+}
+
+impl TensorInfo {
+    /// The tensor's bytes in row-major order: borrowed from `file` where contiguous, gathered
+    /// otherwise (never more than the tensor's own size, which the reader bounded by its
+    /// storage's).
+    fn bytes<'a>(&self, file: &'a [u8]) -> std::borrow::Cow<'a, [u8]> {
+        let raw = &file[self.range.clone()];
+        let Some(strides) = &self.strides else {
+            return std::borrow::Cow::Borrowed(raw);
+        };
+        let elem = self.dtype.size();
+        let numel: usize = self.shape.iter().product();
+        let mut out = Vec::with_capacity(numel * elem);
+        let mut index = vec![0usize; self.shape.len()];
+        for _ in 0..numel {
+            let at: usize = index.iter().zip(strides).map(|(i, s)| i * s).sum();
+            out.extend_from_slice(&raw[at * elem..(at + 1) * elem]);
+            for d in (0..index.len()).rev() {
+                index[d] += 1;
+                if index[d] < self.shape[d] {
+                    break;
+                }
+                index[d] = 0;
+            }
+        }
+        std::borrow::Cow::Owned(out)
+    }
+}
+
+/// The format a [`WeightFile`] was read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum WeightFormat {
+    /// A safetensors file.
+    Safetensors,
+    /// A PyTorch checkpoint in the zip format of `torch.save` (PyTorch 1.6 and later).
+    TorchZip,
+    /// A PyTorch checkpoint in the legacy format (`_use_new_zipfile_serialization=False`).
+    TorchLegacy,
+}
+
+impl std::fmt::Display for WeightFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Safetensors => "safetensors",
+            Self::TorchZip => "PyTorch checkpoint (zip)",
+            Self::TorchLegacy => "PyTorch checkpoint (legacy)",
+        })
+    }
+}
+
+/// How a file that is no weights file starts, for [`WeightError::NotWeights`]: what it
+/// probably is where its first bytes say so, else those bytes.
+fn describe_start(buf: &[u8]) -> String {
+    if buf.is_empty() {
+        return "the file is empty".into();
+    }
+    let head = &buf[..buf.len().min(16)];
+    let what = if buf.starts_with(b"\x89PNG") || buf.starts_with(b"\xff\xd8\xff") {
+        " (an image)"
+    } else if buf.starts_with(b"\x1f\x8b") {
+        " (a gzip file: decompress it first)"
+    } else if head.iter().take(15).any(|&b| b == b'<') {
+        " (HTML or XML: an error page saved instead of the file?)"
+    } else {
+        ""
+    };
+    if head
+        .iter()
+        .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+    {
+        format!("starts with {:?}{what}", String::from_utf8_lossy(head))
+    } else {
+        let hex: Vec<String> = head.iter().map(|b| format!("{b:02x}")).collect();
+        format!("starts with bytes {}{what}", hex.join(" "))
+    }
 }
 
 enum Bytes {
@@ -61,9 +141,12 @@ impl std::ops::Deref for Bytes {
     }
 }
 
-/// A validated safetensors file: header parsed, names mapped, data left in place until asked for.
+/// A validated weights file, safetensors or a PyTorch checkpoint (`.pth`/`.pt`/`.bin` written
+/// by `torch.save`, read without executing its pickle: see [`WeightError::RefusedGlobal`]):
+/// header parsed, names mapped, data left in place until asked for.
 pub struct WeightFile {
     bytes: Bytes,
+    format: WeightFormat,
     scheme: NameScheme,
     /// Internal name → info, sorted.
     tensors: BTreeMap<String, TensorInfo>,
@@ -112,6 +195,14 @@ impl WeightFile {
 
     fn from_backing(bytes: Bytes) -> Result<Self, WeightError> {
         let buf: &[u8] = &bytes;
+        if let Some(kind) = crate::torch::sniff(buf) {
+            return Self::from_torch(bytes, kind);
+        }
+        if buf.len() > 8 && buf[8] != b'{' {
+            return Err(WeightError::NotWeights {
+                start: describe_start(buf),
+            });
+        }
         let Some(len_bytes) = buf.get(..8) else {
             return Err(WeightError::TooShort { len: buf.len() });
         };
@@ -144,6 +235,7 @@ impl WeightFile {
                 dtype: WeightDtype(info.dtype),
                 shape: info.shape.clone(),
                 range: data_start + s..data_start + e,
+                strides: None,
             };
             if let Some(prev) = tensors.insert(canonical.clone(), entry) {
                 return Err(WeightError::DuplicateKey {
@@ -156,10 +248,83 @@ impl WeightFile {
         let metadata = meta.metadata().clone().unwrap_or_default();
         Ok(Self {
             bytes,
+            format: WeightFormat::Safetensors,
             scheme,
             tensors,
             metadata,
         })
+    }
+
+    fn from_torch(bytes: Bytes, kind: crate::torch::Kind) -> Result<Self, WeightError> {
+        let entries = crate::torch::read(&bytes, kind)?;
+        let scheme = NameScheme::detect(entries.iter().map(|e| e.key.as_str()));
+        let mut tensors = BTreeMap::new();
+        for e in entries {
+            let canonical = to_canonical(scheme, &e.key);
+            let info = TensorInfo {
+                file_name: e.key.clone(),
+                dtype: WeightDtype(e.dtype),
+                shape: e.shape,
+                range: e.range,
+                strides: e.strides,
+            };
+            if let Some(prev) = tensors.insert(canonical.clone(), info) {
+                return Err(WeightError::DuplicateKey {
+                    canonical,
+                    first: prev.file_name,
+                    second: e.key,
+                });
+            }
+        }
+        let format = match kind {
+            crate::torch::Kind::Zip => WeightFormat::TorchZip,
+            crate::torch::Kind::Legacy => WeightFormat::TorchLegacy,
+        };
+        Ok(Self {
+            bytes,
+            format,
+            scheme,
+            tensors,
+            metadata: HashMap::new(),
+        })
+    }
+
+    /// The format the file is in.
+    pub fn format(&self) -> WeightFormat {
+        self.format
+    }
+
+    /// Write every tensor as a safetensors file at `path`, under its key in this file, with its
+    /// element type (F32, F16, BF16, F64 and the integer types as they are), contiguous, and
+    /// this file's metadata: what `resnet convert` does to a PyTorch checkpoint. The file is
+    /// written atomically (a temporary file renamed over `path`).
+    ///
+    /// ```no_run
+    /// use resnet_weights::WeightFile;
+    /// WeightFile::open("resnet18-f37072fd.pth")?.to_safetensors("resnet18.safetensors")?;
+    /// # Ok::<(), resnet_weights::WeightError>(())
+    /// ```
+    pub fn to_safetensors(&self, path: impl AsRef<Path>) -> Result<(), WeightError> {
+        let data: Vec<(&TensorInfo, std::borrow::Cow<'_, [u8]>)> = self
+            .tensors
+            .values()
+            .map(|info| (info, info.bytes(&self.bytes)))
+            .collect();
+        let views = data
+            .iter()
+            .map(|(info, b)| {
+                safetensors::tensor::TensorView::new(info.dtype.0, info.shape.clone(), b)
+                    .map(|v| (info.file_name.clone(), v))
+                    .map_err(|e| WeightError::Write {
+                        reason: format!("tensor {:?}: {e}", info.file_name),
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let metadata = (!self.metadata.is_empty()).then(|| self.metadata.clone());
+        let bytes = safetensors::serialize(views, metadata).map_err(|e| WeightError::Write {
+            reason: e.to_string(),
+        })?;
+        crate::write::write_atomically(path.as_ref(), &bytes)
     }
 
     /// The naming scheme the file's keys are written in.
@@ -195,7 +360,7 @@ impl WeightFile {
     /// A tensor by internal name, converted to f32, whatever its shape.
     pub fn load(&self, name: &str) -> Result<Tensor, WeightError> {
         let info = self.info_or_missing(name)?;
-        convert(info, &self.bytes[info.range.clone()])
+        convert(info, &info.bytes(&self.bytes))
     }
 
     /// An integer tensor (class labels, counters) by internal name, as `i64` values with its
@@ -203,7 +368,7 @@ impl WeightFile {
     /// [`WeightError::UnsupportedDtype`].
     pub fn load_integers(&self, name: &str) -> Result<(Vec<i64>, Vec<usize>), WeightError> {
         let info = self.info_or_missing(name)?;
-        let raw = &self.bytes[info.range.clone()];
+        let raw: &[u8] = &info.bytes(&self.bytes);
         let values: Vec<i64> = match info.dtype.0 {
             Dtype::I64 => raw
                 .chunks_exact(8)
@@ -296,7 +461,7 @@ impl WeightSource for WeightFile {
         let file_name = info.map_or(name, |i| i.file_name.as_str());
         crate::source::check_found(name, file_name, expected, info.map(|i| i.shape.as_slice()))?;
         let info = info.expect("checked above");
-        convert(info, &self.bytes[info.range.clone()])
+        convert(info, &info.bytes(&self.bytes))
     }
 
     fn metadata_value(&self, key: &str) -> Option<String> {

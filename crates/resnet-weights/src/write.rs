@@ -42,8 +42,13 @@ pub fn write_safetensors_with_counters(
     counters: &[(&str, i64)],
     metadata: Option<HashMap<String, String>>,
 ) -> Result<(), WeightError> {
-    let path = path.as_ref();
     let bytes = serialize(tensors, counters, metadata)?;
+    write_atomically(path.as_ref(), &bytes)
+}
+
+/// Write `bytes` to `path` through a temporary file in the same directory, flushed and then
+/// renamed over `path`.
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), WeightError> {
     let io = |source| WeightError::WriteIo {
         path: path.to_path_buf(),
         source,
@@ -58,7 +63,7 @@ pub fn write_safetensors_with_counters(
     let result = (|| {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(&bytes)?;
+        f.write_all(bytes)?;
         f.sync_all()?;
         drop(f);
         std::fs::rename(&tmp, path)

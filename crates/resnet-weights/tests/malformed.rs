@@ -86,7 +86,7 @@ fn cases() -> Vec<Case> {
             name: "empty file",
             bytes: vec![],
             check: |e| matches!(e, WeightError::TooShort { len: 0 }),
-            message: "not a safetensors file: 0 bytes is shorter than the 8-byte header length",
+            message: "not a safetensors file or PyTorch checkpoint: 0 bytes is shorter than the 8-byte header length",
         },
         Case {
             name: "header length larger than the file",
@@ -269,4 +269,281 @@ fn loading_a_tensor_allocates_only_its_f32_size() {
     assert_eq!(t.len(), n);
     // The counter sees the tensor itself (so it does count), and nothing much beyond it.
     assert!(peak >= 4 * n && peak <= 4 * n + 4096, "{peak}");
+}
+
+// ---- PyTorch checkpoints -------------------------------------------------------------------
+
+/// A pickle int: `LONG1` with 8 bytes, any value below 2^63.
+fn pint(v: u64) -> Vec<u8> {
+    let mut b = vec![0x8a, 8];
+    b.extend_from_slice(&v.to_le_bytes());
+    b
+}
+
+/// A pickle str.
+fn pstr(s: &str) -> Vec<u8> {
+    let mut b = vec![b'X'];
+    b.extend_from_slice(&(s.len() as u32).to_le_bytes());
+    b.extend_from_slice(s.as_bytes());
+    b
+}
+
+/// A pickle tuple of ints.
+fn pints(v: &[u64]) -> Vec<u8> {
+    let mut b = vec![b'('];
+    for &x in v {
+        b.extend(pint(x));
+    }
+    b.push(b't');
+    b
+}
+
+/// The pickle of `{name: tensor}` as `torch.save` writes it: a storage of `storage_type`
+/// (`FloatStorage`, …) with key "0" and `numel` elements, viewed at `offset` with `size` and
+/// `stride`.
+fn tensor_pickle(
+    name: &str,
+    storage_type: &str,
+    numel: u64,
+    offset: u64,
+    size: &[u64],
+    stride: &[u64],
+) -> Vec<u8> {
+    let mut b = b"\x80\x02ccollections\nOrderedDict\n)R(".to_vec();
+    b.extend(pstr(name));
+    b.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n((");
+    b.extend(pstr("storage"));
+    b.extend_from_slice(format!("ctorch\n{storage_type}\n").as_bytes());
+    b.extend(pstr("0"));
+    b.extend(pstr("cpu"));
+    b.extend(pint(numel));
+    b.extend_from_slice(b"tQ");
+    b.extend(pint(offset));
+    b.extend(pints(size));
+    b.extend(pints(stride));
+    b.extend_from_slice(b"\x89ccollections\nOrderedDict\n)RtRu.");
+    b
+}
+
+/// A zip checkpoint: `archive/data.pkl`, `archive/byteorder`, and the given entries under
+/// `archive/` (all stored, as torch.save writes them).
+fn checkpoint(pkl: &[u8], entries: &[(&str, &[u8])]) -> Vec<u8> {
+    use std::io::Write;
+    let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let opts =
+        zip::write::SimpleFileOptions::default().compression_method(zip::CompressionMethod::Stored);
+    let all = [("data.pkl", pkl), ("byteorder", &b"little"[..])];
+    for (name, bytes) in all.iter().chain(entries) {
+        z.start_file(format!("archive/{name}"), opts).unwrap();
+        z.write_all(bytes).unwrap();
+    }
+    z.finish().unwrap().into_inner()
+}
+
+fn torch_fixture(name: &str) -> Vec<u8> {
+    let p = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data/torch")
+        .join(name);
+    std::fs::read(p).unwrap()
+}
+
+/// Point the central directory's record of the last entry at an offset past the file's end.
+fn with_bad_offset(mut zip: Vec<u8>) -> Vec<u8> {
+    let at = zip
+        .windows(4)
+        .rposition(|w| w == b"PK\x01\x02")
+        .expect("a central directory record");
+    zip[at + 42..at + 46].copy_from_slice(&u32::MAX.to_le_bytes()[..]);
+    zip
+}
+
+/// Mark every entry as deflated (method 8) in its local and central headers.
+fn with_deflate_method(mut zip: Vec<u8>) -> Vec<u8> {
+    for (sig, off) in [(&b"PK\x03\x04"[..], 8), (&b"PK\x01\x02"[..], 10)] {
+        let hits: Vec<usize> = zip
+            .windows(4)
+            .enumerate()
+            .filter(|(_, w)| *w == sig)
+            .map(|(i, _)| i)
+            .collect();
+        for at in hits {
+            zip[at + off] = 8;
+        }
+    }
+    zip
+}
+
+fn torch_cases() -> Vec<Case> {
+    let f32_data = f32s(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let good = tensor_pickle("w", "FloatStorage", 6, 0, &[2, 3], &[3, 1]);
+    let mut deep = b"\x80\x02".to_vec();
+    deep.extend(std::iter::repeat_n(b']', 200_000));
+    deep.extend(std::iter::repeat_n(b'a', 199_999));
+    deep.push(b'.');
+    let basic = torch_fixture("basic.pth");
+    let legacy = torch_fixture("basic_legacy.pth");
+    let mut system = b"\x80\x02ccollections\nOrderedDict\n)R(".to_vec();
+    system.extend(pstr("w"));
+    system.extend_from_slice(b"cposix\nsystem\n(");
+    system.extend(pstr("touch /tmp/resnet-rs-hostile-marker"));
+    system.extend_from_slice(b"tRu.");
+    vec![
+        Case {
+            name: "a valid checkpoint cut in half",
+            bytes: basic[..basic.len() / 2].to_vec(),
+            check: |e| matches!(e, WeightError::Archive { .. }),
+            message: "not a readable zip archive",
+        },
+        Case {
+            name: "a legacy checkpoint cut short",
+            bytes: legacy[..legacy.len() * 2 / 3].to_vec(),
+            check: |e| matches!(e, WeightError::Pickle { .. }),
+            message: "runs past the end of the",
+        },
+        Case {
+            name: "an entry's offset past the end",
+            bytes: with_bad_offset(checkpoint(&good, &[("data/0", &f32_data)])),
+            check: |e| matches!(e, WeightError::Archive { .. }),
+            message: "malformed PyTorch checkpoint archive",
+        },
+        Case {
+            name: "compressed entries",
+            bytes: with_deflate_method(checkpoint(&good, &[("data/0", &f32_data)])),
+            check: |e| matches!(e, WeightError::Archive { .. }),
+            message: "compressed",
+        },
+        Case {
+            name: "storage smaller than it claims",
+            bytes: checkpoint(&good, &[("data/0", &f32_data[..8])]),
+            check: |e| matches!(e, WeightError::BadTensor { name, .. } if name == "w"),
+            message: "its storage claims 6 elements of 4 bytes but holds 8 bytes",
+        },
+        Case {
+            name: "tensor reaching past its storage",
+            bytes: checkpoint(
+                &tensor_pickle("w", "FloatStorage", 6, 2, &[2, 3], &[3, 1]),
+                &[("data/0", &f32_data)],
+            ),
+            check: |e| matches!(e, WeightError::BadTensor { .. }),
+            message: "reach element 7 of a storage of 6",
+        },
+        Case {
+            name: "broadcast view of a huge size",
+            bytes: checkpoint(
+                &tensor_pickle("w", "FloatStorage", 6, 0, &[1 << 40], &[0]),
+                &[("data/0", &f32_data)],
+            ),
+            check: |e| matches!(e, WeightError::BadTensor { .. }),
+            message: "a broadcast view",
+        },
+        Case {
+            name: "sizes whose product overflows",
+            bytes: checkpoint(
+                &tensor_pickle("w", "FloatStorage", 6, 0, &[1 << 40, 1 << 40], &[1, 1]),
+                &[("data/0", &f32_data)],
+            ),
+            check: |e| matches!(e, WeightError::BadTensor { .. }),
+            message: "overflows",
+        },
+        Case {
+            name: "unknown storage type",
+            bytes: checkpoint(
+                &tensor_pickle("w", "ComplexFloatStorage", 3, 0, &[3], &[1]),
+                &[("data/0", &f32_data)],
+            ),
+            check: |e| matches!(e, WeightError::UnsupportedStorage { name } if name == "torch.ComplexFloatStorage"),
+            message: "unsupported tensor storage type torch.ComplexFloatStorage",
+        },
+        Case {
+            name: "a storage entry missing",
+            bytes: checkpoint(&good, &[]),
+            check: |e| matches!(e, WeightError::Archive { .. }),
+            message: "its storage archive/data/0 is not in the archive",
+        },
+        Case {
+            name: "os.system in the state_dict",
+            bytes: checkpoint(&system, &[]),
+            check: |e| matches!(e, WeightError::RefusedGlobal { global } if global == "posix.system"),
+            message: "refusing pickle global posix.system",
+        },
+        Case {
+            name: "200 000 nested lists",
+            bytes: checkpoint(&deep, &[]),
+            check: |e| matches!(e, WeightError::Pickle { .. }),
+            message: "holds a list, not a dict of tensors",
+        },
+        Case {
+            name: "a dict without tensors",
+            bytes: checkpoint(b"\x80\x02}(X\x05\x00\x00\x00epochK\x07u.", &[]),
+            check: |e| matches!(e, WeightError::Pickle { .. }),
+            message: "no tensors in the checkpoint",
+        },
+        Case {
+            name: "a pickle without STOP",
+            bytes: checkpoint(&good[..good.len() - 1], &[("data/0", &f32_data)]),
+            check: |e| matches!(e, WeightError::Pickle { .. }),
+            message: "without STOP",
+        },
+        Case {
+            name: "big-endian",
+            bytes: {
+                let mut z = checkpoint(&good, &[("data/0", &f32_data)]);
+                let at = z.windows(6).position(|w| w == b"little").unwrap();
+                z[at..at + 6].copy_from_slice(b"bigxxx");
+                z
+            },
+            check: |e| matches!(e, WeightError::Archive { .. }),
+            message: "only little-endian",
+        },
+        Case {
+            name: "a zip that is no checkpoint",
+            bytes: {
+                use std::io::Write;
+                let mut z = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+                z.start_file("readme.txt", zip::write::SimpleFileOptions::default())
+                    .unwrap();
+                z.write_all(b"hello").unwrap();
+                z.finish().unwrap().into_inner()
+            },
+            check: |e| matches!(e, WeightError::Archive { .. }),
+            message: "no data.pkl",
+        },
+        Case {
+            name: "a plain pickle (no magic number)",
+            bytes: b"\x80\x02}q\x00.".to_vec(),
+            check: |e| matches!(e, WeightError::Pickle { .. }),
+            message: "no magic number",
+        },
+        Case {
+            name: "an HTML page",
+            bytes: b"<!DOCTYPE html>\n<html><body>Not Found</body></html>".to_vec(),
+            check: |e| matches!(e, WeightError::NotWeights { .. }),
+            message: "not a safetensors file or PyTorch checkpoint: starts with \"<!DOCTYPE html>\\n\"",
+        },
+        Case {
+            name: "a JPEG image",
+            bytes: b"\xff\xd8\xff\xe0\x00\x10JFIF\x00\x01\x01\x00\x00\x01\x00\x01".to_vec(),
+            check: |e| matches!(e, WeightError::NotWeights { .. }),
+            message: "starts with bytes ff d8 ff e0 00 10 4a 46 49 46 00 01 01 00 00 01 (an image)",
+        },
+    ]
+}
+
+#[test]
+fn every_malformed_checkpoint_gives_its_error_with_memory_linear_in_its_size() {
+    let _g = MEASURE.lock().unwrap();
+    for case in torch_cases() {
+        let size = case.bytes.len();
+        let (result, peak) = peak_during(|| WeightFile::from_bytes(case.bytes));
+        let e = result.expect_err(case.name);
+        assert!((case.check)(&e), "{}: wrong error {e:?}", case.name);
+        assert!(e.to_string().contains(case.message), "{}: {e}", case.name);
+        // The pickle machine holds at most one 32-byte object and two references per input
+        // byte (see `torch/pickle.rs`): a bound linear in the size, never from a size read.
+        assert!(
+            peak <= 64 * size + 256 * 1024,
+            "{}: allocated {peak} bytes for a {size}-byte file",
+            case.name
+        );
+    }
 }
