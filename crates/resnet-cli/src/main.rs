@@ -153,14 +153,24 @@ pub struct TrainArgs {
     /// possibly smaller)].
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..))]
     batch: Option<u32>,
-    /// Learning rate [default: 0.1].
+    /// The optimiser: `sgd` (torch.optim.SGD) or `adamw` (torch.optim.AdamW) [default: sgd].
+    #[arg(long, value_enum)]
+    optimizer: Option<OptimizerArg>,
+    /// Learning rate [default: 0.1 for SGD, 1e-3 for AdamW].
     #[arg(long)]
     lr: Option<f64>,
+    /// Linear learning-rate warm-up over this many steps, from a tenth of the rate; the
+    /// schedule then spans the remaining steps [default: none].
+    #[arg(long, value_name = "STEPS")]
+    warmup: Option<u64>,
+    /// AdamW's moment decay rates, `BETA1,BETA2` [default: 0.9,0.999].
+    #[arg(long, value_name = "B1,B2", value_parser = parse_betas)]
+    betas: Option<(f64, f64)>,
     /// SGD momentum [default: 0.9].
     #[arg(long)]
     momentum: Option<f64>,
-    /// Weight decay (added to the gradient, as torch.optim.SGD does) [default: 0.0001, He et
-    /// al.'s].
+    /// Weight decay (SGD: added to the gradient, as torch.optim.SGD does; AdamW: decoupled)
+    /// [default: 0.0001, He et al.'s, for SGD; 0.01, PyTorch's, for AdamW].
     #[arg(long)]
     weight_decay: Option<f64>,
     /// Nesterov momentum.
@@ -240,6 +250,38 @@ pub enum SplitArg {
     Test,
     /// The training split.
     Train,
+}
+
+/// `resnet train --optimizer`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OptimizerArg {
+    /// `torch.optim.SGD` (momentum, Nesterov, weight decay added to the gradient).
+    Sgd,
+    /// `torch.optim.AdamW` (decoupled weight decay).
+    Adamw,
+}
+
+impl OptimizerArg {
+    /// The name a recipe records.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sgd => "sgd",
+            Self::Adamw => "adamw",
+        }
+    }
+}
+
+/// `B1,B2` for `--betas`.
+fn parse_betas(s: &str) -> Result<(f64, f64), String> {
+    let v: Vec<f64> = s
+        .split(',')
+        .map(|x| x.trim().parse::<f64>())
+        .collect::<Result<_, _>>()
+        .map_err(|e| format!("{s:?}: {e}"))?;
+    match v.as_slice() {
+        [a, b] => Ok((*a, *b)),
+        _ => Err(format!("{s:?}: give two numbers, BETA1,BETA2")),
+    }
 }
 
 /// `resnet train --schedule`.

@@ -14,7 +14,9 @@ use resnet_tensor::Tensor;
 use resnet_train::checkpoint::{
     Checkpoint, CheckpointDir, CheckpointError, EpochTally, Progress, Recipe,
 };
-use resnet_train::optim::{DecayPolicy, Prior, Schedule, Sgd, SgdConfig, dirac};
+use resnet_train::optim::{
+    AdamWConfig, DecayPolicy, Optimizer, OptimizerConfig, Prior, Schedule, SgdConfig, dirac,
+};
 use resnet_train::{Trainer, evaluate};
 use resnet_weights::{Prefixed, write_safetensors_with_counters};
 use serde_json::json;
@@ -354,27 +356,63 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
         String::new(),
     )?;
     let prior = pick_prior(a, &settings)?;
-    let sgd_config = SgdConfig {
-        lr: settings.pick("--lr", a.lr, |r| r.sgd.lr, 0.1)?,
-        momentum: settings.pick("--momentum", a.momentum, |r| r.sgd.momentum, 0.9)?,
-        weight_decay: settings.pick(
-            "--weight-decay",
-            a.weight_decay,
-            |r| r.sgd.weight_decay,
-            1e-4,
-        )?,
-        nesterov: settings.pick(
-            "--nesterov",
-            a.nesterov.then_some(true),
-            |r| r.sgd.nesterov,
-            false,
-        )?,
-        dampening: saved_recipe.map_or(0.0, |r| r.sgd.dampening),
+    let optimizer_name = settings.pick(
+        "--optimizer",
+        a.optimizer.map(|o| o.name().to_owned()),
+        |r| r.optimizer.name().to_owned(),
+        "sgd".to_owned(),
+    )?;
+    let optimizer: OptimizerConfig = match optimizer_name.as_str() {
+        "sgd" => {
+            if a.betas.is_some() {
+                bail!("--betas is AdamW's (give --optimizer adamw); SGD takes --momentum");
+            }
+            let saved = |r: &Recipe| r.optimizer.sgd().copied().unwrap_or(SgdConfig::new(0.1));
+            SgdConfig {
+                lr: settings.pick("--lr", a.lr, |r| saved(r).lr, 0.1)?,
+                momentum: settings.pick("--momentum", a.momentum, |r| saved(r).momentum, 0.9)?,
+                weight_decay: settings.pick(
+                    "--weight-decay",
+                    a.weight_decay,
+                    |r| saved(r).weight_decay,
+                    1e-4,
+                )?,
+                nesterov: settings.pick(
+                    "--nesterov",
+                    a.nesterov.then_some(true),
+                    |r| saved(r).nesterov,
+                    false,
+                )?,
+                dampening: saved_recipe.map_or(0.0, |r| saved(r).dampening),
+            }
+            .into()
+        }
+        "adamw" => {
+            if a.momentum.is_some() || a.nesterov {
+                bail!("--momentum and --nesterov are SGD's; AdamW takes --betas");
+            }
+            let saved = |r: &Recipe| r.optimizer.adamw().copied().unwrap_or_default();
+            let betas = settings.pick_opt("--betas", a.betas, |r| Some(saved(r).betas))?;
+            AdamWConfig {
+                lr: settings.pick("--lr", a.lr, |r| saved(r).lr, 1e-3)?,
+                betas: betas.unwrap_or((0.9, 0.999)),
+                eps: saved_recipe.map_or(1e-8, |r| saved(r).eps),
+                weight_decay: settings.pick(
+                    "--weight-decay",
+                    a.weight_decay,
+                    |r| saved(r).weight_decay,
+                    0.01,
+                )?,
+                amsgrad: saved_recipe.is_some_and(|r| saved(r).amsgrad),
+            }
+            .into()
+        }
+        other => bail!("the checkpoint's optimiser {other:?} is unknown to this version"),
     };
     let decay = saved_recipe.map_or(DecayPolicy::All, |r| r.decay);
-    sgd_config
-        .validate()
-        .context("invalid optimiser settings (--lr, --momentum, --weight-decay, --nesterov)")?;
+    optimizer.validate().context(
+        "invalid optimiser settings (--lr, --momentum, --betas, --weight-decay, --nesterov)",
+    )?;
     let seed = match (a.seed, saved_recipe) {
         (Some(s), Some(r)) if r.seed != Some(s) => bail!(
             "--seed {s} conflicts with the checkpoint being resumed ({}: {}); leave --seed out",
@@ -506,14 +544,30 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
         ),
         _ => target,
     };
+    let warmup = settings.pick_opt("--warmup", a.warmup, |r| r.warmup)?;
+    match warmup {
+        Some(0) => bail!("--warmup 0: give at least 1 step, or leave --warmup out"),
+        Some(w) if w >= schedule_steps && schedule_name != "constant" => bail!(
+            "--warmup {w} leaves nothing of the {schedule_name} schedule over the run's \
+             {schedule_steps} steps: give fewer warm-up steps"
+        ),
+        _ => {}
+    }
+    // After a warm-up the schedule starts from 0 and spans the remaining steps, as PyTorch's
+    // SequentialLR([LinearLR, then], milestones=[warm-up]) runs it.
+    let after = schedule_steps.saturating_sub(warmup.unwrap_or(0));
     let schedule = match schedule_name.as_str() {
-        "he" => Schedule::he_et_al(schedule_steps),
+        "he" => Schedule::he_et_al(after),
         "cosine" => Schedule::Cosine {
-            total: schedule_steps.max(1),
+            total: after.max(1),
             min_lr: 0.0,
         },
         "constant" => Schedule::Constant,
         other => bail!("the checkpoint's schedule {other:?} is unknown to this version"),
+    };
+    let schedule = match warmup {
+        Some(w) => Schedule::linear_warmup(w, 0.1, schedule),
+        None => schedule,
     };
 
     // The class count.
@@ -612,7 +666,7 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
             if matches!(prior, Prior::Identity { .. }) && at_centre {
                 init_at_centre(&mut t, &prior, seed.unwrap_or(0), prior_noise)?;
             }
-            (t, Sgd::try_new(sgd_config)?)
+            (t, Optimizer::try_new(optimizer)?)
         }
     };
     // The fast kernels on the requested threads (all cores by default): the weights are
@@ -636,7 +690,8 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
         shortcut: spec.shortcut_name(),
         classes,
         in_channels: c,
-        sgd: sgd_config,
+        optimizer,
+        warmup,
         prior,
         decay,
         seed,
@@ -700,10 +755,14 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
     } else {
         format!(" ({steps_per_epoch} per epoch, batch {batch})")
     };
-    let lr_text = if schedule_name == "constant" {
-        format!("lr {:?}", sgd_config.lr)
+    let lr_text = if schedule_name == "constant" && warmup.is_none() {
+        format!("{optimizer_name}, lr {:?}", optimizer.lr())
     } else {
-        format!("lr {:?} ({schedule_name} schedule)", sgd_config.lr)
+        format!(
+            "{optimizer_name}, lr {:?} ({schedule_name} schedule{})",
+            optimizer.lr(),
+            warmup.map_or(String::new(), |w| format!(" after {w} warm-up steps"))
+        )
     };
     match &resumed {
         Some((path, _)) => eprintln!(
@@ -720,20 +779,21 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
             plural(target),
         ),
     }
-    let checkpoint = |trainer: &Trainer, sgd: &Sgd, step: u64, tally: EpochTally| -> Result<()> {
-        let Some(dir) = &out else { return Ok(()) };
-        let progress = Progress {
-            step,
-            epoch: step / steps_per_epoch,
-            tally,
+    let checkpoint =
+        |trainer: &Trainer, sgd: &Optimizer, step: u64, tally: EpochTally| -> Result<()> {
+            let Some(dir) = &out else { return Ok(()) };
+            let progress = Progress {
+                step,
+                epoch: step / steps_per_epoch,
+                tally,
+            };
+            let ckpt = Checkpoint::capture(trainer, sgd, recipe.clone(), progress)?;
+            let path = dir.save(&ckpt)?;
+            if !is_dataset {
+                eprintln!("wrote {}", path.display());
+            }
+            Ok(())
         };
-        let ckpt = Checkpoint::capture(trainer, sgd, recipe.clone(), progress)?;
-        let path = dir.save(&ckpt)?;
-        if !is_dataset {
-            eprintln!("wrote {}", path.display());
-        }
-        Ok(())
-    };
     // A run resumed mid-epoch carries on with that epoch's totals.
     let mut tally = progress
         .filter(|p| p.step % steps_per_epoch != 0)
@@ -761,7 +821,7 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
             let (xb, lb) = b.with_context(|| format!("epoch {}", epoch + 1))?;
             step += 1;
             let k = (step - 1) % steps_per_epoch;
-            let lr = schedule.lr_at(sgd_config.lr, step - 1);
+            let lr = schedule.lr_at(optimizer.lr(), step - 1);
             sgd.set_lr(lr)?;
             // As resnet-train's golden tests run it: the prior in the loss and gradients,
             // decay off on the prior's convs.

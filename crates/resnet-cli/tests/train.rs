@@ -834,3 +834,122 @@ fn resume_refuses_flags_that_contradict_the_checkpoint() {
         "{e}"
     );
 }
+
+#[test]
+fn adamw_with_warmup_resumes_bitwise_and_its_flags_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("batch.safetensors");
+    data_file(&data, [6, 1, 8, 8], &[0, 2, 1, 2, 1, 0]);
+    let data_arg = format!("tensors:{}", s(&data));
+    let (whole, split, sgd) = (
+        dir.path().join("whole.st"),
+        dir.path().join("split.st"),
+        dir.path().join("sgd.st"),
+    );
+    let ckpts = dir.path().join("run");
+    let base = [
+        "train",
+        "--model",
+        "cifar-resnet8",
+        "--classes",
+        "3",
+        "--data",
+        &data_arg,
+        "--batch",
+        "2",
+    ];
+    let adamw = ["--optimizer", "adamw", "--lr", "0.01", "--warmup", "3"];
+    let e = succeeds(&[&base[..], &adamw, &["--steps", "6", "--save", s(&whole)]].concat());
+    assert!(
+        e.contains("adamw, lr 0.01 (constant schedule after 3 warm-up steps)"),
+        "{e}"
+    );
+    // Stopped after 2 steps (mid warm-up), resumed to 6: bitwise the same weights.
+    succeeds(&[&base[..], &adamw, &["--steps", "2", "--out", s(&ckpts)]].concat());
+    let meta = WeightFile::open(ckpts.join("checkpoint-step2.safetensors"))
+        .unwrap()
+        .metadata()
+        .clone();
+    let recipe: serde_json::Value = serde_json::from_str(&meta["recipe"]).unwrap();
+    assert_eq!(recipe["optimizer"], "adamw");
+    assert_eq!(recipe["warmup"], 3);
+    assert_eq!(recipe["weight_decay"], 0.01);
+    succeeds(&[
+        "train",
+        "--resume",
+        s(&ckpts),
+        "--steps",
+        "6",
+        "--save",
+        s(&split),
+    ]);
+    assert_same_tensors(&whole, &split);
+    // The same run with SGD is another run.
+    succeeds(
+        &[
+            &base[..],
+            &[
+                "--lr",
+                "0.01",
+                "--warmup",
+                "3",
+                "--steps",
+                "6",
+                "--save",
+                s(&sgd),
+            ],
+        ]
+        .concat(),
+    );
+    // ... as is the same run without the warm-up.
+    let cold = dir.path().join("cold.st");
+    succeeds(
+        &[
+            &base[..],
+            &adamw[..4],
+            &["--steps", "6", "--save", s(&cold)],
+        ]
+        .concat(),
+    );
+    let a = WeightFile::open(&whole).unwrap().load("fc.weight").unwrap();
+    for other in [&sgd, &cold] {
+        let b = WeightFile::open(other).unwrap().load("fc.weight").unwrap();
+        assert_ne!(a.as_slice(), b.as_slice(), "{}", other.display());
+    }
+    // Flags that contradict the checkpoint, or the optimiser, are refused.
+    for (extra, want) in [
+        (&["--optimizer", "sgd"][..], "--optimizer sgd conflicts"),
+        (&["--warmup", "2"], "--warmup 2 conflicts"),
+        (&["--betas", "0.8,0.9"], "--betas (0.8, 0.9) conflicts"),
+    ] {
+        let mut args = vec!["train", "--resume", s(&ckpts), "--steps", "6"];
+        args.extend_from_slice(extra);
+        let e = fails(&args);
+        assert!(e.contains(want), "{extra:?}: {e}");
+    }
+    let out = dir.path().join("x.st");
+    for (extra, want) in [
+        (
+            &["--momentum", "0.5"][..],
+            "--momentum and --nesterov are SGD's",
+        ),
+        (
+            &["--schedule", "cosine", "--warmup", "6"],
+            "--warmup 6 leaves nothing of the cosine schedule",
+        ),
+        (&["--warmup", "0"], "--warmup 0: give at least 1 step"),
+    ] {
+        let mut args = [&base[..], &adamw[..2], &["--steps", "6", "--save", s(&out)]].concat();
+        args.extend_from_slice(extra);
+        let e = fails(&args);
+        assert!(e.contains(want), "{extra:?}: {e}");
+    }
+    let e = fails(
+        &[
+            &base[..],
+            &["--betas", "0.9,0.99", "--steps", "6", "--save", s(&out)],
+        ]
+        .concat(),
+    );
+    assert!(e.contains("--betas is AdamW's"), "{e}");
+}

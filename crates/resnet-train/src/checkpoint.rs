@@ -7,8 +7,9 @@
 //!   `layer1.0.bn1.bias`, `fc.weight`, …), the batch-norms' running statistics
 //!   (`*.running_mean`, `*.running_var`, F32) and `*.num_batches_tracked` (I64 scalars, as
 //!   PyTorch stores them);
-//! - the optimiser's state under [`OPTIM_PREFIX`]: `optim.momentum_buffer.<param>` in the
-//!   parameter's shape, exactly [`Sgd::state`];
+//! - the optimiser's state under [`OPTIM_PREFIX`], exactly [`Optimize::state`]: SGD's
+//!   `optim.momentum_buffer.<param>`, AdamW's `optim.exp_avg.<param>` and
+//!   `optim.exp_avg_sq.<param>` in the parameter's shape and `optim.step.<param>`;
 //! - in the header's metadata: `format` ([`FORMAT`]) and `format_version` ([`VERSION`]), the
 //!   [`Recipe`] as JSON under `recipe` (model, classes, optimiser settings, prior, seed, data,
 //!   batch size), the [`Progress`] under `progress` (optimiser steps done, epochs completed),
@@ -33,14 +34,14 @@
 //! use resnet_tensor::Tensor;
 //! use resnet_train::Trainer;
 //! use resnet_train::checkpoint::{Checkpoint, CheckpointDir, Progress, Recipe};
-//! use resnet_train::optim::{DecayPolicy, Prior, Sgd, SgdConfig};
+//! use resnet_train::optim::{DecayPolicy, Optimize, Prior, Sgd, SgdConfig};
 //!
 //! let cfg = CifarConfig::new(8, 4).with_in_channels(1);
 //! let sgd_config = SgdConfig::new(0.05).with_momentum(0.9).with_weight_decay(5e-4);
 //! let recipe = Recipe::new(cfg.name(), 4, 1, sgd_config, "tensors:batch.safetensors");
 //! let x = Tensor::from_vec(&[2, 1, 8, 8], (0..128).map(|i| (i % 7) as f32 / 7.0).collect())?;
 //! let labels = [1, 3];
-//! let step = |t: &mut Trainer, sgd: &mut Sgd| {
+//! let step = |t: &mut Trainer, sgd: &mut dyn Optimize| {
 //!     t.sgd_step(sgd, &Prior::Zero, DecayPolicy::All, &x, &labels).map(|_| ())
 //! };
 //!
@@ -66,7 +67,10 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use crate::optim::{DecayPolicy, OptimError, Prior, Sgd, SgdConfig, StateTensor};
+use crate::optim::{
+    AdamWConfig, DecayPolicy, OptimError, Optimize, Optimizer, OptimizerConfig, Prior, SgdConfig,
+    StateTensor,
+};
 use crate::{TrainError, Trainer};
 use resnet_models::Plan;
 use resnet_tensor::Tensor;
@@ -165,8 +169,12 @@ pub struct Recipe {
     pub classes: usize,
     /// The number of input channels.
     pub in_channels: usize,
-    /// The optimiser: learning rate, momentum, dampening, Nesterov, weight decay.
-    pub sgd: SgdConfig,
+    /// The optimiser and its settings (SGD: learning rate, momentum, dampening, Nesterov,
+    /// weight decay; AdamW: learning rate, betas, eps, weight decay, AMSGrad).
+    pub optimizer: OptimizerConfig,
+    /// Steps of linear learning-rate warm-up (from a tenth of the rate) before the schedule,
+    /// which then spans the remaining steps.
+    pub warmup: Option<u64>,
     /// The prior on the weights.
     pub prior: Prior,
     /// Which parameters weight decay applies to.
@@ -208,13 +216,14 @@ pub struct Recipe {
 
 impl Recipe {
     /// A recipe for `model` with `classes` classes on `in_channels`-channel input, trained by
-    /// `sgd` on `data`: no prior, decay on every parameter, no seed, init, fingerprint or
-    /// batch size (set the public fields for those).
+    /// `optimizer` (an [`SgdConfig`], an [`AdamWConfig`] or an
+    /// [`OptimizerConfig`]) on `data`: no prior, decay on every parameter, no warm-up, seed,
+    /// init, fingerprint or batch size (set the public fields for those).
     pub fn new(
         model: impl Into<String>,
         classes: usize,
         in_channels: usize,
-        sgd: SgdConfig,
+        optimizer: impl Into<OptimizerConfig>,
         data: impl Into<String>,
     ) -> Self {
         Self {
@@ -222,7 +231,8 @@ impl Recipe {
             shortcut: None,
             classes,
             in_channels,
-            sgd,
+            optimizer: optimizer.into(),
+            warmup: None,
             prior: Prior::Zero,
             decay: DecayPolicy::All,
             seed: None,
@@ -248,16 +258,15 @@ impl Recipe {
             Prior::Zero => ("zero", 0.0),
             Prior::Identity { lambda } => ("identity", lambda),
         };
-        json!({
+        let mut v = json!({
             "model": self.model,
             "shortcut": self.shortcut,
             "classes": self.classes,
             "in_channels": self.in_channels,
-            "lr": self.sgd.lr,
-            "momentum": self.sgd.momentum,
-            "dampening": self.sgd.dampening,
-            "nesterov": self.sgd.nesterov,
-            "weight_decay": self.sgd.weight_decay,
+            "optimizer": self.optimizer.name(),
+            "lr": self.optimizer.lr(),
+            "weight_decay": self.optimizer.weight_decay(),
+            "warmup": self.warmup,
             "prior": prior,
             "prior_lambda": lambda,
             "decay": match self.decay {
@@ -279,7 +288,21 @@ impl Recipe {
             "crop": self.crop,
             "test_subset": self.test_subset,
             "schedule_steps": self.schedule_steps,
-        })
+        });
+        let o = v.as_object_mut().expect("an object");
+        match self.optimizer {
+            OptimizerConfig::Sgd(c) => {
+                o.insert("momentum".into(), json!(c.momentum));
+                o.insert("dampening".into(), json!(c.dampening));
+                o.insert("nesterov".into(), json!(c.nesterov));
+            }
+            OptimizerConfig::AdamW(c) => {
+                o.insert("betas".into(), json!([c.betas.0, c.betas.1]));
+                o.insert("eps".into(), json!(c.eps));
+                o.insert("amsgrad".into(), json!(c.amsgrad));
+            }
+        }
+        v
     }
 
     /// Reads a recipe written by [`Recipe::to_json`]; the error names the field.
@@ -297,22 +320,47 @@ impl Recipe {
             "exclude_norm_and_bias" => DecayPolicy::ExcludeNormAndBias,
             other => return Err(format!("recipe field `decay`: unknown policy {other:?}")),
         };
-        let sgd = SgdConfig {
-            lr: f64_field(o, "lr")?,
-            momentum: f64_field(o, "momentum")?,
-            dampening: f64_field(o, "dampening")?,
-            nesterov: o
-                .get("nesterov")
+        let bool_field = |k: &str| {
+            o.get(k)
                 .and_then(Value::as_bool)
-                .ok_or("recipe field `nesterov`: missing or not a boolean")?,
-            weight_decay: f64_field(o, "weight_decay")?,
+                .ok_or_else(|| format!("recipe field `{k}`: missing or not a boolean"))
+        };
+        // Checkpoints written before AdamW was recorded have no `optimizer`: SGD.
+        let optimizer = match opt(o, "optimizer", |v| v.as_str().map(str::to_owned))?.as_deref() {
+            None | Some("sgd") => OptimizerConfig::Sgd(SgdConfig {
+                lr: f64_field(o, "lr")?,
+                momentum: f64_field(o, "momentum")?,
+                dampening: f64_field(o, "dampening")?,
+                nesterov: bool_field("nesterov")?,
+                weight_decay: f64_field(o, "weight_decay")?,
+            }),
+            Some("adamw") => {
+                let betas = o
+                    .get("betas")
+                    .and_then(Value::as_array)
+                    .and_then(|b| Some((b.first()?.as_f64()?, b.get(1)?.as_f64()?)))
+                    .ok_or("recipe field `betas`: missing or not two numbers")?;
+                OptimizerConfig::AdamW(AdamWConfig {
+                    lr: f64_field(o, "lr")?,
+                    betas,
+                    eps: f64_field(o, "eps")?,
+                    weight_decay: f64_field(o, "weight_decay")?,
+                    amsgrad: bool_field("amsgrad")?,
+                })
+            }
+            Some(other) => {
+                return Err(format!(
+                    "recipe field `optimizer`: unknown optimiser {other:?}"
+                ));
+            }
         };
         Ok(Self {
             model: str_field(o, "model")?,
             shortcut: opt(o, "shortcut", |v| v.as_str().map(str::to_owned))?,
             classes: usize_field(o, "classes")?,
             in_channels: usize_field(o, "in_channels")?,
-            sgd,
+            optimizer,
+            warmup: opt(o, "warmup", Value::as_u64)?,
             prior,
             decay,
             seed: opt(o, "seed", Value::as_u64)?,
@@ -568,7 +616,7 @@ pub struct Checkpoint {
     pub state: TensorMap,
     /// `{bn}.num_batches_tracked` by full key.
     pub counters: BTreeMap<String, i64>,
-    /// The optimiser's state ([`Sgd::state`]), names without [`OPTIM_PREFIX`].
+    /// The optimiser's state ([`Optimize::state`]), names without [`OPTIM_PREFIX`].
     pub optim: Vec<StateTensor>,
 }
 
@@ -577,7 +625,7 @@ impl Checkpoint {
     /// optimiser's state.
     pub fn capture(
         trainer: &Trainer,
-        sgd: &Sgd,
+        optimizer: &(impl Optimize + ?Sized),
         recipe: Recipe,
         progress: Progress,
     ) -> Result<Self, CheckpointError> {
@@ -586,13 +634,14 @@ impl Checkpoint {
             progress,
             state: trainer.state_dict()?,
             counters: trainer.batches_tracked().clone(),
-            optim: sgd.state(),
+            optim: optimizer.state(),
         })
     }
 
     /// Rebuilds the run: a [`Trainer`] for `plan` holding the checkpoint's parameters, running
-    /// statistics and counters, and an [`Sgd`] with the recipe's settings and the saved
-    /// momentum buffers. Its next step is bitwise the step the saving run would have made.
+    /// statistics and counters, and the recipe's [`Optimizer`] with its saved state (SGD's
+    /// momentum buffers, AdamW's moments and step counts). Its next step is bitwise the step
+    /// the saving run would have made.
     ///
     /// # Errors
     ///
@@ -601,7 +650,7 @@ impl Checkpoint {
     /// counters `plan` does not use, lacks a counter, or holds optimiser state for a parameter
     /// the network does not have (or of another size); [`CheckpointError::Optim`] for a bad
     /// recipe or optimiser state.
-    pub fn restore(&self, plan: Plan) -> Result<(Trainer, Sgd), CheckpointError> {
+    pub fn restore(&self, plan: Plan) -> Result<(Trainer, Optimizer), CheckpointError> {
         let mut trainer = Trainer::new(plan, &self.state)?;
         let unused: Vec<&str> = self
             .state
@@ -635,9 +684,11 @@ impl Checkpoint {
             trainer.set_batches_tracked(&k, *n);
         }
         for t in &self.optim {
-            let param = t.name.split_once('.').map_or("", |(_, p)| p);
+            let (kind, param) = t.name.split_once('.').unwrap_or(("", ""));
             match trainer.params().get(param) {
-                Some((w, _)) if w.len() == t.data.len() => {}
+                // AdamW's step count is one number per parameter; the rest is per element.
+                Some(_) if kind == "step" && t.data.len() == 1 => {}
+                Some((w, _)) if kind != "step" && w.len() == t.data.len() => {}
                 Some((w, _)) => {
                     return Err(CheckpointError::Mismatch(format!(
                         "optimiser state {} has {} elements, the parameter {}",
@@ -654,9 +705,9 @@ impl Checkpoint {
                 }
             }
         }
-        let mut sgd = Sgd::try_new(self.recipe.sgd)?;
-        sgd.load_state(&self.optim)?;
-        Ok((trainer, sgd))
+        let mut optimizer = Optimizer::try_new(self.recipe.optimizer)?;
+        optimizer.load_state(&self.optim)?;
+        Ok((trainer, optimizer))
     }
 
     /// The metadata written with the checkpoint.
@@ -975,7 +1026,22 @@ mod tests {
         let text = r.to_json().to_string();
         let back = Recipe::from_json(&serde_json::from_str(&text).unwrap()).unwrap();
         assert_eq!(back, r);
-        assert_eq!(back.sgd.lr.to_bits(), (0.1f64 + 0.2).to_bits());
+        assert_eq!(back.optimizer.lr().to_bits(), (0.1f64 + 0.2).to_bits());
+        // AdamW's settings and a warm-up, too.
+        let mut a = r.clone();
+        a.optimizer = AdamWConfig::new(3e-4)
+            .with_betas(0.8, 0.99)
+            .with_eps(1e-7)
+            .with_weight_decay(0.05)
+            .with_amsgrad(true)
+            .into();
+        a.warmup = Some(17);
+        let back = Recipe::from_json(&serde_json::from_str(&a.to_json().to_string()).unwrap());
+        assert_eq!(back.unwrap(), a);
+        // A recipe of a version before the optimiser was recorded reads as SGD.
+        let mut old = r.to_json();
+        old.as_object_mut().unwrap().remove("optimizer");
+        assert_eq!(Recipe::from_json(&old).unwrap(), r);
         // Every float a user could pass survives the trip bit for bit.
         let mut s = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..10_000 {
@@ -994,7 +1060,56 @@ mod tests {
     }
 
     #[test]
+    fn an_adamw_run_resumes_bitwise_from_its_saved_checkpoint() {
+        use crate::optim::Optimize;
+        use resnet_models::{CifarConfig, cifar_plan, random_plan_weights};
+        let cfg = CifarConfig::new(8, 3).with_in_channels(1);
+        let plan = || cifar_plan(&cfg).unwrap();
+        let x = Tensor::from_vec(
+            &[4, 1, 8, 8],
+            (0..256)
+                .map(|i| ((i * 37 % 101) as f32 / 50.0) - 1.0)
+                .collect(),
+        )
+        .unwrap();
+        let labels = [0, 2, 1, 2];
+        let config = AdamWConfig::new(1e-2).with_weight_decay(0.05);
+        let mut trainer = Trainer::new(plan(), &random_plan_weights(&plan(), 3).unwrap()).unwrap();
+        let mut opt = Optimizer::try_new(config.into()).unwrap();
+        let step = |t: &mut Trainer, o: &mut Optimizer| {
+            t.sgd_step(
+                o,
+                &Prior::Zero,
+                DecayPolicy::ExcludeNormAndBias,
+                &x,
+                &labels,
+            )
+            .unwrap();
+        };
+        step(&mut trainer, &mut opt);
+        step(&mut trainer, &mut opt);
+        let recipe = Recipe::new(cfg.name(), 3, 1, config, "tensors:x");
+        let ckpt = Checkpoint::capture(&trainer, &opt, recipe, Progress::default()).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.safetensors");
+        ckpt.save(&path).unwrap();
+        let (mut resumed, mut ropt) = Checkpoint::load(&path).unwrap().restore(plan()).unwrap();
+        assert!(matches!(ropt, Optimizer::AdamW(_)));
+        assert_eq!(ropt.state().len(), opt.state().len());
+        step(&mut trainer, &mut opt);
+        step(&mut resumed, &mut ropt);
+        let bits = |t: &Trainer| -> Vec<u32> {
+            let sd = t.state_dict().unwrap();
+            sd.iter()
+                .flat_map(|(_, t)| t.as_slice().iter().map(|v| v.to_bits()).collect::<Vec<_>>())
+                .collect()
+        };
+        assert_eq!(bits(&resumed), bits(&trainer));
+    }
+
+    #[test]
     fn restore_refuses_a_checkpoint_of_another_model() {
+        use crate::optim::Sgd;
         use resnet_models::{CifarConfig, cifar_plan, random_plan_weights};
         let cfg = CifarConfig::new(8, 3).with_in_channels(1);
         let plan = || cifar_plan(&cfg).unwrap();

@@ -10,7 +10,7 @@
 mod fast;
 
 use crate::TrainError;
-use crate::optim::{DecayPolicy, Prior, Sgd, param_group_for};
+use crate::optim::{DecayPolicy, Optimize, Prior, param_group_for};
 use resnet_kernels::naive_grad::{self, BnSaved};
 use resnet_kernels::{ConvGeometry, PoolGeometry, naive};
 use resnet_models::{Backend, ConvSpec, Plan, Step};
@@ -629,15 +629,16 @@ impl Trainer {
         })
     }
 
-    /// One step of SGD on a batch, as PyTorch's recipe (and the golden fixtures) define it:
+    /// One optimiser step (SGD, AdamW, or either as an [`Optimizer`](crate::optim::Optimizer))
+    /// on a batch, as PyTorch's recipe (and the golden fixtures) define it:
     /// [`Trainer::forward_backward`], the prior's term added to the loss and to each
     /// gradient, then the optimiser's step on every parameter (weight decay per `policy`, and
     /// never on the convolutions the identity prior covers). Returns the loss and gradients
     /// the update used (prior included). A loss that is not finite is an error and changes
     /// no parameter.
-    pub fn sgd_step(
+    pub fn sgd_step<O: Optimize + ?Sized>(
         &mut self,
-        sgd: &mut Sgd,
+        sgd: &mut O,
         prior: &Prior,
         policy: DecayPolicy,
         x: &Tensor,
@@ -651,9 +652,9 @@ impl Trainer {
     }
 
     /// [`Trainer::sgd_step`] with any loss (see [`Target`]).
-    pub fn sgd_step_with(
+    pub fn sgd_step_with<O: Optimize + ?Sized>(
         &mut self,
-        sgd: &mut Sgd,
+        sgd: &mut O,
         prior: &Prior,
         policy: DecayPolicy,
         x: &Tensor,
@@ -683,9 +684,9 @@ impl Trainer {
     /// (`[N, in_features]` or `[N, in_features, 1, 1]`, e.g. the inference path's `pool`
     /// output), and only the plan's final linear layer learns, by cross-entropy on `labels`.
     /// Nothing else changes: no running statistics, no counters.
-    pub fn sgd_step_head(
+    pub fn sgd_step_head<O: Optimize + ?Sized>(
         &mut self,
-        sgd: &mut Sgd,
+        sgd: &mut O,
         policy: DecayPolicy,
         features: &Tensor,
         labels: &[usize],

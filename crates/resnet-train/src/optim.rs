@@ -2,7 +2,8 @@
 //!
 //! - [`Sgd`] is `torch.optim.SGD` (momentum, dampening, Nesterov, weight decay added to the
 //!   gradient); [`AdamW`] is `torch.optim.AdamW` (decoupled decay, bias-corrected moments,
-//!   optional AMSGrad).
+//!   optional AMSGrad); [`Optimizer`] is either, chosen at run time, and [`Optimize`] what a
+//!   training step needs of any of them.
 //! - [`ParamGroup`] overrides the learning rate (as a multiplier) and the weight decay of one
 //!   parameter; [`param_group_for`] picks the group of a parameter from its name and shape.
 //! - [`Prior`] is the prior of the MAP reading: [`Prior::Zero`] is ordinary weight decay (the
@@ -35,6 +36,7 @@
 mod adamw;
 mod error;
 mod group;
+mod optimizer;
 mod prior;
 mod schedule;
 mod sgd;
@@ -43,6 +45,7 @@ mod state;
 pub use adamw::{AdamW, AdamWConfig};
 pub use error::OptimError;
 pub use group::{DecayPolicy, ParamGroup, is_norm_or_bias, param_group_for};
+pub use optimizer::{Optimize, Optimizer, OptimizerConfig};
 pub use prior::{
     Prior, STEM_CONV, dirac, identity_prior_loss, identity_prior_term, is_identity_prior_conv,
     prior_term,
