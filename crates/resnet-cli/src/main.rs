@@ -1,4 +1,5 @@
-//! `resnet`: run residual networks from safetensors weights on the command line.
+//! `resnet`: run residual networks from safetensors weights or PyTorch checkpoints on the
+//! command line.
 //!
 //! ```text
 //! resnet classify cat.jpg dog.png --weights hf:timm/resnet18.tv_in1k --top 5
@@ -27,7 +28,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// Run ResNet-family networks on the CPU from safetensors weights.
+/// Run ResNet-family networks on the CPU from safetensors weights or PyTorch checkpoints.
 #[derive(Debug, Parser)]
 #[command(name = "resnet", version, about, long_about = None, arg_required_else_help = true)]
 pub struct Cli {
@@ -41,8 +42,10 @@ pub struct Cli {
 /// Where the weights come from.
 #[derive(Debug, Args)]
 pub struct WeightsArg {
-    /// Weights: a safetensors file (torchvision, timm or HF transformers names), or
-    /// `hf:REPO[/FILE]` to download from the Hugging Face Hub (FILE defaults to model.safetensors).
+    /// Weights: a safetensors file or a PyTorch checkpoint (`.pth`/`.pt`/`.bin` from
+    /// torch.save, read without running its pickle), with torchvision, timm or HF transformers
+    /// names; or `hf:REPO[/FILE]` to download from the Hugging Face Hub (FILE defaults to
+    /// model.safetensors).
     #[arg(long, short = 'w', value_name = "FILE|hf:REPO[/FILE]")]
     weights: String,
 }
