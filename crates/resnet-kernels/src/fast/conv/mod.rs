@@ -48,6 +48,39 @@ pub enum ConvAlgo {
     GroupedDirect,
 }
 
+impl ConvAlgo {
+    /// The multiply-adds the algorithm really performs in its matrix products for a
+    /// convolution of `direct_macs` direct multiply-adds whose output is `[n, out_channels,
+    /// out_h, out_w]` from `in_channels` channels: the direct count, but for Winograd
+    /// F(2x2, 3x3), whose products work on 4x4 transformed tiles per 2x2 output pixels (16
+    /// instead of 36 multiply-adds per tile and channel pair; the transforms are additions).
+    ///
+    /// ```
+    /// use resnet_kernels::fast::ConvAlgo;
+    /// // 64 -> 64 channels, 56x56 output: 9 * 64 * 64 * 56 * 56 direct multiply-adds.
+    /// let direct = 9 * 64 * 64 * 56 * 56;
+    /// assert_eq!(ConvAlgo::Im2colTiled.product_macs(direct, 1, 64, 64, 56, 56), direct);
+    /// assert_eq!(ConvAlgo::Winograd2x2.product_macs(direct, 1, 64, 64, 56, 56), direct * 16 / 36);
+    /// ```
+    pub fn product_macs(
+        self,
+        direct_macs: u64,
+        n: usize,
+        in_channels: usize,
+        out_channels: usize,
+        out_h: usize,
+        out_w: usize,
+    ) -> u64 {
+        match self {
+            ConvAlgo::Winograd2x2 => {
+                let tiles = out_h.div_ceil(2) as u64 * out_w.div_ceil(2) as u64;
+                n as u64 * tiles * 16 * in_channels as u64 * out_channels as u64
+            }
+            _ => direct_macs,
+        }
+    }
+}
+
 impl std::fmt::Display for ConvAlgo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
