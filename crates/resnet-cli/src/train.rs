@@ -756,22 +756,26 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
         format!(" ({steps_per_epoch} per epoch, batch {batch})")
     };
     let lr_text = if schedule_name == "constant" && warmup.is_none() {
-        format!("{optimizer_name}, lr {:?}", optimizer.lr())
+        format!("lr {:?}", optimizer.lr())
     } else {
         format!(
-            "{optimizer_name}, lr {:?} ({schedule_name} schedule{})",
+            "lr {:?} ({schedule_name} schedule{})",
             optimizer.lr(),
             warmup.map_or(String::new(), |w| format!(" after {w} warm-up steps"))
         )
     };
+    let opt_label = match optimizer {
+        OptimizerConfig::Sgd(_) => "SGD",
+        OptimizerConfig::AdamW(_) => "AdamW",
+    };
     match &resumed {
         Some((path, _)) => eprintln!(
-            "resuming {model} ({classes} classes) on {n}x{c}x{h}x{w} from {} (step {start}): {todo} more SGD step{} to {target}{epochs}, {lr_text}",
+            "resuming {model} ({classes} classes) on {n}x{c}x{h}x{w} from {} (step {start}): {todo} more {opt_label} step{} to {target}{epochs}, {lr_text}",
             path.display(),
             plural(todo),
         ),
         None => eprintln!(
-            "training {model} ({classes} classes) on {n}x{c}x{h}x{w} from {}: {target} SGD step{}{epochs}, {lr_text}",
+            "training {model} ({classes} classes) on {n}x{c}x{h}x{w} from {}: {target} {opt_label} step{}{epochs}, {lr_text}",
             a.init.as_ref().map_or_else(
                 || format!("random weights (seed {})", seed.unwrap_or(0)),
                 |p| p.display().to_string()

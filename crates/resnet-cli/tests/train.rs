@@ -861,7 +861,7 @@ fn adamw_with_warmup_resumes_bitwise_and_its_flags_are_checked() {
     let adamw = ["--optimizer", "adamw", "--lr", "0.01", "--warmup", "3"];
     let e = succeeds(&[&base[..], &adamw, &["--steps", "6", "--save", s(&whole)]].concat());
     assert!(
-        e.contains("adamw, lr 0.01 (constant schedule after 3 warm-up steps)"),
+        e.contains("6 AdamW steps (3 per epoch, batch 2), lr 0.01 (constant schedule after 3 warm-up steps)"),
         "{e}"
     );
     // Stopped after 2 steps (mid warm-up), resumed to 6: bitwise the same weights.
