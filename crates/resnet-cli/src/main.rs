@@ -19,6 +19,7 @@
 
 mod commands;
 mod eval;
+mod limits;
 mod train;
 mod train_bench;
 mod train_data;
@@ -50,6 +51,22 @@ pub struct WeightsArg {
     weights: String,
 }
 
+/// The images of `classify` and `embed`, and what to do with one that cannot be read.
+#[derive(Debug, Args)]
+pub struct ImageInputs {
+    /// Image files or directories (JPEG, PNG, WebP, BMP, GIF, TIFF; a directory's images in
+    /// name order).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Also take the images in the subfolders of directories (at any depth).
+    #[arg(long, short = 'r')]
+    recursive: bool,
+    /// Stop at the first image that cannot be read. By default such an image is reported on
+    /// stderr and skipped, every other one is processed, and the exit code is 1 at the end.
+    #[arg(long)]
+    strict: bool,
+}
+
 /// Image preprocessing options. torchvision nets get torchvision's ImageNet evaluation
 /// transform by default; CIFAR nets (`resnet train --model cifar-…`) their own size and channels
 /// (see `classify --help`).
@@ -66,9 +83,10 @@ pub struct PreprocessArgs {
     #[arg(long, value_name = "N", conflicts_with_all = ["resize", "crop"],
           value_parser = clap::value_parser!(u32).range(1..=16384))]
     size: Option<u32>,
-    /// Per-channel mean: R,G,B, or one value (all channels; a greyscale net's only one)
-    /// [default: ImageNet's 0.485,0.456,0.406 for torchvision nets; CIFAR nets: the file's
-    /// metadata `mean`, else 0].
+    /// Per-channel mean: R,G,B (`--mean 0.5,0.5,0.5`), or one value for all channels
+    /// (`--mean 0.5`); a greyscale net takes one value, or three equal ones [default:
+    /// ImageNet's 0.485,0.456,0.406 for torchvision nets; CIFAR nets: the file's metadata
+    /// `mean`, else 0].
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     mean: Option<Vec<f32>>,
     /// Per-channel standard deviation, like --mean [default: ImageNet's 0.229,0.224,0.225 for
@@ -343,9 +361,8 @@ enum Command {
     /// else not at all: how a trained net's input was normalised is not known otherwise, so
     /// pass --mean/--std if it was.
     Classify {
-        /// Image files or directories (JPEG, PNG, WebP, BMP, GIF, TIFF).
-        #[arg(required = true)]
-        images: Vec<PathBuf>,
+        #[command(flatten)]
+        inputs: ImageInputs,
         #[command(flatten)]
         weights: WeightsArg,
         /// How many classes to show per image.
@@ -368,9 +385,8 @@ enum Command {
     /// Write the pooled embedding of each image (one row per image) to a safetensors file
     /// (preprocessing as in classify).
     Embed {
-        /// Image files or directories.
-        #[arg(required = true)]
-        images: Vec<PathBuf>,
+        #[command(flatten)]
+        inputs: ImageInputs,
         #[command(flatten)]
         weights: WeightsArg,
         /// Output safetensors file (key `embeddings`, image paths in the metadata).
@@ -390,8 +406,9 @@ enum Command {
         output: PathBuf,
         #[command(flatten)]
         weights: WeightsArg,
-        /// Tile size in input pixels (each tile is grown by the network's receptive field).
-        #[arg(long, default_value_t = 192, value_parser = clap::value_parser!(u32).range(2..))]
+        /// Tile size in input pixels (each tile is grown by the network's receptive field;
+        /// smaller than 16 or than the overlap, it is raised to that).
+        #[arg(long, default_value_t = 192, value_parser = clap::value_parser!(u32).range(1..))]
         tile: u32,
         /// Overlap between tiles in input pixels (default: the receptive field, which makes the
         /// result identical to untiled processing; less is faster but shows at tile borders).
@@ -415,8 +432,8 @@ enum Command {
         /// Also write stem, layer1 … layer4 (layer3 for a CIFAR net) and pool.
         #[arg(long)]
         stages: bool,
-        /// EDSR weights: tile size in input pixels.
-        #[arg(long, default_value_t = 192, value_parser = clap::value_parser!(u32).range(2..))]
+        /// EDSR weights: tile size in input pixels (at least 16 and the receptive field).
+        #[arg(long, default_value_t = 192, value_parser = clap::value_parser!(u32).range(1..))]
         tile: u32,
     },
     /// Describe a weights file: tensors, dtypes, shapes, parameters, naming scheme,
