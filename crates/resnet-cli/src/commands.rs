@@ -260,6 +260,7 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Convert { input, output } => convert(&input, &output),
         Command::Inspect {
             file,
             json,
@@ -852,6 +853,38 @@ fn round_sig(p: f32) -> f64 {
     }
     let scale = 10f64.powi(5 - p.abs().log10().floor() as i32);
     (p * scale).round() / scale
+}
+
+/// `resnet convert IN OUT.safetensors`: the file's tensors, as they are, in safetensors.
+fn convert(spec: &str, output: &Path) -> Result<()> {
+    let path = weights::resolve(spec)?;
+    if output.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+        bail!(
+            "{}: the output of convert is a safetensors file; give it a name ending in \
+             .safetensors",
+            output.display()
+        );
+    }
+    check_writable(output)?;
+    if let (Ok(a), Ok(b)) = (path.canonicalize(), output.canonicalize())
+        && a == b
+    {
+        bail!(
+            "{} is both the input and the output: write the safetensors file elsewhere",
+            output.display()
+        );
+    }
+    let file = WeightFile::open(&path).with_context(|| path.display().to_string())?;
+    file.to_safetensors(output)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    eprintln!(
+        "wrote {} tensor(s) from {} ({}) to {}",
+        file.tensors().count(),
+        path.display(),
+        file.format(),
+        output.display()
+    );
+    Ok(())
 }
 
 /// What `inspect` found out about a file.

@@ -6,6 +6,7 @@
 //! resnet embed photos/ --weights resnet50.safetensors --output embeddings.safetensors
 //! resnet forward --weights w.safetensors --input x.safetensors --output y.safetensors --stages
 //! resnet inspect w.safetensors
+//! resnet convert resnet18-f37072fd.pth resnet18.safetensors
 //! resnet enhance small.png big.png --weights edsr_baseline_x2.safetensors --tile 192
 //! resnet bench --arch resnet50 --batch 8 --threads 2 --json
 //! resnet train --model cifar-resnet20 --classes 10 --data tensors:batch.safetensors --steps 10 --save w.safetensors
@@ -451,6 +452,15 @@ enum Command {
         /// Input size (square) for --plan.
         #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(u32).range(1..65537))]
         size: u32,
+    },
+    /// Convert a weights file (a PyTorch checkpoint, `.pth`/`.pt`/`.bin`, or safetensors) to
+    /// safetensors: every tensor under its key in the file, with its element type, and the
+    /// file's metadata; written atomically.
+    Convert {
+        /// The weights file (or hf:REPO[/FILE]).
+        input: String,
+        /// The safetensors file to write (ending in .safetensors).
+        output: PathBuf,
     },
     /// Time forward passes of one configuration: the median and the fastest of the timed
     /// passes, after one untimed warm-up pass.

@@ -695,7 +695,7 @@ fn help_lists_every_command_and_forward_stages_on_edsr_is_explained() {
     let about = r.stdout.lines().next().unwrap();
     assert!(about.contains("enhance"), "{about}");
     for cmd in [
-        "classify", "embed", "enhance", "forward", "inspect", "bench", "train", "eval",
+        "classify", "embed", "enhance", "forward", "inspect", "convert", "bench", "train", "eval",
     ] {
         assert!(
             r.stdout.lines().any(|l| l.trim_start().starts_with(cmd)),
@@ -741,4 +741,106 @@ fn bench_train_refuses_a_batch_that_cannot_fit() {
         "1",
     ]);
     assert!(e.contains("memory") && e.contains("--batch"), "{e}");
+}
+
+/// A fixture of `crates/resnet-weights/tests/data/torch/` (written by its make_fixtures.py).
+fn torch_fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../resnet-weights/tests/data/torch")
+        .join(name)
+}
+
+#[test]
+fn convert_writes_a_checkpoints_tensors_as_safetensors() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = dir.path().join("i.png");
+    png(&img, 40, 30);
+    let twin = WeightFile::open(torch_fixture("basic.safetensors")).unwrap();
+    let classify = |w: &Path| {
+        succeeds(&[
+            "classify",
+            "--json",
+            "--size",
+            "32",
+            "--weights",
+            s(w),
+            s(&img),
+        ])
+        .stdout
+    };
+    let want = classify(&torch_fixture("basic.safetensors"));
+    for name in ["basic.pth", "basic_legacy.pth", "basic_wrapped.pth"] {
+        let out = dir.path().join(format!("{name}.safetensors"));
+        let r = succeeds(&["convert", s(&torch_fixture(name)), s(&out)]);
+        assert!(
+            r.stderr.contains("wrote") && r.stderr.contains("PyTorch checkpoint"),
+            "{}",
+            r.stderr
+        );
+        // The same tensors as the safetensors file made from the same state_dict.
+        let got = WeightFile::open(&out).unwrap();
+        assert_eq!(got.tensors().count(), twin.tensors().count(), "{name}");
+        for (key, info) in twin.tensors() {
+            if info.dtype.is_float() {
+                assert_eq!(
+                    got.load(key).unwrap(),
+                    twin.load(key).unwrap(),
+                    "{name}: {key}"
+                );
+            }
+        }
+        assert_eq!(classify(&out), want, "{name}");
+    }
+    // Element types are kept: an F16 checkpoint gives F16 tensors.
+    let out = dir.path().join("f16.safetensors");
+    succeeds(&["convert", s(&torch_fixture("bottleneck_f16.pth")), s(&out)]);
+    let got = WeightFile::open(&out).unwrap();
+    assert!(
+        got.tensors().any(|(_, i)| i.dtype.to_string() == "F16"),
+        "{:?}",
+        got.tensors()
+            .map(|(_, i)| i.dtype.to_string())
+            .collect::<Vec<_>>()
+    );
+    // EDSR's .pt: enhance reads the converted file as it reads the checkpoint.
+    let out = dir.path().join("edsr.safetensors");
+    succeeds(&["convert", s(&torch_fixture("edsr_tiny_x3.pt")), s(&out)]);
+    let (a, b) = (dir.path().join("a.png"), dir.path().join("b.png"));
+    succeeds(&[
+        "enhance",
+        s(&img),
+        s(&a),
+        "-w",
+        s(&torch_fixture("edsr_tiny_x3.pt")),
+    ]);
+    succeeds(&["enhance", s(&img), s(&b), "-w", s(&out)]);
+    assert_eq!(
+        image::open(&a).unwrap().to_rgb8(),
+        image::open(&b).unwrap().to_rgb8()
+    );
+
+    // Errors: one line, and nothing written.
+    let out = dir.path().join("never.safetensors");
+    let e = fails(&["convert", s(&torch_fixture("hostile_system.pth")), s(&out)]);
+    assert!(e.contains("refusing pickle global"), "{e}");
+    assert!(!out.exists());
+    let e = fails(&[
+        "convert",
+        s(&torch_fixture("basic.pth")),
+        s(&dir.path().join("x.pth")),
+    ]);
+    assert!(e.contains(".safetensors"), "{e}");
+    let e = fails(&["convert", s(dir.path()), s(&out)]);
+    assert!(e.contains("is a directory"), "{e}");
+    let e = fails(&[
+        "convert",
+        s(&torch_fixture("basic.pth")),
+        s(&dir.path().join("no/o.safetensors")),
+    ]);
+    assert!(e.contains("cannot write"), "{e}");
+    let same = dir.path().join("same.safetensors");
+    std::fs::copy(torch_fixture("basic.safetensors"), &same).unwrap();
+    let e = fails(&["convert", s(&same), s(&same)]);
+    assert!(e.contains("both the input and the output"), "{e}");
+    assert!(!out.exists());
 }
