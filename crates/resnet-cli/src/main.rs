@@ -430,7 +430,8 @@ enum Command {
         /// Output safetensors file.
         #[arg(long, short = 'o')]
         output: PathBuf,
-        /// Also write stem, layer1 … layer4 (layer3 for a CIFAR net) and pool.
+        /// Also write stem, layer1 … layer4 (layer3 for a CIFAR net) and pool (classifiers
+        /// only: with EDSR weights, which have no such stages, it is an error).
         #[arg(long)]
         stages: bool,
         /// EDSR weights: tile size in input pixels (at least 16 and the receptive field).
