@@ -407,8 +407,8 @@ enum Command {
         output: PathBuf,
         #[command(flatten)]
         weights: WeightsArg,
-        /// Tile size in input pixels (each tile is grown by the network's receptive field;
-        /// smaller than 16 or than the overlap, it is raised to that).
+        /// Tile size in input pixels (each tile is grown by the overlap on every side;
+        /// smaller than 4 or than half the overlap, it is raised to that).
         #[arg(long, default_value_t = 192, value_parser = clap::value_parser!(u32).range(1..))]
         tile: u32,
         /// Overlap between tiles in input pixels (default: the receptive field, which makes the
@@ -434,7 +434,7 @@ enum Command {
         /// only: with EDSR weights, which have no such stages, it is an error).
         #[arg(long)]
         stages: bool,
-        /// EDSR weights: tile size in input pixels (at least 16 and the receptive field).
+        /// EDSR weights: tile size in input pixels (at least 4 and half the receptive field).
         #[arg(long, default_value_t = 192, value_parser = clap::value_parser!(u32).range(1..))]
         tile: u32,
     },
