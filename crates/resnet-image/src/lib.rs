@@ -636,3 +636,40 @@ pub fn decode_file(path: &Path) -> Result<DynamicImage, ImageError> {
     }
     decode(reader, &what, None)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::jpeg_truncated;
+
+    /// Every test JPEG (baseline, progressive, restart markers, greyscale, CMYK): whole, and
+    /// with bytes after its end, it is complete; cut anywhere after its first marker, it is
+    /// not. Anything that is not a JPEG is left to the decoder.
+    #[test]
+    fn truncation_is_the_end_of_image_marker_missing() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/jpeg");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "jpg") {
+                continue;
+            }
+            seen += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(!jpeg_truncated(&bytes), "{}", path.display());
+            let mut trailing = bytes.clone();
+            trailing.extend_from_slice(b"\x00\xff\xd8trailing data");
+            assert!(!jpeg_truncated(&trailing), "{}", path.display());
+            for cut in 2..bytes.len() - 1 {
+                assert!(
+                    jpeg_truncated(&bytes[..cut]),
+                    "{} cut at {cut}",
+                    path.display()
+                );
+            }
+        }
+        assert!(seen >= 7, "{seen} test JPEGs");
+        for other in [&b""[..], b"\xff", b"\x89PNG\r\n", b"\xff\xd8\x00\x00"] {
+            assert!(!jpeg_truncated(other), "{other:?}");
+        }
+    }
+}
