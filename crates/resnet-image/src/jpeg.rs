@@ -45,8 +45,9 @@ impl BufRead for WatchEnd<'_> {
 /// Decode a JPEG to 8-bit RGB as PIL's `Image.open(..).convert("RGB")` does, or `None` when
 /// libjpeg cannot give RGB for it (CMYK and YCCK files), so that the caller falls back to the
 /// `image` crate. `expect` is the size the caller read from the header and checked against
-/// the decoded-size limit. A file whose data ends before libjpeg has decoded every row is an
-/// error, as in PIL.
+/// the decoded-size limit. A file whose data runs out before libjpeg has read every row (and
+/// with it the end-of-image marker: libjpeg reads ahead, so a file missing only that marker
+/// runs out too) is an error, as a truncated file is in PIL.
 pub(crate) fn decode_rgb(
     bytes: &[u8],
     expect: (u32, u32),
@@ -79,7 +80,7 @@ pub(crate) fn decode_rgb(
         if ran_out.get() {
             return Err(std::io::Error::new(
                 std::io::ErrorKind::UnexpectedEof,
-                "truncated JPEG: the data ends before the last row of pixels",
+                "truncated JPEG: the data ends before the end-of-image marker",
             ));
         }
         started.finish()?;
