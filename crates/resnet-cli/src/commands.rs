@@ -1,6 +1,6 @@
 //! The subcommands.
 
-use crate::{Cli, Command, PreprocessArgs, weights};
+use crate::{Cli, Command, PreprocessArgs, limits, weights};
 use anyhow::{Context, Result, anyhow, bail};
 use indicatif::{ProgressBar, ProgressStyle};
 use resnet_image::Preprocess;
@@ -16,7 +16,6 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-const IMAGENET_CLASSES: &str = include_str!("../data/imagenet_classes.txt");
 const IMAGE_EXTENSIONS: &[&str] = &["jpg", "jpeg", "png", "webp", "bmp", "gif", "tif", "tiff"];
 
 /// Print a line to stdout; a closed pipe (`resnet ... | head`) ends the program quietly.
@@ -37,7 +36,7 @@ pub fn run(cli: Cli) -> Result<()> {
     let threads = cli.threads.map(usize::from);
     match cli.command {
         Command::Classify {
-            images,
+            inputs,
             weights,
             top,
             labels,
@@ -46,7 +45,9 @@ pub fn run(cli: Cli) -> Result<()> {
             pre,
         } => {
             // Cheap checks first, before loading the weights.
-            let paths = expand(&images)?;
+            let mut skips = Skips::new(inputs.strict);
+            let paths = expand(&inputs.images, inputs.recursive, &mut skips)?;
+            skips.single_image(paths.len());
             check_preprocess(&pre)?;
             let labels = match labels {
                 Some(p) => Some(read_labels(&p)?),
@@ -55,7 +56,9 @@ pub fn run(cli: Cli) -> Result<()> {
             let Loaded { model, meta } = load_model(&weights.weights, threads)?;
             let names = class_names(labels, &model, &meta)?;
             let pre = preprocess(&pre, &model, &meta)?;
-            for_batches(&paths, usize::from(batch), &pre, |chunk, x| {
+            let batch = usize::from(batch).min(paths.len());
+            check_batch_memory(&model, &pre, batch)?;
+            for_batches(&paths, batch, &pre, &mut skips, |chunk, x| {
                 let logits = model.forward(&x)?;
                 for (path, row) in chunk.iter().zip(top_k(&logits, top)?) {
                     if json {
@@ -65,7 +68,7 @@ pub fn run(cli: Cli) -> Result<()> {
                             "names": names.as_ref().map(|n| {
                                 row.iter().map(|r| n[r.0].as_str()).collect::<Vec<_>>()
                             }),
-                            "probabilities": row.iter().map(|r| r.1).collect::<Vec<_>>(),
+                            "probabilities": row.iter().map(|r| round_sig(r.1)).collect::<Vec<_>>(),
                         });
                         out!("{v}");
                     } else {
@@ -81,38 +84,48 @@ pub fn run(cli: Cli) -> Result<()> {
                     }
                 }
                 Ok(())
-            })
+            })?;
+            skips.finish(paths.len())
         }
         Command::Embed {
-            images,
+            inputs,
             weights,
             output,
             batch,
             pre,
         } => {
-            let paths = expand(&images)?;
+            let mut skips = Skips::new(inputs.strict);
+            let paths = expand(&inputs.images, inputs.recursive, &mut skips)?;
+            skips.single_image(paths.len());
             check_preprocess(&pre)?;
+            check_writable(&output)?;
             let Loaded { model, meta } = load_model(&weights.weights, threads)?;
             let pre = preprocess(&pre, &model, &meta)?;
+            let batch = usize::from(batch).min(paths.len());
+            check_batch_memory(&model, &pre, batch)?;
             let dim = model.config().feature_dim();
-            let mut rows = Vec::with_capacity(paths.len() * dim);
-            for_batches(&paths, usize::from(batch), &pre, |_, x| {
+            let mut rows = Vec::new();
+            let mut done: Vec<String> = Vec::new();
+            for_batches(&paths, batch, &pre, &mut skips, |chunk, x| {
                 rows.extend_from_slice(model.forward_features(&x)?.as_slice());
+                done.extend(chunk.iter().map(|p| p.display().to_string()));
                 Ok(())
             })?;
-            let t = Tensor::from_vec(&[paths.len(), dim], rows)?;
-            let names: Vec<String> = paths.iter().map(|p| p.display().to_string()).collect();
+            if done.is_empty() {
+                return skips.finish(paths.len());
+            }
+            let t = Tensor::from_vec(&[done.len(), dim], rows)?;
             let meta = HashMap::from([
-                ("paths".to_string(), serde_json::to_string(&names)?),
+                ("paths".to_string(), serde_json::to_string(&done)?),
                 ("arch".to_string(), model.config().name()),
             ]);
             write_safetensors(&output, &[("embeddings", &t)], Some(meta))?;
             eprintln!(
                 "wrote {} embeddings of {dim} values to {}",
-                paths.len(),
+                done.len(),
                 output.display()
             );
-            Ok(())
+            skips.finish(paths.len())
         }
         Command::Enhance {
             input,
@@ -121,30 +134,37 @@ pub fn run(cli: Cli) -> Result<()> {
             tile,
             overlap,
         } => {
+            // Everything that can fail cheaply fails before the network runs.
+            check_writable(&output)?;
+            let format = image_output_format(&output)?;
+            let writer = AtomicOutput::create(&output)?;
             let img = resnet_image::decode_file(&input)?.to_rgb8();
             let model = load_edsr(&weights.weights, threads)?;
             let (w, h) = img.dimensions();
+            let halo = overlap.map_or_else(|| model.halo(), |o| o as usize);
+            let tile = limits::tile_size(tile, halo);
+            check_edsr_memory(&model, [1, 3, h as usize, w as usize], tile, halo)?;
             let range = model.config().rgb_range / 255.0;
             let x = resnet_image::rgb_to_tensor(&img, range)?;
+            drop(img);
             let bar = ProgressBar::new(0);
             bar.set_style(ProgressStyle::with_template(
                 "{bar:30} {pos}/{len} tiles {eta}",
             )?);
             let t0 = Instant::now();
-            let y = model.forward_tiled_with_progress(
-                &x,
-                tile as usize,
-                overlap.map(|o| o as usize),
-                |done, total| {
-                    bar.set_length(total as u64);
-                    bar.set_position(done as u64);
-                },
-            )?;
+            let y = model.forward_tiled_with_progress(&x, tile, Some(halo), |done, total| {
+                bar.set_length(total as u64);
+                bar.set_position(done as u64);
+            })?;
             bar.finish_and_clear();
+            drop(x);
             let out = resnet_image::tensor_to_rgb(&y, range)?;
+            drop(y);
             let (ow, oh) = out.dimensions();
-            out.save(&output)
-                .with_context(|| format!("cannot write {}", output.display()))?;
+            writer.write(|path| {
+                out.save_with_format(path, format)
+                    .map_err(std::io::Error::other)
+            })?;
             eprintln!(
                 "{}x{} -> {}x{} in {:.2} s, wrote {}",
                 w,
@@ -168,6 +188,15 @@ pub fn run(cli: Cli) -> Result<()> {
             let probe = WeightFile::open(&path).with_context(|| path.display().to_string())?;
             let edsr = is_edsr(&probe);
             drop(probe);
+            if edsr && stages {
+                bail!(
+                    "--stages writes a classifier's stem, layer1 … and pool; {} holds EDSR \
+                     super-resolution weights, whose forward writes the key `output` only: \
+                     leave out --stages",
+                    path.display()
+                );
+            }
+            check_writable(&output)?;
             let file = WeightFile::open(&input).with_context(|| input.display().to_string())?;
             let key = match key {
                 Some(k) => k,
@@ -188,18 +217,36 @@ pub fn run(cli: Cli) -> Result<()> {
             };
             let x = file.load(&key)?;
             let mut out: Vec<(String, Tensor)> = Vec::new();
+            let dims = x.shape().dims4();
             if edsr {
                 let model = load_edsr(&weights.weights, threads)?;
-                out.push(("output".into(), model.forward_tiled(&x, tile as usize)?));
-            } else if stages {
-                let model = load_model(&weights.weights, threads)?.model;
-                let s = model.forward_stages(&x)?;
-                for (name, t) in s.named() {
-                    out.push((name, t.clone()));
+                let tile = limits::tile_size(tile, model.halo());
+                if let Some(d) = dims
+                    && d[1] == model.config().channels
+                {
+                    check_edsr_memory(&model, d, tile, model.halo())?;
                 }
+                out.push(("output".into(), model.forward_tiled(&x, tile)?));
             } else {
                 let model = load_model(&weights.weights, threads)?.model;
-                out.push(("logits".into(), model.forward(&x)?));
+                // An input the plan does not fit is left to the model's own error.
+                if let Some(d) = dims
+                    && let Ok(need) = limits::forward_bytes(model.plan(), d)
+                {
+                    limits::check_memory(
+                        need,
+                        &format!("{} on an input of {d:?}", model.config().name()),
+                        "give a smaller input (fewer images, or smaller ones)",
+                    )?;
+                }
+                if stages {
+                    let s = model.forward_stages(&x)?;
+                    for (name, t) in s.named() {
+                        out.push((name, t.clone()));
+                    }
+                } else {
+                    out.push(("logits".into(), model.forward(&x)?));
+                }
             }
             let list: Vec<(&str, &Tensor)> = out.iter().map(|(n, t)| (n.as_str(), t)).collect();
             write_safetensors(&output, &list, None)?;
@@ -213,6 +260,7 @@ pub fn run(cli: Cli) -> Result<()> {
             );
             Ok(())
         }
+        Command::Convert { input, output } => convert(&input, &output),
         Command::Inspect {
             file,
             json,
@@ -269,6 +317,14 @@ pub(crate) struct Loaded {
 pub(crate) fn load_model(spec: &str, threads: Option<usize>) -> Result<Loaded> {
     let path = weights::resolve(spec)?;
     let file = WeightFile::open(&path).with_context(|| path.display().to_string())?;
+    if is_edsr(&file) {
+        bail!(
+            "{} holds EDSR super-resolution weights, not a classifier: use `resnet enhance IN.png \
+             OUT.png --weights {}` (or `resnet forward` on tensors)",
+            path.display(),
+            path.display()
+        );
+    }
     let model = ResNet::from_source(&file).with_context(|| path.display().to_string())?;
     let model = match threads {
         Some(t) => model.with_threads(t)?,
@@ -280,14 +336,33 @@ pub(crate) fn load_model(spec: &str, threads: Option<usize>) -> Result<Loaded> {
     })
 }
 
-/// The naming scheme to report.
-fn scheme(file: &WeightFile) -> String {
+/// The naming scheme to report, or `None` for a file none of whose tensors has a ResNet or
+/// EDSR parameter name (not a model).
+fn scheme(file: &WeightFile) -> Option<String> {
     if is_edsr(file) {
-        "EDSR reference code".into()
+        Some("EDSR reference code".into())
+    } else if file.names().iter().any(|n| is_model_name(n)) {
+        Some(file.scheme().to_string())
     } else {
-        file.scheme().to_string()
+        None
     }
 }
+
+/// Whether an internal (torchvision-mapped) tensor name is a ResNet or EDSR parameter's.
+fn is_model_name(name: &str) -> bool {
+    let head = name.split('.').next().unwrap_or("");
+    let layer = head
+        .strip_prefix("layer")
+        .is_some_and(|d| !d.is_empty() && d.bytes().all(|b| b.is_ascii_digit()));
+    layer
+        || matches!(
+            head,
+            "conv1" | "bn1" | "fc" | "head" | "body" | "tail" | "sub_mean" | "add_mean"
+        )
+}
+
+/// How many unmapped tensor names `inspect` lists (`--json` lists all).
+const UNMAPPED_SHOWN: usize = 20;
 
 /// Whether a weights file is an EDSR network (by its key names).
 fn is_edsr(file: &WeightFile) -> bool {
@@ -350,7 +425,10 @@ fn class_names(
     {
         (m, "names in the file's metadata classes")
     } else if model.config().resnet().is_some() && classes == 1000 {
-        (label_lines(IMAGENET_CLASSES), "labels")
+        (
+            resnet_models::imagenet::CLASSES.map(String::from).to_vec(),
+            "labels",
+        )
     } else {
         return Ok(None);
     };
@@ -435,7 +513,12 @@ fn preprocess(
         match (v.len(), channels) {
             (1, _) => Ok([v[0]; 3]),
             (3, 3) => Ok([v[0], v[1], v[2]]),
-            (n, c) => bail!("{from} has {n} values for a network of {c} input channel(s)"),
+            // A grey pixel has R = G = B: three equal values are the one value.
+            (3, 1) if v[0] == v[1] && v[1] == v[2] => Ok([v[0]; 3]),
+            (n, c) => bail!(
+                "{from} has {n} values for a network of {c} input channel(s) (a greyscale \
+                 network takes one value, or three equal ones)"
+            ),
         }
     };
     let mean = pick("--mean", &a.mean, "mean", resnet_image::IMAGENET_MEAN, 0.0)?;
@@ -463,41 +546,143 @@ fn preprocess(
         .with_grayscale(channels == 1))
 }
 
-/// Files as given, and the image files of directories (sorted), in order.
-fn expand(inputs: &[PathBuf]) -> Result<Vec<PathBuf>> {
+/// Images that could not be read: reported on stderr and counted, or the end of the run
+/// (`--strict`, or a run of one image, where there is nothing else to go on with).
+pub(crate) struct Skips {
+    strict: bool,
+    skipped: usize,
+}
+
+impl Skips {
+    fn new(strict: bool) -> Self {
+        Self { strict, skipped: 0 }
+    }
+
+    /// A run of one image stops at its error: nothing else would be lost.
+    fn single_image(&mut self, images: usize) {
+        self.strict |= images == 1;
+    }
+
+    /// Report `e` and go on, or return it with `--strict`.
+    fn skip(&mut self, e: anyhow::Error, bar: &ProgressBar) -> Result<()> {
+        if self.strict {
+            return Err(e);
+        }
+        self.skipped += 1;
+        bar.suspend(|| eprintln!("warning: {} (skipped)", crate::one_line(&e)));
+        Ok(())
+    }
+
+    /// The run's result: an error when something was skipped.
+    fn finish(&self, total: usize) -> Result<()> {
+        match self.skipped {
+            0 => Ok(()),
+            n => bail!(
+                "{n} of {total} images could not be read and were skipped (see above); the \
+                 others were processed (--strict stops at the first error)"
+            ),
+        }
+    }
+}
+
+fn is_image(f: &Path) -> bool {
+    f.extension()
+        .and_then(|x| x.to_str())
+        .is_some_and(|x| IMAGE_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str()))
+}
+
+/// The image files in `dir` (sorted), and with `recursive` in its subfolders (each folder's
+/// files, then its subfolders', in name order; symbolic links to folders are not followed).
+/// Returns whether `dir` has subfolders that were not walked.
+fn walk(dir: &Path, recursive: bool, out: &mut Vec<PathBuf>, skips: &mut Skips) -> Result<bool> {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(rd) => rd,
+        Err(e) => {
+            let e = anyhow!("cannot read directory {}: {e}", dir.display());
+            skips.skip(e, &ProgressBar::hidden())?;
+            return Ok(false);
+        }
+    };
+    let mut files = Vec::new();
+    let mut dirs = Vec::new();
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let real_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        if real_dir {
+            dirs.push(path);
+        } else if path.is_file() && is_image(&path) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    dirs.sort();
+    out.extend(files);
+    if !recursive {
+        return Ok(!dirs.is_empty());
+    }
+    for d in dirs {
+        walk(&d, true, out, skips)?;
+    }
+    Ok(false)
+}
+
+/// Files as given, and the image files of directories (sorted; `recursive`: with their
+/// subfolders'), in order.
+fn expand(inputs: &[PathBuf], recursive: bool, skips: &mut Skips) -> Result<Vec<PathBuf>> {
     let mut out = Vec::new();
+    let mut dirs = Vec::new();
+    let mut unwalked = false;
     for p in inputs {
         if p.is_dir() {
-            let mut found: Vec<PathBuf> = std::fs::read_dir(p)
-                .with_context(|| format!("cannot read directory {}", p.display()))?
-                .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|f| {
-                    f.is_file()
-                        && f.extension().and_then(|x| x.to_str()).is_some_and(|x| {
-                            IMAGE_EXTENSIONS.contains(&x.to_ascii_lowercase().as_str())
-                        })
-                })
-                .collect();
-            found.sort();
-            out.extend(found);
+            unwalked |= walk(p, recursive, &mut out, skips)?;
+            dirs.push(p.display().to_string());
         } else if p.is_file() {
             out.push(p.clone());
+        } else if p.to_str().is_some_and(|t| t.parse::<f32>().is_ok()) {
+            bail!(
+                "{} does not exist (values of --mean and --std are separated by commas: \
+                 --mean 0.5,0.5,0.5)",
+                p.display()
+            );
         } else {
             bail!("{} does not exist", p.display());
         }
     }
     if out.is_empty() {
-        bail!("no images found");
+        let hint = if unwalked {
+            " (-r to look in subfolders too)"
+        } else {
+            ""
+        };
+        bail!(
+            "no images found in {} (files ending in .{}){hint}",
+            dirs.join(", "),
+            IMAGE_EXTENSIONS.join(", .")
+        );
     }
     Ok(out)
 }
 
-/// Preprocess and run `paths` in batches, with a progress bar when there is more than one batch.
+/// An image error naming the file (most already do).
+fn image_error(path: &Path, e: resnet_image::ImageError) -> anyhow::Error {
+    let name = path.display().to_string();
+    if e.to_string().contains(&name) {
+        anyhow::Error::new(e)
+    } else {
+        anyhow::Error::new(e).context(name)
+    }
+}
+
+/// Preprocess and run `paths` in batches of up to `batch` images, with a progress bar when
+/// there is more than one batch. An image that cannot be read is left out of its batch and
+/// reported through `skips` (or ends the run, with `--strict`); `f` sees the images of each
+/// batch that could be read.
 fn for_batches(
     paths: &[PathBuf],
     batch: usize,
     pre: &Preprocess,
-    mut f: impl FnMut(&[PathBuf], Tensor) -> Result<()>,
+    skips: &mut Skips,
+    mut f: impl FnMut(&[&PathBuf], Tensor) -> Result<()>,
 ) -> Result<()> {
     let bar = if paths.len() > batch {
         let b = ProgressBar::new(paths.len() as u64);
@@ -508,12 +693,197 @@ fn for_batches(
     } else {
         ProgressBar::hidden()
     };
-    for chunk in paths.chunks(batch) {
-        let x = pre.load_batch(chunk)?;
-        bar.suspend(|| f(chunk, x))?;
+    for chunk in paths.chunks(batch.max(1)) {
+        let mut good = Vec::with_capacity(chunk.len());
+        let mut data = Vec::new();
+        let mut dims = [0usize; 4];
+        for p in chunk {
+            match pre.load(p) {
+                Ok(t) => {
+                    if let Some(d) = t.shape().dims4() {
+                        dims = d;
+                    }
+                    data.extend_from_slice(t.as_slice());
+                    good.push(p);
+                }
+                Err(e) => skips.skip(image_error(p, e), &bar)?,
+            }
+        }
+        if !good.is_empty() {
+            let x = Tensor::from_vec(&[good.len(), dims[1], dims[2], dims[3]], data)?;
+            bar.suspend(|| f(&good, x))?;
+        }
         bar.inc(chunk.len() as u64);
     }
     bar.finish_and_clear();
+    Ok(())
+}
+
+/// Refuse a batch of `batch` preprocessed images whose forward pass would not fit in memory.
+fn check_batch_memory(model: &ResNet, pre: &Preprocess, batch: usize) -> Result<()> {
+    let [h, w] = pre.crop.unwrap_or([0, 0]).map(|s| s as usize);
+    let dims = [batch, pre.channels(), h, w];
+    limits::check_memory(
+        limits::forward_bytes(model.plan(), dims)?,
+        &format!(
+            "{} on {} of {w}x{h}",
+            model.config().name(),
+            if batch == 1 {
+                "one image".to_string()
+            } else {
+                format!("batches of {batch} images")
+            }
+        ),
+        "use a smaller --batch, --crop or --size",
+    )
+}
+
+/// Refuse an EDSR run on `dims` in tiles of `tile` (with `halo` pixels of overlap) whose
+/// input, output and per-tile activations would not fit in memory.
+fn check_edsr_memory(model: &Edsr, dims: [usize; 4], tile: usize, halo: usize) -> Result<()> {
+    let [n, c, h, w] = dims;
+    let s = model.config().scale;
+    let grown = |side: usize| side.min(tile + 2 * halo);
+    let per_tile = limits::forward_bytes(model.plan(), [1, c, grown(h), grown(w)])?;
+    // The input, the output tensor and the 8-bit output image.
+    let images = (n as u64)
+        .saturating_mul((c * h * w) as u64)
+        .saturating_mul(4 + 4 * (s * s) as u64 + (s * s) as u64);
+    limits::check_memory(
+        per_tile.saturating_add(images),
+        &format!("super-resolving a {w}x{h} image x{s} in tiles of {tile} pixels"),
+        "use a smaller --tile, or a smaller image",
+    )
+}
+
+/// Fail early when `path` cannot be written: its folder must exist and it must not be a
+/// folder itself.
+fn check_writable(path: &Path) -> Result<()> {
+    if path.is_dir() {
+        bail!("cannot write {}: it is a directory", path.display());
+    }
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    if !dir.is_dir() {
+        bail!(
+            "cannot write {}: the directory {} does not exist",
+            path.display(),
+            dir.display()
+        );
+    }
+    Ok(())
+}
+
+/// The image format `path`'s extension names, if this build can write it.
+fn image_output_format(path: &Path) -> Result<image::ImageFormat> {
+    let formats = "png, jpg, webp, bmp, gif, tif";
+    let Some(ext) = path.extension().and_then(|e| e.to_str()) else {
+        bail!(
+            "cannot write {}: no file extension to choose the image format by ({formats})",
+            path.display()
+        );
+    };
+    match image::ImageFormat::from_extension(ext) {
+        Some(f)
+            if f.writing_enabled()
+                && IMAGE_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()) =>
+        {
+            Ok(f)
+        }
+        _ => bail!(
+            "cannot write {}: .{ext} is not an image format this program writes ({formats})",
+            path.display()
+        ),
+    }
+}
+
+/// An output file written atomically: a temporary file beside it, created up front (so a
+/// folder that cannot be written fails before any work), renamed over it at the end, removed
+/// if the run fails.
+struct AtomicOutput {
+    path: PathBuf,
+    tmp: PathBuf,
+    done: bool,
+}
+
+impl AtomicOutput {
+    fn create(path: &Path) -> Result<Self> {
+        check_writable(path)?;
+        let name = path
+            .file_name()
+            .ok_or_else(|| anyhow!("cannot write {}: not a file name", path.display()))?;
+        let mut tmp_name = std::ffi::OsString::from(".");
+        tmp_name.push(name);
+        tmp_name.push(format!(".tmp-{}", std::process::id()));
+        let tmp = path.with_file_name(tmp_name);
+        std::fs::File::create(&tmp).with_context(|| format!("cannot write {}", path.display()))?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            tmp,
+            done: false,
+        })
+    }
+
+    /// Write the temporary file with `write`, then move it to the output path.
+    fn write(mut self, write: impl FnOnce(&Path) -> std::io::Result<()>) -> Result<()> {
+        write(&self.tmp)
+            .and_then(|()| std::fs::rename(&self.tmp, &self.path))
+            .with_context(|| format!("cannot write {}", self.path.display()))?;
+        self.done = true;
+        Ok(())
+    }
+}
+
+impl Drop for AtomicOutput {
+    fn drop(&mut self) {
+        if !self.done {
+            let _ = std::fs::remove_file(&self.tmp);
+        }
+    }
+}
+
+/// A probability rounded to 6 significant digits, for JSON (`0.123457`, not the f32's
+/// `0.12345679104328156` as f64).
+fn round_sig(p: f32) -> f64 {
+    let p = f64::from(p);
+    if p == 0.0 || !p.is_finite() {
+        return p;
+    }
+    let scale = 10f64.powi(5 - p.abs().log10().floor() as i32);
+    (p * scale).round() / scale
+}
+
+/// `resnet convert IN OUT.safetensors`: the file's tensors, as they are, in safetensors.
+fn convert(spec: &str, output: &Path) -> Result<()> {
+    let path = weights::resolve(spec)?;
+    if output.extension().and_then(|e| e.to_str()) != Some("safetensors") {
+        bail!(
+            "{}: the output of convert is a safetensors file; give it a name ending in \
+             .safetensors",
+            output.display()
+        );
+    }
+    check_writable(output)?;
+    if let (Ok(a), Ok(b)) = (path.canonicalize(), output.canonicalize())
+        && a == b
+    {
+        bail!(
+            "{} is both the input and the output: write the safetensors file elsewhere",
+            output.display()
+        );
+    }
+    let file = WeightFile::open(&path).with_context(|| path.display().to_string())?;
+    file.to_safetensors(output)
+        .with_context(|| format!("cannot write {}", output.display()))?;
+    eprintln!(
+        "wrote {} tensor(s) from {} ({}) to {}",
+        file.tensors().count(),
+        path.display(),
+        file.format(),
+        output.display()
+    );
     Ok(())
 }
 
@@ -579,6 +949,19 @@ fn inspect(spec: &str, json_out: bool, plan_size: Option<usize>) -> Result<()> {
         }
         return print_inspect(&found, json_out);
     }
+    if scheme(&file).is_none() {
+        found.arch = Err(format!(
+            "not a model: none of its {} tensor(s) has a ResNet (torchvision/timm, HF \
+             transformers) or EDSR parameter name",
+            file.names().len()
+        ));
+        found.unmapped = file
+            .names()
+            .into_iter()
+            .map(|n| file.file_name(&n))
+            .collect();
+        return print_inspect(&found, json_out);
+    }
     match infer_arch(&file) {
         Ok(arch) => {
             match ResNet::load_checked(&file, &arch, Strictness::Lenient) {
@@ -627,6 +1010,7 @@ fn print_inspect(found: &Inspection<'_>, json_out: bool) -> Result<()> {
         let v = json!({
             "file": path.display().to_string(),
             "scheme": scheme(file),
+            "model": scheme(file).is_some(),
             "parameters": params,
             "tensors": tensors.iter().map(|(f, _, d, s)| json!({"name": f, "dtype": d, "shape": s})).collect::<Vec<_>>(),
             "architecture": arch.as_ref().ok(),
@@ -639,7 +1023,10 @@ fn print_inspect(found: &Inspection<'_>, json_out: bool) -> Result<()> {
         return Ok(());
     }
     out!("file:         {}", path.display());
-    out!("naming:       {}", scheme(file));
+    match scheme(file) {
+        Some(s) => out!("naming:       {s}"),
+        None => out!("naming:       none (not a model file)"),
+    }
     out!("tensors:      {}", tensors.len());
     out!("parameters:   {params} ({:.1} M)", *params as f64 / 1e6);
     match &arch {
@@ -649,11 +1036,16 @@ fn print_inspect(found: &Inspection<'_>, json_out: bool) -> Result<()> {
     if unmapped.is_empty() {
         out!("unmapped:     none");
     } else {
-        out!(
-            "unmapped:     {} tensor(s): {}",
-            unmapped.len(),
-            unmapped.join(", ")
-        );
+        out!("unmapped:     {} tensor(s):", unmapped.len());
+        for name in unmapped.iter().take(UNMAPPED_SHOWN) {
+            out!("  {name}");
+        }
+        if unmapped.len() > UNMAPPED_SHOWN {
+            out!(
+                "  … and {} more (--json lists them all)",
+                unmapped.len() - UNMAPPED_SHOWN
+            );
+        }
     }
     for (k, v) in file.metadata() {
         out!("metadata:     {k} = {v}");
@@ -744,7 +1136,16 @@ fn bench(
         }
     };
     let channels = model.config().in_channels();
-    let x = Tensor::zeros_with_layout(&[batch, channels, size, size], Layout::Nchw)?;
+    let dims = [batch, channels, size, size];
+    limits::check_memory(
+        limits::forward_bytes(model.plan(), dims)?,
+        &format!(
+            "{} on a batch of {batch} at {size}x{size}",
+            model.config().name()
+        ),
+        "use a smaller --batch or --size",
+    )?;
+    let x = Tensor::try_zeros_with_layout(&dims, Layout::Nchw)?;
     let flop: f64 = model
         .profile(&x.image(0)?.to_tensor())?
         .iter()

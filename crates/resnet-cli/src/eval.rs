@@ -88,6 +88,12 @@ pub fn eval(a: &EvalArgs, threads: Option<usize>) -> Result<()> {
             }
         );
     }
+    let batch = (a.batch as usize).min(set.len());
+    crate::limits::check_memory(
+        crate::limits::forward_bytes(model.plan(), [batch, c, h, w])?,
+        &format!("{} on batches of {batch} examples of {w}x{h}", arch.name()),
+        "use a smaller --batch (or --crop)",
+    )?;
     let e = evaluate(model.network(), set, &norm, a.batch as usize)
         .with_context(|| format!("evaluating on {}", set.name()))?;
     let k = set.classes();

@@ -6,6 +6,7 @@
 //! resnet embed photos/ --weights resnet50.safetensors --output embeddings.safetensors
 //! resnet forward --weights w.safetensors --input x.safetensors --output y.safetensors --stages
 //! resnet inspect w.safetensors
+//! resnet convert resnet18-f37072fd.pth resnet18.safetensors
 //! resnet enhance small.png big.png --weights edsr_baseline_x2.safetensors --tile 192
 //! resnet bench --arch resnet50 --batch 8 --threads 2 --json
 //! resnet train --model cifar-resnet20 --classes 10 --data tensors:batch.safetensors --steps 10 --save w.safetensors
@@ -19,6 +20,7 @@
 
 mod commands;
 mod eval;
+mod limits;
 mod train;
 mod train_bench;
 mod train_data;
@@ -50,6 +52,22 @@ pub struct WeightsArg {
     weights: String,
 }
 
+/// The images of `classify` and `embed`, and what to do with one that cannot be read.
+#[derive(Debug, Args)]
+pub struct ImageInputs {
+    /// Image files or directories (JPEG, PNG, WebP, BMP, GIF, TIFF; a directory's images in
+    /// name order).
+    #[arg(required = true)]
+    images: Vec<PathBuf>,
+    /// Also take the images in the subfolders of directories (at any depth).
+    #[arg(long, short = 'r')]
+    recursive: bool,
+    /// Stop at the first image that cannot be read. By default such an image is reported on
+    /// stderr and skipped, every other one is processed, and the exit code is 1 at the end.
+    #[arg(long)]
+    strict: bool,
+}
+
 /// Image preprocessing options. torchvision nets get torchvision's ImageNet evaluation
 /// transform by default; CIFAR nets (`resnet train --model cifar-…`) their own size and channels
 /// (see `classify --help`).
@@ -66,9 +84,10 @@ pub struct PreprocessArgs {
     #[arg(long, value_name = "N", conflicts_with_all = ["resize", "crop"],
           value_parser = clap::value_parser!(u32).range(1..=16384))]
     size: Option<u32>,
-    /// Per-channel mean: R,G,B, or one value (all channels; a greyscale net's only one)
-    /// [default: ImageNet's 0.485,0.456,0.406 for torchvision nets; CIFAR nets: the file's
-    /// metadata `mean`, else 0].
+    /// Per-channel mean: R,G,B (`--mean 0.5,0.5,0.5`), or one value for all channels
+    /// (`--mean 0.5`); a greyscale net takes one value, or three equal ones [default:
+    /// ImageNet's 0.485,0.456,0.406 for torchvision nets; CIFAR nets: the file's metadata
+    /// `mean`, else 0].
     #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
     mean: Option<Vec<f32>>,
     /// Per-channel standard deviation, like --mean [default: ImageNet's 0.229,0.224,0.225 for
@@ -343,9 +362,8 @@ enum Command {
     /// else not at all: how a trained net's input was normalised is not known otherwise, so
     /// pass --mean/--std if it was.
     Classify {
-        /// Image files or directories (JPEG, PNG, WebP, BMP, GIF, TIFF).
-        #[arg(required = true)]
-        images: Vec<PathBuf>,
+        #[command(flatten)]
+        inputs: ImageInputs,
         #[command(flatten)]
         weights: WeightsArg,
         /// How many classes to show per image.
@@ -368,9 +386,8 @@ enum Command {
     /// Write the pooled embedding of each image (one row per image) to a safetensors file
     /// (preprocessing as in classify).
     Embed {
-        /// Image files or directories.
-        #[arg(required = true)]
-        images: Vec<PathBuf>,
+        #[command(flatten)]
+        inputs: ImageInputs,
         #[command(flatten)]
         weights: WeightsArg,
         /// Output safetensors file (key `embeddings`, image paths in the metadata).
@@ -390,8 +407,9 @@ enum Command {
         output: PathBuf,
         #[command(flatten)]
         weights: WeightsArg,
-        /// Tile size in input pixels (each tile is grown by the network's receptive field).
-        #[arg(long, default_value_t = 192, value_parser = clap::value_parser!(u32).range(2..))]
+        /// Tile size in input pixels (each tile is grown by the overlap on every side;
+        /// smaller than 4 or than half the overlap, it is raised to that).
+        #[arg(long, default_value_t = 192, value_parser = clap::value_parser!(u32).range(1..))]
         tile: u32,
         /// Overlap between tiles in input pixels (default: the receptive field, which makes the
         /// result identical to untiled processing; less is faster but shows at tile borders).
@@ -412,11 +430,12 @@ enum Command {
         /// Output safetensors file.
         #[arg(long, short = 'o')]
         output: PathBuf,
-        /// Also write stem, layer1 … layer4 (layer3 for a CIFAR net) and pool.
+        /// Also write stem, layer1 … layer4 (layer3 for a CIFAR net) and pool (classifiers
+        /// only: with EDSR weights, which have no such stages, it is an error).
         #[arg(long)]
         stages: bool,
-        /// EDSR weights: tile size in input pixels.
-        #[arg(long, default_value_t = 192, value_parser = clap::value_parser!(u32).range(2..))]
+        /// EDSR weights: tile size in input pixels (at least 4 and half the receptive field).
+        #[arg(long, default_value_t = 192, value_parser = clap::value_parser!(u32).range(1..))]
         tile: u32,
     },
     /// Describe a weights file: tensors, dtypes, shapes, parameters, naming scheme,
@@ -434,6 +453,15 @@ enum Command {
         /// Input size (square) for --plan.
         #[arg(long, default_value_t = 224, value_parser = clap::value_parser!(u32).range(1..65537))]
         size: u32,
+    },
+    /// Convert a weights file (a PyTorch checkpoint, `.pth`/`.pt`/`.bin`, or safetensors) to
+    /// safetensors: every tensor under its key in the file, with its element type, and the
+    /// file's metadata; written atomically.
+    Convert {
+        /// The weights file (or hf:REPO[/FILE]).
+        input: String,
+        /// The safetensors file to write (ending in .safetensors).
+        output: PathBuf,
     },
     /// Time forward passes of one configuration: the median and the fastest of the timed
     /// passes, after one untimed warm-up pass.

@@ -635,6 +635,11 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
     let plan = spec
         .plan(c, classes)
         .with_context(|| format!("--model {model}"))?;
+    crate::limits::check_memory(
+        crate::limits::train_step_bytes(&plan, [batch, c, h, w])?,
+        &format!("a training step of {model} on batches of {batch} examples of {w}x{h}"),
+        "use a smaller --batch (or --crop)",
+    )?;
     let progress = resumed.as_ref().map(|(_, ck)| ck.progress);
     let start = progress.map_or(0, |p| p.step);
     let (trainer, mut sgd) = match &resumed {

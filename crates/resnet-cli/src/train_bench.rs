@@ -40,6 +40,14 @@ pub(crate) fn bench_train(b: &TrainBench<'_>) -> Result<()> {
     }
     let spec = ModelSpec::parse(b.arch)?;
     let plan = spec.plan(b.channels, 10)?;
+    crate::limits::check_memory(
+        crate::limits::train_step_bytes(&plan, [b.batch, b.channels, b.size, b.size])?,
+        &format!(
+            "a training step of {} on a batch of {} at {}x{}",
+            b.arch, b.batch, b.size, b.size
+        ),
+        "use a smaller --batch or --size",
+    )?;
     let weights = random_plan_weights(&plan, 0)?;
     let mut trainer = Trainer::new(plan, &weights)?.with_threads(b.threads)?;
     let mut sgd = Sgd::try_new(

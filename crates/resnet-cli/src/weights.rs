@@ -10,6 +10,9 @@ pub fn resolve(spec: &str) -> Result<PathBuf> {
         if !p.exists() {
             bail!("weights file {spec} does not exist");
         }
+        if p.is_dir() {
+            bail!("{spec} is a directory, not a weights file: pass the file inside it");
+        }
         return Ok(p);
     };
     let mut parts = rest.splitn(3, '/');

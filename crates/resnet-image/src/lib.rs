@@ -54,7 +54,7 @@ mod convert;
 #[cfg(feature = "libjpeg")]
 mod jpeg;
 pub use convert::{rgb_to_tensor, tensor_to_rgb};
-use resnet_tensor::Tensor;
+use resnet_tensor::{Layout, Tensor};
 use std::path::{Path, PathBuf};
 
 /// Errors from reading or preprocessing an image.
@@ -92,6 +92,26 @@ pub enum ImageError {
         /// Height the header claims.
         height: u32,
         /// Bytes the decoded image would take.
+        bytes: u64,
+        /// [`MAX_DECODED_BYTES`].
+        limit: u64,
+    },
+    /// Resizing would make an image larger than [`MAX_DECODED_BYTES`]; nothing was allocated
+    /// for it.
+    #[error(
+        "resizing a {width}x{height} image to {new_width}x{new_height} needs {bytes} bytes, over \
+         the limit of {limit}: choose a smaller resize"
+    )]
+    ResizeTooLarge {
+        /// Width of the image.
+        width: u32,
+        /// Height of the image.
+        height: u32,
+        /// Width after the resize.
+        new_width: u64,
+        /// Height after the resize.
+        new_height: u64,
+        /// Bytes the resized 8-bit RGB image would take.
         bytes: u64,
         /// [`MAX_DECODED_BYTES`].
         limit: u64,
@@ -215,6 +235,13 @@ impl Preprocess {
                 "resize and crop sizes must be at least 1".into(),
             ));
         }
+        if self.resize.is_some_and(|r| r > MAX_SIDE)
+            || self.crop.is_some_and(|c| c.iter().any(|s| *s > MAX_SIDE))
+        {
+            return Err(ImageError::Invalid(format!(
+                "resize and crop sizes must be at most {MAX_SIDE}"
+            )));
+        }
         if self.std.iter().any(|s| !s.is_finite() || *s == 0.0)
             || self.mean.iter().any(|m| !m.is_finite())
         {
@@ -285,7 +312,7 @@ impl Preprocess {
         }
         let (rw, rh, pixels) = match self.resize {
             Some(size) => {
-                let (nw, nh) = resized_dims(w, h, size);
+                let (nw, nh) = checked_resized_dims(w, h, size)?;
                 (nw, nh, resize_rgb(rgb.into_raw(), w, h, nw, nh))
             }
             None => (w, h, rgb.into_raw()),
@@ -297,7 +324,7 @@ impl Preprocess {
         let left = ((f64::from(rw) - f64::from(cw)) / 2.0).round_ties_even() as i64;
         let (ch, cw) = (ch as usize, cw as usize);
         let channels = self.channels();
-        let mut out = Tensor::zeros(&[1, channels, ch, cw])?;
+        let mut out = Tensor::try_zeros_with_layout(&[1, channels, ch, cw], Layout::Nchw)?;
         let data = out.as_mut_slice();
         let plane = ch * cw;
         for y in 0..ch {
@@ -319,10 +346,37 @@ impl Preprocess {
     }
 }
 
+/// [`resized_dims`], unless the result, or the intermediate image of the horizontal pass, would
+/// take more than [`MAX_DECODED_BYTES`] as 8-bit RGB (or a side would not fit a `u32`).
+fn checked_resized_dims(w: u32, h: u32, size: u32) -> Result<(u32, u32), ImageError> {
+    let (s, l) = (u64::from(w.min(h)), u64::from(w.max(h)));
+    let long = u64::from(size) * l / s.max(1);
+    let (nw, nh) = if w <= h {
+        (u64::from(size), long)
+    } else {
+        (long, u64::from(size))
+    };
+    // The horizontal pass makes an `nw x h` image, the vertical one the `nw x nh` result.
+    let bytes = nw.saturating_mul(nh.max(u64::from(h))).saturating_mul(3);
+    match (u32::try_from(nw), u32::try_from(nh)) {
+        (Ok(a), Ok(b)) if bytes <= MAX_DECODED_BYTES => Ok((a, b)),
+        _ => Err(ImageError::ResizeTooLarge {
+            width: w,
+            height: h,
+            new_width: nw,
+            new_height: nh,
+            bytes,
+            limit: MAX_DECODED_BYTES,
+        }),
+    }
+}
+
 /// torchvision's `Resize(size)` output for a `w x h` image: the short side becomes `size`, the
-/// long side `int(size * long / short)`.
+/// long side `int(size * long / short)` (saturating at `u32::MAX`).
 pub fn resized_dims(w: u32, h: u32, size: u32) -> (u32, u32) {
-    let long = |l: u32, s: u32| ((u64::from(size) * u64::from(l)) / u64::from(s)) as u32;
+    let long = |l: u32, s: u32| {
+        u32::try_from((u64::from(size) * u64::from(l)) / u64::from(s.max(1))).unwrap_or(u32::MAX)
+    };
     if w <= h {
         (size, long(h, w))
     } else {
@@ -471,12 +525,81 @@ fn decode<R: std::io::BufRead + std::io::Seek>(
             None
         }
     };
+    // The `image` crate's JPEG decoder pads a file cut short with grey and reports success;
+    // libjpeg's path checks this itself (see `jpeg::decode_rgb`).
+    if exact.is_none()
+        && format == Some(image::ImageFormat::Jpeg)
+        && bytes.is_some_and(jpeg_truncated)
+    {
+        return Err(err(image::ImageError::Decoding(
+            image::error::DecodingError::new(
+                image::error::ImageFormatHint::Exact(image::ImageFormat::Jpeg),
+                "truncated JPEG: the data ends before the end-of-image marker",
+            ),
+        )));
+    }
     let mut img = match exact {
         Some(rgb) => DynamicImage::ImageRgb8(rgb.map_err(err)?),
         None => DynamicImage::from_decoder(decoder).map_err(err)?,
     };
     img.apply_orientation(orientation);
     Ok(img)
+}
+
+/// Whether JPEG bytes end before their end-of-image marker: walks the marker segments by
+/// their lengths and the entropy-coded data after each start-of-scan (up to the next marker
+/// that is not a restart or a stuffed `FF 00`). Bytes that are not a JPEG, or break its
+/// structure otherwise, are left to the decoder (`false`).
+fn jpeg_truncated(b: &[u8]) -> bool {
+    if !b.starts_with(&[0xFF, 0xD8]) {
+        return false;
+    }
+    let mut i = 2;
+    loop {
+        match b.get(i) {
+            None => return true,
+            Some(0xFF) => {}
+            Some(_) => return false,
+        }
+        while b.get(i) == Some(&0xFF) {
+            i += 1;
+        }
+        let Some(&marker) = b.get(i) else {
+            return true;
+        };
+        i += 1;
+        match marker {
+            0xD9 => return false,
+            0x01 | 0xD0..=0xD7 => continue,
+            _ => {}
+        }
+        let (Some(&hi), Some(&lo)) = (b.get(i), b.get(i + 1)) else {
+            return true;
+        };
+        let len = usize::from(hi) << 8 | usize::from(lo);
+        if len < 2 {
+            return false;
+        }
+        i += len;
+        if i > b.len() {
+            return true;
+        }
+        if marker == 0xDA {
+            // Entropy-coded data: up to the next real marker.
+            loop {
+                let Some(at) = b[i..].iter().position(|&x| x == 0xFF) else {
+                    return true;
+                };
+                i += at;
+                match b.get(i + 1) {
+                    None => return true,
+                    Some(0x00 | 0xD0..=0xD7) => i += 2,
+                    Some(0xFF) => i += 1,
+                    Some(_) => break,
+                }
+            }
+        }
+    }
 }
 
 fn decode_bytes(bytes: &[u8], what: &str) -> Result<DynamicImage, ImageError> {
@@ -498,9 +621,10 @@ pub fn decode_file(path: &Path) -> Result<DynamicImage, ImageError> {
         .map_err(io)?
         .with_guessed_format()
         .map_err(io)?;
-    // A JPEG is read whole for libjpeg (compressed, it is far smaller than the decoded-size
-    // limit, which bounds the read); everything else streams through the `image` crate.
-    if cfg!(feature = "libjpeg") && reader.format() == Some(image::ImageFormat::Jpeg) {
+    // A JPEG is read whole, for libjpeg or for the check that it is not cut short
+    // (compressed, it is far smaller than the decoded-size limit, which bounds the read);
+    // everything else streams through the `image` crate.
+    if reader.format() == Some(image::ImageFormat::Jpeg) {
         let len = std::fs::metadata(path).map_err(io)?.len();
         if len > MAX_DECODED_BYTES {
             return Err(ImageError::Invalid(format!(
@@ -511,4 +635,41 @@ pub fn decode_file(path: &Path) -> Result<DynamicImage, ImageError> {
         return decode_bytes(&bytes, &what);
     }
     decode(reader, &what, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::jpeg_truncated;
+
+    /// Every test JPEG (baseline, progressive, restart markers, greyscale, CMYK): whole, and
+    /// with bytes after its end, it is complete; cut anywhere after its first marker, it is
+    /// not. Anything that is not a JPEG is left to the decoder.
+    #[test]
+    fn truncation_is_the_end_of_image_marker_missing() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/jpeg");
+        let mut seen = 0;
+        for entry in std::fs::read_dir(dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_none_or(|e| e != "jpg") {
+                continue;
+            }
+            seen += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            assert!(!jpeg_truncated(&bytes), "{}", path.display());
+            let mut trailing = bytes.clone();
+            trailing.extend_from_slice(b"\x00\xff\xd8trailing data");
+            assert!(!jpeg_truncated(&trailing), "{}", path.display());
+            for cut in 2..bytes.len() - 1 {
+                assert!(
+                    jpeg_truncated(&bytes[..cut]),
+                    "{} cut at {cut}",
+                    path.display()
+                );
+            }
+        }
+        assert!(seen >= 7, "{seen} test JPEGs");
+        for other in [&b""[..], b"\xff", b"\x89PNG\r\n", b"\xff\xd8\x00\x00"] {
+            assert!(!jpeg_truncated(other), "{other:?}");
+        }
+    }
 }

@@ -123,6 +123,43 @@ fn absurd_image_sizes_are_refused_before_allocating() {
     assert!(e.to_string().contains("over the limit"), "{e}");
 }
 
+/// A resize that would make a huge image is refused before allocating it: a 64x8 image with
+/// its short side resized to 16384 pixels would be 131072x16384 (6 GiB of RGB), a 100000x1
+/// one 1.6 billion pixels wide. `resized_dims` saturates where the width passes `u32`.
+/// Sizes over `MAX_SIDE` are refused outright.
+#[test]
+fn resizes_that_would_not_fit_are_refused() {
+    use resnet_image::{ImageError, MAX_SIDE};
+    let wide: image::DynamicImage = image::RgbImage::new(64, 8).into();
+    let pre = Preprocess::imagenet().with_resize(Some(MAX_SIDE));
+    match pre.from_image(&wide) {
+        Err(ImageError::ResizeTooLarge {
+            new_width,
+            new_height,
+            ..
+        }) => assert_eq!((new_width, new_height), (131_072, 16_384)),
+        other => panic!("{other:?}"),
+    }
+    let line: image::DynamicImage = image::RgbImage::new(100_000, 1).into();
+    let e = pre.from_image(&line).unwrap_err();
+    assert!(e.to_string().contains("1638400000x16384"), "{e}");
+    assert_eq!(resized_dims(300_000, 1, MAX_SIDE), (u32::MAX, MAX_SIDE));
+    // Within the limit, the same sizes as before.
+    let t = Preprocess::imagenet()
+        .with_resize(Some(64))
+        .with_crop(None)
+        .from_image(&wide)
+        .unwrap();
+    assert_eq!(t.shape().dims(), &[1, 3, 64, 512]);
+    for pre in [
+        Preprocess::imagenet().with_resize(Some(MAX_SIDE + 1)),
+        Preprocess::imagenet().with_crop(Some(MAX_SIDE + 1)),
+    ] {
+        let e = pre.from_image(&wide).unwrap_err();
+        assert!(e.to_string().contains("at most 16384"), "{e}");
+    }
+}
+
 #[test]
 fn bad_input_is_an_error() {
     assert!(Preprocess::imagenet().from_bytes(b"not an image").is_err());

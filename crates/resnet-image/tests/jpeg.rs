@@ -86,3 +86,44 @@ fn damaged_jpegs_are_errors_or_images_never_panics() {
     let e = p.from_bytes(&good[..3]).unwrap_err();
     assert!(e.to_string().contains("image bytes"), "{e}");
 }
+
+/// A JPEG cut short is an error, as PIL's "image file is truncated", not an image padded with
+/// grey: every test file (baseline, progressive, restart markers, greyscale, CMYK) cut in half
+/// or a few bytes short of its scan data's end, as a file and as bytes.
+#[test]
+fn truncated_jpegs_are_errors() {
+    let p = Preprocess::imagenet();
+    let dir = std::env::temp_dir().join(format!("resnet-image-truncated-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for name in CASES.iter().copied().chain(["cmyk_q90"]) {
+        let good = std::fs::read(data(&format!("{name}.jpg"))).unwrap();
+        assert!(p.from_bytes(&good).is_ok(), "{name} whole");
+        // Cut in half (in the tables or the scan data of these small files), 16 bytes before
+        // the end-of-image marker (in the scan data: the header is whole, pixels are missing),
+        // and just before that marker (the decoder reads ahead for it, so this is truncated
+        // too); the last two say the file is truncated.
+        let cuts = [
+            (good.len() / 2, false),
+            (good.len() - 16, true),
+            (good.len() - 2, true),
+        ];
+        for (cut, says_truncated) in cuts {
+            let e = match p.from_bytes(&good[..cut]) {
+                Ok(_) => panic!("{name} cut at {cut} of {} decoded", good.len()),
+                Err(e) => e.to_string(),
+            };
+            assert!(
+                !says_truncated || e.contains("truncated"),
+                "{name} cut at {cut}: {e}"
+            );
+            let path = dir.join(format!("{name}_{cut}.jpg"));
+            std::fs::write(&path, &good[..cut]).unwrap();
+            let e = decode_file(&path).unwrap_err().to_string();
+            assert!(
+                (!says_truncated || e.contains("truncated")) && e.contains(name),
+                "{name} file cut at {cut}: {e}"
+            );
+        }
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}

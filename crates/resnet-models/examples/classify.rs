@@ -1,5 +1,5 @@
 //! Load a ResNet from a safetensors file (architecture inferred), run it on a batch, print the
-//! top-5 classes of each image with timings.
+//! top-5 classes of each image (by name for a 1000-class ImageNet net) with timings.
 //!
 //! ```text
 //! cargo run --release -p resnet-models --example classify -- [WEIGHTS.safetensors] [INPUT.safetensors KEY]
@@ -7,9 +7,7 @@
 //! Without arguments it uses `../shared/golden/resnet18_f16.safetensors` and the golden input
 //! `x224` if they exist, and otherwise a seeded random ResNet-18 on a synthetic image.
 
-use resnet_models::{ResNet, resnet18, top_k};
-use resnet_tensor::Tensor;
-use resnet_weights::WeightFile;
+use resnet_models::{ResNet, Tensor, WeightFile, imagenet, resnet18, top_k};
 use std::time::Instant;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -46,9 +44,17 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let t0 = Instant::now();
     let logits = model.forward(&x)?;
     println!("forward of {:?} in {:.1?}", x.shape(), t0.elapsed());
+    let imagenet_names = model.config().resnet().is_some()
+        && model.config().num_classes() == imagenet::CLASSES.len();
     for (i, row) in top_k(&logits, 5)?.iter().enumerate() {
-        let s: Vec<String> = row.iter().map(|(c, p)| format!("{c}:{p:.4}")).collect();
-        println!("image {i}: {}", s.join("  "));
+        println!("image {i}:");
+        for (c, p) in row {
+            if imagenet_names {
+                println!("  {p:.4}  {} ({c})", imagenet::CLASSES[*c]);
+            } else {
+                println!("  {p:.4}  class {c}");
+            }
+        }
     }
     Ok(())
 }

@@ -23,16 +23,19 @@
 //! [`Observer`] (stage outputs, per-layer timing).
 //!
 //! ```no_run
-//! use resnet_models::ResNet;
-//! use resnet_tensor::Tensor;
+//! use resnet_models::{ResNet, Tensor, imagenet};
 //!
 //! let model = ResNet::from_file("resnet18.safetensors")?;
 //! let x = Tensor::zeros(&[1, 3, 224, 224])?; // a normalised NCHW image batch
 //! let logits = model.forward(&x)?;           // [1, 1000]
 //! let top = resnet_models::top_k(&logits, 5)?;
-//! println!("class {} with probability {:.3}", top[0][0].0, top[0][0].1);
+//! let (class, p) = top[0][0];
+//! println!("{} ({class}) with probability {p:.3}", imagenet::CLASSES[class]);
 //! # Ok::<(), resnet_models::ModelError>(())
 //! ```
+//!
+//! Inputs and outputs are [`Tensor`]s (`resnet_tensor`'s, re-exported here with [`Layout`] and
+//! [`TensorError`]); [`imagenet::CLASSES`] names a 1000-class torchvision classifier's logits.
 //!
 //! [`Edsr`] is the residual image-enhancement family (EDSR super-resolution): residual blocks
 //! without batch-norm, a long skip, PixelShuffle upsamplers and the mean-shift convs, on the
@@ -41,8 +44,7 @@
 //! Without a file, a seeded random network of any configuration:
 //!
 //! ```
-//! use resnet_models::{ResNet, resnet18};
-//! use resnet_tensor::Tensor;
+//! use resnet_models::{ResNet, Tensor, resnet18};
 //!
 //! let model = ResNet::random(&resnet18(10), 42)?;
 //! let x = Tensor::zeros(&[2, 3, 33, 47])?; // any batch, odd sizes
@@ -61,6 +63,7 @@ mod config;
 mod edsr;
 mod error;
 mod exec;
+pub mod imagenet;
 mod infer;
 mod init;
 mod network;
@@ -85,4 +88,5 @@ pub use resnet::{ResNet, StageOutputs, resnet_block_plan, resnet_plan, top_k};
 
 pub use resnet_kernels::fast::ConvAlgo;
 pub use resnet_kernels::{Cpu, SimdLevel};
+pub use resnet_tensor::{Layout, Tensor, TensorError};
 pub use resnet_weights::{Strictness, WeightError, WeightFile, WeightSource};
