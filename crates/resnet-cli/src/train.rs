@@ -766,7 +766,10 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
         format!(
             "lr {:?} ({schedule_name} schedule{})",
             optimizer.lr(),
-            warmup.map_or(String::new(), |w| format!(" after {w} warm-up steps"))
+            warmup.map_or(String::new(), |w| format!(
+                " after {w} warm-up step{}",
+                plural(w)
+            ))
         )
     };
     let opt_label = match optimizer {
