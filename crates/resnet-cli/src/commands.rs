@@ -1009,6 +1009,7 @@ fn print_inspect(found: &Inspection<'_>, json_out: bool) -> Result<()> {
     if json_out {
         let v = json!({
             "file": path.display().to_string(),
+            "format": file.format().to_string(),
             "scheme": scheme(file),
             "model": scheme(file).is_some(),
             "parameters": params,
@@ -1023,6 +1024,7 @@ fn print_inspect(found: &Inspection<'_>, json_out: bool) -> Result<()> {
         return Ok(());
     }
     out!("file:         {}", path.display());
+    out!("format:       {}", file.format());
     match scheme(file) {
         Some(s) => out!("naming:       {s}"),
         None => out!("naming:       none (not a model file)"),

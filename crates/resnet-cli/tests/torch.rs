@@ -76,6 +76,10 @@ fn classify_embed_and_inspect_read_checkpoints_as_their_safetensors_twins() {
     }
     let info = String::from_utf8(ok(&["inspect", &fixture("basic_legacy.pth")])).unwrap();
     assert!(info.contains("torchvision"), "{info}");
+    assert!(
+        info.contains("format:       PyTorch checkpoint (legacy)"),
+        "{info}"
+    );
     assert!(info.contains("layer1.0.conv1.weight"), "{info}");
 }
 
