@@ -34,8 +34,8 @@ use std::process::ExitCode;
 #[derive(Debug, Parser)]
 #[command(name = "resnet", version, about, long_about = None, arg_required_else_help = true)]
 pub struct Cli {
-    /// Worker threads (default: all cores).
-    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..))]
+    /// Worker threads, 1 to 1024 (default: all cores).
+    #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
     #[command(subcommand)]
     command: Command,

@@ -844,3 +844,17 @@ fn convert_writes_a_checkpoints_tensors_as_safetensors() {
     assert!(e.contains("both the input and the output"), "{e}");
     assert!(!out.exists());
 }
+
+#[test]
+fn absurd_thread_counts_are_usage_errors() {
+    for n in ["0", "1025", "65535"] {
+        let out = Command::cargo_bin("resnet")
+            .unwrap()
+            .args(["bench", "--threads", n])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "--threads {n}");
+        let e = String::from_utf8_lossy(&out.stderr);
+        assert!(e.contains("is not in 1..=1024"), "{e}");
+    }
+}
