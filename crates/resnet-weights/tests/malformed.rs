@@ -514,6 +514,94 @@ fn torch_cases() -> Vec<Case> {
             check: |e| matches!(e, WeightError::Pickle { .. }),
             message: "no magic number",
         },
+        // Found by review: inputs that made the machine copy what the pickle built once.
+        Case {
+            name: "torch.Size of 100 000 dimensions, called 400 times",
+            bytes: {
+                let mut b = b"\x80\x02ctorch\nSize\nq\x000(N".to_vec();
+                b.extend(std::iter::repeat_n(b'2', 100_000));
+                b.extend_from_slice(b"t\x85q\x010");
+                for _ in 0..400 {
+                    b.extend_from_slice(b"h\x00h\x01R0");
+                }
+                b.extend_from_slice(b"N.");
+                checkpoint(&b, &[])
+            },
+            check: |e| matches!(e, WeightError::Pickle { .. }),
+            message: "torch.Size of 100001 dimensions (at most 8 are accepted)",
+        },
+        Case {
+            name: "a 100 000-byte storage key named 4000 times",
+            bytes: {
+                let key = "k".repeat(100_000);
+                let mut b = b"\x80\x02(".to_vec();
+                b.extend(pstr("storage"));
+                b.extend_from_slice(b"ctorch\nFloatStorage\n");
+                b.extend(pstr(&key));
+                b.extend(pstr("cpu"));
+                b.extend_from_slice(b"K\x01tq\x000");
+                for _ in 0..4000 {
+                    b.extend_from_slice(b"h\x00Q0");
+                }
+                b.extend_from_slice(b"N.");
+                checkpoint(&b, &[])
+            },
+            check: |e| matches!(e, WeightError::Pickle { .. }),
+            message: "a storage key of 100000 bytes",
+        },
+        Case {
+            name: "a rebuild called with 100 000 arguments",
+            bytes: {
+                let mut b = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\nq\x000(N".to_vec();
+                b.extend(std::iter::repeat_n(b'2', 100_000));
+                b.extend_from_slice(b"tq\x010");
+                for _ in 0..4000 {
+                    b.extend_from_slice(b"h\x00h\x01R0");
+                }
+                b.extend_from_slice(b"N.");
+                checkpoint(&b, &[])
+            },
+            check: |e| matches!(e, WeightError::Pickle { .. }),
+            message: "called with 100001 arguments (at most 8)",
+        },
+        Case {
+            name: "20 000 end-of-archive records",
+            bytes: {
+                let mut b = b"PK\x05\x06".to_vec();
+                b.extend([0u8; 18]);
+                for _ in 0..20_000 {
+                    b.extend_from_slice(b"PK\x05\x06\0\0\0\0\x01\0\x01\0\0\0\0\0\0\0\0\0\0\0");
+                }
+                b
+            },
+            check: |e| matches!(e, WeightError::Archive { .. }),
+            message: "more than 64 end-of-archive records",
+        },
+        Case {
+            name: "1000 names for transposed views of one storage",
+            bytes: {
+                let n = 64 * 1024;
+                let mut b = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n((".to_vec();
+                b.extend(pstr("storage"));
+                b.extend_from_slice(b"ctorch\nFloatStorage\n");
+                b.extend(pstr("0"));
+                b.extend(pstr("cpu"));
+                b.extend(pint(n));
+                b.extend_from_slice(b"tQ");
+                b.extend(pint(0));
+                b.extend(pints(&[256, 256]));
+                b.extend(pints(&[1, 256]));
+                b.extend_from_slice(b"\x89NtRq\x000}(");
+                for i in 0..1000 {
+                    b.extend(pstr(&format!("t{i}")));
+                    b.extend_from_slice(b"h\x00");
+                }
+                b.extend_from_slice(b"u.");
+                checkpoint(&b, &[("data/0", &vec![0u8; 4 * n as usize])])
+            },
+            check: |e| matches!(e, WeightError::Archive { .. }),
+            message: "many tensors view the same storage",
+        },
         Case {
             name: "an HTML page",
             bytes: b"<!DOCTYPE html>\n<html><body>Not Found</body></html>".to_vec(),
@@ -546,4 +634,50 @@ fn every_malformed_checkpoint_gives_its_error_with_memory_linear_in_its_size() {
             case.name
         );
     }
+}
+
+/// A legacy-format checkpoint (`_use_new_zipfile_serialization=False`) built by hand:
+/// `{"state_dict": {"w": <F32 storage "2">}, "extra": <F64 storage "1">}`, the storages written in
+/// key order ("1" first), so the state_dict's data lies after a storage it does not use.
+#[test]
+fn a_legacy_checkpoint_with_storages_outside_its_state_dict_loads() {
+    let tensor = |key: &str, storage: &str, numel: u64| {
+        let mut b = b"ctorch._utils\n_rebuild_tensor_v2\n((".to_vec();
+        b.extend(pstr("storage"));
+        b.extend_from_slice(format!("ctorch\n{storage}\n").as_bytes());
+        b.extend(pstr(key));
+        b.extend(pstr("cpu"));
+        b.extend(pint(numel));
+        b.extend_from_slice(b"NtQ");
+        b.extend(pint(0));
+        b.extend(pints(&[numel]));
+        b.extend(pints(&[1]));
+        b.extend_from_slice(b"\x89NtR");
+        b
+    };
+    let mut f = b"\x80\x02\x8a\x0a\x6c\xfc\x9c\x46\xf9\x20\x6a\xa8\x50\x19.".to_vec();
+    f.extend_from_slice(b"\x80\x02M\xe9\x03.");
+    f.extend_from_slice(b"\x80\x02}.");
+    f.extend_from_slice(b"\x80\x02}(");
+    f.extend(pstr("state_dict"));
+    f.extend_from_slice(b"}(");
+    f.extend(pstr("w"));
+    f.extend(tensor("2", "FloatStorage", 3));
+    f.extend_from_slice(b"u");
+    f.extend(pstr("extra"));
+    f.extend(tensor("1", "DoubleStorage", 5));
+    f.extend_from_slice(b"u.");
+    f.extend_from_slice(b"\x80\x02](");
+    f.extend(pstr("1"));
+    f.extend(pstr("2"));
+    f.extend_from_slice(b"e.");
+    f.extend_from_slice(&5u64.to_le_bytes());
+    for v in [9.0f64; 5] {
+        f.extend_from_slice(&v.to_le_bytes());
+    }
+    f.extend_from_slice(&3u64.to_le_bytes());
+    f.extend(f32s(&[1.5, -2.0, 0.25]));
+    let w = WeightFile::from_bytes(f).unwrap();
+    assert_eq!(w.names(), ["w"]);
+    assert_eq!(w.load("w").unwrap().as_slice(), &[1.5, -2.0, 0.25]);
 }

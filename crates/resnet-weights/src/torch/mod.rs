@@ -18,7 +18,7 @@ pub(crate) mod pickle;
 use crate::WeightError;
 use pickle::{Obj, Pickle, StorageRef, TensorRef};
 use safetensors::Dtype;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
 /// One tensor of a checkpoint: where its elements lie in the file.
@@ -70,6 +70,20 @@ const WRAPPERS: [&str; 6] = [
 /// Prefixes that wrappers add to every key: `nn.DataParallel`/DDP and `torch.compile`.
 const KEY_PREFIXES: [&str; 2] = ["module.", "_orig_mod."];
 
+/// The longest tensor name accepted (torchvision's are under 40 bytes).
+const MAX_KEY: usize = 1024;
+
+/// Tensors may view the same storage, but all of them together may hold at most this many
+/// times the file's bytes (plus 1 MiB): tied weights view one storage twice, while a file of
+/// many overlapping views would make loading or converting it allocate without bound.
+const MAX_VIEWED_PER_BYTE: u64 = 4;
+
+/// A zip's end-of-archive records (and zip64's) a file may contain: a checkpoint has one of
+/// each at most, and a stored tensor holds the 4-byte signature by chance about once in 4 GiB.
+/// The `zip` crate retries its search from every earlier candidate, so many of them would make
+/// opening the file quadratic.
+const MAX_END_RECORDS: usize = 64;
+
 /// The largest `data.pkl` read: 256 MiB (a ResNet-152's is well under 100 KiB).
 const MAX_PICKLE_BYTES: u64 = 256 << 20;
 
@@ -81,13 +95,38 @@ fn archive_err(reason: impl Into<String>) -> WeightError {
 
 /// Read the tensors of a checkpoint of `kind` held in `buf`.
 pub(crate) fn read(buf: &[u8], kind: Kind) -> Result<Vec<Entry>, WeightError> {
-    match kind {
-        Kind::Zip => read_zip(buf),
-        Kind::Legacy => read_legacy(buf),
+    let entries = match kind {
+        Kind::Zip => read_zip(buf)?,
+        Kind::Legacy => read_legacy(buf)?,
+    };
+    let viewed = entries
+        .iter()
+        .map(|e| e.shape.iter().product::<usize>() as u64 * (e.dtype.bitsize() / 8) as u64)
+        .fold(0u64, u64::saturating_add);
+    let limit = (buf.len() as u64)
+        .saturating_mul(MAX_VIEWED_PER_BYTE)
+        .saturating_add(1 << 20);
+    if viewed > limit {
+        return Err(archive_err(format!(
+            "its tensors hold {viewed} bytes in all, more than {MAX_VIEWED_PER_BYTE} times the \
+             {}-byte file: many tensors view the same storage",
+            buf.len()
+        )));
     }
+    Ok(entries)
 }
 
 fn read_zip(buf: &[u8]) -> Result<Vec<Entry>, WeightError> {
+    let ends = buf
+        .windows(4)
+        .filter(|w| w[..2] == *b"PK" && matches!((w[2], w[3]), (5, 6) | (6, 6) | (6, 7)))
+        .take(MAX_END_RECORDS + 1)
+        .count();
+    if ends > MAX_END_RECORDS {
+        return Err(archive_err(format!(
+            "more than {MAX_END_RECORDS} end-of-archive records: not a checkpoint torch.save wrote"
+        )));
+    }
     let mut zip = zip::ZipArchive::new(std::io::Cursor::new(buf))
         .map_err(|e| archive_err(format!("not a readable zip archive: {e}")))?;
     let names: Vec<String> = zip.file_names().map(str::to_string).collect();
@@ -233,9 +272,11 @@ fn read_legacy(buf: &[u8]) -> Result<Vec<Entry>, WeightError> {
     let tensors = state_dict(&main)?;
     // Every storage the pickle named, by key, with its element type (the data is written as
     // element count + raw elements, so the type is needed to skip over it).
+    // Every storage of the pickle counts, not only the state_dict's: the data of storages
+    // outside it (optimiser state, stray tensors) lies between them and must be stepped over.
     let mut dtypes: HashMap<String, Dtype> = HashMap::new();
-    for (_, t) in &tensors {
-        dtypes.insert(t.storage.key.clone(), t.storage.dtype);
+    for s in main.storages() {
+        dtypes.insert(s.key.clone(), s.dtype);
     }
     let keys = next("the storage keys")?;
     let key_ids: Vec<usize> = match keys.get(keys.root) {
@@ -298,18 +339,20 @@ fn state_dict(p: &Pickle) -> Result<Vec<(String, TensorRef)>, WeightError> {
             p.describe(p.root)
         ),
     })?;
-    let tensors_of = |items: &[(usize, usize)]| -> Vec<(String, TensorRef)> {
+    // The tensors of a dict, by reference: a key given twice keeps its last value, as in
+    // Python, so a memoised key or tensor repeated in many entries costs nothing.
+    let tensors_of = |items: &[(usize, usize)]| -> BTreeMap<&str, &TensorRef> {
         items
             .iter()
             .filter_map(|&(k, v)| match (p.str(k), p.get(v)) {
-                (Some(k), Obj::Tensor(t)) => Some((k.to_string(), (**t).clone())),
+                (Some(k), Obj::Tensor(t)) => Some((k, &**t)),
                 _ => None,
             })
             .collect()
     };
     // A wrapper first: a state_dict never maps a bare `model` key to a dict, while a training
     // checkpoint may keep a stray tensor (a best accuracy, say) beside its wrapped state_dict.
-    let mut chosen = Vec::new();
+    let mut chosen = BTreeMap::new();
     for w in WRAPPERS {
         let inner = root
             .iter()
@@ -340,6 +383,18 @@ fn state_dict(p: &Pickle) -> Result<Vec<(String, TensorRef)>, WeightError> {
             ),
         });
     }
+    if let Some(k) = chosen.keys().find(|k| k.len() > MAX_KEY) {
+        return Err(WeightError::Pickle {
+            reason: format!(
+                "a tensor name of {} bytes (at most {MAX_KEY} are accepted)",
+                k.len()
+            ),
+        });
+    }
+    let mut chosen: Vec<(String, TensorRef)> = chosen
+        .into_iter()
+        .map(|(k, t)| (k.to_string(), t.clone()))
+        .collect();
     for prefix in KEY_PREFIXES {
         if chosen.iter().all(|(k, _)| k.starts_with(prefix)) {
             for (k, _) in &mut chosen {

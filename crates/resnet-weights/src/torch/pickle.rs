@@ -12,10 +12,12 @@
 //! Objects live in one arena and refer to each other by index, as pickle's memo does: a
 //! memoised list that is appended to later is the same list, cycles cost nothing, and no
 //! recursive structure is ever walked or dropped recursively (deep nesting cannot overflow the
-//! stack). Every opcode consumes at least one input byte and creates at most one object (of 32
-//! bytes, plus an 8-byte reference on the stack or in a container), and every length is checked
-//! against the remaining input before anything is allocated, so the work is linear in the
-//! input's size and the memory at most about 50 bytes per input byte.
+//! stack). Every opcode consumes at least one input byte and creates at most one object; every
+//! length is checked against the remaining input before anything is allocated; what a call may
+//! copy is bounded (the constructors' arities, 8 dimensions for `torch.Size`, 64-byte storage
+//! keys, 64 KiB for `_codecs.encode`); and every object is charged against a budget of 64 bytes
+//! per input byte (plus 1 MiB), past which the pickle is refused. So the work and the memory are
+//! linear in the input's size, whatever the pickle repeats.
 
 use crate::WeightError;
 use safetensors::Dtype;
@@ -162,8 +164,23 @@ fn err(reason: impl Into<String>) -> WeightError {
     }
 }
 
-/// The ranks (dimensions) a tensor may have; a real state_dict stays far below.
-const MAX_RANK: usize = 32;
+/// The ranks (dimensions) a tensor may have: a real state_dict's are at most 5 (3-d convs).
+const MAX_RANK: usize = 8;
+
+/// The longest storage key accepted: torch.save writes `"0"`, `"1"`, … (the legacy format:
+/// a decimal address).
+const MAX_STORAGE_KEY: usize = 64;
+
+/// The longest str `_codecs.encode` may turn into bytes (each call copies it).
+const MAX_ENCODED: usize = 1 << 16;
+
+/// The memory the machine may use: this many bytes per input byte, plus [`BUDGET_BASE`]. A
+/// backstop beside the per-opcode limits: whatever copies an input could make the machine
+/// repeat are charged here, and the pickle is refused past the budget.
+const BUDGET_PER_BYTE: usize = 64;
+
+/// See [`BUDGET_PER_BYTE`].
+const BUDGET_BASE: usize = 1 << 20;
 
 /// A cursor over the input with checked reads.
 struct Input<'a> {
@@ -216,6 +233,8 @@ impl<'a> Input<'a> {
 
 /// The pickle machine's state.
 struct Machine {
+    /// Bytes the machine may still allocate (see [`BUDGET_PER_BYTE`]).
+    budget: usize,
     objs: Vec<Obj>,
     stack: Vec<Id>,
     marks: Vec<usize>,
@@ -223,9 +242,31 @@ struct Machine {
 }
 
 impl Machine {
-    fn push(&mut self, o: Obj) {
+    /// Charge `bytes` against the budget.
+    fn charge(&mut self, bytes: usize) -> Result<(), WeightError> {
+        self.budget = self.budget.checked_sub(bytes).ok_or_else(|| {
+            err(format!(
+                "the pickle builds more than {BUDGET_PER_BYTE} bytes of objects per byte of input"
+            ))
+        })?;
+        Ok(())
+    }
+
+    /// Push a new object, charged with its size and what it owns.
+    fn push(&mut self, o: Obj) -> Result<(), WeightError> {
+        let owned = match &o {
+            Obj::Str(s) => s.len(),
+            Obj::Bytes(b) | Obj::BigInt(b) => b.len(),
+            Obj::Tuple(v) | Obj::List(v) => 8 * v.len(),
+            Obj::Dict(v) => 16 * v.len(),
+            Obj::Storage(s) => 64 + s.key.len(),
+            Obj::Tensor(t) => 64 + t.storage.key.len() + 16 * t.size.len(),
+            _ => 0,
+        };
+        self.charge(std::mem::size_of::<Obj>() + 16 + owned)?;
         self.objs.push(o);
         self.stack.push(self.objs.len() - 1);
+        Ok(())
     }
     fn pop(&mut self, op: &str) -> Result<Id, WeightError> {
         if self.marks.last().is_some_and(|&m| m >= self.stack.len()) {
@@ -339,34 +380,36 @@ impl Machine {
 
     /// What `REDUCE` does with an allowed global: build the object it stands for.
     fn call(&self, f: Global, args: Id, depth: u8) -> Result<Obj, WeightError> {
-        let a: Vec<Id> = self
+        let a: &[Id] = self
             .items(args)
-            .ok_or_else(|| err("REDUCE arguments are not a tuple"))?
-            .to_vec();
+            .ok_or_else(|| err("REDUCE arguments are not a tuple"))?;
+        // Each constructor's arity as PyTorch calls it (v3 adds a dtype, `_with_state` a
+        // state): more arguments are refused, so no call reads or copies an unbounded tuple.
+        let arity = match f {
+            Global::OrderedDict => 0,
+            Global::RebuildTensorV2 => 8,
+            Global::RebuildTensor => 4,
+            Global::RebuildParameter => 3,
+            Global::RebuildParameterWithState => 4,
+            Global::RebuildFromTypeV2 => 4,
+            Global::Size => 1,
+            Global::CodecsEncode => 2,
+            Global::TensorType | Global::ParameterType | Global::Storage(_) => 0,
+        };
+        if a.len() > arity {
+            return Err(err(format!(
+                "{f:?} called with {} arguments (at most {arity})",
+                a.len()
+            )));
+        }
         let arg = |i: usize| {
             a.get(i)
                 .copied()
                 .ok_or_else(|| err(format!("{f:?} called with {} arguments", a.len())))
         };
         match f {
-            Global::OrderedDict => match a.as_slice() {
-                [] => Ok(Obj::Dict(Vec::new())),
-                [items] => {
-                    let mut pairs = Vec::new();
-                    for &p in self.items(*items).unwrap_or(&[]) {
-                        match self.items(p) {
-                            Some(&[k, v]) => pairs.push((k, v)),
-                            _ => {
-                                return Err(err(
-                                    "OrderedDict built from something other than pairs",
-                                ));
-                            }
-                        }
-                    }
-                    Ok(Obj::Dict(pairs))
-                }
-                _ => Err(err("OrderedDict called with more than one argument")),
-            },
+            // torch.save pickles OrderedDict() and then its items with SETITEMS.
+            Global::OrderedDict => Ok(Obj::Dict(Vec::new())),
             Global::RebuildTensorV2 | Global::RebuildTensor => {
                 let storage = match &self.objs[arg(0)?] {
                     Obj::Storage(s) => (**s).clone(),
@@ -430,19 +473,32 @@ impl Machine {
                 }
                 self.call(func, arg(2)?, depth + 1)
             }
-            Global::Size => match a.as_slice() {
+            Global::Size => match a {
                 [] => Ok(Obj::Tuple(Vec::new())),
-                [t] => Ok(Obj::Tuple(
-                    self.items(*t)
-                        .ok_or_else(|| err("torch.Size built from something other than a tuple"))?
-                        .to_vec(),
-                )),
-                _ => Err(err("torch.Size called with more than one argument")),
+                [t] => {
+                    let items = self
+                        .items(*t)
+                        .ok_or_else(|| err("torch.Size built from something other than a tuple"))?;
+                    if items.len() > MAX_RANK {
+                        return Err(err(format!(
+                            "torch.Size of {} dimensions (at most {MAX_RANK} are accepted)",
+                            items.len()
+                        )));
+                    }
+                    Ok(Obj::Tuple(items.to_vec()))
+                }
+                _ => unreachable!("arity checked above"),
             },
             Global::CodecsEncode => {
                 let s = self
                     .str(arg(0)?)
                     .ok_or_else(|| err("_codecs.encode of something other than a str"))?;
+                if s.len() > MAX_ENCODED {
+                    return Err(err(format!(
+                        "_codecs.encode of {} bytes (at most {MAX_ENCODED} are accepted)",
+                        s.len()
+                    )));
+                }
                 match a.get(1).and_then(|&e| self.str(e)) {
                     Some("latin1" | "latin-1") => {}
                     other => {
@@ -480,7 +536,14 @@ impl Machine {
             Obj::Global(Global::Storage(d)) => d,
             _ => return Err(bad()),
         };
-        let key = self.str(items[2]).ok_or_else(bad)?.to_string();
+        let key = self.str(items[2]).ok_or_else(bad)?;
+        if key.len() > MAX_STORAGE_KEY {
+            return Err(err(format!(
+                "a storage key of {} bytes (at most {MAX_STORAGE_KEY}; torch.save writes numbers)",
+                key.len()
+            )));
+        }
+        let key = key.to_string();
         let numel = self.size(items[4], "a storage's length")?;
         let mut storage = StorageRef {
             dtype,
@@ -541,6 +604,10 @@ fn describe(o: &Obj) -> String {
 pub(crate) fn parse(data: &[u8]) -> Result<Pickle, WeightError> {
     let mut input = Input { data, pos: 0 };
     let mut m = Machine {
+        budget: data
+            .len()
+            .saturating_mul(BUDGET_PER_BYTE)
+            .saturating_add(BUDGET_BASE),
         objs: Vec::new(),
         stack: Vec::new(),
         marks: Vec::new(),
@@ -571,12 +638,12 @@ pub(crate) fn parse(data: &[u8]) -> Result<Pickle, WeightError> {
                 });
             }
             b'(' => m.marks.push(m.stack.len()),
-            b')' => m.push(Obj::Tuple(Vec::new())),
-            b']' => m.push(Obj::List(Vec::new())),
-            b'}' => m.push(Obj::Dict(Vec::new())),
+            b')' => m.push(Obj::Tuple(Vec::new()))?,
+            b']' => m.push(Obj::List(Vec::new()))?,
+            b'}' => m.push(Obj::Dict(Vec::new()))?,
             b't' => {
                 let items = m.pop_mark("TUPLE")?;
-                m.push(Obj::Tuple(items));
+                m.push(Obj::Tuple(items))?;
             }
             0x85..=0x87 => {
                 let n = usize::from(op - 0x84);
@@ -585,15 +652,15 @@ pub(crate) fn parse(data: &[u8]) -> Result<Pickle, WeightError> {
                     items.push(m.pop("TUPLE1/2/3")?);
                 }
                 items.reverse();
-                m.push(Obj::Tuple(items));
+                m.push(Obj::Tuple(items))?;
             }
             b'l' => {
                 let items = m.pop_mark("LIST")?;
-                m.push(Obj::List(items));
+                m.push(Obj::List(items))?;
             }
             b'd' => {
                 let items = m.pop_mark("DICT")?;
-                m.push(Obj::Dict(Vec::new()));
+                m.push(Obj::Dict(Vec::new()))?;
                 let d = m.top("DICT")?;
                 m.extend_dict(d, items, "DICT")?;
             }
@@ -618,20 +685,20 @@ pub(crate) fn parse(data: &[u8]) -> Result<Pickle, WeightError> {
                 let d = m.top("SETITEMS")?;
                 m.extend_dict(d, items, "SETITEMS")?;
             }
-            b'N' => m.push(Obj::None),
-            0x88 => m.push(Obj::Bool(true)),
-            0x89 => m.push(Obj::Bool(false)),
+            b'N' => m.push(Obj::None)?,
+            0x88 => m.push(Obj::Bool(true))?,
+            0x89 => m.push(Obj::Bool(false))?,
             b'K' => {
                 let v = input.u8()?;
-                m.push(Obj::Int(i64::from(v)));
+                m.push(Obj::Int(i64::from(v)))?;
             }
             b'M' => {
                 let v = input.u16()?;
-                m.push(Obj::Int(i64::from(v)));
+                m.push(Obj::Int(i64::from(v)))?;
             }
             b'J' => {
                 let v = input.u32()? as i32;
-                m.push(Obj::Int(i64::from(v)));
+                m.push(Obj::Int(i64::from(v)))?;
             }
             0x8a | 0x8b => {
                 let n = if op == 0x8a {
@@ -644,16 +711,16 @@ pub(crate) fn parse(data: &[u8]) -> Result<Pickle, WeightError> {
                     let negative = b.last().is_some_and(|&x| x & 0x80 != 0);
                     let mut full = [if negative { 0xff } else { 0 }; 8];
                     full[..b.len()].copy_from_slice(b);
-                    m.push(Obj::Int(i64::from_le_bytes(full)));
+                    m.push(Obj::Int(i64::from_le_bytes(full)))?;
                 } else {
-                    m.push(Obj::BigInt(b.to_vec()));
+                    m.push(Obj::BigInt(b.to_vec()))?;
                 }
             }
             b'G' => {
                 let b = input.take(8, "a BINFLOAT")?;
                 m.push(Obj::Float(f64::from_be_bytes(
                     b.try_into().expect("8 bytes"),
-                )));
+                )))?;
             }
             b'X' | 0x8c | 0x8d => {
                 let n = match op {
@@ -664,7 +731,7 @@ pub(crate) fn parse(data: &[u8]) -> Result<Pickle, WeightError> {
                 let b = input.take(n, "a str")?;
                 let s = std::str::from_utf8(b)
                     .map_err(|_| err(format!("a str at byte {at} is not UTF-8")))?;
-                m.push(Obj::Str(s.to_string()));
+                m.push(Obj::Str(s.to_string()))?;
             }
             b'T' | b'U' => {
                 // Python 2 str: bytes, read as latin1 text as Python 3's pickle does by default.
@@ -675,7 +742,7 @@ pub(crate) fn parse(data: &[u8]) -> Result<Pickle, WeightError> {
                     u64::from(input.u8()?)
                 };
                 let b = input.take(n, "a str")?;
-                m.push(Obj::Str(b.iter().map(|&c| char::from(c)).collect()));
+                m.push(Obj::Str(b.iter().map(|&c| char::from(c)).collect()))?;
             }
             b'B' | b'C' | 0x8e => {
                 let n = match op {
@@ -684,13 +751,13 @@ pub(crate) fn parse(data: &[u8]) -> Result<Pickle, WeightError> {
                     _ => input.u64()?,
                 };
                 let b = input.take(n, "a bytes object")?;
-                m.push(Obj::Bytes(b.to_vec()));
+                m.push(Obj::Bytes(b.to_vec()))?;
             }
             b'c' => {
                 let module = input.line()?;
                 let name = input.line()?;
                 let g = Global::resolve(module, name)?;
-                m.push(Obj::Global(g));
+                m.push(Obj::Global(g))?;
             }
             0x93 => {
                 let name = m.pop("STACK_GLOBAL")?;
@@ -699,7 +766,7 @@ pub(crate) fn parse(data: &[u8]) -> Result<Pickle, WeightError> {
                     return Err(err("STACK_GLOBAL of something other than two strs"));
                 };
                 let g = Global::resolve(module, name)?;
-                m.push(Obj::Global(g));
+                m.push(Obj::Global(g))?;
             }
             b'q' => {
                 let k = input.u8()?;
@@ -731,7 +798,7 @@ pub(crate) fn parse(data: &[u8]) -> Result<Pickle, WeightError> {
                     )));
                 };
                 let o = m.call(g, args, 0)?;
-                m.push(o);
+                m.push(o)?;
             }
             0x81 => {
                 // NEWOBJ: cls.__new__(cls, *args); only OrderedDict is a class that may be built.
@@ -740,7 +807,7 @@ pub(crate) fn parse(data: &[u8]) -> Result<Pickle, WeightError> {
                 match m.objs[cls] {
                     Obj::Global(Global::OrderedDict) => {
                         let o = m.call(Global::OrderedDict, args, 0)?;
-                        m.push(o);
+                        m.push(o)?;
                     }
                     ref other => {
                         return Err(err(format!("NEWOBJ of {}", describe(other))));
@@ -759,7 +826,7 @@ pub(crate) fn parse(data: &[u8]) -> Result<Pickle, WeightError> {
             b'Q' => {
                 let pid = m.pop("BINPERSID")?;
                 let o = m.persistent(pid)?;
-                m.push(o);
+                m.push(o)?;
             }
             b'0' => {
                 m.pop("POP")?;
@@ -824,6 +891,15 @@ impl Pickle {
             _ => None,
         }
     }
+    /// Every storage the pickle named (by persistent id, or inside a tensor).
+    pub(crate) fn storages(&self) -> impl Iterator<Item = &StorageRef> {
+        self.objs.iter().filter_map(|o| match o {
+            Obj::Storage(s) => Some(&**s),
+            Obj::Tensor(t) => Some(&t.storage),
+            _ => None,
+        })
+    }
+
     /// A short description of `id`, for messages.
     pub(crate) fn describe(&self, id: Id) -> String {
         describe(&self.objs[id])
