@@ -46,21 +46,25 @@ class ResNet:
 
     def classify(
         self,
-        items: Union[PathLike, F32Array, Sequence[Union[PathLike, F32Array]]],
+        items: Union[PathLike, bytes, F32Array, Sequence[Union[PathLike, bytes, F32Array]]],
         k: int = 5,
     ) -> List[List[Tuple[int, Optional[str], float]]]:
         """The ``k`` most probable classes of each input as ``(class, name, probability)``,
         most probable first; the same numbers as ``resnet classify --top k``.
 
-        ``items``: image paths (decoded and preprocessed as ``resnet classify`` does: for
-        torchvision nets, torchvision's eval transform) and/or preprocessed ``[C, H, W]`` or
-        ``[1, C, H, W]`` arrays. A single path or array counts as a list of one. ``name`` is
+        ``items``: image paths or encoded image bytes (a file's contents), decoded and
+        preprocessed as ``resnet classify`` does (for torchvision nets, torchvision's eval
+        transform), and/or preprocessed ``[C, H, W]`` or ``[1, C, H, W]`` arrays; they go
+        through the network 8 at a time, as the CLI's default ``--batch``. A single item counts
+        as a list of one. ``probability`` is the float32 value, as the float nearest its
+        shortest decimal form (what ``resnet classify --json`` prints). ``name`` is
         ``None`` when the model has no class names (ImageNet's for 1000-class torchvision nets,
         else the file's metadata ``classes``).
         """
 
-    def preprocess(self, path: PathLike) -> F32Array:
-        """The ``[1, C, H, W]`` tensor ``classify`` computes from an image file for this model."""
+    def preprocess(self, image: Union[PathLike, bytes]) -> F32Array:
+        """The ``[1, C, H, W]`` tensor ``classify`` computes from an image (a path or encoded
+        bytes) for this model."""
 
     @property
     def arch(self) -> str:
@@ -100,13 +104,14 @@ class Edsr:
     def threads(self) -> int: ...
 
 def preprocess(
-    path: PathLike,
+    image: Union[PathLike, bytes],
     resize: Optional[int] = 256,
     crop: Optional[int] = 224,
     mean: Optional[Tuple[float, float, float]] = None,
     std: Optional[Tuple[float, float, float]] = None,
 ) -> F32Array:
-    """torchvision's eval transform of an image file: ``[1, 3, crop, crop]`` float32.
+    """torchvision's eval transform of an image (a path or encoded bytes): ``[1, 3, crop, crop]``
+    float32.
 
     PIL RGB, Resize(resize, bilinear, antialias), CenterCrop(crop), ToTensor, Normalize(mean,
     std) (ImageNet's by default), reproduced bit for bit (JPEGs decoded as libjpeg-turbo does).

@@ -118,3 +118,11 @@ def test_edsr_on_an_image():
     assert x.min() >= 0 and x.max() <= 255
     y = m.enhance(x, tile=24)
     assert y.shape == (1, 3, 120, 90)
+
+
+def test_bytes_equal_paths(r18, images):
+    blobs = [p.read_bytes() for p in images]
+    assert r18.classify(blobs) == r18.classify(images)
+    for p, b in zip(images, blobs):
+        np.testing.assert_array_equal(resnet_rs.preprocess(b), resnet_rs.preprocess(p))
+        np.testing.assert_array_equal(r18.preprocess(b), r18.preprocess(p))
