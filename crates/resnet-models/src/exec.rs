@@ -7,7 +7,7 @@ use crate::plan::{Plan, Step};
 use crate::{Backend, ModelError};
 use resnet_kernels::fast::{self, Ctx, Epilogue, Par, Scratch};
 use resnet_kernels::{ConvGeometry, Cpu, PoolGeometry, naive};
-use resnet_tensor::{Layout, Tensor};
+use resnet_tensor::{Layout, Tensor, TensorView};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -222,7 +222,7 @@ impl Executor {
     pub(crate) fn run(
         &self,
         net: &BoundPlan,
-        x: &Tensor,
+        x: TensorView<'_>,
         obs: &mut dyn Observer,
     ) -> Result<(), ModelError> {
         let dims = x.shape().dims4().ok_or_else(|| ModelError::Input {
@@ -284,7 +284,7 @@ impl Executor {
     fn steps(
         &self,
         net: &BoundPlan,
-        x: &Tensor,
+        x: TensorView<'_>,
         dims: [usize; 4],
         ws: &mut Workspace,
         par: Par,
@@ -445,7 +445,7 @@ impl Executor {
 /// The network's input in the kernel set's layout.
 fn copy_input(
     cpu: Cpu,
-    x: &Tensor,
+    x: TensorView<'_>,
     dims: [usize; 4],
     layout: Layout,
     dst: &mut [f32],

@@ -6,7 +6,7 @@ use crate::exec::{Executor, Observer};
 use crate::plan::{Plan, Step};
 use crate::{Backend, ModelError};
 use resnet_kernels::Cpu;
-use resnet_tensor::Tensor;
+use resnet_tensor::{Tensor, TensorView};
 use resnet_weights::{Strictness, Tracked, WeightFile, WeightSource};
 use std::sync::Arc;
 
@@ -99,13 +99,29 @@ impl Network {
     /// Run the plan on `x` (`[N, C, H, W]`, either layout), reporting every step to
     /// `observer`, which may stop the run early.
     pub fn run(&self, x: &Tensor, observer: &mut dyn Observer) -> Result<(), ModelError> {
+        self.run_view(x.view(), observer)
+    }
+
+    /// [`Network::run`] on borrowed input (`[N, C, H, W]`, either layout): the elements are
+    /// read in place, never copied into a tensor first (for callers that hold their data in
+    /// another container, such as a NumPy array).
+    pub fn run_view(
+        &self,
+        x: TensorView<'_>,
+        observer: &mut dyn Observer,
+    ) -> Result<(), ModelError> {
         self.exec.run(&self.bound, x, observer)
     }
 
     /// Run until the output `name` and return it (NCHW; `[N, C]` for pooled values).
     pub fn output(&self, x: &Tensor, name: &str) -> Result<Tensor, ModelError> {
+        self.output_view(x.view(), name)
+    }
+
+    /// [`Network::output`] on borrowed input (see [`Network::run_view`]).
+    pub fn output_view(&self, x: TensorView<'_>, name: &str) -> Result<Tensor, ModelError> {
         let mut keep = crate::exec::Keep::one(name);
-        self.run(x, &mut keep)?;
+        self.run_view(x, &mut keep)?;
         keep.take_one()
             .ok_or_else(|| ModelError::Config(format!("the plan has no output {name:?}")))
     }

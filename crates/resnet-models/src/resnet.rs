@@ -5,7 +5,7 @@ use crate::network::Network;
 use crate::plan::{ConvSpec, Plan, PlanBuilder, Slot};
 use crate::{Arch, Backend, BlockKind, ModelError, ResNetConfig};
 use resnet_kernels::Cpu;
-use resnet_tensor::Tensor;
+use resnet_tensor::{Tensor, TensorView};
 use resnet_weights::{Strictness, Tracked, WeightSource};
 
 /// The plan of a network of `config`: torchvision's module names as weight keys (`conv1`,
@@ -324,19 +324,18 @@ impl ResNet {
     /// Run once on `x`, timing every step (each conv with its algorithm, the pools, the
     /// classifier): the per-layer table of `cargo xtask bench`.
     pub fn profile(&self, x: &Tensor) -> Result<Vec<crate::LayerTime>, ModelError> {
-        self.check_input(x)?;
+        self.check_input(x.shape().dims())?;
         self.net.profile(x)
     }
 
-    fn check_input(&self, x: &Tensor) -> Result<(), ModelError> {
-        let d = x.shape().dims();
+    fn check_input(&self, d: &[usize]) -> Result<(), ModelError> {
         let bad = |reason: String| {
             Err(ModelError::Input {
                 found: d.to_vec(),
                 reason,
             })
         };
-        let Some([_, c, h, w]) = x.shape().dims4() else {
+        let &[_, c, h, w] = d else {
             return bad("expected a rank-4 [N, C, H, W] tensor".into());
         };
         if c != self.config.in_channels() {
@@ -350,7 +349,7 @@ impl ResNet {
 
     /// Run every stage and keep each output (NCHW).
     pub fn forward_stages(&self, x: &Tensor) -> Result<StageOutputs, ModelError> {
-        self.check_input(x)?;
+        self.check_input(x.shape().dims())?;
         let mut outs = self.net.outputs(x)?.into_iter().map(|(_, t)| t);
         let missing = || ModelError::Config("the plan lacks an output".into());
         let stem = outs.next().ok_or_else(missing)?;
@@ -368,14 +367,24 @@ impl ResNet {
     /// The pooled embedding `[N, feature_dim]` (the classifier's input; the classifier is not
     /// run).
     pub fn forward_features(&self, x: &Tensor) -> Result<Tensor, ModelError> {
-        self.check_input(x)?;
-        self.net.output(x, "pool")
+        self.forward_features_view(x.view())
     }
 
     /// Logits `[N, num_classes]` of a normalised `[N, C, H, W]` batch (either layout).
     pub fn forward(&self, x: &Tensor) -> Result<Tensor, ModelError> {
-        self.check_input(x)?;
-        self.net.output(x, "logits")
+        self.forward_view(x.view())
+    }
+
+    /// [`ResNet::forward`] on borrowed input, read in place (no copy into a [`Tensor`] first).
+    pub fn forward_view(&self, x: TensorView<'_>) -> Result<Tensor, ModelError> {
+        self.check_input(x.shape().dims())?;
+        self.net.output_view(x, "logits")
+    }
+
+    /// [`ResNet::forward_features`] on borrowed input, read in place.
+    pub fn forward_features_view(&self, x: TensorView<'_>) -> Result<Tensor, ModelError> {
+        self.check_input(x.shape().dims())?;
+        self.net.output_view(x, "pool")
     }
 }
 

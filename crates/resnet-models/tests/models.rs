@@ -311,3 +311,35 @@ fn one_model_serves_concurrent_callers() {
         }
     });
 }
+
+/// Borrowed input (`forward_view`, `forward_features_view`) gives bitwise the owned input's
+/// results, in either layout, and is checked the same way.
+#[test]
+fn forward_view_equals_forward() {
+    use resnet_tensor::TensorView;
+    let model = resnet_models::ResNet::random(&resnet_models::resnet18(7), 3)
+        .unwrap()
+        .with_threads(2)
+        .unwrap();
+    let dims = [2, 3, 19, 23];
+    let data: Vec<f32> = (0..dims.iter().product::<usize>())
+        .map(|i| ((i * 7919) % 257) as f32 / 128.0 - 1.0)
+        .collect();
+    let owned = resnet_tensor::Tensor::from_vec(&dims, data.clone()).unwrap();
+    let view = TensorView::new(&dims, Layout::Nchw, &data).unwrap();
+    assert_eq!(
+        model.forward_view(view).unwrap().as_slice(),
+        model.forward(&owned).unwrap().as_slice()
+    );
+    assert_eq!(
+        model.forward_features_view(view).unwrap().as_slice(),
+        model.forward_features(&owned).unwrap().as_slice()
+    );
+    let nhwc = owned.to_layout(Layout::Nhwc).unwrap();
+    assert_eq!(
+        model.forward_view(nhwc.view()).unwrap().as_slice(),
+        model.forward(&owned).unwrap().as_slice()
+    );
+    let bad = TensorView::new(&[1, 4, 8, 8], Layout::Nchw, &data[..256]).unwrap();
+    assert!(model.forward_view(bad).is_err());
+}
