@@ -1,6 +1,7 @@
 """Shared fixtures: the golden files, a safetensors reader (NumPy only), the `resnet` CLI."""
 
 import json
+import math
 import os
 import shutil
 import struct
@@ -63,6 +64,23 @@ def load_safetensors(path):
 
 def rel_err(ours, expected):
     return float(np.max(np.abs(ours - expected)) / np.max(np.abs(expected)))
+
+
+def cli_round(p):
+    """A float32 probability as `resnet classify --json` prints it: 6 significant digits,
+    rounded half away from zero in f64 (the CLI's `round_sig`)."""
+    p = float(np.float32(p))
+    if p == 0.0 or not math.isfinite(p):
+        return p
+    scale = 10.0 ** (5 - math.floor(math.log10(abs(p))))
+    v = p * scale
+    return math.copysign(math.floor(abs(v) + 0.5), v) / scale
+
+
+def assert_cli_probabilities(ours, cli):
+    """Our float32 probabilities, rounded as the CLI rounds them, are the CLI's (to the last
+    bit of the f64 division, whatever the two languages' powers of ten do)."""
+    np.testing.assert_allclose([cli_round(p) for p in ours], cli, rtol=1e-12, atol=0)
 
 
 def cli_binary():

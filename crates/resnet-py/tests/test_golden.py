@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import resnet_rs
-from conftest import cli_classify, golden, load_safetensors, rel_err
+from conftest import assert_cli_probabilities, cli_classify, golden, load_safetensors, rel_err
 
 
 def test_resnet18_logits_and_features(r18, r18_expected):
@@ -68,10 +68,8 @@ def test_classify_equals_cli(r18, r18_path, images):
         assert c["path"] == str(p)
         assert [r[0] for r in row] == c["indices"]
         assert [r[1] for r in row] == c["names"]
-        # The CLI prints f32 probabilities in their shortest form: equal as float32.
-        np.testing.assert_array_equal(
-            np.float32([r[2] for r in row]), np.float32(c["probabilities"])
-        )
+        # The CLI prints the f32 probabilities to 6 significant digits.
+        assert_cli_probabilities([r[2] for r in row], c["probabilities"])
 
 
 def test_classify_directory_order_and_arrays(r18, images):
@@ -97,7 +95,7 @@ def test_issue_command_prints_cli_top5(r18_path, images):
     expected = [(i, n, float(np.float32(p))) for i, n, p in zip(cli["indices"], cli["names"], cli["probabilities"])]
     got = eval(out)[0]  # the printed list of tuples
     assert [(i, n) for i, n, _ in got] == [(i, n) for i, n, _ in expected]
-    np.testing.assert_array_equal(np.float32([p for *_, p in got]), np.float32([p for *_, p in expected]))
+    assert_cli_probabilities([p for *_, p in got], cli["probabilities"])
 
 
 @pytest.mark.parametrize("name", ["edsr_tiny_x3", "edsr_tiny_x4"])

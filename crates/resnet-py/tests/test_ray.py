@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from conftest import cli_classify, golden, load_safetensors
+from conftest import assert_cli_probabilities, cli_classify, golden, load_safetensors
 
 EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "ray_classify.py"
 
@@ -39,7 +39,7 @@ def test_ray_example_equals_cli(r18_path, images, tmp_path):
         r = by_name[Path(c["path"]).name]
         assert r["indices"] == c["indices"]
         assert r["names"] == c["names"]
-        np.testing.assert_array_equal(np.float32(r["probabilities"]), np.float32(c["probabilities"]))
+        assert_cli_probabilities(r["probabilities"], c["probabilities"])
         assert len(r["embedding"]) == 512
     # The embeddings are the model's features of torchvision's tensors.
     exp = load_safetensors(golden("preprocess.safetensors"))
