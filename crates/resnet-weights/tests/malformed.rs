@@ -288,6 +288,16 @@ fn pstr(s: &str) -> Vec<u8> {
     b
 }
 
+/// The opening of a persistent id `('storage', torch.<storage_type>, key, 'cpu'`, before its
+/// element count (and the tuple's end).
+fn storage_pid(storage_type: &str, key: &str) -> Vec<u8> {
+    let mut b = pstr("storage");
+    b.extend_from_slice(format!("ctorch\n{storage_type}\n").as_bytes());
+    b.extend(pstr(key));
+    b.extend(pstr("cpu"));
+    b
+}
+
 /// A pickle tuple of ints.
 fn pints(v: &[u64]) -> Vec<u8> {
     let mut b = vec![b'('];
@@ -312,10 +322,7 @@ fn tensor_pickle(
     let mut b = b"\x80\x02ccollections\nOrderedDict\n)R(".to_vec();
     b.extend(pstr(name));
     b.extend_from_slice(b"ctorch._utils\n_rebuild_tensor_v2\n((");
-    b.extend(pstr("storage"));
-    b.extend_from_slice(format!("ctorch\n{storage_type}\n").as_bytes());
-    b.extend(pstr("0"));
-    b.extend(pstr("cpu"));
+    b.extend(storage_pid(storage_type, "0"));
     b.extend(pint(numel));
     b.extend_from_slice(b"tQ");
     b.extend(pint(offset));
@@ -535,10 +542,7 @@ fn torch_cases() -> Vec<Case> {
             bytes: {
                 let key = "k".repeat(100_000);
                 let mut b = b"\x80\x02(".to_vec();
-                b.extend(pstr("storage"));
-                b.extend_from_slice(b"ctorch\nFloatStorage\n");
-                b.extend(pstr(&key));
-                b.extend(pstr("cpu"));
+                b.extend(storage_pid("FloatStorage", &key));
                 b.extend_from_slice(b"K\x01tq\x000");
                 for _ in 0..4000 {
                     b.extend_from_slice(b"h\x00Q0");
@@ -582,10 +586,7 @@ fn torch_cases() -> Vec<Case> {
             bytes: {
                 let n = 64 * 1024;
                 let mut b = b"\x80\x02ctorch._utils\n_rebuild_tensor_v2\n((".to_vec();
-                b.extend(pstr("storage"));
-                b.extend_from_slice(b"ctorch\nFloatStorage\n");
-                b.extend(pstr("0"));
-                b.extend(pstr("cpu"));
+                b.extend(storage_pid("FloatStorage", "0"));
                 b.extend(pint(n));
                 b.extend_from_slice(b"tQ");
                 b.extend(pint(0));
@@ -643,10 +644,7 @@ fn every_malformed_checkpoint_gives_its_error_with_memory_linear_in_its_size() {
 fn a_legacy_checkpoint_with_storages_outside_its_state_dict_loads() {
     let tensor = |key: &str, storage: &str, numel: u64| {
         let mut b = b"ctorch._utils\n_rebuild_tensor_v2\n((".to_vec();
-        b.extend(pstr("storage"));
-        b.extend_from_slice(format!("ctorch\n{storage}\n").as_bytes());
-        b.extend(pstr(key));
-        b.extend(pstr("cpu"));
+        b.extend(storage_pid(storage, key));
         b.extend(pint(numel));
         b.extend_from_slice(b"NtQ");
         b.extend(pint(0));
