@@ -24,7 +24,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-pub const USAGE: &str = "cargo xtask degradation [--quick] [--report-only] [--data SPEC] [--epochs E] [--subset N] [--test-subset N] [--seed S] [--lambdas a,b,c] [--threads T] [--jobs J] [--out DIR] [--report DIR] [--torch PATH]";
+pub const USAGE: &str = "cargo xtask degradation [--quick] [--report-only] [--data SPEC] [--epochs E] [--subset N] [--test-subset N] [--seed S] [--lambdas a,b,c] [--prior-noise S] [--threads T] [--jobs J] [--out DIR] [--report DIR] [--torch PATH]";
 
 const HELP: &str = "\
 cargo xtask degradation: plain-20/56 vs ResNet-20/56 vs plain-56 with an identity prior
@@ -38,15 +38,22 @@ cargo xtask degradation: plain-20/56 vs ResNet-20/56 vs plain-56 with an identit
   --subset N       training images [10000; --quick 1000]
   --test-subset N  test images evaluated after each epoch [all; --quick 1000]
   --seed S         [0]
-  --lambdas a,b,c  identity-prior strengths for plain-56 [1e-4,1e-3,1e-2; --quick 1e-3]
+  --lambdas a,b,c  identity-prior strengths for plain-56, each run started exactly at the
+                   prior's centre [1e-4,1e-3,1e-2; --quick 1e-3]
+  --prior-noise S  one more prior run, at the middle strength, started at the centre plus
+                   Gaussian noise of deviation S (0 or none: not run) [0.01]
   --threads T      threads of each run [1]
   --jobs J         runs at a time [2]
   --out DIR        run directories [target/degradation; --quick target/degradation-quick]
   --report DIR     where degradation.md and .svg go [docs; --quick: the --out directory]
   --torch PATH     also run PATH curve ... (../shared/tools/torch-train-baseline) for
-                   cifar-plain56, cifar-resnet56 and cifar-resnet20, beside ours";
+                   cifar-plain56, cifar-resnet56, cifar-resnet20 and cifar-plain56 with the
+                   identity prior at the middle --lambdas strength, beside ours, one at a time";
 
 const DEFAULT_DATA: &str = "fashion-mnist:/usr/share/datasets/fashion-mnist";
+/// The start noise of the extra identity-prior run: enough to break the exact Dirac start's
+/// channel-by-channel isolation (see the report's notes), small beside the centre's 1s.
+const DEFAULT_NOISE: &str = "0.01";
 /// Examples per step (He et al.'s CIFAR recipe).
 const BATCH: u32 = 128;
 /// The file of the study's settings and wall time, in the out directory.
@@ -56,7 +63,8 @@ const METRICS: &str = "metrics.jsonl";
 const NOTES_OPEN: &str = "<!-- notes -->";
 const NOTES_CLOSE: &str = "<!-- /notes -->";
 const NOTES_PLACEHOLDER: &str = "_Commentary goes here; the text between the notes markers is kept when the report is regenerated._";
-/// The PyTorch reference curves (`--torch`): its architecture and the net of ours it matches.
+/// The PyTorch reference curves without a prior (`--torch`): its architecture and the net of
+/// ours it matches. [`torch_curves`] adds plain-56 with the identity prior.
 const TORCH_ARCHS: [(&str, &str); 3] = [
     ("cifar-plain56", "plain-56"),
     ("cifar-resnet56", "resnet-56"),
@@ -80,6 +88,8 @@ pub struct Study {
     pub seed: u64,
     /// The identity prior's strengths, as given (`1e-3`): passed on verbatim.
     pub lambdas: Vec<String>,
+    /// The start noise of the extra prior run (`--prior-noise`, as given), or none.
+    pub noise: Option<String>,
     pub threads: u32,
     pub jobs: u32,
     pub out: PathBuf,
@@ -149,6 +159,21 @@ fn parse_lambdas(v: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// `--prior-noise`: a positive deviation, or 0 / `none` for no extra run.
+fn parse_noise(v: &str) -> Result<Option<String>, String> {
+    let v = v.trim();
+    if v == "none" {
+        return Ok(None);
+    }
+    match v.parse::<f64>() {
+        Ok(0.0) => Ok(None),
+        Ok(x) if x.is_finite() && x > 0.0 => Ok(Some(v.to_string())),
+        _ => Err(format!(
+            "--prior-noise takes a non-negative number (0 or none: no extra run), got {v:?}"
+        )),
+    }
+}
+
 pub fn parse_args(args: &[String]) -> Result<Study, String> {
     let quick = args.iter().any(|a| a == "--quick");
     let root = root();
@@ -163,6 +188,7 @@ pub fn parse_args(args: &[String]) -> Result<Study, String> {
         } else {
             vec!["1e-4".into(), "1e-3".into(), "1e-2".into()]
         },
+        noise: Some(DEFAULT_NOISE.into()),
         threads: 1,
         jobs: 2,
         out: root.join(if quick {
@@ -202,6 +228,7 @@ pub fn parse_args(args: &[String]) -> Result<Study, String> {
             "--test-subset" => s.test_subset = Some(parse_num(flag, &v)?),
             "--seed" => s.seed = parse_num(flag, &v)?,
             "--lambdas" => s.lambdas = parse_lambdas(&v)?,
+            "--prior-noise" => s.noise = parse_noise(&v)?,
             "--threads" => s.threads = parse_num(flag, &v)?,
             "--jobs" => s.jobs = parse_num(flag, &v)?,
             "--out" => s.out = absolute(Path::new(&v)),
@@ -257,6 +284,48 @@ pub fn check_data(spec: &str) -> Result<(), String> {
 // ---------------------------------------------------------------------------------------------
 // The nets
 
+/// One PyTorch reference curve (`--torch`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct TorchCurve {
+    /// `torch-train-baseline curve --arch`.
+    pub arch: &'static str,
+    /// `--prior identity --prior-lambda L`, as for our net of the same directory.
+    pub lambda: Option<String>,
+    /// The directory of our matching net (see [`nets`]).
+    pub net: String,
+}
+
+impl TorchCurve {
+    /// Its curve's file in the out directory: `torch-cifar-plain56-identity-1e-3.jsonl`.
+    pub fn file(&self) -> String {
+        match &self.lambda {
+            Some(l) => format!("torch-{}-identity-{}.jsonl", self.arch, path_label(l)),
+            None => format!("torch-{}.jsonl", self.arch),
+        }
+    }
+}
+
+/// The PyTorch curves of a study: plain-56, ResNet-56, ResNet-20 and plain-56 with the identity
+/// prior at the middle of the given strengths (one prior run: each takes as long as ours).
+pub fn torch_curves(lambdas: &[String]) -> Vec<TorchCurve> {
+    let mut v: Vec<TorchCurve> = TORCH_ARCHS
+        .iter()
+        .map(|&(arch, net)| TorchCurve {
+            arch,
+            lambda: None,
+            net: net.to_string(),
+        })
+        .collect();
+    if let Some(l) = lambdas.get(lambdas.len() / 2) {
+        v.push(TorchCurve {
+            arch: "cifar-plain56",
+            lambda: Some(l.clone()),
+            net: format!("plain56-identity-{}", path_label(l)),
+        });
+    }
+    v
+}
+
 /// One net of the study.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Net {
@@ -268,6 +337,19 @@ pub struct Net {
     pub model: &'static str,
     /// `--prior identity --prior-lambda L`.
     pub lambda: Option<String>,
+    /// `--prior-noise S`: the prior's run that starts at the centre plus Gaussian noise.
+    pub noise: Option<String>,
+}
+
+impl Net {
+    /// How the reading names a prior run: `λ=1e-3` or `λ=1e-3 with start noise 0.01`.
+    fn prior_label(&self) -> String {
+        let l = self.lambda.as_deref().unwrap_or("?");
+        match &self.noise {
+            Some(n) => format!("λ={l} with start noise {n}"),
+            None => format!("λ={l}"),
+        }
+    }
 }
 
 /// A string made safe for a file name.
@@ -283,13 +365,16 @@ fn path_label(s: &str) -> String {
         .collect()
 }
 
-/// The nets of a study, in the order of the report.
-pub fn nets(lambdas: &[String]) -> Vec<Net> {
+/// The nets of a study, in the order of the report: plain-20/56, ResNet-20/56, plain-56 with
+/// the identity prior at each strength started exactly at the centre, and (with `noise`) once
+/// more at the middle strength started at the centre plus Gaussian noise of that deviation.
+pub fn nets(lambdas: &[String], noise: Option<&str>) -> Vec<Net> {
     let base = |name: &str, model| Net {
         name: name.to_string(),
         dir: name.to_string(),
         model,
         lambda: None,
+        noise: None,
     };
     let mut v = vec![
         base("plain-20", "cifar-plain20"),
@@ -303,6 +388,16 @@ pub fn nets(lambdas: &[String]) -> Vec<Net> {
             dir: format!("plain56-identity-{}", path_label(l)),
             model: "cifar-plain56",
             lambda: Some(l.clone()),
+            noise: None,
+        });
+    }
+    if let (Some(n), Some(l)) = (noise, lambdas.get(lambdas.len() / 2)) {
+        v.push(Net {
+            name: format!("plain-56 + identity prior λ={l}, start noise {n}"),
+            dir: format!("plain56-identity-{}-noise-{}", path_label(l), path_label(n)),
+            model: "cifar-plain56",
+            lambda: Some(l.clone()),
+            noise: Some(n.to_string()),
         });
     }
     v
@@ -733,6 +828,8 @@ pub struct Record {
     epochs: u32,
     seed: u64,
     lambdas: Vec<String>,
+    /// `None` in a record written before `--prior-noise` existed.
+    noise: Option<Option<String>>,
     threads: u32,
     jobs: u32,
     command: String,
@@ -748,6 +845,7 @@ impl Record {
             epochs: s.epochs,
             seed: s.seed,
             lambdas: s.lambdas.clone(),
+            noise: Some(s.noise.clone()),
             threads: s.threads,
             jobs: s.jobs,
             command: shell_join(
@@ -763,12 +861,18 @@ impl Record {
 
     fn to_json(&self) -> String {
         format!(
-            "{{\"data\": {}, \"subset\": {}, \"epochs\": {}, \"seed\": {}, \"batch\": {BATCH}, \"lambdas\": {}, \"threads\": {}, \"jobs\": {}, \"command\": {}, \"wall_seconds\": {:.1}, \"invocations\": {}}}\n",
+            "{{\"data\": {}, \"subset\": {}, \"epochs\": {}, \"seed\": {}, \"batch\": {BATCH}, \"lambdas\": {}, \"prior_noise\": {}, \"threads\": {}, \"jobs\": {}, \"command\": {}, \"wall_seconds\": {:.1}, \"invocations\": {}}}\n",
             json_str(&self.data),
             self.subset,
             self.epochs,
             self.seed,
             json_str(&self.lambdas.join(",")),
+            json_str(
+                self.noise
+                    .as_ref()
+                    .and_then(|n| n.as_deref())
+                    .unwrap_or("none")
+            ),
             self.threads,
             self.jobs,
             json_str(&self.command),
@@ -801,6 +905,10 @@ impl Record {
             epochs: n("epochs")? as u32,
             seed: n("seed")? as u64,
             lambdas: s("lambdas")?.split(',').map(str::to_string).collect(),
+            noise: match get("prior_noise") {
+                Some(Json::Str(n)) => Some(parse_noise(&n).map_err(bad)?),
+                _ => None,
+            },
             threads: n("threads")? as u32,
             jobs: n("jobs")? as u32,
             command: s("command")?,
@@ -858,6 +966,9 @@ fn settings_from_record(s: &mut Study, r: &Record) {
     if !given("--lambdas") {
         s.lambdas = r.lambdas.clone();
     }
+    if let (false, Some(n)) = (given("--prior-noise"), &r.noise) {
+        s.noise = n.clone();
+    }
     if !given("--threads") {
         s.threads = r.threads;
     }
@@ -901,7 +1012,7 @@ fn has_checkpoints(dir: &Path) -> bool {
 pub fn plan(s: &Study, resnet: &Path) -> Result<(Vec<Job>, Vec<String>), String> {
     let mut jobs = Vec::new();
     let mut skipped = Vec::new();
-    let mut all = nets(&s.lambdas);
+    let mut all = nets(&s.lambdas, s.noise.as_deref());
     // The 56-layer nets take about three times as long: start them first.
     all.sort_by_key(|n| !n.model.ends_with("56"));
     for net in all {
@@ -955,6 +1066,9 @@ pub fn plan(s: &Study, resnet: &Path) -> Result<(Vec<Job>, Vec<String>), String>
             args.extend(["--prior".into(), "identity".into()]);
             args.extend(["--prior-lambda".into(), l.clone()]);
         }
+        if let Some(n) = &net.noise {
+            args.extend(["--prior-noise".into(), n.clone()]);
+        }
         jobs.push(Job {
             label: if resume {
                 format!("{} (resumed)", net.name)
@@ -971,39 +1085,50 @@ pub fn plan(s: &Study, resnet: &Path) -> Result<(Vec<Job>, Vec<String>), String>
         });
     }
     if let Some(torch) = &s.torch {
-        for (arch, _) in TORCH_ARCHS {
-            let curve = s.out.join(format!("torch-{arch}.jsonl"));
+        for t in torch_curves(&s.lambdas) {
+            let file = t.file();
+            let label = match &t.lambda {
+                Some(l) => format!("PyTorch {} + identity prior λ={l}", t.arch),
+                None => format!("PyTorch {}", t.arch),
+            };
+            let curve = s.out.join(&file);
             if let Some(rows) = read_curve(&curve)?
                 && complete(&rows, s.epochs)
             {
-                skipped.push(format!("PyTorch {arch}: complete, skipped"));
+                skipped.push(format!("{label}: complete, skipped"));
                 continue;
             }
+            let mut args: Vec<String> = [
+                "curve",
+                "--arch",
+                t.arch,
+                "--data",
+                &s.data,
+                "--epochs",
+                &s.epochs.to_string(),
+                "--subset",
+                &s.subset.to_string(),
+                "--seed",
+                &s.seed.to_string(),
+                "--threads",
+                "1",
+            ]
+            .iter()
+            .map(|a| a.to_string())
+            .collect();
+            if let Some(l) = &t.lambda {
+                args.extend(["--prior", "identity", "--prior-lambda", l].map(String::from));
+            }
             jobs.push(Job {
-                label: format!("PyTorch {arch}"),
+                label,
                 program: torch.clone(),
-                args: [
-                    "curve",
-                    "--arch",
-                    arch,
-                    "--data",
-                    &s.data,
-                    "--epochs",
-                    &s.epochs.to_string(),
-                    "--subset",
-                    &s.subset.to_string(),
-                    "--seed",
-                    &s.seed.to_string(),
-                    "--threads",
-                    "1",
-                ]
-                .iter()
-                .map(|a| a.to_string())
-                .collect(),
+                args,
                 curve: curve.clone(),
                 stdout: curve,
                 truncate_stdout: true,
-                stderr: s.out.join(format!("torch-{arch}.stderr.log")),
+                stderr: s
+                    .out
+                    .join(format!("{}.stderr.log", file.trim_end_matches(".jsonl"))),
                 torch: true,
             });
         }
@@ -1037,6 +1162,18 @@ fn tail(path: &Path, from: u64, n: usize) -> String {
 
 fn pct(x: Option<f64>) -> String {
     x.map_or("–".to_string(), |x| format!("{:.2}", 100.0 * x))
+}
+
+/// A training loss: 4 decimals, or 4 significant digits in exponent form from 10 000 up (the
+/// identity prior's term reaches 1e7).
+fn loss(x: Option<f64>) -> String {
+    x.map_or("–".to_string(), |x| {
+        if x.abs() >= 1e4 {
+            format!("{x:.3e}")
+        } else {
+            format!("{x:.4}")
+        }
+    })
 }
 
 /// Runs one job to its end, printing its epochs as they appear.
@@ -1413,7 +1550,7 @@ pub fn recipe_mismatches(s: &Study, net: &Net, recipe: &[(String, Json)]) -> Vec
 fn recipe_check(s: &Study) -> (Vec<String>, bool) {
     let mut lines = Vec::new();
     let mut differs = false;
-    for n in nets(&s.lambdas) {
+    for n in nets(&s.lambdas, s.noise.as_deref()) {
         match checkpoint_recipe(&s.out.join(&n.dir)) {
             Ok(None) => lines.push(format!("{}: not checked, no checkpoint", n.name)),
             Err(e) => lines.push(format!("{}: not checked, {e}", n.name)),
@@ -1467,18 +1604,18 @@ pub struct Curves {
 impl Curves {
     pub fn load(s: &Study) -> Result<Self, String> {
         let mut c = Curves::default();
-        for n in nets(&s.lambdas) {
+        for n in nets(&s.lambdas, s.noise.as_deref()) {
             if let Some(rows) = read_curve(&s.out.join(&n.dir).join(METRICS))?
                 && !rows.is_empty()
             {
                 c.ours.insert(n.dir, rows);
             }
         }
-        for (arch, name) in TORCH_ARCHS {
-            if let Some(rows) = read_curve(&s.out.join(format!("torch-{arch}.jsonl")))?
+        for t in torch_curves(&s.lambdas) {
+            if let Some(rows) = read_curve(&s.out.join(t.file()))?
                 && !rows.is_empty()
             {
-                c.torch.insert(name.to_string(), rows);
+                c.torch.insert(t.net, rows);
             }
         }
         Ok(c)
@@ -1548,7 +1685,7 @@ fn steps_per_epoch(subset: u32) -> u32 {
 
 /// The report, Markdown, with an empty notes section.
 pub fn render_report(s: &Study, c: &Curves, record: Option<&Record>) -> String {
-    let all = nets(&s.lambdas);
+    let all = nets(&s.lambdas, s.noise.as_deref());
     let e = s.epochs;
     let mut o = String::new();
     let _ = writeln!(
@@ -1873,10 +2010,17 @@ pub fn render_report(s: &Study, c: &Curves, record: Option<&Record>) -> String {
             s.subset,
             s.seed
         );
-        for (_, name) in TORCH_ARCHS {
-            let Some(t) = c.torch.get(name) else { continue };
-            let ours = c.rows(name);
-            let _ = writeln!(o, "### {name}\n");
+        let all = nets(&s.lambdas, s.noise.as_deref());
+        for tc in torch_curves(&s.lambdas) {
+            let Some(t) = c.torch.get(&tc.net) else {
+                continue;
+            };
+            let ours = c.rows(&tc.net);
+            let title = all
+                .iter()
+                .find(|n| n.dir == tc.net)
+                .map_or(tc.net.as_str(), |n| n.name.as_str());
+            let _ = writeln!(o, "### {title}\n");
             let rows: Vec<Vec<String>> = (1..=e)
                 .map(|ep| {
                     let a = at(ours, ep);
@@ -1887,6 +2031,8 @@ pub fn render_report(s: &Study, c: &Curves, record: Option<&Record>) -> String {
                         pct(b.and_then(|r| r.train_error)),
                         pct(a.and_then(|r| r.test_error)),
                         pct(b.and_then(|r| r.test_error)),
+                        loss(a.and_then(|r| r.train_loss)),
+                        loss(b.and_then(|r| r.train_loss)),
                     ]
                 })
                 .collect();
@@ -1898,6 +2044,8 @@ pub fn render_report(s: &Study, c: &Curves, record: Option<&Record>) -> String {
                     "train error (%), PyTorch",
                     "test error (%), ours",
                     "test error (%), PyTorch",
+                    "train loss, ours",
+                    "train loss, PyTorch",
                 ]
                 .map(String::from),
                 &rows,
@@ -1992,7 +2140,7 @@ fn reading(s: &Study, c: &Curves) -> Vec<String> {
         ));
     }
     // The prior.
-    let priors: Vec<(Net, f64)> = nets(&s.lambdas)
+    let priors: Vec<(Net, f64)> = nets(&s.lambdas, s.noise.as_deref())
         .into_iter()
         .filter(|n| n.lambda.is_some())
         .filter_map(|n| tr(&n.dir).map(|t| (n, t)))
@@ -2014,9 +2162,9 @@ fn reading(s: &Study, c: &Curves) -> Vec<String> {
             } else {
                 format!("none of it ({:.0}%): it trained no better than plain-56", 100.0 * f)
             };
-            let lam = best.lambda.as_deref().unwrap_or("?");
+            let lam = best.prior_label();
             let mut line = format!(
-                "Which prior strength closed most of the gap? λ={lam} closed {how} (training error {}% \
+                "Which prior run closed most of the gap? {lam} closed {how} (training error {}% \
                  against plain-56's {}%).",
                 points(*t),
                 points(b)
@@ -2040,8 +2188,8 @@ fn reading(s: &Study, c: &Curves) -> Vec<String> {
                     .iter()
                     .map(|(n, t)| {
                         format!(
-                            "λ={} {}",
-                            n.lambda.as_deref().unwrap_or("?"),
+                            "{} {}",
+                            n.prior_label(),
                             fraction_closed(a, b, *t).map_or("n/a".into(), |f| format!(
                                 "{:.0}%",
                                 100.0 * f
@@ -2049,7 +2197,7 @@ fn reading(s: &Study, c: &Curves) -> Vec<String> {
                         )
                     })
                     .collect();
-                let _ = write!(line, " Each strength: {}.", others.join(", "));
+                let _ = write!(line, " Each run: {}.", others.join(", "));
             }
             out.push(line);
         }
@@ -2058,8 +2206,8 @@ fn reading(s: &Study, c: &Curves) -> Vec<String> {
                 .iter()
                 .map(|(n, t)| {
                     format!(
-                        "λ={}: {}% ({:+.2} points)",
-                        n.lambda.as_deref().unwrap_or("?"),
+                        "{}: {}% ({:+.2} points)",
+                        n.prior_label(),
                         points(*t),
                         100.0 * (t - b)
                     )
@@ -2239,7 +2387,7 @@ fn tick_label(t: f64) -> String {
 /// Training error (left) and test error (right) against epochs, log y axes; one polyline per
 /// net and panel (ours solid, PyTorch's dashed in the same colour), a legend under both.
 pub fn render_svg(s: &Study, c: &Curves) -> String {
-    let all = nets(&s.lambdas);
+    let all = nets(&s.lambdas, s.noise.as_deref());
     let e = s.epochs.max(1);
     // (name, colour, dashed, rows)
     let mut series: Vec<(String, &str, bool, &[EpochRow])> = Vec::new();
@@ -2249,10 +2397,13 @@ pub fn render_svg(s: &Study, c: &Curves) -> String {
             series.push((n.name.clone(), COLOURS[i % COLOURS.len()], false, rows));
         }
     }
-    for (_, name) in TORCH_ARCHS {
-        if let (Some(rows), Some(i)) = (c.torch.get(name), all.iter().position(|n| n.dir == name)) {
+    for tc in torch_curves(&s.lambdas) {
+        if let (Some(rows), Some(i)) = (
+            c.torch.get(&tc.net),
+            all.iter().position(|n| n.dir == tc.net),
+        ) {
             series.push((
-                format!("{name} (PyTorch)"),
+                format!("{} (PyTorch)", all[i].name),
                 COLOURS[i % COLOURS.len()],
                 true,
                 rows,
@@ -2443,6 +2594,8 @@ mod tests {
         s.report = out.join("report");
         s.lambdas = lambdas.iter().map(|l| l.to_string()).collect();
         s.epochs = epochs;
+        // The start-noise run has its own test (`the_start_noise_run`).
+        s.noise = None;
         s
     }
 
@@ -2592,13 +2745,33 @@ mod tests {
             &["--lambdas", "1e-3,1e-3"],
             &["--lambdas", ""],
             &["--frobnicate", "1"],
+            &["--prior-noise", "-0.1"],
+            &["--prior-noise", "x"],
+            &["--prior-noise", "inf"],
         ] {
             assert!(a(bad).is_err(), "{bad:?}");
         }
-        let n = nets(&o.lambdas);
-        assert_eq!(n.len(), 6);
+        let n = nets(&o.lambdas, o.noise.as_deref());
+        assert_eq!(n.len(), 7);
         assert_eq!(n[5].dir, "plain56-identity-2e-3");
         assert_eq!(n[5].name, "plain-56 + identity prior λ=2e-3");
+        assert_eq!(n[5].noise, None);
+        // The start-noise run: the middle strength, the default deviation.
+        assert_eq!(n[6].dir, "plain56-identity-2e-3-noise-0.01");
+        assert_eq!(n[6].lambda.as_deref(), Some("2e-3"));
+        assert_eq!(n[6].noise.as_deref(), Some("0.01"));
+        assert_eq!(f.noise.as_deref(), Some("0.01"));
+        assert_eq!(
+            nets(&f.lambdas, f.noise.as_deref())[7].lambda.as_deref(),
+            Some("1e-3")
+        );
+        assert_eq!(
+            a(&["--prior-noise", "0.05"]).unwrap().noise.as_deref(),
+            Some("0.05")
+        );
+        assert_eq!(a(&["--prior-noise", "0"]).unwrap().noise, None);
+        assert_eq!(a(&["--prior-noise", "none"]).unwrap().noise, None);
+        assert_eq!(nets(&f.lambdas, None).len(), 7);
         assert_eq!(path_label("1/2 x"), "1_2_x");
         assert!(
             check_data("fashion-mnist:/no/such/dir")
@@ -2648,8 +2821,19 @@ mod tests {
         t.torch = Some("/bin/torch".into());
         let (jobs, _) = plan(&t, Path::new("/bin/resnet")).unwrap();
         let torch: Vec<&Job> = jobs.iter().filter(|j| j.torch).collect();
-        assert_eq!(torch.len(), 3);
+        assert_eq!(torch.len(), 4);
         assert_eq!(torch[0].args[..3].join(" "), "curve --arch cifar-plain56");
+        assert!(
+            torch[3]
+                .args
+                .join(" ")
+                .ends_with("--threads 1 --prior identity --prior-lambda 1e-3")
+        );
+        assert!(
+            torch[3]
+                .stdout
+                .ends_with("torch-cifar-plain56-identity-1e-3.jsonl")
+        );
         assert!(
             torch[0]
                 .args
@@ -2674,6 +2858,51 @@ mod tests {
         fake_metrics(&out, "plain56-identity-1e-4", 3, 0.50, 0.18);
         fake_metrics(&out, "plain56-identity-1e-3", 3, 0.45, 0.15);
         (out, s)
+    }
+
+    /// `--prior-noise`: one more prior run at the middle strength, its flags, its record and
+    /// its place in the reading.
+    #[test]
+    fn the_start_noise_run() {
+        let (out, mut s) = degraded_study("noise");
+        s.noise = Some("0.01".into());
+        let (jobs, _) = plan(&s, Path::new("/bin/resnet")).unwrap();
+        let job = jobs
+            .iter()
+            .find(|j| j.label.contains("start noise"))
+            .expect("the start-noise run is planned");
+        assert!(
+            job.args
+                .join(" ")
+                .ends_with("--prior identity --prior-lambda 1e-3 --prior-noise 0.01"),
+            "{:?}",
+            job.args
+        );
+        assert!(
+            job.curve
+                .ends_with("plain56-identity-1e-3-noise-0.01/metrics.jsonl")
+        );
+        // Recorded, and taken back by --report-only unless given.
+        let r = Record::of(&s);
+        fs::create_dir_all(&s.out).unwrap();
+        r.write(&s.out).unwrap();
+        let back = Record::read(&s.out).unwrap().unwrap();
+        assert_eq!(back.noise, Some(Some("0.01".into())));
+        let mut t = s.clone();
+        t.noise = None;
+        settings_from_record(&mut t, &back);
+        assert_eq!(t.noise.as_deref(), Some("0.01"));
+        // In the reading, named by its start.
+        fake_metrics(&out, "plain56-identity-1e-3-noise-0.01", 3, 0.45, 0.12);
+        write_report(&s).unwrap();
+        let md = fs::read_to_string(s.report.join("degradation.md")).unwrap();
+        assert!(
+            md.contains("λ=1e-3 with start noise 0.01 closed 80% of it"),
+            "{md}"
+        );
+        assert!(md.contains("Each run: λ=1e-4 20%, λ=1e-3 50%, λ=1e-3 with start noise 0.01 80%."));
+        assert!(md.contains("plain-56 + identity prior λ=1e-3, start noise 0.01"));
+        let _ = fs::remove_dir_all(&out);
     }
 
     #[test]
@@ -2781,7 +3010,7 @@ mod tests {
         assert!(svg.trim_end().ends_with("</svg>"));
         // One polyline per net and panel.
         assert_eq!(svg.matches("<polyline").count(), 2 * 6);
-        for n in nets(&s.lambdas) {
+        for n in nets(&s.lambdas, s.noise.as_deref()) {
             assert!(svg.contains(&format!("<title>{}</title>", esc(&n.name))));
         }
         assert!(!svg.contains("stroke-dasharray"));
@@ -2875,11 +3104,11 @@ mod tests {
         let good = r#"{"model": "cifar-plain20", "shortcut": "none", "classes": 10, "lr": 0.1, "momentum": 0.9, "dampening": 0.0, "nesterov": false, "weight_decay": 0.0001, "prior": "zero", "prior_lambda": 0.0, "decay": "all", "seed": 0, "init": null, "data": "fashion-mnist:/d", "batch": 128, "schedule": "he", "subset": 1000, "augment": true, "normalize_mean": [0.286], "normalize_std": [0.353]}"#;
         fake_checkpoint(&out.join("plain-20"), 16, &good.replace("0.0001", "0.0005"));
         fake_checkpoint(&out.join("plain-20"), 32, good); // the latest
-        let net = &nets(&s.lambdas)[0];
+        let net = &nets(&s.lambdas, s.noise.as_deref())[0];
         let r = checkpoint_recipe(&out.join("plain-20")).unwrap().unwrap();
         assert!(recipe_mismatches(&s, net, &r).is_empty());
         assert_eq!(checkpoint_recipe(&out.join("plain-56")).unwrap(), None);
-        let prior = &nets(&s.lambdas)[5]; // λ=1e-3
+        let prior = &nets(&s.lambdas, s.noise.as_deref())[5]; // λ=1e-3
         let r = parse_scalar_fields(&good.replace("cifar-plain20", "cifar-plain56").replace(
             "\"zero\", \"prior_lambda\": 0.0",
             "\"identity\", \"prior_lambda\": 0.001",
@@ -2954,22 +3183,28 @@ rmdir "{0}"
         let mut s = study(&out.join("study"), &["1e-3"], 2);
         s.jobs = 3;
         s.torch = Some(fake);
-        for n in nets(&s.lambdas) {
+        for n in nets(&s.lambdas, s.noise.as_deref()) {
             fake_metrics(&s.out, &n.dir, 2, 0.4, 0.2);
         }
         run_study(&s, Path::new("/nonexistent/resnet")).unwrap();
-        for (arch, _) in TORCH_ARCHS {
-            let rows = read_curve(&s.out.join(format!("torch-{arch}.jsonl")))
-                .unwrap()
-                .unwrap();
-            assert!(complete(&rows, 2), "{arch}");
+        for t in torch_curves(&s.lambdas) {
+            let rows = read_curve(&s.out.join(t.file())).unwrap().unwrap();
+            assert!(complete(&rows, 2), "{}", t.file());
         }
         let md = fs::read_to_string(s.report.join("degradation.md")).unwrap();
         assert!(md.contains("## Beside PyTorch"));
         assert!(md.contains("### resnet-20"));
-        assert!(md.contains("| 2 | 20.00 | 25.00 | 22.00 | 30.00 |"), "{md}");
+        assert!(
+            md.contains("| 2 | 20.00 | 25.00 | 22.00 | 30.00 | 0.5000 | 0.5000 |"),
+            "{md}"
+        );
+        assert!(
+            md.contains("### plain-56 + identity prior λ=1e-3\n"),
+            "{md}"
+        );
         let svg = fs::read_to_string(s.report.join("degradation.svg")).unwrap();
-        assert_eq!(svg.matches("stroke-dasharray").count(), 2 * 3 + 3);
+        assert_eq!(svg.matches("stroke-dasharray").count(), 2 * 4 + 4);
+        assert!(svg.contains("plain-56 + identity prior λ=1e-3 (PyTorch)"));
         let _ = fs::remove_dir_all(&out);
     }
 
