@@ -22,7 +22,7 @@ pub fn tensor_bytes(data: &[u8]) {
         return;
     }
     let rank = usize::from(data[0] % 8);
-    let layout = if data[1] % 2 == 0 { Layout::Nchw } else { Layout::Nhwc };
+    let layout = if data[1].is_multiple_of(2) { Layout::Nchw } else { Layout::Nhwc };
     let mut dims = Vec::new();
     let mut rest = &data[2..];
     for _ in 0..rank {

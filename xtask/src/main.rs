@@ -76,6 +76,8 @@ fn props(args: &[String]) -> Result<(), String> {
             "props",
             "--test",
             "grad_props",
+            "--test",
+            "bf16_props",
         ],
         &[("RESNET_PROPS_CASES", &cases)],
     )

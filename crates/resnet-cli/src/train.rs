@@ -615,14 +615,15 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
     let out = a.out.as_ref().or(a.resume.as_ref()).map(CheckpointDir::new);
     if let Some(dir) = &out {
         let continuing = a.resume.as_ref().is_some_and(|r| same_dir(r, dir.path()));
-        if !continuing && dir.path().is_dir() {
-            if let Some((step, _)) = dir.latest()? {
-                bail!(
-                    "--out {} already holds checkpoints (up to step {step}); continue them with --resume {}, or choose another directory",
-                    dir.path().display(),
-                    dir.path().display()
-                );
-            }
+        if !continuing
+            && dir.path().is_dir()
+            && let Some((step, _)) = dir.latest()?
+        {
+            bail!(
+                "--out {} already holds checkpoints (up to step {step}); continue them with --resume {}, or choose another directory",
+                dir.path().display(),
+                dir.path().display()
+            );
         }
         std::fs::create_dir_all(dir.path()).with_context(|| {
             format!(

@@ -41,6 +41,7 @@
 //! # Ok::<(), resnet_kernels::KernelError>(())
 //! ```
 
+pub mod bf16;
 mod cpu;
 pub mod fast;
 mod geometry;

@@ -299,7 +299,7 @@ pub fn softmax(len: usize, input: &[f32], output: &mut [f32]) -> Result<(), Kern
             Err(KernelError::Geometry("softmax row length 0".into()))
         };
     }
-    if input.len() % len != 0 {
+    if !input.len().is_multiple_of(len) {
         return Err(KernelError::Geometry(format!(
             "softmax input of {} elements is not a whole number of rows of {len}",
             input.len()

@@ -1161,9 +1161,9 @@ fn pool_input(len: usize, flavour: u8, seed: u64) -> Vec<f32> {
             match flavour {
                 0 => v,
                 1 => tie,
-                2 if pick % 3 == 0 => f32::NEG_INFINITY,
-                3 if pick % 8 != 0 => f32::NEG_INFINITY,
-                4 if pick % 5 == 0 => f32::NAN,
+                2 if pick.is_multiple_of(3) => f32::NEG_INFINITY,
+                3 if !pick.is_multiple_of(8) => f32::NEG_INFINITY,
+                4 if pick.is_multiple_of(5) => f32::NAN,
                 4 if pick % 5 == 1 => f32::NEG_INFINITY,
                 _ => tie,
             }

@@ -78,7 +78,7 @@ impl Conv2dConfig {
                 reason,
             })
         };
-        if g == 0 || self.in_channels % g != 0 || self.out_channels % g != 0 {
+        if g == 0 || !self.in_channels.is_multiple_of(g) || !self.out_channels.is_multiple_of(g) {
             return bad(format!(
                 "groups {g} must divide in_channels {} and out_channels {}",
                 self.in_channels, self.out_channels

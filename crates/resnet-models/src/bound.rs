@@ -91,7 +91,10 @@ fn config_error(step: &str, what: impl std::fmt::Display) -> ModelError {
 /// Fold the batch-norm (and the output scale) into the weights and bias in f64, and pack.
 fn bind_conv(c: &ConvSpec, src: &dyn WeightSource, backend: Backend) -> Result<Bound, ModelError> {
     let shape = c.weight_shape();
-    if c.groups == 0 || c.in_channels % c.groups != 0 || c.out_channels % c.groups != 0 {
+    if c.groups == 0
+        || !c.in_channels.is_multiple_of(c.groups)
+        || !c.out_channels.is_multiple_of(c.groups)
+    {
         return Err(config_error(
             &c.name,
             format_args!(

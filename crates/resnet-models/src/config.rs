@@ -397,7 +397,7 @@ impl CifarConfig {
 
     /// Check the configuration.
     pub fn validate(&self) -> Result<(), ModelError> {
-        if self.depth < 8 || (self.depth - 2) % 6 != 0 {
+        if self.depth < 8 || !(self.depth - 2).is_multiple_of(6) {
             return Err(ModelError::Config(format!(
                 "a CIFAR network's depth is 6n + 2 with n >= 1, got {}",
                 self.depth

@@ -228,7 +228,7 @@ impl Tensor {
     ) -> Result<Self, TensorError> {
         let shape = Shape::new(dims)?;
         check_layout(&shape, layout)?;
-        if bytes.len() % 4 != 0 {
+        if !bytes.len().is_multiple_of(4) {
             return Err(TensorError::RaggedBytes { len: bytes.len() });
         }
         if bytes.len() / 4 != shape.numel() {

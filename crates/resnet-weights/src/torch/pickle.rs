@@ -338,7 +338,7 @@ impl Machine {
 
     /// Add `pairs` (key, value, key, value, ...) to the dict `dict`.
     fn extend_dict(&mut self, dict: Id, pairs: Vec<Id>, op: &str) -> Result<(), WeightError> {
-        if pairs.len() % 2 != 0 {
+        if !pairs.len().is_multiple_of(2) {
             return Err(err(format!("{op} with an odd number of items")));
         }
         match &mut self.objs[dict] {

@@ -194,7 +194,7 @@ impl Im2col {
 fn super_group(groups: usize, per_group_out: usize) -> usize {
     (1..=groups)
         .rev()
-        .find(|&s| groups % s == 0 && s * per_group_out <= 16)
+        .find(|&s| groups.is_multiple_of(s) && s * per_group_out <= 16)
         .unwrap_or(1)
 }
 

@@ -1,0 +1,542 @@
+//! Reduced precision: matrix products of bfloat16 values accumulated in f32, on AVX512-BF16's
+//! `vdpbf16ps`, beside a scalar twin that rounds and accumulates exactly as the hardware does.
+//!
+//! bfloat16 keeps f32's 8-bit exponent and 8 of its 24 significand bits, so rounding an f32 to
+//! bf16 costs up to 2^-9 relative (about 0.2%) and never overflows. The product of two bf16
+//! values is exact in f32; `vdpbf16ps` adds the two products of a pair of bf16 values to an
+//! f32 accumulator one after the other, each addition rounded to nearest-even, denormal inputs
+//! read as zero and denormal results flushed to zero. [`matmul_naive`] does exactly that, in
+//! the same order, so the fast kernel and its twin agree bit for bit (`cargo xtask props`:
+//! random shapes, magnitudes from 2^-120 to 2^120, NaN, infinities, signed zeros). Outside
+//! that contract: sums or products beyond f32's range (the hardware's non-finite result
+//! may differ from the twin's, e.g. -inf where the twin has NaN) and products below f32's
+//! smallest normal value.
+//!
+//! Layout, for `C[i][j] = Σ_k A[i][k] B[k][j]` (activations `A` as NHWC rows: `i` a position,
+//! `k` its channels, or its im2col row; weights `B` with `j` the output channel):
+//! - [`Bf16Lhs`]: `A` rounded to bf16, each row padded to an even length, read as pairs
+//!   (`u32`: element `2p` in the low half, `2p + 1` in the high half);
+//! - [`Bf16Rhs`]: `B` packed once, in panels of [`NR`] columns, pair-major: the form the
+//!   kernel loads as whole vectors.
+//!
+//! ```
+//! use resnet_kernels::bf16::{Bf16Lhs, Bf16Rhs, matmul_naive};
+//!
+//! // [1 2 3] x [[1], [1], [1]]: bf16 holds small integers exactly.
+//! let a = Bf16Lhs::pack(&[1.0, 2.0, 3.0], 1, 3, 3)?;
+//! let b = Bf16Rhs::pack(3, 1, |_, _| 1.0)?;
+//! let mut c = [0.0f32];
+//! matmul_naive(&a, &b, &mut c, 1, false)?;
+//! assert_eq!(c[0], 6.0);
+//! # Ok::<(), resnet_kernels::KernelError>(())
+//! ```
+//!
+//! [`Bf16Cpu::detect`] says whether this CPU has the instructions; [`matmul`] takes its token.
+
+use crate::KernelError;
+
+/// Columns of `B` per packed panel: two vectors of 16 f32 lanes.
+pub const NR: usize = 32;
+/// Rows of `A` per register tile (12 x 2 accumulators, 12 broadcasts, 2 weight vectors).
+#[cfg(target_arch = "x86_64")]
+const MR: usize = 12;
+
+/// Rounds an f32 to bf16 as `vcvtne2ps2bf16` does: to nearest, ties to even; a denormal
+/// input becomes a zero of its sign; NaN stays NaN (quiet).
+///
+/// ```
+/// use resnet_kernels::bf16::{round, widen};
+/// assert_eq!(widen(round(1.0)), 1.0);
+/// assert_eq!(widen(round(1.0 + 1.0 / 256.0)), 1.0); // half a unit: a tie, to even
+/// assert_eq!(widen(round(1.0 + 3.0 / 256.0)), 1.0 + 1.0 / 64.0); // a tie, to even: up
+/// assert!(widen(round(f32::NAN)).is_nan());
+/// ```
+pub fn round(x: f32) -> u16 {
+    let b = x.to_bits();
+    if x.is_nan() {
+        return ((b >> 16) | 0x0040) as u16;
+    }
+    if x.is_subnormal() {
+        return ((b >> 16) & 0x8000) as u16;
+    }
+    let rounded = b.wrapping_add(0x7fff + ((b >> 16) & 1));
+    (rounded >> 16) as u16
+}
+
+/// A bf16 value as the f32 it denotes (exact).
+pub fn widen(b: u16) -> f32 {
+    f32::from_bits(u32::from(b) << 16)
+}
+
+/// A bf16 value as `vdpbf16ps` reads it: denormals as zero.
+fn read(b: u16) -> f32 {
+    let x = widen(b);
+    if x.is_subnormal() {
+        0.0f32.copysign(x)
+    } else {
+        x
+    }
+}
+
+/// Flush a denormal result to zero, keeping its sign.
+fn flush(x: f32) -> f32 {
+    if x.is_subnormal() {
+        0.0f32.copysign(x)
+    } else {
+        x
+    }
+}
+
+fn pair(lo: u16, hi: u16) -> u32 {
+    u32::from(lo) | (u32::from(hi) << 16)
+}
+
+fn size(what: &str, dims: &[usize]) -> Result<usize, KernelError> {
+    dims.iter()
+        .try_fold(1usize, |acc, &d| acc.checked_mul(d))
+        .filter(|&n| n <= isize::MAX as usize / 4)
+        .ok_or_else(|| KernelError::Geometry(format!("{what}: {dims:?} is too large")))
+}
+
+/// Activations `A` (`m` rows of `k` values) rounded to bf16, as pairs: row `i` is
+/// `pairs()` words, the last one's high half zero when `k` is odd.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Bf16Lhs {
+    m: usize,
+    k: usize,
+    data: Vec<u32>,
+}
+
+impl Bf16Lhs {
+    /// Round `a` (row `i` at `a[i * lda..][..k]`) to bf16.
+    pub fn pack(a: &[f32], m: usize, k: usize, lda: usize) -> Result<Self, KernelError> {
+        let mut out = Self::default();
+        out.repack(a, m, k, lda)?;
+        Ok(out)
+    }
+
+    /// [`Bf16Lhs::pack`] into this buffer, which grows only when it must (a warm call with the
+    /// same or smaller sizes allocates nothing).
+    pub fn repack(&mut self, a: &[f32], m: usize, k: usize, lda: usize) -> Result<(), KernelError> {
+        if k == 0 || lda < k {
+            return Err(KernelError::Geometry(format!(
+                "bf16 activations: k = {k}, row stride {lda}: k must be positive and at most the stride"
+            )));
+        }
+        let pairs = k.div_ceil(2);
+        let len = size("bf16 activations", &[m, pairs])?;
+        let need = if m == 0 { 0 } else { (m - 1) * lda + k };
+        if a.len() < need {
+            return Err(KernelError::BadLength {
+                what: "bf16 activations",
+                expected: need,
+                found: a.len(),
+            });
+        }
+        self.m = m;
+        self.k = k;
+        self.data.clear();
+        self.data.resize(len, 0);
+        for i in 0..m {
+            pack_row(
+                &a[i * lda..i * lda + k],
+                &mut self.data[i * pairs..(i + 1) * pairs],
+            );
+        }
+        Ok(())
+    }
+
+    /// Rows.
+    pub fn rows(&self) -> usize {
+        self.m
+    }
+
+    /// Values per row (before padding to pairs).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// The packed words, `rows() * k().div_ceil(2)`.
+    pub fn words(&self) -> &[u32] {
+        &self.data
+    }
+
+    /// The packed words, mutably (for writers that pack rows themselves, e.g. an im2col into
+    /// bf16); see [`pack_row`].
+    pub fn words_mut(&mut self) -> &mut [u32] {
+        &mut self.data
+    }
+
+    /// Shape the buffer as `m` rows of `k` values, zeroed, growing it only when it must.
+    pub fn reset(&mut self, m: usize, k: usize) -> Result<(), KernelError> {
+        if k == 0 {
+            return Err(KernelError::Geometry("bf16 activations: k = 0".into()));
+        }
+        let len = size("bf16 activations", &[m, k.div_ceil(2)])?;
+        self.m = m;
+        self.k = k;
+        self.data.clear();
+        self.data.resize(len, 0);
+        Ok(())
+    }
+}
+
+/// Round one row of f32 values to bf16 pairs: `out[p]` holds `row[2p]` (low half) and
+/// `row[2p + 1]` (high half, zero past the end). `out.len()` must be `row.len().div_ceil(2)`.
+pub fn pack_row(row: &[f32], out: &mut [u32]) {
+    debug_assert_eq!(out.len(), row.len().div_ceil(2));
+    let mut chunks = row.chunks_exact(2);
+    for (o, c) in out.iter_mut().zip(&mut chunks) {
+        *o = pair(round(c[0]), round(c[1]));
+    }
+    if let ([last], Some(o)) = (chunks.remainder(), out.last_mut()) {
+        *o = pair(round(*last), 0);
+    }
+}
+
+/// Weights `B` (`k` x `n`) rounded to bf16 and packed once: panels of [`NR`] columns, each
+/// `k.div_ceil(2)` pairs deep, each pair one word per column (zero past `n` and past `k`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bf16Rhs {
+    k: usize,
+    n: usize,
+    data: Vec<u32>,
+}
+
+impl Bf16Rhs {
+    /// Pack `B`, given as `at(k_index, column)`.
+    pub fn pack(k: usize, n: usize, at: impl Fn(usize, usize) -> f32) -> Result<Self, KernelError> {
+        if k == 0 || n == 0 {
+            return Err(KernelError::Geometry(format!(
+                "bf16 weights: {k} x {n}: both must be positive"
+            )));
+        }
+        let pairs = k.div_ceil(2);
+        let panels = n.div_ceil(NR);
+        let mut data = vec![0u32; size("bf16 weights", &[panels, pairs, NR])?];
+        for panel in 0..panels {
+            for p in 0..pairs {
+                let words = &mut data[(panel * pairs + p) * NR..][..NR];
+                for (jj, w) in words.iter_mut().enumerate() {
+                    let j = panel * NR + jj;
+                    if j >= n {
+                        break;
+                    }
+                    let lo = round(at(2 * p, j));
+                    let hi = if 2 * p + 1 < k {
+                        round(at(2 * p + 1, j))
+                    } else {
+                        0
+                    };
+                    *w = pair(lo, hi);
+                }
+            }
+        }
+        Ok(Self { k, n, data })
+    }
+
+    /// Rows of `B` (the products' depth).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Columns of `B`.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// The value at `(k_index, column)` as the kernels read it (rounded to bf16).
+    pub fn get(&self, kk: usize, j: usize) -> f32 {
+        let pairs = self.k.div_ceil(2);
+        let w = self.data[((j / NR) * pairs + kk / 2) * NR + j % NR];
+        widen(if kk.is_multiple_of(2) {
+            w as u16
+        } else {
+            (w >> 16) as u16
+        })
+    }
+}
+
+/// Proof that this CPU has AVX512-F and AVX512-BF16 (made only by detection).
+#[derive(Debug, Clone, Copy)]
+pub struct Bf16Cpu {
+    _private: (),
+}
+
+impl Bf16Cpu {
+    /// The token, if this CPU has `vdpbf16ps` (AVX512-BF16); `None` elsewhere (any other
+    /// architecture included).
+    pub fn detect() -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bf16")
+            {
+                return Some(Self { _private: () });
+            }
+        }
+        None
+    }
+}
+
+fn check(
+    a: &Bf16Lhs,
+    b: &Bf16Rhs,
+    rows: &std::ops::Range<usize>,
+    c: &[f32],
+    ldc: usize,
+) -> Result<(), KernelError> {
+    if a.k != b.k {
+        return Err(KernelError::Geometry(format!(
+            "bf16 product: activations have {} values per row, weights {} rows",
+            a.k, b.k
+        )));
+    }
+    if rows.start > rows.end || rows.end > a.m {
+        return Err(KernelError::Geometry(format!(
+            "bf16 product: rows {rows:?} of {}",
+            a.m
+        )));
+    }
+    if ldc < b.n {
+        return Err(KernelError::Geometry(format!(
+            "bf16 product: output row stride {ldc} is below its {} columns",
+            b.n
+        )));
+    }
+    let need = if rows.is_empty() {
+        0
+    } else {
+        (rows.end - 1) * ldc + b.n
+    };
+    if c.len() < need {
+        return Err(KernelError::BadLength {
+            what: "bf16 product output",
+            expected: need,
+            found: c.len(),
+        });
+    }
+    Ok(())
+}
+
+/// The scalar twin of [`matmul`]: `C[i][j] = Σ_k A[i][k] B[k][j]` over every row of `a`
+/// (`C[i][j] +=` with `accumulate`), row `i` of `C` at `c[i * ldc..]`. Each output starts
+/// from zero (or its old value) and takes, pair by pair, the product of the pair's second
+/// elements, then of its first, each addition rounded to f32 and a denormal result flushed:
+/// `vdpbf16ps`'s order and rounding.
+pub fn matmul_naive(
+    a: &Bf16Lhs,
+    b: &Bf16Rhs,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) -> Result<(), KernelError> {
+    let rows = 0..a.m;
+    check(a, b, &rows, c, ldc)?;
+    let pairs = a.k.div_ceil(2);
+    for i in rows {
+        let arow = &a.data[i * pairs..(i + 1) * pairs];
+        for j in 0..b.n {
+            let mut acc = if accumulate { c[i * ldc + j] } else { 0.0 };
+            for (p, &aw) in arow.iter().enumerate() {
+                let bw = b.data[((j / NR) * pairs + p) * NR + j % NR];
+                let hi = read((aw >> 16) as u16) * read((bw >> 16) as u16);
+                acc = flush(acc + hi);
+                let lo = read(aw as u16) * read(bw as u16);
+                acc = flush(acc + lo);
+            }
+            c[i * ldc + j] = acc;
+        }
+    }
+    Ok(())
+}
+
+/// `C[i][j] = Σ_k A[i][k] B[k][j]` for the rows `rows` of `a` (`+=` with `accumulate`), row
+/// `i` of `C` at `c[i * ldc..]`, on `vdpbf16ps`: bitwise the result of [`matmul_naive`].
+/// Disjoint row ranges may run on different threads (each writes only its rows of `C`).
+pub fn matmul(
+    cpu: Bf16Cpu,
+    a: &Bf16Lhs,
+    b: &Bf16Rhs,
+    rows: std::ops::Range<usize>,
+    c: &mut [f32],
+    ldc: usize,
+    accumulate: bool,
+) -> Result<(), KernelError> {
+    check(a, b, &rows, c, ldc)?;
+    let _ = cpu;
+    #[cfg(target_arch = "x86_64")]
+    {
+        let pairs = a.k.div_ceil(2);
+        let panels = b.n.div_ceil(NR);
+        let mut i = rows.start;
+        while i < rows.end {
+            let mr = MR.min(rows.end - i);
+            for panel in 0..panels {
+                let cols = NR.min(b.n - panel * NR);
+                // SAFETY: `Bf16Cpu` exists only where AVX512-F and AVX512-BF16 were detected;
+                // `check` proved rows `i..i + mr` of `a` and `c` (columns up to `b.n`) in bounds,
+                // the panel holds `pairs * NR` words, and the tile reads and writes only rows
+                // below `mr` and (masked) columns below `cols`.
+                unsafe {
+                    tile(
+                        mr,
+                        cols,
+                        pairs,
+                        a.data.as_ptr().add(i * pairs),
+                        b.data.as_ptr().add(panel * pairs * NR),
+                        c.as_mut_ptr().add(i * ldc + panel * NR),
+                        ldc,
+                        accumulate,
+                    );
+                }
+            }
+            i += mr;
+        }
+        Ok(())
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (a, b, rows, c, ldc, accumulate);
+        unreachable!("Bf16Cpu::detect returns None off x86-64")
+    }
+}
+
+/// One register tile: rows `0..mr` (at most [`MR`]) of `A` (pairs at `a`, row stride
+/// `pairs`) against one panel of `B` (at `b`), columns `0..cols` (at most [`NR`]) of `C` (at
+/// `c`, row stride `ldc`).
+///
+/// # Safety
+/// AVX512-F and AVX512-BF16 present; `a` readable for `mr` rows of `pairs` words, `b` for
+/// `pairs * NR` words, `c` readable and writable at `r * ldc + j` for `r < mr`, `j < cols`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn tile(
+    mr: usize,
+    cols: usize,
+    pairs: usize,
+    a: *const u32,
+    b: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    accumulate: bool,
+) {
+    use std::arch::x86_64::*;
+    let m0: __mmask16 = if cols >= 16 {
+        0xffff
+    } else {
+        ((1u32 << cols) - 1) as u16
+    };
+    let m1: __mmask16 = if cols >= 32 {
+        0xffff
+    } else if cols > 16 {
+        ((1u32 << (cols - 16)) - 1) as u16
+    } else {
+        0
+    };
+    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    if accumulate {
+        for (r, row) in acc.iter_mut().enumerate().take(mr) {
+            // SAFETY: row r < mr of `c`, columns masked below `cols`.
+            unsafe {
+                row[0] = _mm512_maskz_loadu_ps(m0, c.add(r * ldc));
+                row[1] = _mm512_maskz_loadu_ps(m1, c.add(r * ldc + 16));
+            }
+        }
+    }
+    // Rows past `mr` read row 0 again (their results are never stored): the loop stays the
+    // same for every tile.
+    let mut rows = [a; MR];
+    for (r, p) in rows.iter_mut().enumerate().take(mr) {
+        // SAFETY: row r < mr of `a`.
+        *p = unsafe { a.add(r * pairs) };
+    }
+    for p in 0..pairs {
+        // SAFETY: word p of the panel's pairs, 32 columns (zero-padded past `n`).
+        let (w0, w1): (__m512bh, __m512bh) = unsafe {
+            (
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                    b.add(p * NR).cast::<__m512i>(),
+                )),
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                    b.add(p * NR + 16).cast::<__m512i>(),
+                )),
+            )
+        };
+        for r in 0..MR {
+            // SAFETY: word p of a row below `mr` (or of row 0).
+            let x: __m512bh = unsafe {
+                std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*rows[r].add(p) as i32))
+            };
+            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x, w0);
+            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, w1);
+        }
+    }
+    for (r, row) in acc.iter().enumerate().take(mr) {
+        // SAFETY: row r < mr of `c`, columns masked below `cols`.
+        unsafe {
+            _mm512_mask_storeu_ps(c.add(r * ldc), m0, row[0]);
+            _mm512_mask_storeu_ps(c.add(r * ldc + 16), m1, row[1]);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rounds_as_the_hardware_documents() {
+        // Ties to even, both directions; carries into the exponent.
+        assert_eq!(round(f32::from_bits(0x3f80_8000)), 0x3f80);
+        assert_eq!(round(f32::from_bits(0x3f81_8000)), 0x3f82);
+        assert_eq!(round(f32::from_bits(0x3f80_8001)), 0x3f81);
+        assert_eq!(round(f32::from_bits(0x3fff_ffff)), 0x4000);
+        // Large values round to infinity only past bf16's largest finite value.
+        assert_eq!(widen(round(f32::MAX)), f32::INFINITY);
+        assert_eq!(round(f32::INFINITY), 0x7f80);
+        assert_eq!(round(f32::NEG_INFINITY), 0xff80);
+        assert!(widen(round(f32::NAN)).is_nan());
+        assert!(widen(round(f32::from_bits(0x7f80_0001))).is_nan()); // no NaN becomes infinity
+        // Denormals read as zero, sign kept.
+        assert_eq!(round(f32::from_bits(1)), 0x0000);
+        assert_eq!(round(-f32::from_bits(0x007f_ffff)), 0x8000);
+        assert_eq!(round(f32::MIN_POSITIVE), 0x0080);
+    }
+
+    #[test]
+    fn naive_sums_small_integers_exactly() {
+        let (m, k, n) = (5, 7, 3);
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 5) as f32 - 2.0).collect();
+        let bt = |kk: usize, j: usize| ((kk * 3 + j) % 7) as f32 - 3.0;
+        let pa = Bf16Lhs::pack(&a, m, k, k).unwrap();
+        let pb = Bf16Rhs::pack(k, n, bt).unwrap();
+        let mut c = vec![1.0f32; m * n];
+        matmul_naive(&pa, &pb, &mut c, n, true).unwrap();
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = 1.0 + (0..k).map(|kk| a[i * k + kk] * bt(kk, j)).sum::<f32>();
+                assert_eq!(c[i * n + j], want);
+            }
+        }
+        assert_eq!(pb.get(6, 2), bt(6, 2));
+    }
+
+    #[test]
+    fn bad_sizes_are_errors() {
+        assert!(Bf16Lhs::pack(&[1.0; 3], 1, 0, 3).is_err());
+        assert!(Bf16Lhs::pack(&[1.0; 3], 2, 3, 3).is_err());
+        assert!(Bf16Rhs::pack(0, 3, |_, _| 1.0).is_err());
+        assert!(Bf16Rhs::pack(usize::MAX / 2, 64, |_, _| 1.0).is_err());
+        let a = Bf16Lhs::pack(&[1.0; 6], 2, 3, 3).unwrap();
+        let b = Bf16Rhs::pack(2, 2, |_, _| 1.0).unwrap();
+        assert!(matmul_naive(&a, &b, &mut [0.0; 4], 2, false).is_err());
+        let b = Bf16Rhs::pack(3, 2, |_, _| 1.0).unwrap();
+        assert!(matmul_naive(&a, &b, &mut [0.0; 3], 2, false).is_err());
+        assert!(matmul_naive(&a, &b, &mut [0.0; 4], 1, false).is_err());
+        if let Some(cpu) = Bf16Cpu::detect() {
+            assert!(matmul(cpu, &a, &b, 1..3, &mut [0.0; 4], 2, false).is_err());
+        }
+    }
+}
