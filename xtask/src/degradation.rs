@@ -1761,9 +1761,21 @@ pub fn render_report(s: &Study, c: &Curves, record: Option<&Record>) -> String {
             "identity prior",
             format!(
                 "λ/2 ‖W − Dirac‖² on every 3x3 conv but the stem, in place of their weight decay; \
-                 those convs start at the Dirac kernel (`resnet train`'s default `--prior-init \
-                 centre`); λ ∈ {{{}}}",
-                s.lambdas.join(", ")
+                 those convs start exactly at the Dirac kernel (`resnet train`'s default \
+                 `--prior-init centre`); λ ∈ {{{}}}{}",
+                s.lambdas.join(", "),
+                match nets(&s.lambdas, s.noise.as_deref())
+                    .iter()
+                    .find(|n| n.noise.is_some())
+                {
+                    Some(n) => format!(
+                        "; and once more at λ = {} starting at the Dirac kernel plus Gaussian \
+                         noise of deviation {} (`--prior-noise`)",
+                        n.lambda.as_deref().unwrap_or("?"),
+                        n.noise.as_deref().unwrap_or("?")
+                    ),
+                    None => String::new(),
+                }
             ),
         ),
         ("seed", format!("{} (one seed for every net)", s.seed)),
@@ -1828,6 +1840,9 @@ pub fn render_report(s: &Study, c: &Curves, record: Option<&Record>) -> String {
         );
         if let Some(l) = &n.lambda {
             let _ = write!(line, " --prior identity --prior-lambda {l}");
+        }
+        if let Some(noise) = &n.noise {
+            let _ = write!(line, " --prior-noise {noise}");
         }
         let _ = writeln!(o, "{line}");
     }
@@ -2902,6 +2917,10 @@ mod tests {
         );
         assert!(md.contains("Each run: λ=1e-4 20%, λ=1e-3 50%, λ=1e-3 with start noise 0.01 80%."));
         assert!(md.contains("plain-56 + identity prior λ=1e-3, start noise 0.01"));
+        assert!(md.contains(
+            "plain56-identity-1e-3-noise-0.01 --prior identity --prior-lambda 1e-3 --prior-noise 0.01\n"
+        ));
+        assert!(md.contains("noise of deviation 0.01 (`--prior-noise`)"));
         let _ = fs::remove_dir_all(&out);
     }
 
