@@ -125,7 +125,15 @@ impl Bf16Lhs {
         }
         let pairs = k.div_ceil(2);
         let len = size("bf16 activations", &[m, pairs])?;
-        let need = if m == 0 { 0 } else { (m - 1) * lda + k };
+        let need = match m {
+            0 => Some(0),
+            m => (m - 1).checked_mul(lda).and_then(|x| x.checked_add(k)),
+        };
+        let Some(need) = need else {
+            return Err(KernelError::Geometry(format!(
+                "bf16 activations: {m} rows of stride {lda} overflow"
+            )));
+        };
         if a.len() < need {
             return Err(KernelError::BadLength {
                 what: "bf16 activations",
@@ -245,15 +253,19 @@ impl Bf16Rhs {
         self.n
     }
 
-    /// The value at `(k_index, column)` as the kernels read it (rounded to bf16).
-    pub fn get(&self, kk: usize, j: usize) -> f32 {
+    /// The value at `(k_index, column)` as the kernels read it (rounded to bf16), or `None`
+    /// outside the matrix.
+    pub fn get(&self, kk: usize, j: usize) -> Option<f32> {
+        if kk >= self.k || j >= self.n {
+            return None;
+        }
         let pairs = self.k.div_ceil(2);
         let w = self.data[((j / NR) * pairs + kk / 2) * NR + j % NR];
-        widen(if kk.is_multiple_of(2) {
+        Some(widen(if kk.is_multiple_of(2) {
             w as u16
         } else {
             (w >> 16) as u16
-        })
+        }))
     }
 }
 
@@ -305,9 +317,17 @@ fn check(
         )));
     }
     let need = if rows.is_empty() {
-        0
+        Some(0)
     } else {
-        (rows.end - 1) * ldc + b.n
+        (rows.end - 1)
+            .checked_mul(ldc)
+            .and_then(|x| x.checked_add(b.n))
+    };
+    let Some(need) = need else {
+        return Err(KernelError::Geometry(format!(
+            "bf16 product: output rows up to {} of stride {ldc} overflow",
+            rows.end
+        )));
     };
     if c.len() < need {
         return Err(KernelError::BadLength {
@@ -520,7 +540,9 @@ mod tests {
                 assert_eq!(c[i * n + j], want);
             }
         }
-        assert_eq!(pb.get(6, 2), bt(6, 2));
+        assert_eq!(pb.get(6, 2), Some(bt(6, 2)));
+        assert_eq!(pb.get(7, 2), None);
+        assert_eq!(pb.get(6, 3), None);
     }
 
     #[test]
@@ -535,6 +557,8 @@ mod tests {
         let b = Bf16Rhs::pack(3, 2, |_, _| 1.0).unwrap();
         assert!(matmul_naive(&a, &b, &mut [0.0; 3], 2, false).is_err());
         assert!(matmul_naive(&a, &b, &mut [0.0; 4], 1, false).is_err());
+        assert!(matmul_naive(&a, &b, &mut [0.0; 4], usize::MAX, false).is_err());
+        assert!(Bf16Lhs::pack(&[1.0; 6], usize::MAX, 3, usize::MAX).is_err());
         if let Some(cpu) = Bf16Cpu::detect() {
             assert!(matmul(cpu, &a, &b, 1..3, &mut [0.0; 4], 2, false).is_err());
         }
