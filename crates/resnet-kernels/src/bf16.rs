@@ -168,25 +168,6 @@ impl Bf16Lhs {
     pub fn words(&self) -> &[u32] {
         &self.data
     }
-
-    /// The packed words, mutably (for writers that pack rows themselves, e.g. an im2col into
-    /// bf16); see [`pack_row`].
-    pub fn words_mut(&mut self) -> &mut [u32] {
-        &mut self.data
-    }
-
-    /// Shape the buffer as `m` rows of `k` values, zeroed, growing it only when it must.
-    pub fn reset(&mut self, m: usize, k: usize) -> Result<(), KernelError> {
-        if k == 0 {
-            return Err(KernelError::Geometry("bf16 activations: k = 0".into()));
-        }
-        let len = size("bf16 activations", &[m, k.div_ceil(2)])?;
-        self.m = m;
-        self.k = k;
-        self.data.clear();
-        self.data.resize(len, 0);
-        Ok(())
-    }
 }
 
 /// Round one row of f32 values to bf16 pairs: `out[p]` holds `row[2p]` (low half) and
