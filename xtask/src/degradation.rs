@@ -24,7 +24,7 @@ use std::process::{Command, Stdio};
 use std::sync::{Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-pub const USAGE: &str = "cargo xtask degradation [--quick] [--report-only] [--data SPEC] [--epochs E] [--subset N] [--test-subset N] [--seed S] [--lambdas a,b,c] [--prior-noise S] [--threads T] [--jobs J] [--out DIR] [--report DIR] [--torch PATH]";
+pub const USAGE: &str = "cargo xtask degradation [--quick] [--report-only] [--data SPEC] [--epochs E] [--subset N] [--test-subset N] [--seed S] [--lambdas a,b,c] [--prior-noise S] [--random-start yes|no] [--threads T] [--jobs J] [--out DIR] [--report DIR] [--torch PATH]";
 
 const HELP: &str = "\
 cargo xtask degradation: plain-20/56 vs ResNet-20/56 vs plain-56 with an identity prior
@@ -42,6 +42,9 @@ cargo xtask degradation: plain-20/56 vs ResNet-20/56 vs plain-56 with an identit
                    prior's centre [1e-4,1e-3,1e-2; --quick 1e-3]
   --prior-noise S  one more prior run, at the middle strength, started at the centre plus
                    Gaussian noise of deviation S (0 or none: not run) [0.01]
+  --random-start yes|no
+                   one more prior run, at the middle strength, started from the seeded
+                   He initialisation instead of the centre: the prior without its start [yes]
   --threads T      threads of each run [1]
   --jobs J         runs at a time [2]
   --out DIR        run directories [target/degradation; --quick target/degradation-quick]
@@ -90,6 +93,8 @@ pub struct Study {
     pub lambdas: Vec<String>,
     /// The start noise of the extra prior run (`--prior-noise`, as given), or none.
     pub noise: Option<String>,
+    /// One more prior run from a random start (`--random-start`).
+    pub random_start: bool,
     pub threads: u32,
     pub jobs: u32,
     pub out: PathBuf,
@@ -159,6 +164,15 @@ fn parse_lambdas(v: &str) -> Result<Vec<String>, String> {
     Ok(out)
 }
 
+/// `yes` or `no`.
+fn parse_yes_no(flag: &str, v: &str) -> Result<bool, String> {
+    match v.trim() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        _ => Err(format!("{flag} takes yes or no, got {v:?}")),
+    }
+}
+
 /// `--prior-noise`: a positive deviation, or 0 / `none` for no extra run.
 fn parse_noise(v: &str) -> Result<Option<String>, String> {
     let v = v.trim();
@@ -189,6 +203,7 @@ pub fn parse_args(args: &[String]) -> Result<Study, String> {
             vec!["1e-4".into(), "1e-3".into(), "1e-2".into()]
         },
         noise: Some(DEFAULT_NOISE.into()),
+        random_start: true,
         threads: 1,
         jobs: 2,
         out: root.join(if quick {
@@ -229,6 +244,7 @@ pub fn parse_args(args: &[String]) -> Result<Study, String> {
             "--seed" => s.seed = parse_num(flag, &v)?,
             "--lambdas" => s.lambdas = parse_lambdas(&v)?,
             "--prior-noise" => s.noise = parse_noise(&v)?,
+            "--random-start" => s.random_start = parse_yes_no(flag, &v)?,
             "--threads" => s.threads = parse_num(flag, &v)?,
             "--jobs" => s.jobs = parse_num(flag, &v)?,
             "--out" => s.out = absolute(Path::new(&v)),
@@ -339,15 +355,19 @@ pub struct Net {
     pub lambda: Option<String>,
     /// `--prior-noise S`: the prior's run that starts at the centre plus Gaussian noise.
     pub noise: Option<String>,
+    /// `--prior-init random`: the prior's run that starts from the seeded He initialisation.
+    pub random_start: bool,
 }
 
 impl Net {
-    /// How the reading names a prior run: `λ=1e-3` or `λ=1e-3 with start noise 0.01`.
+    /// How the reading names a prior run: `λ=1e-3`, `λ=1e-3 with start noise 0.01` or
+    /// `λ=1e-3 from a random start`.
     fn prior_label(&self) -> String {
         let l = self.lambda.as_deref().unwrap_or("?");
-        match &self.noise {
-            Some(n) => format!("λ={l} with start noise {n}"),
-            None => format!("λ={l}"),
+        match (&self.noise, self.random_start) {
+            (Some(n), _) => format!("λ={l} with start noise {n}"),
+            (None, true) => format!("λ={l} from a random start"),
+            (None, false) => format!("λ={l}"),
         }
     }
 }
@@ -367,14 +387,16 @@ fn path_label(s: &str) -> String {
 
 /// The nets of a study, in the order of the report: plain-20/56, ResNet-20/56, plain-56 with
 /// the identity prior at each strength started exactly at the centre, and (with `noise`) once
-/// more at the middle strength started at the centre plus Gaussian noise of that deviation.
-pub fn nets(lambdas: &[String], noise: Option<&str>) -> Vec<Net> {
+/// more at the middle strength started at the centre plus Gaussian noise of that deviation,
+/// and (with `random_start`) once more at the middle strength from the seeded initialisation.
+pub fn nets(lambdas: &[String], noise: Option<&str>, random_start: bool) -> Vec<Net> {
     let base = |name: &str, model| Net {
         name: name.to_string(),
         dir: name.to_string(),
         model,
         lambda: None,
         noise: None,
+        random_start: false,
     };
     let mut v = vec![
         base("plain-20", "cifar-plain20"),
@@ -389,6 +411,7 @@ pub fn nets(lambdas: &[String], noise: Option<&str>) -> Vec<Net> {
             model: "cifar-plain56",
             lambda: Some(l.clone()),
             noise: None,
+            random_start: false,
         });
     }
     if let (Some(n), Some(l)) = (noise, lambdas.get(lambdas.len() / 2)) {
@@ -398,9 +421,27 @@ pub fn nets(lambdas: &[String], noise: Option<&str>) -> Vec<Net> {
             model: "cifar-plain56",
             lambda: Some(l.clone()),
             noise: Some(n.to_string()),
+            random_start: false,
+        });
+    }
+    if let (true, Some(l)) = (random_start, lambdas.get(lambdas.len() / 2)) {
+        v.push(Net {
+            name: format!("plain-56 + identity prior λ={l}, random start"),
+            dir: format!("plain56-identity-{}-random", path_label(l)),
+            model: "cifar-plain56",
+            lambda: Some(l.clone()),
+            noise: None,
+            random_start: true,
         });
     }
     v
+}
+
+impl Study {
+    /// The nets of this study ([`nets`]).
+    pub fn nets(&self) -> Vec<Net> {
+        nets(&self.lambdas, self.noise.as_deref(), self.random_start)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -830,6 +871,8 @@ pub struct Record {
     lambdas: Vec<String>,
     /// `None` in a record written before `--prior-noise` existed.
     noise: Option<Option<String>>,
+    /// `None` in a record written before `--random-start` existed.
+    random_start: Option<bool>,
     threads: u32,
     jobs: u32,
     command: String,
@@ -846,6 +889,7 @@ impl Record {
             seed: s.seed,
             lambdas: s.lambdas.clone(),
             noise: Some(s.noise.clone()),
+            random_start: Some(s.random_start),
             threads: s.threads,
             jobs: s.jobs,
             command: shell_join(
@@ -861,7 +905,7 @@ impl Record {
 
     fn to_json(&self) -> String {
         format!(
-            "{{\"data\": {}, \"subset\": {}, \"epochs\": {}, \"seed\": {}, \"batch\": {BATCH}, \"lambdas\": {}, \"prior_noise\": {}, \"threads\": {}, \"jobs\": {}, \"command\": {}, \"wall_seconds\": {:.1}, \"invocations\": {}}}\n",
+            "{{\"data\": {}, \"subset\": {}, \"epochs\": {}, \"seed\": {}, \"batch\": {BATCH}, \"lambdas\": {}, \"prior_noise\": {}, \"random_start\": {}, \"threads\": {}, \"jobs\": {}, \"command\": {}, \"wall_seconds\": {:.1}, \"invocations\": {}}}\n",
             json_str(&self.data),
             self.subset,
             self.epochs,
@@ -873,6 +917,7 @@ impl Record {
                     .and_then(|n| n.as_deref())
                     .unwrap_or("none")
             ),
+            self.random_start.unwrap_or(false),
             self.threads,
             self.jobs,
             json_str(&self.command),
@@ -907,6 +952,10 @@ impl Record {
             lambdas: s("lambdas")?.split(',').map(str::to_string).collect(),
             noise: match get("prior_noise") {
                 Some(Json::Str(n)) => Some(parse_noise(&n).map_err(bad)?),
+                _ => None,
+            },
+            random_start: match get("random_start") {
+                Some(Json::Bool(b)) => Some(b),
                 _ => None,
             },
             threads: n("threads")? as u32,
@@ -969,6 +1018,9 @@ fn settings_from_record(s: &mut Study, r: &Record) {
     if let (false, Some(n)) = (given("--prior-noise"), &r.noise) {
         s.noise = n.clone();
     }
+    if let (false, Some(b)) = (given("--random-start"), r.random_start) {
+        s.random_start = b;
+    }
     if !given("--threads") {
         s.threads = r.threads;
     }
@@ -1012,7 +1064,7 @@ fn has_checkpoints(dir: &Path) -> bool {
 pub fn plan(s: &Study, resnet: &Path) -> Result<(Vec<Job>, Vec<String>), String> {
     let mut jobs = Vec::new();
     let mut skipped = Vec::new();
-    let mut all = nets(&s.lambdas, s.noise.as_deref());
+    let mut all = s.nets();
     // The 56-layer nets take about three times as long: start them first.
     all.sort_by_key(|n| !n.model.ends_with("56"));
     for net in all {
@@ -1066,8 +1118,13 @@ pub fn plan(s: &Study, resnet: &Path) -> Result<(Vec<Job>, Vec<String>), String>
             args.extend(["--prior".into(), "identity".into()]);
             args.extend(["--prior-lambda".into(), l.clone()]);
         }
-        if let Some(n) = &net.noise {
+        // Where the run starts: for a new run only (a resumed one continues from its
+        // checkpoint, and `resnet train` refuses start flags with --resume).
+        if let (false, Some(n)) = (resume, &net.noise) {
             args.extend(["--prior-noise".into(), n.clone()]);
+        }
+        if !resume && net.random_start {
+            args.extend(["--prior-init".into(), "random".into()]);
         }
         jobs.push(Job {
             label: if resume {
@@ -1502,7 +1559,7 @@ pub fn checkpoint_recipe(dir: &Path) -> Result<Option<Vec<(String, Json)>>, Stri
 
 /// Where a checkpoint's recipe differs from the study's: the fields it records among lr,
 /// momentum, weight_decay, batch, seed, subset, nesterov, model, prior, prior_lambda,
-/// schedule and augment.
+/// prior_init, prior_noise, schedule and augment.
 pub fn recipe_mismatches(s: &Study, net: &Net, recipe: &[(String, Json)]) -> Vec<String> {
     let get = |k: &str| recipe.iter().find(|(n, _)| n == k).map(|(_, v)| v);
     let mut out = Vec::new();
@@ -1536,6 +1593,25 @@ pub fn recipe_mismatches(s: &Study, net: &Net, recipe: &[(String, Json)]) -> Vec
             out.push(format!("{k} {x} (expected {want})"));
         }
     }
+    // Where a prior run started (recorded since `resnet train` wrote `prior_init`).
+    if net.lambda.is_some() {
+        let init = if net.random_start { "random" } else { "centre" };
+        if let Some(Json::Str(x)) = get("prior_init")
+            && x != init
+        {
+            out.push(format!("prior_init {x} (expected {init})"));
+        }
+        let noise = net
+            .noise
+            .as_deref()
+            .map_or(Some(0.0), |n| n.parse::<f64>().ok());
+        if let (Some(Json::Num(x)), Some(want), false) =
+            (get("prior_noise"), noise, net.random_start)
+            && (x - want).abs() > 1e-9 * want.abs()
+        {
+            out.push(format!("prior_noise {x} (expected {want})"));
+        }
+    }
     if let Some(Json::Bool(true)) = get("nesterov") {
         out.push("nesterov true (expected false)".into());
     }
@@ -1550,7 +1626,7 @@ pub fn recipe_mismatches(s: &Study, net: &Net, recipe: &[(String, Json)]) -> Vec
 fn recipe_check(s: &Study) -> (Vec<String>, bool) {
     let mut lines = Vec::new();
     let mut differs = false;
-    for n in nets(&s.lambdas, s.noise.as_deref()) {
+    for n in s.nets() {
         match checkpoint_recipe(&s.out.join(&n.dir)) {
             Ok(None) => lines.push(format!("{}: not checked, no checkpoint", n.name)),
             Err(e) => lines.push(format!("{}: not checked, {e}", n.name)),
@@ -1604,7 +1680,7 @@ pub struct Curves {
 impl Curves {
     pub fn load(s: &Study) -> Result<Self, String> {
         let mut c = Curves::default();
-        for n in nets(&s.lambdas, s.noise.as_deref()) {
+        for n in s.nets() {
             if let Some(rows) = read_curve(&s.out.join(&n.dir).join(METRICS))?
                 && !rows.is_empty()
             {
@@ -1685,7 +1761,7 @@ fn steps_per_epoch(subset: u32) -> u32 {
 
 /// The report, Markdown, with an empty notes section.
 pub fn render_report(s: &Study, c: &Curves, record: Option<&Record>) -> String {
-    let all = nets(&s.lambdas, s.noise.as_deref());
+    let all = s.nets();
     let e = s.epochs;
     let mut o = String::new();
     let _ = writeln!(
@@ -1764,18 +1840,23 @@ pub fn render_report(s: &Study, c: &Curves, record: Option<&Record>) -> String {
                  those convs start exactly at the Dirac kernel (`resnet train`'s default \
                  `--prior-init centre`); λ ∈ {{{}}}{}",
                 s.lambdas.join(", "),
-                match nets(&s.lambdas, s.noise.as_deref())
+                s.nets()
                     .iter()
-                    .find(|n| n.noise.is_some())
-                {
-                    Some(n) => format!(
-                        "; and once more at λ = {} starting at the Dirac kernel plus Gaussian \
-                         noise of deviation {} (`--prior-noise`)",
-                        n.lambda.as_deref().unwrap_or("?"),
-                        n.noise.as_deref().unwrap_or("?")
-                    ),
-                    None => String::new(),
-                }
+                    .filter_map(|n| match (&n.noise, n.random_start) {
+                        (Some(noise), _) => Some(format!(
+                            "; once more at λ = {} starting at the Dirac kernel plus Gaussian \
+                             noise of deviation {noise} (`--prior-noise`)",
+                            n.lambda.as_deref().unwrap_or("?"),
+                        )),
+                        (None, true) => Some(format!(
+                            "; once more at λ = {} starting from the seeded He initialisation, \
+                             as the nets without a prior (`--prior-init random`): the prior's pull \
+                             without its start",
+                            n.lambda.as_deref().unwrap_or("?"),
+                        )),
+                        (None, false) => None,
+                    })
+                    .collect::<String>()
             ),
         ),
         ("seed", format!("{} (one seed for every net)", s.seed)),
@@ -1808,14 +1889,14 @@ pub fn render_report(s: &Study, c: &Curves, record: Option<&Record>) -> String {
         let _ = writeln!(
             o,
             "Recipe check: every run's latest checkpoint records this recipe (of lr, momentum, \
-             weight decay, batch, seed, subset, schedule, augmentation, model, prior and λ, the fields \
+             weight decay, batch, seed, subset, schedule, augmentation, model, prior, λ and the prior's start, the fields \
              it records).\n"
         );
     } else {
         let _ = writeln!(
             o,
             "Recipe check against each run's latest checkpoint (lr, momentum, weight decay, batch, \
-             seed, subset, schedule, augmentation, model, prior, λ; the fields it records){}:\n",
+             seed, subset, schedule, augmentation, model, prior, λ, the prior's start; the fields it records){}:\n",
             if differs {
                 ": **some runs did not train with the recipe above**"
             } else {
@@ -1843,6 +1924,9 @@ pub fn render_report(s: &Study, c: &Curves, record: Option<&Record>) -> String {
         }
         if let Some(noise) = &n.noise {
             let _ = write!(line, " --prior-noise {noise}");
+        }
+        if n.random_start {
+            let _ = write!(line, " --prior-init random");
         }
         let _ = writeln!(o, "{line}");
     }
@@ -2025,7 +2109,7 @@ pub fn render_report(s: &Study, c: &Curves, record: Option<&Record>) -> String {
             s.subset,
             s.seed
         );
-        let all = nets(&s.lambdas, s.noise.as_deref());
+        let all = s.nets();
         for tc in torch_curves(&s.lambdas) {
             let Some(t) = c.torch.get(&tc.net) else {
                 continue;
@@ -2155,7 +2239,8 @@ fn reading(s: &Study, c: &Curves) -> Vec<String> {
         ));
     }
     // The prior.
-    let priors: Vec<(Net, f64)> = nets(&s.lambdas, s.noise.as_deref())
+    let priors: Vec<(Net, f64)> = s
+        .nets()
         .into_iter()
         .filter(|n| n.lambda.is_some())
         .filter_map(|n| tr(&n.dir).map(|t| (n, t)))
@@ -2239,6 +2324,46 @@ fn reading(s: &Study, c: &Curves) -> Vec<String> {
              has not)."
                 .into(),
         ),
+    }
+    // The prior's pull against its start: the random-start run beside the centre-start ones.
+    if let Some((rand, t)) = priors.iter().find(|(n, _)| n.random_start)
+        && let (Some(a), Some(b)) = (p20, p56)
+        && b > a
+    {
+        let f = fraction_closed(a, b, *t).expect("a gap");
+        let started: Vec<(String, f64)> = priors
+            .iter()
+            .filter(|(n, _)| !n.random_start && n.lambda == rand.lambda)
+            .map(|(n, t)| (n.prior_label(), fraction_closed(a, b, *t).expect("a gap")))
+            .collect();
+        let best = started
+            .iter()
+            .map(|x| x.1)
+            .fold(f64::NEG_INFINITY, f64::max);
+        let mut line = format!(
+            "The prior without its start: {} ended at {}% training error, closing {:.0}% of the \
+             gap",
+            rand.prior_label(),
+            points(*t),
+            100.0 * f
+        );
+        if !started.is_empty() {
+            let each: Vec<String> = started
+                .iter()
+                .map(|(l, f)| format!("{l} {:.0}%", 100.0 * f))
+                .collect();
+            let _ = write!(line, "; started at the centre: {}", each.join(", "));
+            let verdict = if f < 0.1 {
+                "the pull toward the identity did little by itself: what helped was starting there"
+            } else if f >= 0.8 * best {
+                "the pull toward the identity did most of it by itself"
+            } else {
+                "both the start and the pull mattered"
+            };
+            let _ = write!(line, ". On this seed, {verdict}");
+        }
+        line.push('.');
+        out.push(line);
     }
     if recipe_check(s).1 {
         out.push(
@@ -2402,7 +2527,7 @@ fn tick_label(t: f64) -> String {
 /// Training error (left) and test error (right) against epochs, log y axes; one polyline per
 /// net and panel (ours solid, PyTorch's dashed in the same colour), a legend under both.
 pub fn render_svg(s: &Study, c: &Curves) -> String {
-    let all = nets(&s.lambdas, s.noise.as_deref());
+    let all = s.nets();
     let e = s.epochs.max(1);
     // (name, colour, dashed, rows)
     let mut series: Vec<(String, &str, bool, &[EpochRow])> = Vec::new();
@@ -2609,8 +2734,10 @@ mod tests {
         s.report = out.join("report");
         s.lambdas = lambdas.iter().map(|l| l.to_string()).collect();
         s.epochs = epochs;
-        // The start-noise run has its own test (`the_start_noise_run`).
+        // The start-noise and random-start runs have their own tests
+        // (`the_start_noise_run`, `the_random_start_run`).
         s.noise = None;
+        s.random_start = false;
         s
     }
 
@@ -2763,11 +2890,12 @@ mod tests {
             &["--prior-noise", "-0.1"],
             &["--prior-noise", "x"],
             &["--prior-noise", "inf"],
+            &["--random-start", "maybe"],
         ] {
             assert!(a(bad).is_err(), "{bad:?}");
         }
-        let n = nets(&o.lambdas, o.noise.as_deref());
-        assert_eq!(n.len(), 7);
+        let n = o.nets();
+        assert_eq!(n.len(), 8);
         assert_eq!(n[5].dir, "plain56-identity-2e-3");
         assert_eq!(n[5].name, "plain-56 + identity prior λ=2e-3");
         assert_eq!(n[5].noise, None);
@@ -2775,18 +2903,28 @@ mod tests {
         assert_eq!(n[6].dir, "plain56-identity-2e-3-noise-0.01");
         assert_eq!(n[6].lambda.as_deref(), Some("2e-3"));
         assert_eq!(n[6].noise.as_deref(), Some("0.01"));
-        assert_eq!(f.noise.as_deref(), Some("0.01"));
+        assert!(!n[6].random_start);
+        // The random-start run: the middle strength too.
+        assert_eq!(n[7].dir, "plain56-identity-2e-3-random");
+        assert_eq!(n[7].name, "plain-56 + identity prior λ=2e-3, random start");
         assert_eq!(
-            nets(&f.lambdas, f.noise.as_deref())[7].lambda.as_deref(),
-            Some("1e-3")
+            (n[7].lambda.as_deref(), n[7].noise.as_deref()),
+            (Some("2e-3"), None)
         );
+        assert!(n[7].random_start);
+        assert_eq!(f.noise.as_deref(), Some("0.01"));
+        assert!(f.random_start);
+        assert_eq!(f.nets()[7].lambda.as_deref(), Some("1e-3"));
+        assert_eq!(f.nets()[8].lambda.as_deref(), Some("1e-3"));
+        assert!(!a(&["--random-start", "no"]).unwrap().random_start);
+        assert_eq!(a(&["--random-start", "no"]).unwrap().nets().len(), 8);
         assert_eq!(
             a(&["--prior-noise", "0.05"]).unwrap().noise.as_deref(),
             Some("0.05")
         );
         assert_eq!(a(&["--prior-noise", "0"]).unwrap().noise, None);
         assert_eq!(a(&["--prior-noise", "none"]).unwrap().noise, None);
-        assert_eq!(nets(&f.lambdas, None).len(), 7);
+        assert_eq!(nets(&f.lambdas, None, false).len(), 7);
         assert_eq!(path_label("1/2 x"), "1_2_x");
         assert!(
             check_data("fashion-mnist:/no/such/dir")
@@ -2921,6 +3059,106 @@ mod tests {
             "plain56-identity-1e-3-noise-0.01 --prior identity --prior-lambda 1e-3 --prior-noise 0.01\n"
         ));
         assert!(md.contains("noise of deviation 0.01 (`--prior-noise`)"));
+        // Resumed, it continues from its checkpoint: no start flag (`resnet train` refuses
+        // them with --resume).
+        let d = out.join("plain56-identity-1e-3-noise-0.01");
+        fs::write(d.join(METRICS), line(1, 0.45, 0.47)).unwrap();
+        fs::write(d.join("checkpoint-step16.safetensors"), b"").unwrap();
+        let (jobs, _) = plan(&s, Path::new("/bin/resnet")).unwrap();
+        let job = jobs
+            .iter()
+            .find(|j| j.label.contains("start noise"))
+            .unwrap();
+        assert!(job.label.ends_with("(resumed)"), "{}", job.label);
+        assert!(job.args.contains(&"--resume".to_string()));
+        assert!(
+            !job.args.contains(&"--prior-noise".to_string()),
+            "{:?}",
+            job.args
+        );
+        let _ = fs::remove_dir_all(&out);
+    }
+
+    /// `--random-start`: one more prior run at the middle strength from the seeded
+    /// initialisation, its flags (for a new run only), its record and its reading.
+    #[test]
+    fn the_random_start_run() {
+        let (out, mut s) = degraded_study("random");
+        s.random_start = true;
+        let (jobs, _) = plan(&s, Path::new("/bin/resnet")).unwrap();
+        let job = jobs
+            .iter()
+            .find(|j| j.label.contains("random start"))
+            .expect("the random-start run is planned");
+        assert!(
+            job.args
+                .join(" ")
+                .ends_with("--prior identity --prior-lambda 1e-3 --prior-init random"),
+            "{:?}",
+            job.args
+        );
+        assert!(
+            job.curve
+                .ends_with("plain56-identity-1e-3-random/metrics.jsonl")
+        );
+        // Recorded, and taken back by --report-only unless given.
+        fs::create_dir_all(&s.out).unwrap();
+        Record::of(&s).write(&s.out).unwrap();
+        let back = Record::read(&s.out).unwrap().unwrap();
+        assert_eq!(back.random_start, Some(true));
+        let mut t = s.clone();
+        t.random_start = false;
+        settings_from_record(&mut t, &back);
+        assert!(t.random_start);
+        t.random_start = false;
+        t.given.push("--random-start".into());
+        settings_from_record(&mut t, &back);
+        assert!(!t.random_start);
+        // A record from before the flag leaves the setting alone.
+        let old = Record::of(&s)
+            .to_json()
+            .replace(", \"random_start\": true", "");
+        fs::write(s.out.join(STUDY_FILE), old).unwrap();
+        assert_eq!(Record::read(&s.out).unwrap().unwrap().random_start, None);
+        // Resumed: no start flag.
+        let d = out.join("plain56-identity-1e-3-random");
+        fs::create_dir_all(&d).unwrap();
+        fs::write(d.join(METRICS), line(1, 0.45, 0.47)).unwrap();
+        fs::write(d.join("checkpoint-step16.safetensors"), b"").unwrap();
+        let (jobs, _) = plan(&s, Path::new("/bin/resnet")).unwrap();
+        let job = jobs
+            .iter()
+            .find(|j| j.label.contains("random start"))
+            .unwrap();
+        assert!(job.args.contains(&"--resume".to_string()));
+        assert!(
+            !job.args.contains(&"--prior-init".to_string()),
+            "{:?}",
+            job.args
+        );
+        // The reading sets it beside the centre start at the same strength: here it closes
+        // 5% of the gap against 50%.
+        fake_metrics(&out, "plain56-identity-1e-3-random", 3, 0.50, 0.195);
+        write_report(&s).unwrap();
+        let md = fs::read_to_string(s.report.join("degradation.md")).unwrap();
+        assert!(
+            md.contains(
+                "The prior without its start: λ=1e-3 from a random start ended at 19.50% training \
+                 error, closing 5% of the gap; started at the centre: λ=1e-3 50%. On this seed, \
+                 the pull toward the identity did little by itself: what helped was starting there."
+            ),
+            "{md}"
+        );
+        assert!(md.contains("--prior-lambda 1e-3 --prior-init random\n"));
+        assert!(md.contains("(`--prior-init random`): the prior's pull without its start"));
+        // When it closes as much as the centre start, the reading says so.
+        fake_metrics(&out, "plain56-identity-1e-3-random", 3, 0.50, 0.155);
+        write_report(&s).unwrap();
+        let md = fs::read_to_string(s.report.join("degradation.md")).unwrap();
+        assert!(
+            md.contains("the pull toward the identity did most of it by itself"),
+            "{md}"
+        );
         let _ = fs::remove_dir_all(&out);
     }
 
@@ -3029,7 +3267,7 @@ mod tests {
         assert!(svg.trim_end().ends_with("</svg>"));
         // One polyline per net and panel.
         assert_eq!(svg.matches("<polyline").count(), 2 * 6);
-        for n in nets(&s.lambdas, s.noise.as_deref()) {
+        for n in s.nets() {
             assert!(svg.contains(&format!("<title>{}</title>", esc(&n.name))));
         }
         assert!(!svg.contains("stroke-dasharray"));
@@ -3123,17 +3361,46 @@ mod tests {
         let good = r#"{"model": "cifar-plain20", "shortcut": "none", "classes": 10, "lr": 0.1, "momentum": 0.9, "dampening": 0.0, "nesterov": false, "weight_decay": 0.0001, "prior": "zero", "prior_lambda": 0.0, "decay": "all", "seed": 0, "init": null, "data": "fashion-mnist:/d", "batch": 128, "schedule": "he", "subset": 1000, "augment": true, "normalize_mean": [0.286], "normalize_std": [0.353]}"#;
         fake_checkpoint(&out.join("plain-20"), 16, &good.replace("0.0001", "0.0005"));
         fake_checkpoint(&out.join("plain-20"), 32, good); // the latest
-        let net = &nets(&s.lambdas, s.noise.as_deref())[0];
+        let net = &s.nets()[0];
         let r = checkpoint_recipe(&out.join("plain-20")).unwrap().unwrap();
         assert!(recipe_mismatches(&s, net, &r).is_empty());
         assert_eq!(checkpoint_recipe(&out.join("plain-56")).unwrap(), None);
-        let prior = &nets(&s.lambdas, s.noise.as_deref())[5]; // λ=1e-3
+        let prior = &s.nets()[5]; // λ=1e-3
         let r = parse_scalar_fields(&good.replace("cifar-plain20", "cifar-plain56").replace(
             "\"zero\", \"prior_lambda\": 0.0",
             "\"identity\", \"prior_lambda\": 0.001",
         ))
         .unwrap();
         assert!(recipe_mismatches(&s, prior, &r).is_empty());
+        // Where the prior's run started, as the recipe records it since `prior_init` existed.
+        let started = |init: &str, noise: &str| {
+            parse_scalar_fields(&good.replace("cifar-plain20", "cifar-plain56").replace(
+                "\"zero\", \"prior_lambda\": 0.0",
+                &format!(
+                    "\"identity\", \"prior_lambda\": 0.001, \"prior_init\": \"{init}\", \"prior_noise\": {noise}"
+                ),
+            ))
+            .unwrap()
+        };
+        assert!(recipe_mismatches(&s, prior, &started("centre", "0.0")).is_empty());
+        assert_eq!(
+            recipe_mismatches(&s, prior, &started("random", "null")),
+            vec!["prior_init random (expected centre)"]
+        );
+        assert_eq!(
+            recipe_mismatches(&s, prior, &started("centre", "0.01")),
+            vec!["prior_noise 0.01 (expected 0)"]
+        );
+        let mut noisy = prior.clone();
+        noisy.noise = Some("0.01".into());
+        assert!(recipe_mismatches(&s, &noisy, &started("centre", "0.01")).is_empty());
+        let mut random = prior.clone();
+        random.random_start = true;
+        assert!(recipe_mismatches(&s, &random, &started("random", "null")).is_empty());
+        assert_eq!(
+            recipe_mismatches(&s, &random, &started("centre", "0.0")),
+            vec!["prior_init centre (expected random)"]
+        );
         let wrong = parse_scalar_fields(
             &good
                 .replace("0.0001", "0.0005")
@@ -3202,7 +3469,7 @@ rmdir "{0}"
         let mut s = study(&out.join("study"), &["1e-3"], 2);
         s.jobs = 3;
         s.torch = Some(fake);
-        for n in nets(&s.lambdas, s.noise.as_deref()) {
+        for n in s.nets() {
             fake_metrics(&s.out, &n.dir, 2, 0.4, 0.2);
         }
         run_study(&s, Path::new("/nonexistent/resnet")).unwrap();

@@ -641,6 +641,13 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
         &format!("a training step of {model} on batches of {batch} examples of {w}x{h}"),
         "use a smaller --batch (or --crop)",
     )?;
+    // The identity prior's runs start at its centre, unless told otherwise or started from
+    // given weights (then only when asked).
+    let at_centre = match a.prior_init {
+        Some(PriorInitArg::Centre) => true,
+        Some(PriorInitArg::Random) => false,
+        None => a.init.is_none(),
+    };
     let progress = resumed.as_ref().map(|(_, ck)| ck.progress);
     let start = progress.map_or(0, |p| p.step);
     let (trainer, mut sgd) = match &resumed {
@@ -662,13 +669,6 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
                 seed.unwrap_or(0),
                 new_head,
             )?;
-            // The identity prior's runs start at its centre, unless told otherwise or
-            // started from given weights (then only when asked).
-            let at_centre = match a.prior_init {
-                Some(PriorInitArg::Centre) => true,
-                Some(PriorInitArg::Random) => false,
-                None => a.init.is_none(),
-            };
             if matches!(prior, Prior::Identity { .. }) && at_centre {
                 init_at_centre(&mut t, &prior, seed.unwrap_or(0), prior_noise)?;
             }
@@ -728,6 +728,15 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
         crop: (data.spec().starts_with("folder:")).then_some(crop),
         test_subset,
         schedule_steps: (schedule_name != "constant").then_some(schedule_steps),
+        prior_init: match saved_recipe {
+            Some(r) => r.prior_init.clone(),
+            None => matches!(prior, Prior::Identity { .. })
+                .then(|| if at_centre { "centre" } else { "random" }.to_owned()),
+        },
+        prior_noise: match saved_recipe {
+            Some(r) => r.prior_noise,
+            None => (matches!(prior, Prior::Identity { .. }) && at_centre).then_some(prior_noise),
+        },
     };
     let is_dataset = data.is_dataset();
     let feed = data.feed(batch, augment, norm, seed.unwrap_or(0))?;

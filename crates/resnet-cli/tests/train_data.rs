@@ -345,6 +345,11 @@ fn thread_count_does_not_change_the_weights() {
     }
     same_weights(&outs[0], &outs[1]);
     same_weights(&outs[0], &outs[2]);
+    // The recipe records where the prior's run started.
+    let meta = WeightFile::open(&outs[0]).unwrap().metadata().clone();
+    let train: serde_json::Value = serde_json::from_str(&meta["train"]).unwrap();
+    assert_eq!(train["prior_init"], "centre", "{train}");
+    assert_eq!(train["prior_noise"], 0.01, "{train}");
 }
 
 #[test]

@@ -212,6 +212,13 @@ pub struct Recipe {
     /// The steps the learning-rate schedule spans (the run's length when it began), for
     /// schedules that depend on it.
     pub schedule_steps: Option<u64>,
+    /// Where an identity-prior run's covered convs started (informative): `centre` (the
+    /// prior's mode, plus [`Recipe::prior_noise`]) or `random` (the seeded initialisation, or
+    /// the given weights). `None` for other runs and checkpoints written before it was recorded.
+    pub prior_init: Option<String>,
+    /// The deviation of the Gaussian noise added to the centre at the start (informative;
+    /// with `prior_init` `centre`).
+    pub prior_noise: Option<f64>,
 }
 
 impl Recipe {
@@ -249,6 +256,8 @@ impl Recipe {
             crop: None,
             test_subset: None,
             schedule_steps: None,
+            prior_init: None,
+            prior_noise: None,
         }
     }
 
@@ -288,6 +297,8 @@ impl Recipe {
             "crop": self.crop,
             "test_subset": self.test_subset,
             "schedule_steps": self.schedule_steps,
+            "prior_init": self.prior_init,
+            "prior_noise": self.prior_noise,
         });
         let o = v.as_object_mut().expect("an object");
         match self.optimizer {
@@ -396,6 +407,8 @@ impl Recipe {
                 v.as_u64().and_then(|b| usize::try_from(b).ok())
             })?,
             schedule_steps: opt(o, "schedule_steps", Value::as_u64)?,
+            prior_init: opt(o, "prior_init", |v| v.as_str().map(str::to_owned))?,
+            prior_noise: opt(o, "prior_noise", Value::as_f64)?,
         })
     }
 
@@ -1023,6 +1036,8 @@ mod tests {
         r.seed = Some(u64::MAX);
         r.batch = Some(7);
         r.data_fingerprint = Some("fnv1a64:00".into());
+        r.prior_init = Some("centre".into());
+        r.prior_noise = Some(0.01);
         let text = r.to_json().to_string();
         let back = Recipe::from_json(&serde_json::from_str(&text).unwrap()).unwrap();
         assert_eq!(back, r);
@@ -1042,6 +1057,12 @@ mod tests {
         let mut old = r.to_json();
         old.as_object_mut().unwrap().remove("optimizer");
         assert_eq!(Recipe::from_json(&old).unwrap(), r);
+        // One before the prior's start was recorded: none.
+        for k in ["prior_init", "prior_noise"] {
+            old.as_object_mut().unwrap().remove(k);
+        }
+        let back = Recipe::from_json(&old).unwrap();
+        assert_eq!((back.prior_init, back.prior_noise), (None, None));
         // Every float a user could pass survives the trip bit for bit.
         let mut s = 0x2545_f491_4f6c_dd1du64;
         for _ in 0..10_000 {
