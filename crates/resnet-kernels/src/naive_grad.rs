@@ -727,3 +727,113 @@ pub fn subsample_pad_channels_backward(
     }
     Ok(())
 }
+
+/// The arithmetic of one SGD step on one tensor, in `torch.optim.SGD`'s order, with the
+/// hyperparameters as f32 (as PyTorch's kernels see the Python scalars).
+///
+/// Per element, with `g` the gradient and `w` the weight: `g += wd * w` (with weight decay);
+/// then with a momentum buffer `b`: `b = g` on the first step, `b = momentum * b + keep * g`
+/// after it (`keep = 1 - dampening`); the direction is `d = g + momentum * b` (Nesterov), `b`
+/// (momentum) or `g` (no buffer); and `w += neg_lr * d`. Every `x * y + z` is one fused
+/// multiply-add, so the fast twin ([`crate::fast::grad::sgd_step`]) gives the same bits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SgdStep {
+    /// The negated learning rate.
+    pub neg_lr: f32,
+    /// Weight decay added to the gradient, if any.
+    pub weight_decay: Option<f32>,
+    /// The momentum factor (used with a buffer only).
+    pub momentum: f32,
+    /// `1 - dampening` (used with a running buffer only).
+    pub keep: f32,
+    /// Nesterov momentum (used with a buffer only).
+    pub nesterov: bool,
+}
+
+/// The momentum buffer's part in an [`SgdStep`].
+#[derive(Debug)]
+pub enum MomentumBuffer<'a> {
+    /// Plain SGD: no buffer.
+    None,
+    /// The first step: the buffer (any contents) becomes the decayed gradient.
+    First(&'a mut [f32]),
+    /// A later step: the buffer is updated in place.
+    Running(&'a mut [f32]),
+}
+
+/// One SGD step on `param` from `grad` ([`SgdStep`] says how); the reference for
+/// [`crate::fast::grad::sgd_step`]. Lengths are checked first, and nothing is written when one
+/// is wrong.
+pub fn sgd_step(
+    param: &mut [f32],
+    grad: &[f32],
+    buffer: MomentumBuffer<'_>,
+    step: &SgdStep,
+) -> Result<(), KernelError> {
+    check_sgd(param, grad, &buffer)?;
+    sgd_step_unchecked(param, grad, buffer, step);
+    Ok(())
+}
+
+/// The lengths of an SGD step's operands.
+pub(crate) fn check_sgd(
+    param: &[f32],
+    grad: &[f32],
+    buffer: &MomentumBuffer<'_>,
+) -> Result<(), KernelError> {
+    check_len("sgd gradient", grad, param.len())?;
+    match buffer {
+        MomentumBuffer::None => Ok(()),
+        MomentumBuffer::First(b) | MomentumBuffer::Running(b) => {
+            check_len("sgd momentum buffer", b, param.len())
+        }
+    }
+}
+
+/// [`sgd_step`] without the checks (lengths equal): plain loops of fused multiply-adds, which
+/// the fast twin compiles for the CPU's vector instructions.
+#[inline(always)]
+pub(crate) fn sgd_step_unchecked(
+    param: &mut [f32],
+    grad: &[f32],
+    buffer: MomentumBuffer<'_>,
+    s: &SgdStep,
+) {
+    let decayed = |g: f32, w: f32| match s.weight_decay {
+        Some(wd) => w.mul_add(wd, g),
+        None => g,
+    };
+    let (neg_lr, momentum, keep) = (s.neg_lr, s.momentum, s.keep);
+    match buffer {
+        MomentumBuffer::None => {
+            for (w, &g) in param.iter_mut().zip(grad) {
+                let g = decayed(g, *w);
+                *w = g.mul_add(neg_lr, *w);
+            }
+        }
+        MomentumBuffer::First(buf) => {
+            for ((w, &g), b) in param.iter_mut().zip(grad).zip(buf.iter_mut()) {
+                let g = decayed(g, *w);
+                *b = g;
+                let d = if s.nesterov {
+                    g.mul_add(momentum, g)
+                } else {
+                    g
+                };
+                *w = d.mul_add(neg_lr, *w);
+            }
+        }
+        MomentumBuffer::Running(buf) => {
+            for ((w, &g), b) in param.iter_mut().zip(grad).zip(buf.iter_mut()) {
+                let g = decayed(g, *w);
+                *b = g.mul_add(keep, *b * momentum);
+                let d = if s.nesterov {
+                    b.mul_add(momentum, g)
+                } else {
+                    *b
+                };
+                *w = d.mul_add(neg_lr, *w);
+            }
+        }
+    }
+}

@@ -1394,4 +1394,49 @@ proptest! {
         prop_assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()),
                      "{:?} r {} accumulate {}: {:?} vs {:?}", d, r, accumulate, got, want);
     }
+
+    /// The SGD step: the fast kernel gives bitwise the reference's weights and buffer, on
+    /// every instruction set and any split (`len` spans several of its pieces).
+    #[test]
+    fn sgd_step_matches_naive_bitwise(len in 0usize..200_000, kind in 0u8..3, nesterov in any::<bool>(),
+                                      decay in any::<bool>(), lr in 1e-4f32..1.0,
+                                      momentum in 0.0f32..0.99, dampening in 0.0f32..1.0,
+                                      seed in any::<u64>()) {
+        let w0 = values(len, seed);
+        let g = values(len, seed + 1);
+        let b0 = values(len, seed + 2);
+        let step = ng::SgdStep {
+            neg_lr: -lr,
+            weight_decay: decay.then_some(lr * 1e-2),
+            momentum,
+            keep: 1.0 - dampening,
+            nesterov,
+        };
+        fn buffer_of(kind: u8, b: &mut [f32]) -> ng::MomentumBuffer<'_> {
+            match kind {
+                0 => ng::MomentumBuffer::None,
+                1 => ng::MomentumBuffer::First(b),
+                _ => ng::MomentumBuffer::Running(b),
+            }
+        }
+        let (mut w_ref, mut b_ref) = (w0.clone(), b0.clone());
+        ng::sgd_step(&mut w_ref, &g, buffer_of(kind, &mut b_ref), &step).unwrap();
+        for cpu in Cpu::all_levels() {
+            for par in pars() {
+                let (mut w, mut b) = (w0.clone(), b0.clone());
+                run_on(par, || grad::sgd_step(cpu, par, &mut w, &g, buffer_of(kind, &mut b), &step)).unwrap();
+                let same = |x: &[f32], y: &[f32]| x.iter().zip(y).all(|(a, b)| a.to_bits() == b.to_bits());
+                prop_assert!(same(&w, &w_ref), "weights differ: {:?} {:?}", cpu.level(), par);
+                prop_assert!(same(&b, &b_ref), "buffer differs: {:?} {:?}", cpu.level(), par);
+            }
+        }
+        // A wrong length is an error, and nothing is written.
+        if len > 0 {
+            let mut w = w0.clone();
+            let err = grad::sgd_step(Cpu::detect(), Par::Seq, &mut w, &g[1..], ng::MomentumBuffer::None, &step);
+            let bad_length = matches!(err, Err(KernelError::BadLength { .. }));
+            prop_assert!(bad_length, "{:?}", err);
+            prop_assert!(w.iter().zip(&w0).all(|(a, b)| a.to_bits() == b.to_bits()));
+        }
+    }
 }

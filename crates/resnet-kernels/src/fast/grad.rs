@@ -47,13 +47,25 @@ fn simd_scope<R>(cpu: Cpu, f: impl FnOnce() -> R) -> R {
 
 /// Run `f` on every item, on the current rayon pool with [`Par::Rayon`], in order otherwise;
 /// the results in the items' order.
+///
+/// Each item runs inside [`simd_scope`], but only code *inlined* there is compiled for the
+/// CPU's features: pass `f` as an `#[inline(always)]` closure, or it stays a separate function
+/// built for the architecture's baseline (SSE2, and `mul_add` a call to libm's `fmaf`). Every
+/// caller here does; without it a ResNet-18 training step spent a sixth of its time in the
+/// scalar SGD update.
 fn map_items<I: Send, T: Send>(
     cpu: Cpu,
     par: Par,
     items: Vec<I>,
     f: impl Fn(I) -> T + Sync + Send,
 ) -> Vec<T> {
-    let f = |item| simd_scope(cpu, || f(item));
+    let f = |item| {
+        simd_scope(
+            cpu,
+            #[inline(always)]
+            || f(item),
+        )
+    };
     if par.is_parallel() && items.len() > 1 {
         items.into_par_iter().map(f).collect()
     } else {
@@ -134,18 +146,24 @@ pub fn batch_norm_train_nhwc(
     // One pass: per piece, sums of `x - k` and `(x - k)^2` in f64 about a per-channel shift
     // `k` (the first pixel's value), which keeps the variance's subtraction well conditioned.
     let shift: Vec<f64> = z[..c].iter().map(|&v| f64::from(v)).collect();
-    let parts = map_items(cpu, par, z.chunks(piece).collect(), |zc: &[f32]| {
-        let mut s1 = vec![0.0f64; c];
-        let mut s2 = vec![0.0f64; c];
-        for row in zc.chunks_exact(c) {
-            for (((s1, s2), &v), &k) in s1.iter_mut().zip(s2.iter_mut()).zip(row).zip(&shift) {
-                let d = f64::from(v) - k;
-                *s1 += d;
-                *s2 += d * d;
+    let parts = map_items(
+        cpu,
+        par,
+        z.chunks(piece).collect(),
+        #[inline(always)]
+        |zc: &[f32]| {
+            let mut s1 = vec![0.0f64; c];
+            let mut s2 = vec![0.0f64; c];
+            for row in zc.chunks_exact(c) {
+                for (((s1, s2), &v), &k) in s1.iter_mut().zip(s2.iter_mut()).zip(row).zip(&shift) {
+                    let d = f64::from(v) - k;
+                    *s1 += d;
+                    *s2 += d * d;
+                }
             }
-        }
-        (s1, s2)
-    });
+            (s1, s2)
+        },
+    );
     let (p1, p2): (Vec<_>, Vec<_>) = parts.into_iter().unzip();
     let (s1, s2) = (sum_parts(c, &p1), sum_parts(c, &p2));
     let n = count as f64;
@@ -181,23 +199,29 @@ pub fn batch_norm_train_nhwc(
             .map(|p| (p, None))
             .collect(),
     };
-    map_items(cpu, par, items, |((yc, zc), rc): OutPiece<'_>| {
-        for (px, (yr, zr)) in yc.chunks_exact_mut(c).zip(zc.chunks_exact(c)).enumerate() {
-            for (ch, (o, &v)) in yr.iter_mut().zip(zr).enumerate() {
-                *o = v * a[ch] + b[ch];
+    map_items(
+        cpu,
+        par,
+        items,
+        #[inline(always)]
+        |((yc, zc), rc): OutPiece<'_>| {
+            for (px, (yr, zr)) in yc.chunks_exact_mut(c).zip(zc.chunks_exact(c)).enumerate() {
+                for (ch, (o, &v)) in yr.iter_mut().zip(zr).enumerate() {
+                    *o = v * a[ch] + b[ch];
+                }
+                if let Some(r) = rc {
+                    yr.iter_mut()
+                        .zip(&r[px * c..(px + 1) * c])
+                        .for_each(|(o, &r)| *o += r);
+                }
+                if relu {
+                    // As PyTorch: NaN stays NaN, everything not above zero becomes +0.
+                    yr.iter_mut()
+                        .for_each(|o| *o = if *o <= 0.0 { 0.0 } else { *o });
+                }
             }
-            if let Some(r) = rc {
-                yr.iter_mut()
-                    .zip(&r[px * c..(px + 1) * c])
-                    .for_each(|(o, &r)| *o += r);
-            }
-            if relu {
-                // As PyTorch: NaN stays NaN, everything not above zero becomes +0.
-                yr.iter_mut()
-                    .for_each(|o| *o = if *o <= 0.0 { 0.0 } else { *o });
-            }
-        }
-    });
+        },
+    );
     *saved = BnSaved::from_parts(mean, var, inv_std, count);
     Ok(())
 }
@@ -283,33 +307,39 @@ pub fn batch_norm_backward_nhwc(
         .zip(y_pieces)
         .collect();
     // Pass 1: the mask, the shortcut's gradient, and per channel sum(g) and sum(g * xhat).
-    let sums = map_items(cpu, par, items, |(((gc, zc), rc), yc)| {
-        let mut s1 = vec![0.0f64; c];
-        let mut s2 = vec![0.0f64; c];
-        if let Some(y) = yc {
-            gc.iter_mut()
-                .zip(y)
-                .for_each(|(g, &y)| *g = if y <= 0.0 { 0.0 } else { *g });
-        }
-        match rc {
-            Some(r) if add => r.iter_mut().zip(gc.iter()).for_each(|(r, &g)| *r += g),
-            Some(r) => r.copy_from_slice(gc),
-            None => {}
-        }
-        for (gr, zr) in gc.chunks_exact(c).zip(zc.chunks_exact(c)) {
-            for (((s1, s2), (&g, &z)), &m) in s1
-                .iter_mut()
-                .zip(s2.iter_mut())
-                .zip(gr.iter().zip(zr))
-                .zip(mean)
-            {
-                let g = f64::from(g);
-                *s1 += g;
-                *s2 += g * (f64::from(z) - m);
+    let sums = map_items(
+        cpu,
+        par,
+        items,
+        #[inline(always)]
+        |(((gc, zc), rc), yc)| {
+            let mut s1 = vec![0.0f64; c];
+            let mut s2 = vec![0.0f64; c];
+            if let Some(y) = yc {
+                gc.iter_mut()
+                    .zip(y)
+                    .for_each(|(g, &y)| *g = if y <= 0.0 { 0.0 } else { *g });
             }
-        }
-        (s1, s2)
-    });
+            match rc {
+                Some(r) if add => r.iter_mut().zip(gc.iter()).for_each(|(r, &g)| *r += g),
+                Some(r) => r.copy_from_slice(gc),
+                None => {}
+            }
+            for (gr, zr) in gc.chunks_exact(c).zip(zc.chunks_exact(c)) {
+                for (((s1, s2), (&g, &z)), &m) in s1
+                    .iter_mut()
+                    .zip(s2.iter_mut())
+                    .zip(gr.iter().zip(zr))
+                    .zip(mean)
+                {
+                    let g = f64::from(g);
+                    *s1 += g;
+                    *s2 += g * (f64::from(z) - m);
+                }
+            }
+            (s1, s2)
+        },
+    );
     let (p1, p2): (Vec<_>, Vec<_>) = sums.into_iter().unzip();
     let scale = f64::from(scale);
     let s1: Vec<f64> = sum_parts(c, &p1).into_iter().map(|s| s * scale).collect();
@@ -340,21 +370,27 @@ pub fn batch_norm_backward_nhwc(
         .zip(grad.chunks(piece))
         .zip(z.chunks(piece))
         .collect();
-    map_items(cpu, par, items, |((dz, gc), zc)| {
-        for ((dr, gr), zr) in dz
-            .chunks_exact_mut(c)
-            .zip(gc.chunks_exact(c))
-            .zip(zc.chunks_exact(c))
-        {
-            for ((d, (&g, &z)), ((&k1, &k2), (&k3, &m))) in dr
-                .iter_mut()
-                .zip(gr.iter().zip(zr))
-                .zip(k1.iter().zip(&k2).zip(k3.iter().zip(&m32)))
+    map_items(
+        cpu,
+        par,
+        items,
+        #[inline(always)]
+        |((dz, gc), zc)| {
+            for ((dr, gr), zr) in dz
+                .chunks_exact_mut(c)
+                .zip(gc.chunks_exact(c))
+                .zip(zc.chunks_exact(c))
             {
-                *d = k1 * g - k2 - (z - m) * k3;
+                for ((d, (&g, &z)), ((&k1, &k2), (&k3, &m))) in dr
+                    .iter_mut()
+                    .zip(gr.iter().zip(zr))
+                    .zip(k1.iter().zip(&k2).zip(k3.iter().zip(&m32)))
+                {
+                    *d = k1 * g - k2 - (z - m) * k3;
+                }
             }
-        }
-    });
+        },
+    );
     Ok(())
 }
 
@@ -681,28 +717,34 @@ impl ConvGrad {
             .zip(grad_out.chunks(px * o))
             .take(n)
             .collect();
-        map_items(ctx.cpu, ctx.par, items, |(gx, gy)| {
-            ctx.scratch.with(|col| {
-                if col.len() < px * width {
-                    col.resize(px * width, 0.0);
-                }
-                let col = &mut col[..px * width];
-                for gi in 0..g {
-                    // col[p, j] = Σ_o dY[p, o] W[o, j] over the group's output channels.
-                    gemm(
-                        [px, width, og],
-                        col,
-                        [width, 1],
-                        false,
-                        &gy[gi * og..],
-                        [o, 1],
-                        &self.taps_last[gi * og * width..],
-                        [width, 1],
-                    );
-                    cols.col2im(col, gi, gx);
-                }
-            })
-        });
+        map_items(
+            ctx.cpu,
+            ctx.par,
+            items,
+            #[inline(always)]
+            |(gx, gy)| {
+                ctx.scratch.with(|col| {
+                    if col.len() < px * width {
+                        col.resize(px * width, 0.0);
+                    }
+                    let col = &mut col[..px * width];
+                    for gi in 0..g {
+                        // col[p, j] = Σ_o dY[p, o] W[o, j] over the group's output channels.
+                        gemm(
+                            [px, width, og],
+                            col,
+                            [width, 1],
+                            false,
+                            &gy[gi * og..],
+                            [o, 1],
+                            &self.taps_last[gi * og * width..],
+                            [width, 1],
+                        );
+                        cols.col2im(col, gi, gx);
+                    }
+                })
+            },
+        );
         Ok(())
     }
 
@@ -731,6 +773,7 @@ impl ConvGrad {
                 ctx.cpu,
                 ctx.par,
                 grad_out.chunks(STAT_PIXELS * o.max(1)).collect(),
+                #[inline(always)]
                 |gc: &[f32]| {
                     let mut s = vec![0.0f64; o];
                     for row in gc.chunks_exact(o.max(1)) {
@@ -758,66 +801,78 @@ impl ConvGrad {
         let per_piece = (WGRAD_PIXELS / px.max(1)).max(1);
         let images: Vec<usize> = (0..n).collect();
         let pieces: Vec<&[usize]> = images.chunks(per_piece).collect();
-        let parts = map_items(ctx.cpu, ctx.par, pieces, |imgs: &[usize]| {
-            let mut part = vec![0.0f32; lw];
-            let rows = imgs.len() * px;
-            let first = imgs[0];
-            // The thread's scratch buffer is taken out, not held locked: the row blocks below
-            // run in parallel, and a thread waiting for them may start another piece.
-            let mut col = ctx.scratch.with(std::mem::take);
-            {
-                let col = &mut col;
-                if !direct && col.len() < rows * width {
-                    col.resize(rows * width, 0.0);
-                }
-                let gy = &grad_out[first * px * o..(first + imgs.len()) * px * o];
-                for gi in 0..g {
-                    let (rhs, rrs): (&[f32], usize) = if direct {
-                        (&input[first * h * w * c + gi * cg..], c)
-                    } else {
-                        for (t, &ni) in imgs.iter().enumerate() {
-                            let x = &input[ni * h * w * c..(ni + 1) * h * w * c];
-                            cols.im2col(x, gi, &mut col[t * px * width..(t + 1) * px * width]);
-                        }
-                        (&col[..rows * width], width)
-                    };
-                    // dW[o, j] = Σ_p col[p, j] dY[p, o] over the group's channels,
-                    // computed as its transpose (`j` rows: the kernels' long side), in
-                    // blocks of rows of a fixed size (so the same products run whatever the
-                    // threads), spread over the threads: wide convs on small maps have few
-                    // pieces but many rows.
-                    let blocks: Vec<usize> = (0..width).step_by(WGRAD_ROWS).collect();
-                    let gyg = &gy[gi * og..];
-                    let outs = map_items(ctx.cpu, ctx.par, blocks, |j0| {
-                        let jb = WGRAD_ROWS.min(width - j0);
-                        let mut out = vec![0.0f32; jb * og];
-                        gemm(
-                            [jb, og, rows],
-                            &mut out,
-                            [1, jb],
-                            false,
-                            &rhs[j0..],
-                            [1, rrs],
-                            gyg,
-                            [o, 1],
+        let parts = map_items(
+            ctx.cpu,
+            ctx.par,
+            pieces,
+            #[inline(always)]
+            |imgs: &[usize]| {
+                let mut part = vec![0.0f32; lw];
+                let rows = imgs.len() * px;
+                let first = imgs[0];
+                // The thread's scratch buffer is taken out, not held locked: the row blocks below
+                // run in parallel, and a thread waiting for them may start another piece.
+                let mut col = ctx.scratch.with(std::mem::take);
+                {
+                    let col = &mut col;
+                    if !direct && col.len() < rows * width {
+                        col.resize(rows * width, 0.0);
+                    }
+                    let gy = &grad_out[first * px * o..(first + imgs.len()) * px * o];
+                    for gi in 0..g {
+                        let (rhs, rrs): (&[f32], usize) = if direct {
+                            (&input[first * h * w * c + gi * cg..], c)
+                        } else {
+                            for (t, &ni) in imgs.iter().enumerate() {
+                                let x = &input[ni * h * w * c..(ni + 1) * h * w * c];
+                                cols.im2col(x, gi, &mut col[t * px * width..(t + 1) * px * width]);
+                            }
+                            (&col[..rows * width], width)
+                        };
+                        // dW[o, j] = Σ_p col[p, j] dY[p, o] over the group's channels,
+                        // computed as its transpose (`j` rows: the kernels' long side), in
+                        // blocks of rows of a fixed size (so the same products run whatever the
+                        // threads), spread over the threads: wide convs on small maps have few
+                        // pieces but many rows.
+                        let blocks: Vec<usize> = (0..width).step_by(WGRAD_ROWS).collect();
+                        let gyg = &gy[gi * og..];
+                        let outs = map_items(
+                            ctx.cpu,
+                            ctx.par,
+                            blocks,
+                            #[inline(always)]
+                            |j0| {
+                                let jb = WGRAD_ROWS.min(width - j0);
+                                let mut out = vec![0.0f32; jb * og];
+                                gemm(
+                                    [jb, og, rows],
+                                    &mut out,
+                                    [1, jb],
+                                    false,
+                                    &rhs[j0..],
+                                    [1, rrs],
+                                    gyg,
+                                    [o, 1],
+                                );
+                                (j0, jb, out)
+                            },
                         );
-                        (j0, jb, out)
-                    });
-                    let dst = &mut part[gi * og * width..(gi + 1) * og * width];
-                    for (j0, jb, out) in outs {
-                        for (d, s) in dst.chunks_exact_mut(width).zip(out.chunks_exact(jb)) {
-                            d[j0..j0 + jb].copy_from_slice(s);
+                        let dst = &mut part[gi * og * width..(gi + 1) * og * width];
+                        for (j0, jb, out) in outs {
+                            for (d, s) in dst.chunks_exact_mut(width).zip(out.chunks_exact(jb)) {
+                                d[j0..j0 + jb].copy_from_slice(s);
+                            }
                         }
                     }
                 }
-            }
-            ctx.scratch.with(|b| {
-                if b.len() < col.len() {
-                    *b = col;
-                }
-            });
-            part
-        });
+                ctx.scratch.with(|b| {
+                    if b.len() < col.len() {
+                        *b = col;
+                    }
+                });
+                part
+            },
+        );
         // Sum the pieces in order (taps-last layout), then reorder to [O, C/g, KH, KW].
         let mut total = vec![0.0f64; lw];
         for p in &parts {
@@ -868,26 +923,32 @@ pub fn max_pool2d_backward_nhwc(
         .zip(grad_out.chunks(oh * ow * c))
         .take(n)
         .collect();
-    map_items(cpu, par, items, |((gx, x), gy)| {
-        for oy in 0..oh {
-            for ox in 0..ow {
-                for ci in 0..c {
-                    let mut best: Option<(usize, f32)> = None;
-                    for (iy, ix) in geom.window(oy, ox) {
-                        let i = (iy * w + ix) * c + ci;
-                        let v = x[i];
-                        let max = best.map_or(f32::NEG_INFINITY, |(_, m)| m);
-                        if best.is_none() || v > max || v.is_nan() {
-                            best = Some((i, v));
+    map_items(
+        cpu,
+        par,
+        items,
+        #[inline(always)]
+        |((gx, x), gy)| {
+            for oy in 0..oh {
+                for ox in 0..ow {
+                    for ci in 0..c {
+                        let mut best: Option<(usize, f32)> = None;
+                        for (iy, ix) in geom.window(oy, ox) {
+                            let i = (iy * w + ix) * c + ci;
+                            let v = x[i];
+                            let max = best.map_or(f32::NEG_INFINITY, |(_, m)| m);
+                            if best.is_none() || v > max || v.is_nan() {
+                                best = Some((i, v));
+                            }
                         }
-                    }
-                    if let Some((i, _)) = best {
-                        gx[i] += gy[(oy * ow + ox) * c + ci];
+                        if let Some((i, _)) = best {
+                            gx[i] += gy[(oy * ow + ox) * c + ci];
+                        }
                     }
                 }
             }
-        }
-    });
+        },
+    );
     Ok(())
 }
 
@@ -987,5 +1048,51 @@ pub fn pixel_shuffle_backward_nhwc(
             }
         }
     }
+    Ok(())
+}
+
+/// [`crate::naive_grad::sgd_step`] compiled for the CPU's vector instructions (the same fused
+/// multiply-adds, so bitwise the same result), split over the threads with [`Par::Rayon`] in
+/// fixed pieces (elementwise: any split gives the same bits).
+pub fn sgd_step(
+    cpu: Cpu,
+    par: Par,
+    param: &mut [f32],
+    grad: &[f32],
+    buffer: crate::naive_grad::MomentumBuffer<'_>,
+    step: &crate::naive_grad::SgdStep,
+) -> Result<(), KernelError> {
+    use crate::naive_grad::{MomentumBuffer, check_sgd, sgd_step_unchecked};
+    check_sgd(param, grad, &buffer)?;
+    /// Elements per piece: enough to amortise a task, small enough to share among threads.
+    const PIECE: usize = 1 << 16;
+    let (first, buf) = match buffer {
+        MomentumBuffer::None => (false, None),
+        MomentumBuffer::First(b) => (true, Some(b)),
+        MomentumBuffer::Running(b) => (false, Some(b)),
+    };
+    let bufs: Vec<Option<&mut [f32]>> = match buf {
+        Some(b) => b.chunks_mut(PIECE).map(Some).collect(),
+        None => param.chunks(PIECE).map(|_| None).collect(),
+    };
+    let items: Vec<_> = param
+        .chunks_mut(PIECE)
+        .zip(grad.chunks(PIECE))
+        .zip(bufs)
+        .collect();
+    map_items(
+        cpu,
+        par,
+        items,
+        #[inline(always)]
+        |((w, g), b)| {
+            let b = match b {
+                None => MomentumBuffer::None,
+                Some(b) if first => MomentumBuffer::First(b),
+                Some(b) => MomentumBuffer::Running(b),
+            };
+            sgd_step_unchecked(w, g, b, step);
+        },
+    );
     Ok(())
 }

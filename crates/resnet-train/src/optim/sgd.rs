@@ -5,6 +5,9 @@ use std::collections::BTreeMap;
 use super::error::{OptimError, check_len, check_lr, check_non_negative};
 use super::group::ParamGroup;
 use super::state::StateTensor;
+use resnet_kernels::fast::{Par, grad};
+use resnet_kernels::naive_grad::{MomentumBuffer, SgdStep};
+use resnet_kernels::{Cpu, KernelError};
 
 /// The hyperparameters of [`Sgd`], PyTorch's defaults except the learning rate.
 ///
@@ -159,53 +162,48 @@ impl Sgd {
         let weight_decay = group.weight_decay_or(c.weight_decay);
 
         // The Python scalars as PyTorch's kernels see them (converted to f32).
-        let neg_lr = (-lr) as f32;
-        let wd = (weight_decay != 0.0).then_some(weight_decay as f32);
-        let decayed = |g: f32, w: f32| match wd {
-            Some(wd) => w.mul_add(wd, g),
-            None => g,
+        let step = SgdStep {
+            neg_lr: (-lr) as f32,
+            weight_decay: (weight_decay != 0.0).then_some(weight_decay as f32),
+            momentum: c.momentum as f32,
+            keep: (1.0 - c.dampening) as f32,
+            nesterov: c.nesterov,
         };
-
+        // The arithmetic is resnet-kernels' (`naive_grad::sgd_step` is its reference), compiled
+        // for this CPU's vector instructions: fused multiply-adds, the same bits everywhere.
+        let cpu = Cpu::detect();
+        let run = |w: &mut [f32], b: MomentumBuffer<'_>| {
+            // Lengths were checked above; the kernel checks them again.
+            grad::sgd_step(cpu, Par::Seq, w, grad, b, &step).map_err(|e| match e {
+                KernelError::BadLength {
+                    what,
+                    expected,
+                    found,
+                } => OptimError::LengthMismatch {
+                    name: name.to_owned(),
+                    what,
+                    expected,
+                    found,
+                },
+                other => OptimError::BadConfig(other.to_string()),
+            })
+        };
         if c.momentum == 0.0 {
-            for (w, &g) in param.iter_mut().zip(grad) {
-                let g = decayed(g, *w);
-                *w = g.mul_add(neg_lr, *w);
-            }
-            return Ok(());
+            return run(param, MomentumBuffer::None);
         }
-
-        let momentum = c.momentum as f32;
-        let nesterov = c.nesterov;
-        let update = |w: &mut f32, g: f32, buf: f32| {
-            let d = if nesterov {
-                buf.mul_add(momentum, g)
-            } else {
-                buf
-            };
-            *w = d.mul_add(neg_lr, *w);
-        };
         match self.buffers.get_mut(name) {
             Some(buffer) => {
                 check_len(name, "momentum buffer", param.len(), buffer.len())?;
-                let keep = (1.0 - c.dampening) as f32;
-                for ((w, &g), b) in param.iter_mut().zip(grad).zip(buffer.iter_mut()) {
-                    let g = decayed(g, *w);
-                    *b = g.mul_add(keep, *b * momentum);
-                    update(w, g, *b);
-                }
+                run(param, MomentumBuffer::Running(buffer))
             }
             None => {
                 // First step: the buffer is the (decayed) gradient itself, undampened.
-                let mut buffer = Vec::with_capacity(param.len());
-                for (w, &g) in param.iter_mut().zip(grad) {
-                    let g = decayed(g, *w);
-                    buffer.push(g);
-                    update(w, g, g);
-                }
+                let mut buffer = vec![0.0; param.len()];
+                run(param, MomentumBuffer::First(&mut buffer))?;
                 self.buffers.insert(name.to_owned(), buffer);
+                Ok(())
             }
         }
-        Ok(())
     }
 
     /// The momentum buffer of `name`, if it has one yet.
