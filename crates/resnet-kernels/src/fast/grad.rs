@@ -586,6 +586,9 @@ pub struct ConvGrad {
     taps_last: Vec<f32>,
     /// The input gradient as a convolution, where the conv is stride-1 and ungrouped.
     transposed: Option<PackedConv>,
+    /// The flipped, transposed weights `[C, O, KH, KW]` of `transposed` (kept for
+    /// [`ConvGrad::repack`]; empty without it).
+    flipped: Vec<f32>,
 }
 
 impl ConvGrad {
@@ -611,24 +614,16 @@ impl ConvGrad {
             ));
         }
         let unit = params.stride == [1, 1] && params.dilation == [1, 1];
+        let mut flipped = Vec::new();
         let transposed = if unit && g == 1 && params.padding[0] < kh && params.padding[1] < kw {
             // dX = conv(dY, W'), W'[c, o, ky, kx] = W[o, c, KH-1-ky, KW-1-kx], padding K-1-P.
-            let mut wt = vec![0.0; len];
-            for oi in 0..o {
-                for ci in 0..cg {
-                    for ky in 0..kh {
-                        for kx in 0..kw {
-                            wt[((ci * o + oi) * kh + ky) * kw + kx] =
-                                weight[((oi * cg + ci) * kh + kh - 1 - ky) * kw + kw - 1 - kx];
-                        }
-                    }
-                }
-            }
+            flipped = vec![0.0; len];
+            flip(weight_dims, weight, &mut flipped);
             let p = Conv2dParams {
                 padding: [kh - 1 - params.padding[0], kw - 1 - params.padding[1]],
                 ..Conv2dParams::default()
             };
-            Some(PackedConv::new(&wt, [cg, o, kh, kw], None, p)?)
+            Some(PackedConv::new(&flipped, [cg, o, kh, kw], None, p)?)
         } else {
             None
         };
@@ -637,21 +632,45 @@ impl ConvGrad {
         let mut taps_last = Vec::new();
         if transposed.is_none() {
             taps_last = vec![0.0; len];
-            for oi in 0..o {
-                for ci in 0..cg {
-                    for t in 0..kh * kw {
-                        taps_last[(oi * kh * kw + t) * cg + ci] =
-                            weight[(oi * cg + ci) * kh * kw + t];
-                    }
-                }
-            }
+            taps_to_last(weight_dims, weight, &mut taps_last);
         }
         Ok(Self {
             weight_dims,
             params,
             taps_last,
             transposed,
+            flipped,
         })
+    }
+
+    /// Replace the weights by new ones of the same shape, in the storage this backward already
+    /// holds (what a training step does after each update, without allocating): bitwise the
+    /// same gradients as a [`ConvGrad::new`] of the new weights.
+    ///
+    /// # Errors
+    /// [`KernelError::BadLength`] when `weight` does not have this convolution's length;
+    /// nothing changes then.
+    pub fn repack(&mut self, weight: &[f32]) -> Result<(), KernelError> {
+        let len = self.weight_dims.iter().product();
+        check_len("conv weight", weight, len)?;
+        match &mut self.transposed {
+            Some(t) => {
+                flip(self.weight_dims, weight, &mut self.flipped);
+                t.repack(&self.flipped, None)?;
+            }
+            None => taps_to_last(self.weight_dims, weight, &mut self.taps_last),
+        }
+        Ok(())
+    }
+
+    /// Weight dimensions `[O, C/groups, KH, KW]`.
+    pub fn weight_dims(&self) -> [usize; 4] {
+        self.weight_dims
+    }
+
+    /// The forward convolution's hyper-parameters.
+    pub fn params(&self) -> Conv2dParams {
+        self.params
     }
 
     /// The geometry of the forward convolution on an input of logical dims `input`.
@@ -890,6 +909,32 @@ impl ConvGrad {
             }
         }
         Ok(())
+    }
+}
+
+/// `W'[c, o, ky, kx] = W[o, c, KH-1-ky, KW-1-kx]`: the weights of the input gradient as a
+/// convolution (lengths equal).
+fn flip([o, cg, kh, kw]: [usize; 4], weight: &[f32], out: &mut [f32]) {
+    for oi in 0..o {
+        for ci in 0..cg {
+            for ky in 0..kh {
+                for kx in 0..kw {
+                    out[((ci * o + oi) * kh + ky) * kw + kx] =
+                        weight[((oi * cg + ci) * kh + kh - 1 - ky) * kw + kw - 1 - kx];
+                }
+            }
+        }
+    }
+}
+
+/// `[O, C/g, KH, KW]` to `[O, KH, KW, C/g]`, the im2col column order (lengths equal).
+fn taps_to_last([o, cg, kh, kw]: [usize; 4], weight: &[f32], out: &mut [f32]) {
+    for oi in 0..o {
+        for ci in 0..cg {
+            for t in 0..kh * kw {
+                out[(oi * kh * kw + t) * cg + ci] = weight[(oi * cg + ci) * kh * kw + t];
+            }
+        }
     }
 }
 

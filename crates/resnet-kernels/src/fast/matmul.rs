@@ -143,19 +143,58 @@ impl PackedMatrix {
     pub(crate) fn new(m: usize, k: usize, at: impl Fn(usize, usize) -> f32) -> Self {
         let panel = m.next_multiple_of(MIN_PANEL).clamp(MIN_PANEL, MAX_PANEL);
         let panels = m.div_ceil(panel);
-        let mut data = vec![0.0; panels * k * panel];
+        let mut p = Self {
+            m,
+            k,
+            panel,
+            data: vec![0.0; panels * k * panel],
+        };
+        p.refill(at);
+        p
+    }
+
+    /// Overwrite the matrix with the one whose element `(i, kk)` is `at(i, kk)` (same shape),
+    /// in the same storage: bitwise what [`PackedMatrix::new`] would hold.
+    pub(crate) fn refill(&mut self, at: impl Fn(usize, usize) -> f32) {
+        let (m, k, panel) = (self.m, self.k, self.panel);
+        let panels = m.div_ceil(panel);
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
             for p in 0..panels {
-                let block = &mut data[Self::block_offset(k0, kc, p, panel, panels)..][..kc * panel];
-                for i in p * panel..((p + 1) * panel).min(m) {
-                    for kk in 0..kc {
-                        block[kk * panel + i - p * panel] = at(i, k0 + kk);
+                let block =
+                    &mut self.data[Self::block_offset(k0, kc, p, panel, panels)..][..kc * panel];
+                let rows = p * panel..((p + 1) * panel).min(m);
+                for (kk, dst) in block.chunks_exact_mut(panel).enumerate() {
+                    let (live, pad) = dst.split_at_mut(rows.len());
+                    for (d, i) in live.iter_mut().zip(rows.clone()) {
+                        *d = at(i, k0 + kk);
                     }
+                    pad.fill(0.0);
                 }
             }
         }
-        Self { m, k, panel, data }
+    }
+
+    /// [`PackedMatrix::refill`] from whole rows: `row(i, buf)` writes row `i`'s `k` values into
+    /// `buf`, which are then scattered into the panels (one strided store per value, no index
+    /// arithmetic per value in the caller). Bitwise what [`PackedMatrix::new`] would hold.
+    pub(crate) fn refill_rows(&mut self, mut row: impl FnMut(usize, &mut [f32])) {
+        let (m, k, panel) = (self.m, self.k, self.panel);
+        let panels = m.div_ceil(panel);
+        let mut buf = vec![0.0f32; k];
+        for i in 0..m {
+            row(i, &mut buf);
+            let (p, il) = (i / panel, i % panel);
+            for k0 in (0..k).step_by(KC) {
+                let kc = KC.min(k - k0);
+                let block =
+                    &mut self.data[Self::block_offset(k0, kc, p, panel, panels)..][..kc * panel];
+                for (dst, &v) in block.chunks_exact_mut(panel).zip(&buf[k0..k0 + kc]) {
+                    dst[il] = v;
+                }
+            }
+        }
+        // Padding rows (`m..`) hold the zeros `new` gave them; nothing writes them.
     }
 
     /// Where the `kc x panel` block of panel `p` at depth `k0` starts: every depth block

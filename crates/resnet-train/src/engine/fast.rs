@@ -46,6 +46,10 @@ pub(crate) struct FastState {
     gz: Vec<f32>,
     /// Target images in NHWC (L1 and MSE losses).
     target: Vec<f32>,
+    /// Per conv step: its packed forward and backward from the last step, repacked in place
+    /// with the new weights (a step allocates no weight-sized buffers once warm).
+    convs: Vec<Option<PackedConv>>,
+    conv_grads: Vec<Option<ConvGrad>>,
 }
 
 impl Clone for FastState {
@@ -155,7 +159,8 @@ impl Trainer {
         st.live.resize(slots, false);
         let mut writer = vec![usize::MAX; slots];
         let mut logits_step = None;
-        let mut convs: Vec<Option<PackedConv>> = vec![None; nsteps];
+        st.convs.resize_with(nsteps, || None);
+        st.conv_grads.resize_with(nsteps, || None);
         // Forward, training mode.
         for (i, step) in steps.iter().enumerate() {
             let src = step.src().map(|s| writer[s.0]);
@@ -193,13 +198,23 @@ impl Trainer {
                         ConvAlgo::Winograd2x2 => ConvAlgo::Im2colTiled,
                         a => a,
                     };
-                    let conv = PackedConv::with_algorithm(
-                        weight,
-                        spec.weight_shape(),
-                        bias,
-                        spec.params(),
-                        algo,
-                    )?;
+                    let conv = match st.convs[i].take() {
+                        Some(mut conv)
+                            if conv.algorithm() == algo
+                                && conv.weight_dims() == spec.weight_shape()
+                                && conv.params() == spec.params() =>
+                        {
+                            conv.repack(weight, bias)?;
+                            conv
+                        }
+                        _ => PackedConv::with_algorithm(
+                            weight,
+                            spec.weight_shape(),
+                            bias,
+                            spec.params(),
+                            algo,
+                        )?,
+                    };
                     let ctx = Ctx::new(cpu, par, &st.scratch);
                     let res = c.residual.map(|r| &st.out[writer[r.0]][..]);
                     match &spec.bn {
@@ -248,7 +263,7 @@ impl Trainer {
                             }
                         }
                     }
-                    convs[i] = Some(conv);
+                    st.convs[i] = Some(conv);
                 }
                 Step::MaxPool {
                     kernel,
@@ -309,7 +324,6 @@ impl Trainer {
                 writer[d.0] = i;
             }
         }
-        drop(convs);
         let li = logits_step.ok_or_else(|| {
             TrainError::Input(format!("the plan has no output {:?}", target.output_name()))
         })?;
@@ -431,7 +445,16 @@ impl Trainer {
                         st.live[r] = true;
                     }
                     let gout: &[f32] = if gz_is_g { &g } else { &gz };
-                    let cg = ConvGrad::new(self.param(&w), spec.weight_shape(), spec.params())?;
+                    let cg = match st.conv_grads[i].take() {
+                        Some(mut cg)
+                            if cg.weight_dims() == spec.weight_shape()
+                                && cg.params() == spec.params() =>
+                        {
+                            cg.repack(self.param(&w))?;
+                            cg
+                        }
+                        _ => ConvGrad::new(self.param(&w), spec.weight_shape(), spec.params())?,
+                    };
                     let ctx = Ctx::new(cpu, par, &st.scratch);
                     let mut gw = vec![0.0; self.param(&w).len()];
                     let mut gbias = spec.bias.then(|| vec![0.0; spec.out_channels]);
@@ -463,6 +486,7 @@ impl Trainer {
                             st.live[s] = true;
                         }
                     }
+                    st.conv_grads[i] = Some(cg);
                     st.gz = gz;
                 }
                 Step::MaxPool {

@@ -34,25 +34,30 @@ pub(crate) struct GroupedDirect {
 impl GroupedDirect {
     /// From PyTorch-layout weights `[O, Cg, KH, KW]` with `groups` groups.
     pub(crate) fn new(weight: &[f32], [o, cg, kh, kw]: [usize; 4], groups: usize) -> Self {
-        let og = o / groups;
-        let mut w = vec![0.0; weight.len()];
+        let mut s = Self {
+            groups,
+            cg,
+            og: o / groups,
+            kh,
+            kw,
+            w: vec![0.0; weight.len()],
+        };
+        s.repack(weight);
+        s
+    }
+
+    /// New weights of the same shape, into the same storage.
+    pub(crate) fn repack(&mut self, weight: &[f32]) {
+        let (groups, og, cg, taps) = (self.groups, self.og, self.cg, self.kh * self.kw);
         for g in 0..groups {
             for ol in 0..og {
                 for c in 0..cg {
-                    for t in 0..kh * kw {
-                        let src = ((g * og + ol) * cg + c) * kh * kw + t;
-                        w[((g * cg + c) * kh * kw + t) * og + ol] = weight[src];
+                    for t in 0..taps {
+                        let src = ((g * og + ol) * cg + c) * taps + t;
+                        self.w[((g * cg + c) * taps + t) * og + ol] = weight[src];
                     }
                 }
             }
-        }
-        Self {
-            groups,
-            cg,
-            og,
-            kh,
-            kw,
-            w,
         }
     }
 

@@ -28,35 +28,20 @@ impl Im2col {
         // One block-diagonal matrix per block of `sg` adjacent groups: `[sg * Og, sg * Kg]`
         // with `k = (ky * KW + kx) * sg * Cg + cl` (the im2col order), zero where input
         // channel `cl` is not in output row `i`'s group.
-        if g == 1 && kg > 0 {
-            // One group: the weights in im2col order first (one pass, no index arithmetic per
-            // value), then packed from contiguous rows. Training repacks every step.
-            let mut rows = vec![0.0f32; o * kg];
-            for (dst, src) in rows.chunks_exact_mut(kg).zip(weight.chunks_exact(kg)) {
-                for ci in 0..cg {
-                    for t in 0..kh * kw {
-                        dst[t * cg + ci] = src[ci * kh * kw + t];
-                    }
-                }
-            }
-            return Self {
+        if g == 1 {
+            let mut s = Self {
                 dims,
                 params,
-                packed: vec![PackedMatrix::new(o, kg, |i, kk| rows[i * kg + kk])],
                 sg,
+                packed: vec![PackedMatrix::new(o, kg, |_, _| 0.0)],
             };
+            s.repack(weight);
+            return s;
         }
         let packed = (0..g / sg)
             .map(|b| {
                 PackedMatrix::new(sg * og, sg * kg, |i, kk| {
-                    let (gl, ol) = (i / og, i % og);
-                    let (tap, cl) = (kk / (sg * cg), kk % (sg * cg));
-                    if cl / cg != gl {
-                        return 0.0;
-                    }
-                    let c = cl % cg;
-                    let (ky, kx) = (tap / kw, tap % kw);
-                    weight[((((b * sg + gl) * og + ol) * cg + c) * kh + ky) * kw + kx]
+                    Self::at(weight, dims, g, sg, b, i, kk)
                 })
             })
             .collect();
@@ -65,6 +50,51 @@ impl Im2col {
             params,
             sg,
             packed,
+        }
+    }
+
+    /// Element `(i, kk)` of block `b`'s matrix: `k = (ky * KW + kx) * sg * Cg + cl` (the
+    /// im2col order), zero where input channel `cl` is not in output row `i`'s group.
+    #[inline(always)]
+    fn at(
+        weight: &[f32],
+        [o, cg, kh, kw]: [usize; 4],
+        g: usize,
+        sg: usize,
+        b: usize,
+        i: usize,
+        kk: usize,
+    ) -> f32 {
+        let og = o / g;
+        let (gl, ol) = (i / og, i % og);
+        let (tap, cl) = (kk / (sg * cg), kk % (sg * cg));
+        if cl / cg != gl {
+            return 0.0;
+        }
+        let c = cl % cg;
+        weight[(((b * sg + gl) * og + ol) * cg + c) * kh * kw + tap]
+    }
+
+    /// New weights of the same shape, packed into the same storage (bitwise what
+    /// [`Im2col::new`] would hold).
+    pub(crate) fn repack(&mut self, weight: &[f32]) {
+        let (dims, g, sg) = (self.dims, self.params.groups, self.sg);
+        if g == 1 {
+            // Row `i` is output channel `i`'s weights in im2col order `(tap, channel)`.
+            let [_, cg, kh, kw] = dims;
+            let taps = kh * kw;
+            self.packed[0].refill_rows(|i, row| {
+                let w = &weight[i * cg * taps..(i + 1) * cg * taps];
+                for (c, wc) in w.chunks_exact(taps).enumerate() {
+                    for (t, &v) in wc.iter().enumerate() {
+                        row[t * cg + c] = v;
+                    }
+                }
+            });
+            return;
+        }
+        for (b, p) in self.packed.iter_mut().enumerate() {
+            p.refill(|i, kk| Self::at(weight, dims, g, sg, b, i, kk));
         }
     }
 

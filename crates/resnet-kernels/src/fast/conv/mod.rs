@@ -279,6 +279,48 @@ impl PackedConv {
         Self::choose(weight_dims, params, None)
     }
 
+    /// Replace the weights (and bias; `None`: zero) by new ones of the same shape, packed into
+    /// the storage this convolution already holds: what a training step does after each
+    /// update, without allocating. The result is bitwise that of a convolution built with
+    /// [`PackedConv::with_algorithm`] from the new weights and this one's algorithm.
+    ///
+    /// ```
+    /// use resnet_kernels::fast::{Ctx, Epilogue, PackedConv, Par, Scratch};
+    /// use resnet_kernels::{Conv2dParams, Cpu};
+    ///
+    /// let params = Conv2dParams::default().with_padding(1);
+    /// let mut conv = PackedConv::new(&[1.0; 9], [1, 1, 3, 3], None, params)?;
+    /// conv.repack(&[2.0; 9], Some(&[1.0]))?;
+    /// let (scratch, mut out) = (Scratch::new(1), vec![0.0; 9]);
+    /// let ctx = Ctx::new(Cpu::detect(), Par::Seq, &scratch);
+    /// conv.run(&ctx, &[1.0; 9], [1, 1, 3, 3], &mut out, Epilogue::none())?;
+    /// assert_eq!(out[4], 19.0); // 9 taps of 2, plus the bias
+    /// assert!(conv.repack(&[1.0; 8], None).is_err()); // another shape
+    /// # Ok::<(), resnet_kernels::KernelError>(())
+    /// ```
+    ///
+    /// # Errors
+    /// [`KernelError::BadLength`] when `weight` or `bias` does not have this convolution's
+    /// length; nothing changes then.
+    pub fn repack(&mut self, weight: &[f32], bias: Option<&[f32]>) -> Result<(), KernelError> {
+        let [o, cg, kh, kw] = self.weight_dims;
+        check_len("conv weight", weight, o * cg * kh * kw)?;
+        match bias {
+            Some(b) => {
+                check_len("conv bias", b, o)?;
+                self.bias.copy_from_slice(b);
+            }
+            None => self.bias.fill(0.0),
+        }
+        match &mut self.kernel {
+            Kernel::Pointwise(p) => p.repack(weight),
+            Kernel::Im2col(i) => i.repack(weight),
+            Kernel::Winograd(w) => w.repack(weight),
+            Kernel::Grouped(g) => g.repack(weight),
+        }
+        Ok(())
+    }
+
     /// The algorithm this convolution runs.
     pub fn algorithm(&self) -> ConvAlgo {
         match self.kernel {

@@ -20,6 +20,13 @@ impl Pointwise {
         }
     }
 
+    /// New weights of the same shape, into the same storage.
+    pub(crate) fn repack(&mut self, weight: &[f32]) {
+        let c = self.c;
+        self.w
+            .refill_rows(|oc, row| row.copy_from_slice(&weight[oc * c..(oc + 1) * c]));
+    }
+
     /// Width of the weight panels (channel ranges of a split start at a multiple of it).
     pub(crate) fn panel(&self) -> usize {
         self.w.panel()

@@ -25,6 +25,25 @@ pub(crate) struct Winograd {
 impl Winograd {
     /// Transform PyTorch-layout `[O, C, 3, 3]` weights (in f64).
     pub(crate) fn new(weight: &[f32], o: usize, c: usize) -> Self {
+        let u = Self::transform(weight, o, c);
+        let u = (0..16)
+            .map(|xi| PackedMatrix::new(o, c, |oc, ic| u[(xi * o + oc) * c + ic]))
+            .collect();
+        Self { c, o, u }
+    }
+
+    /// New weights of the same shape, into the same storage (bitwise what
+    /// [`Winograd::new`] would hold).
+    pub(crate) fn repack(&mut self, weight: &[f32]) {
+        let (o, c) = (self.o, self.c);
+        let u = Self::transform(weight, o, c);
+        for (xi, p) in self.u.iter_mut().enumerate() {
+            p.refill_rows(|oc, row| row.copy_from_slice(&u[(xi * o + oc) * c..][..c]));
+        }
+    }
+
+    /// `U = G g Gᵀ` of every `[3, 3]` kernel, as 16 matrices `[O, C]`.
+    fn transform(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
         const G: [[f64; 3]; 4] = [
             [1.0, 0.0, 0.0],
             [0.5, 0.5, 0.5],
@@ -51,10 +70,7 @@ impl Winograd {
                 }
             }
         }
-        let u = (0..16)
-            .map(|xi| PackedMatrix::new(o, c, |oc, ic| u[(xi * o + oc) * c + ic]))
-            .collect();
-        Self { c, o, u }
+        u
     }
 
     /// Tile rows (of 2 output rows each) per task: enough tiles to feed the matrix products,
