@@ -9,6 +9,7 @@
 
 use super::{StepOutput, Target, Trainer, bn_names};
 use crate::TrainError;
+use rayon::prelude::*;
 use resnet_kernels::fast::grad::{
     self, BnTrain, ConvGrad, ResidualGrad, batch_norm_backward_nhwc, batch_norm_train_nhwc,
 };
@@ -161,6 +162,45 @@ impl Trainer {
         let mut logits_step = None;
         st.convs.resize_with(nsteps, || None);
         st.conv_grads.resize_with(nsteps, || None);
+        // The convolutions kept from the last step take the current weights, all at once and
+        // on every thread: each is repacked alone, so the split changes nothing.
+        {
+            let params = &self.params;
+            let repack = |(i, (conv, grad)): (
+                usize,
+                (&mut Option<PackedConv>, &mut Option<ConvGrad>),
+            )|
+             -> Result<(), TrainError> {
+                let Step::Conv(c) = &steps[i] else {
+                    return Ok(());
+                };
+                let spec = &c.conv;
+                let weight = &params[&format!("{}.weight", spec.weight)].0;
+                let bias = spec
+                    .bias
+                    .then(|| &params[&format!("{}.bias", spec.weight)].0[..]);
+                if let Some(p) = conv {
+                    p.repack(weight, bias)?;
+                }
+                if let Some(g) = grad {
+                    g.repack(weight)?;
+                }
+                Ok(())
+            };
+            if par.is_parallel() {
+                st.convs
+                    .par_iter_mut()
+                    .zip(st.conv_grads.par_iter_mut())
+                    .enumerate()
+                    .try_for_each(repack)?;
+            } else {
+                st.convs
+                    .iter_mut()
+                    .zip(st.conv_grads.iter_mut())
+                    .enumerate()
+                    .try_for_each(repack)?;
+            }
+        }
         // Forward, training mode.
         for (i, step) in steps.iter().enumerate() {
             let src = step.src().map(|s| writer[s.0]);
@@ -199,12 +239,12 @@ impl Trainer {
                         a => a,
                     };
                     let conv = match st.convs[i].take() {
-                        Some(mut conv)
+                        // Repacked above with this step's weights.
+                        Some(conv)
                             if conv.algorithm() == algo
                                 && conv.weight_dims() == spec.weight_shape()
                                 && conv.params() == spec.params() =>
                         {
-                            conv.repack(weight, bias)?;
                             conv
                         }
                         _ => PackedConv::with_algorithm(
@@ -446,11 +486,11 @@ impl Trainer {
                     }
                     let gout: &[f32] = if gz_is_g { &g } else { &gz };
                     let cg = match st.conv_grads[i].take() {
-                        Some(mut cg)
+                        // Repacked at the start of the step.
+                        Some(cg)
                             if cg.weight_dims() == spec.weight_shape()
                                 && cg.params() == spec.params() =>
                         {
-                            cg.repack(self.param(&w))?;
                             cg
                         }
                         _ => ConvGrad::new(self.param(&w), spec.weight_shape(), spec.params())?,
