@@ -141,16 +141,21 @@ pub(crate) struct PackedMatrix {
 impl PackedMatrix {
     /// Pack the matrix whose element `(i, kk)` is `at(i, kk)`.
     pub(crate) fn new(m: usize, k: usize, at: impl Fn(usize, usize) -> f32) -> Self {
+        let mut p = Self::zeros(m, k);
+        p.refill(at);
+        p
+    }
+
+    /// The `[m, k]` zero matrix, packed (to be filled by [`PackedMatrix::set_row`] or a refill).
+    pub(crate) fn zeros(m: usize, k: usize) -> Self {
         let panel = m.next_multiple_of(MIN_PANEL).clamp(MIN_PANEL, MAX_PANEL);
         let panels = m.div_ceil(panel);
-        let mut p = Self {
+        Self {
             m,
             k,
             panel,
             data: vec![0.0; panels * k * panel],
-        };
-        p.refill(at);
-        p
+        }
     }
 
     /// Overwrite the matrix with the one whose element `(i, kk)` is `at(i, kk)` (same shape),
@@ -179,22 +184,27 @@ impl PackedMatrix {
     /// `buf`, which are then scattered into the panels (one strided store per value, no index
     /// arithmetic per value in the caller). Bitwise what [`PackedMatrix::new`] would hold.
     pub(crate) fn refill_rows(&mut self, mut row: impl FnMut(usize, &mut [f32])) {
-        let (m, k, panel) = (self.m, self.k, self.panel);
-        let panels = m.div_ceil(panel);
-        let mut buf = vec![0.0f32; k];
-        for i in 0..m {
+        let mut buf = vec![0.0f32; self.k];
+        for i in 0..self.m {
             row(i, &mut buf);
-            let (p, il) = (i / panel, i % panel);
-            for k0 in (0..k).step_by(KC) {
-                let kc = KC.min(k - k0);
-                let block =
-                    &mut self.data[Self::block_offset(k0, kc, p, panel, panels)..][..kc * panel];
-                for (dst, &v) in block.chunks_exact_mut(panel).zip(&buf[k0..k0 + kc]) {
-                    dst[il] = v;
-                }
+            self.set_row(i, &buf);
+        }
+        // Padding rows (`m..`) hold the zeros `zeros` gave them; nothing writes them.
+    }
+
+    /// Overwrite row `i < m` with `row` (`k` values), scattered into its panel.
+    pub(crate) fn set_row(&mut self, i: usize, row: &[f32]) {
+        let (k, panel) = (self.k, self.panel);
+        let panels = self.m.div_ceil(panel);
+        let (p, il) = (i / panel, i % panel);
+        for k0 in (0..k).step_by(KC) {
+            let kc = KC.min(k - k0);
+            let block =
+                &mut self.data[Self::block_offset(k0, kc, p, panel, panels)..][..kc * panel];
+            for (dst, &v) in block.chunks_exact_mut(panel).zip(&row[k0..k0 + kc]) {
+                dst[il] = v;
             }
         }
-        // Padding rows (`m..`) hold the zeros `new` gave them; nothing writes them.
     }
 
     /// Where the `kc x panel` block of panel `p` at depth `k0` starts: every depth block

@@ -48,7 +48,7 @@ pub(crate) struct FastState {
     /// Target images in NHWC (L1 and MSE losses).
     target: Vec<f32>,
     /// Per conv step: its packed forward and backward from the last step, repacked in place
-    /// with the new weights (a step allocates no weight-sized buffers once warm).
+    /// with the new weights (no packing allocations once warm).
     convs: Vec<Option<PackedConv>>,
     conv_grads: Vec<Option<ConvGrad>>,
 }

@@ -33,7 +33,7 @@ impl Im2col {
                 dims,
                 params,
                 sg,
-                packed: vec![PackedMatrix::new(o, kg, |_, _| 0.0)],
+                packed: vec![PackedMatrix::zeros(o, kg)],
             };
             s.repack(weight);
             return s;

@@ -25,32 +25,27 @@ pub(crate) struct Winograd {
 impl Winograd {
     /// Transform PyTorch-layout `[O, C, 3, 3]` weights (in f64).
     pub(crate) fn new(weight: &[f32], o: usize, c: usize) -> Self {
-        let u = Self::transform(weight, o, c);
-        let u = (0..16)
-            .map(|xi| PackedMatrix::new(o, c, |oc, ic| u[(xi * o + oc) * c + ic]))
-            .collect();
-        Self { c, o, u }
+        let mut s = Self {
+            c,
+            o,
+            u: (0..16).map(|_| PackedMatrix::zeros(o, c)).collect(),
+        };
+        s.repack(weight);
+        s
     }
 
-    /// New weights of the same shape, into the same storage (bitwise what
-    /// [`Winograd::new`] would hold).
+    /// New weights of the same shape, transformed into the same storage, one output channel
+    /// at a time (`U = G g Gᵀ` of each `[3, 3]` kernel, in f64).
     pub(crate) fn repack(&mut self, weight: &[f32]) {
-        let (o, c) = (self.o, self.c);
-        let u = Self::transform(weight, o, c);
-        for (xi, p) in self.u.iter_mut().enumerate() {
-            p.refill_rows(|oc, row| row.copy_from_slice(&u[(xi * o + oc) * c..][..c]));
-        }
-    }
-
-    /// `U = G g Gᵀ` of every `[3, 3]` kernel, as 16 matrices `[O, C]`.
-    fn transform(weight: &[f32], o: usize, c: usize) -> Vec<f32> {
         const G: [[f64; 3]; 4] = [
             [1.0, 0.0, 0.0],
             [0.5, 0.5, 0.5],
             [0.5, -0.5, 0.5],
             [0.0, 0.0, 1.0],
         ];
-        let mut u = vec![0.0f32; 16 * c * o];
+        let (o, c) = (self.o, self.c);
+        // Row `oc` of the 16 matrices: `rows[xi * c + ic]`.
+        let mut rows = vec![0.0f32; 16 * c];
         for oc in 0..o {
             for ic in 0..c {
                 let g = &weight[(oc * c + ic) * 9..][..9];
@@ -65,12 +60,14 @@ impl Winograd {
                 for i in 0..4 {
                     for j in 0..4 {
                         let v: f64 = (0..3).map(|k| t[i][k] * G[j][k]).sum();
-                        u[((i * 4 + j) * o + oc) * c + ic] = v as f32;
+                        rows[(i * 4 + j) * c + ic] = v as f32;
                     }
                 }
             }
+            for (p, row) in self.u.iter_mut().zip(rows.chunks_exact(c.max(1))) {
+                p.set_row(oc, row);
+            }
         }
-        u
     }
 
     /// Tile rows (of 2 output rows each) per task: enough tiles to feed the matrix products,
