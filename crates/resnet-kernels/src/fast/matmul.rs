@@ -108,6 +108,28 @@ const MAX_PANEL: usize = 64;
 /// reads past a panel.
 const MIN_PANEL: usize = 16;
 
+/// Rows written into the panels at a time by [`PackedMatrix::set_rows`]: a multiple of every
+/// kernel's vector width and a divisor of every panel width, so a block never straddles two
+/// panels.
+pub(crate) const ROW_BLOCK: usize = 16;
+
+thread_local! {
+    /// The rows [`PackedMatrix::refill_rows`] gathers before writing them into the panels:
+    /// kept per thread (repacking runs on every thread of a pool, every training step).
+    static ROWS: std::cell::RefCell<Vec<f32>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Run `f` on this thread's row buffer, at least `len` values long (contents unspecified).
+/// Not re-entrant: `f` must not call it again.
+pub(crate) fn with_rows_buffer<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -> R {
+    ROWS.with_borrow_mut(|buf| {
+        if buf.len() < len {
+            buf.resize(len, 0.0);
+        }
+        f(&mut buf[..len])
+    })
+}
+
 /// Depth of one pass: per pass, each group of `nr` pixels (`nr x KC` activations, in L1) meets
 /// every panel's `KC`-deep block of weights (in L2). Measured on whole ResNet-18/50 forwards,
 /// 64 is a few percent faster than 128 and 8% faster than 256 (the late stages' small maps
@@ -146,7 +168,7 @@ impl PackedMatrix {
         p
     }
 
-    /// The `[m, k]` zero matrix, packed (to be filled by [`PackedMatrix::set_row`] or a refill).
+    /// The `[m, k]` zero matrix, packed (to be filled by [`PackedMatrix::set_rows`] or a refill).
     pub(crate) fn zeros(m: usize, k: usize) -> Self {
         let panel = m.next_multiple_of(MIN_PANEL).clamp(MIN_PANEL, MAX_PANEL);
         let panels = m.div_ceil(panel);
@@ -181,28 +203,55 @@ impl PackedMatrix {
     }
 
     /// [`PackedMatrix::refill`] from whole rows: `row(i, buf)` writes row `i`'s `k` values into
-    /// `buf`, which are then scattered into the panels (one strided store per value, no index
-    /// arithmetic per value in the caller). Bitwise what [`PackedMatrix::new`] would hold.
+    /// `buf`; [`ROW_BLOCK`] rows at a time are then written into their panel by
+    /// [`PackedMatrix::set_rows`]. Bitwise what [`PackedMatrix::new`] would hold.
     pub(crate) fn refill_rows(&mut self, mut row: impl FnMut(usize, &mut [f32])) {
-        let mut buf = vec![0.0f32; self.k];
-        for i in 0..self.m {
-            row(i, &mut buf);
-            self.set_row(i, &buf);
+        let (m, k) = (self.m, self.k);
+        if k == 0 {
+            return;
         }
+        with_rows_buffer(ROW_BLOCK * k, |buf| {
+            for i0 in (0..m).step_by(ROW_BLOCK) {
+                let rows = ROW_BLOCK.min(m - i0);
+                for (r, dst) in buf.chunks_exact_mut(k).take(rows).enumerate() {
+                    row(i0 + r, dst);
+                }
+                self.set_rows(i0, &buf[..rows * k]);
+            }
+        });
         // Padding rows (`m..`) hold the zeros `zeros` gave them; nothing writes them.
     }
 
-    /// Overwrite row `i < m` with `row` (`k` values), scattered into its panel.
-    pub(crate) fn set_row(&mut self, i: usize, row: &[f32]) {
-        let (k, panel) = (self.k, self.panel);
-        let panels = self.m.div_ceil(panel);
-        let (p, il) = (i / panel, i % panel);
+    /// Overwrite rows `i0 ..` with `rows` (whole rows of `k` values, one after the other), all
+    /// in one panel: `i0` a multiple of [`ROW_BLOCK`] and at most that many rows. Each depth
+    /// step writes the rows' values side by side, one run of contiguous stores, reading them
+    /// from the rows in step: a transposition in blocks that stay in L1 (one store per value
+    /// at a panel's stride, as writing row by row does, touched a cache line per value).
+    ///
+    /// # Panics
+    /// If the rows are not whole, run past `m` or break the block rule.
+    pub(crate) fn set_rows(&mut self, i0: usize, rows: &[f32]) {
+        let (m, k, panel) = (self.m, self.k, self.panel);
+        if k == 0 {
+            return;
+        }
+        assert!(rows.len().is_multiple_of(k), "set_rows takes whole rows");
+        let nr = rows.len() / k;
+        assert!(
+            i0.is_multiple_of(ROW_BLOCK) && nr <= ROW_BLOCK && i0 + nr <= m,
+            "set_rows: rows {i0}..{} of {m} are not one block",
+            i0 + nr
+        );
+        let panels = m.div_ceil(panel);
+        let (p, il) = (i0 / panel, i0 % panel);
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
             let block =
                 &mut self.data[Self::block_offset(k0, kc, p, panel, panels)..][..kc * panel];
-            for (dst, &v) in block.chunks_exact_mut(panel).zip(&row[k0..k0 + kc]) {
-                dst[il] = v;
+            for (kk, dst) in block.chunks_exact_mut(panel).enumerate() {
+                for (r, d) in dst[il..il + nr].iter_mut().enumerate() {
+                    *d = rows[r * k + k0 + kk];
+                }
             }
         }
     }
@@ -286,10 +335,13 @@ impl PackedMatrix {
         assert!(rhs.len() >= (n - 1) * ldr + k, "matmul rhs too short");
         let kern = Kernels::for_cpu(cpu);
         let mr = kern.mr();
+        let wide = Wide::for_rows(cpu, rows.len());
+        // Pixels per kernel call: the wide kernel's where it applies.
+        let step = wide.map_or(kern.nr, |w| w.cols());
         let (rhs, lhs) = (rhs.as_ptr(), self.data.as_ptr());
         let panels = m.div_ceil(panel);
         let (p_first, p_end) = (rows.start / panel, rows.end.div_ceil(panel));
-        let calls = n.div_ceil(kern.nr) * rows.len().div_ceil(mr);
+        let calls = n.div_ceil(step) * rows.len().div_ceil(mr);
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
             // The next depth block of these panels' weights, pulled towards L2 a share per
@@ -303,8 +355,8 @@ impl PackedMatrix {
             };
             let share = next.len().div_ceil(calls).next_multiple_of(16).max(16);
             let mut ahead = next.chunks(share);
-            for j0 in (0..n).step_by(kern.nr) {
-                let cols = kern.nr.min(n - j0);
+            for j0 in (0..n).step_by(step) {
+                let cols = step.min(n - j0);
                 for i0 in rows.clone().step_by(mr) {
                     if let Some(part) = ahead.next() {
                         prefetch_l2(part);
@@ -314,34 +366,173 @@ impl PackedMatrix {
                     // A block never straddles two panels: `mr` divides `panel` or exceeds `m`.
                     assert!(within + height <= panel, "matmul block straddles panels");
                     let a = Self::block_offset(k0, kc, p, panel, panels) + within;
-                    // SAFETY: `kern` matches the instruction set `cpu` proves present; the
-                    // kernel reads `kc` steps of `⌈height/lanes⌉·lanes ≤ panel - within` packed
-                    // values (padded panels) and `cols` rhs rows of `kc ≤ k` values (inside the
-                    // slices, as asserted), and writes `height x cols` of dst, which the caller
-                    // vouches for.
-                    unsafe {
-                        kern.table[height.div_ceil(kern.lanes) - 1][cols - 1](
-                            height,
-                            cols,
-                            kc,
-                            dst.add(j0 * ldd + i0 - rows.start),
-                            lhs.add(a),
-                            rhs.add(j0 * ldr + k0),
-                            ldd as isize,
-                            1,
-                            panel as isize,
-                            1,
-                            ldr as isize,
-                            1.0,
-                            1.0,
-                            1,
-                            false,
-                            false,
-                            false,
-                            std::ptr::null(),
-                        );
+                    let out = dst.wrapping_add(j0 * ldd + i0 - rows.start);
+                    let (lhs, rhs) = (lhs.wrapping_add(a), rhs.wrapping_add(j0 * ldr + k0));
+                    match wide {
+                        // SAFETY: `Wide::for_rows` vouched for the instruction set and the
+                        // block (`height` is the whole of `rows`, one or two full vectors of a
+                        // panel); the kernel reads `kc` steps of `height` packed values and
+                        // `cols` rhs rows of `kc ≤ k` values, and writes `height x cols` of
+                        // dst, as gemm's kernels below do.
+                        Some(w) if cols == w.cols() => unsafe {
+                            w.run(kc, out, ldd, lhs, panel, rhs, ldr)
+                        },
+                        _ => {
+                            for c0 in (0..cols).step_by(kern.nr) {
+                                let cc = kern.nr.min(cols - c0);
+                                // SAFETY: `kern` matches the instruction set `cpu` proves
+                                // present; the kernel reads `kc` steps of
+                                // `⌈height/lanes⌉·lanes ≤ panel - within` packed values
+                                // (padded panels) and `cc` rhs rows of `kc ≤ k` values (inside
+                                // the slices, as asserted), and writes `height x cc` of dst,
+                                // which the caller vouches for.
+                                unsafe {
+                                    kern.table[height.div_ceil(kern.lanes) - 1][cc - 1](
+                                        height,
+                                        cc,
+                                        kc,
+                                        out.add(c0 * ldd),
+                                        lhs,
+                                        rhs.add(c0 * ldr),
+                                        ldd as isize,
+                                        1,
+                                        panel as isize,
+                                        1,
+                                        ldr as isize,
+                                        1.0,
+                                        1.0,
+                                        1,
+                                        false,
+                                        false,
+                                        false,
+                                        std::ptr::null(),
+                                    );
+                                }
+                            }
+                        }
                     }
                 }
+            }
+        }
+    }
+}
+
+/// The products gemm's kernels serve worst: one or two AVX-512 vectors of output channels (the
+/// 16- and 32-channel convs of the CIFAR nets). gemm's widest kernel for them holds a 16 x 6
+/// (or 32 x 6) tile: 6 (12) independent sums, too few to hide the latency of the fused
+/// multiply-adds, and a vector load of weights for every 6 broadcast pixels. These hold 16 x 14
+/// and 32 x 12 tiles instead. Each sum runs exactly as in gemm's kernels (from zero, one fused
+/// multiply-add per step in order, then added to the destination), so the results are bitwise
+/// the same; only the speed differs.
+#[derive(Clone, Copy)]
+enum Wide {
+    /// One vector of rows, [`WIDE_COLS_1`] pixels.
+    One,
+    /// Two vectors of rows, [`WIDE_COLS_2`] pixels.
+    Two,
+}
+
+/// Pixels per call of [`Wide::One`].
+const WIDE_COLS_1: usize = 14;
+/// Pixels per call of [`Wide::Two`].
+const WIDE_COLS_2: usize = 12;
+
+impl Wide {
+    /// The wide kernel for a block of `rows` output channels on `cpu`, if there is one: with
+    /// AVX-512, and `rows` exactly one or two vectors.
+    fn for_rows(cpu: Cpu, rows: usize) -> Option<Self> {
+        match (cpu.level(), rows) {
+            #[cfg(target_arch = "x86_64")]
+            (SimdLevel::Avx512, 16) => Some(Self::One),
+            #[cfg(target_arch = "x86_64")]
+            (SimdLevel::Avx512, 32) => Some(Self::Two),
+            _ => None,
+        }
+    }
+
+    /// Pixels (columns of the output block) per call.
+    fn cols(self) -> usize {
+        match self {
+            Self::One => WIDE_COLS_1,
+            Self::Two => WIDE_COLS_2,
+        }
+    }
+
+    /// `dst[j*ldd + i] += Σ_kk lhs[kk*panel + i] * rhs[j*ldr + kk]` for `i` in the kernel's
+    /// rows, `j < self.cols()`, `kk < kc`.
+    ///
+    /// # Safety
+    /// The CPU has AVX-512F ([`Wide::for_rows`] checks it); the elements named above are valid
+    /// (reads of `lhs` and `rhs`, reads and writes of `dst`) and `dst`'s are used by no one
+    /// else during the call.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn run(
+        self,
+        kc: usize,
+        dst: *mut f32,
+        ldd: usize,
+        lhs: *const f32,
+        panel: usize,
+        rhs: *const f32,
+        ldr: usize,
+    ) {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: passed on from the caller.
+        unsafe {
+            match self {
+                Self::One => wide_avx512::<1, WIDE_COLS_1>(kc, dst, ldd, lhs, panel, rhs, ldr),
+                Self::Two => wide_avx512::<2, WIDE_COLS_2>(kc, dst, ldd, lhs, panel, rhs, ldr),
+            }
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (kc, dst, ldd, lhs, panel, rhs, ldr);
+            unreachable!("the wide kernels exist on x86-64 only");
+        }
+    }
+}
+
+/// [`Wide::run`] for `MV` vectors of rows and `NR` pixels: `MV * NR` sums in registers.
+///
+/// # Safety
+/// As [`Wide::run`].
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+#[allow(clippy::too_many_arguments)]
+unsafe fn wide_avx512<const MV: usize, const NR: usize>(
+    kc: usize,
+    dst: *mut f32,
+    ldd: usize,
+    lhs: *const f32,
+    panel: usize,
+    rhs: *const f32,
+    ldr: usize,
+) {
+    use std::arch::x86_64::{
+        __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
+        _mm512_storeu_ps,
+    };
+    let mut acc: [[__m512; MV]; NR] = [[_mm512_setzero_ps(); MV]; NR];
+    for kk in 0..kc {
+        let mut a: [__m512; MV] = [_mm512_setzero_ps(); MV];
+        for (v, a) in a.iter_mut().enumerate() {
+            // SAFETY: row block `v` of depth `kk`: inside the packed panel (the contract).
+            *a = unsafe { _mm512_loadu_ps(lhs.add(kk * panel + 16 * v)) };
+        }
+        for (j, acc) in acc.iter_mut().enumerate() {
+            // SAFETY: pixel `j`'s value at depth `kk`: inside rhs (the contract).
+            let b = _mm512_set1_ps(unsafe { *rhs.add(j * ldr + kk) });
+            for (s, &a) in acc.iter_mut().zip(&a) {
+                *s = _mm512_fmadd_ps(a, b, *s);
+            }
+        }
+    }
+    for (j, acc) in acc.iter().enumerate() {
+        for (v, &s) in acc.iter().enumerate() {
+            // SAFETY: pixel `j`'s rows of block `v`: the caller's to read and write.
+            unsafe {
+                let d = dst.add(j * ldd + 16 * v);
+                _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), s));
             }
         }
     }
@@ -407,6 +598,65 @@ mod tests {
                 (1000, 2, 64),
                 (48, 49, 27),
             ] {
+                check(cpu, m, n, k);
+            }
+        }
+    }
+
+    /// Every SIMD instruction set sums each value in the same order (from zero, one fused
+    /// multiply-add per depth step, then onto the destination), so all give bitwise the same
+    /// products: the wide AVX-512 kernels (16- and 32-row blocks, also as the last block of a
+    /// split) against gemm's AVX2 kernels. (gemm's scalar kernels multiply and add unfused.)
+    #[test]
+    fn the_wide_kernels_give_gemms_bits() {
+        let a = |i: usize, kk: usize| ((i * 37 + kk * 11) % 23) as f32 * 0.37 - 4.1;
+        let levels: Vec<Cpu> = Cpu::all_levels()
+            .into_iter()
+            .filter(|c| c.level() != crate::SimdLevel::Scalar)
+            .collect();
+        for (m, n, k, chans) in [
+            (16, 14, 64, 0..16),
+            (16, 1, 9, 0..16),
+            (16, 29, 130, 0..16),
+            (32, 12, 64, 0..32),
+            (32, 40, 200, 0..32),
+            (32, 25, 1, 0..32),
+            (80, 31, 70, 64..80),
+            (96, 27, 65, 64..96),
+            (16, 100, 144, 0..16),
+        ] {
+            let packed = PackedMatrix::new(m, k, a);
+            let ldr = k + 1;
+            let rhs: Vec<f32> = (0..n * ldr)
+                .map(|v| ((v * 7) % 19) as f32 * 0.21 - 1.7)
+                .collect();
+            let results: Vec<Vec<f32>> = levels
+                .iter()
+                .map(|&cpu| {
+                    let mut dst: Vec<f32> = (0..n * m).map(|v| (v % 5) as f32 * 0.1).collect();
+                    let out = OutRows {
+                        ptr: dst[chans.start..].as_mut_ptr(),
+                        ld: m,
+                        chans: chans.clone(),
+                    };
+                    // SAFETY: `dst` holds `n` rows of `m` values, only this call uses it.
+                    unsafe { packed.matmul_acc_rows(cpu, n, &rhs, ldr, out) };
+                    dst
+                })
+                .collect();
+            for (cpu, r) in levels.iter().zip(&results).skip(1) {
+                let same = r
+                    .iter()
+                    .zip(&results[0])
+                    .all(|(x, y)| x.to_bits() == y.to_bits());
+                assert!(
+                    same,
+                    "m {m} n {n} k {k}: {} and {} disagree",
+                    cpu.level(),
+                    levels[0].level()
+                );
+            }
+            for cpu in Cpu::all_levels() {
                 check(cpu, m, n, k);
             }
         }

@@ -568,7 +568,10 @@ impl Trainer {
                         if st.live[s] {
                             st.grad[s].iter_mut().zip(&gx).for_each(|(a, b)| *a += b);
                         } else {
-                            st.grad[s] = gx;
+                            // Into the slot's own buffer: dropping it for `gx` would throw
+                            // away a capacity the slot's next, larger, gradient reuses.
+                            fit(&mut st.grad[s], gx.len());
+                            st.grad[s].copy_from_slice(&gx);
                             st.live[s] = true;
                         }
                     }

@@ -228,15 +228,23 @@ fn super_group(groups: usize, per_group_out: usize) -> usize {
         .unwrap_or(1)
 }
 
-/// Copy a run of values; short runs (the RGB stem, ResNeXt's 4-channel groups) by a plain loop,
-/// where a call to `memcpy` would cost more than the copy.
+/// Copy a run of values. Runs of a few vectors (a kernel row of a 16-channel conv: 48 values)
+/// are copied in fixed blocks of 16, each a few vector moves in place: a call to `memcpy` for
+/// them was a twentieth of a CIFAR ResNet's training step. Long runs go to `memcpy`.
 #[inline(always)]
 fn copy_short(dst: &mut [f32], src: &[f32]) {
-    if dst.len() <= 16 {
-        for (d, s) in dst.iter_mut().zip(src) {
-            *d = *s;
-        }
-    } else {
+    if dst.len() > 256 {
         dst.copy_from_slice(src);
+        return;
+    }
+    let mut d = dst.chunks_exact_mut(16);
+    let mut s = src.chunks_exact(16);
+    for (d, s) in (&mut d).zip(&mut s) {
+        // Fixed-size blocks: a move of 64 bytes, never a call.
+        let d: &mut [f32; 16] = d.try_into().expect("a block of 16");
+        *d = *<&[f32; 16]>::try_from(s).expect("a block of 16");
+    }
+    for (d, s) in d.into_remainder().iter_mut().zip(s.remainder()) {
+        *d = *s;
     }
 }

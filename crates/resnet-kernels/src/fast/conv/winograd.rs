@@ -8,7 +8,7 @@
 //! products give 16 `[tiles, O]` matrices, and the output transform adds bias and residual and
 //! applies ReLU as it writes the result. Both transforms are SIMD across channels.
 
-use super::super::matmul::PackedMatrix;
+use super::super::matmul::{PackedMatrix, ROW_BLOCK, with_rows_buffer};
 use super::super::simd::relu_v;
 use super::{Epilogue, Image};
 use crate::Cpu;
@@ -34,8 +34,8 @@ impl Winograd {
         s
     }
 
-    /// New weights of the same shape, transformed into the same storage, one output channel
-    /// at a time (`U = G g Gᵀ` of each `[3, 3]` kernel, in f64).
+    /// New weights of the same shape, transformed into the same storage, a block of output
+    /// channels at a time (`U = G g Gᵀ` of each `[3, 3]` kernel, in f64).
     pub(crate) fn repack(&mut self, weight: &[f32]) {
         const G: [[f64; 3]; 4] = [
             [1.0, 0.0, 0.0],
@@ -44,30 +44,38 @@ impl Winograd {
             [0.0, 0.0, 1.0],
         ];
         let (o, c) = (self.o, self.c);
-        // Row `oc` of the 16 matrices: `rows[xi * c + ic]`.
-        let mut rows = vec![0.0f32; 16 * c];
-        for oc in 0..o {
-            for ic in 0..c {
-                let g = &weight[(oc * c + ic) * 9..][..9];
-                // t = G g   (4x3)
-                let mut t = [[0.0f64; 3]; 4];
-                for (i, row) in t.iter_mut().enumerate() {
-                    for (j, v) in row.iter_mut().enumerate() {
-                        *v = (0..3).map(|k| G[i][k] * f64::from(g[k * 3 + j])).sum();
-                    }
-                }
-                // U = t Gᵀ  (4x4)
-                for i in 0..4 {
-                    for j in 0..4 {
-                        let v: f64 = (0..3).map(|k| t[i][k] * G[j][k]).sum();
-                        rows[(i * 4 + j) * c + ic] = v as f32;
-                    }
-                }
-            }
-            for (p, row) in self.u.iter_mut().zip(rows.chunks_exact(c.max(1))) {
-                p.set_row(oc, row);
-            }
+        if c == 0 {
+            return;
         }
+        // Rows `oc0 ..` (a block of `ROW_BLOCK` output channels) of the 16 matrices:
+        // `rows[(xi * ROW_BLOCK + r) * c + ic]`.
+        with_rows_buffer(16 * ROW_BLOCK * c, |rows| {
+            for oc0 in (0..o).step_by(ROW_BLOCK) {
+                let nr = ROW_BLOCK.min(o - oc0);
+                for r in 0..nr {
+                    for ic in 0..c {
+                        let g = &weight[((oc0 + r) * c + ic) * 9..][..9];
+                        // t = G g   (4x3)
+                        let mut t = [[0.0f64; 3]; 4];
+                        for (i, row) in t.iter_mut().enumerate() {
+                            for (j, v) in row.iter_mut().enumerate() {
+                                *v = (0..3).map(|k| G[i][k] * f64::from(g[k * 3 + j])).sum();
+                            }
+                        }
+                        // U = t Gᵀ  (4x4)
+                        for i in 0..4 {
+                            for j in 0..4 {
+                                let v: f64 = (0..3).map(|k| t[i][k] * G[j][k]).sum();
+                                rows[((i * 4 + j) * ROW_BLOCK + r) * c + ic] = v as f32;
+                            }
+                        }
+                    }
+                }
+                for (p, block) in self.u.iter_mut().zip(rows.chunks_exact(ROW_BLOCK * c)) {
+                    p.set_rows(oc0, &block[..nr * c]);
+                }
+            }
+        });
     }
 
     /// Tile rows (of 2 output rows each) per task: enough tiles to feed the matrix products,
