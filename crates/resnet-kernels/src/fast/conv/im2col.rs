@@ -133,7 +133,26 @@ impl Im2col {
             col.resize(rows * k, 0.0);
         }
         let col = &mut col[..rows * k];
-        self.gather(img, p0, col);
+        // Compiled for the CPU's instruction set, so that the copies are its widest moves.
+        struct Gather<'a, 'b> {
+            im: &'a Im2col,
+            img: &'a Image<'b>,
+            p0: usize,
+            col: &'a mut [f32],
+        }
+        impl pulp::WithSimd for Gather<'_, '_> {
+            type Output = ();
+            #[inline(always)]
+            fn with_simd<S: pulp::Simd>(self, _: S) {
+                self.im.gather(self.img, self.p0, self.col);
+            }
+        }
+        cpu.dispatch(Gather {
+            im: self,
+            img,
+            p0,
+            col: &mut *col,
+        });
         if self.packed.len() == 1 {
             // SAFETY: passed on from the caller.
             unsafe { self.packed[0].matmul_acc_rows(cpu, rows, col, k, dst) };
@@ -159,6 +178,7 @@ impl Im2col {
     /// Gather the patches of output pixels `p0 ..` into `col` (`[rows, K]`, K ordered
     /// `(block, ky, kx, c)` for blocks of `super_group` groups), zeros where the window hangs
     /// over the padding.
+    #[inline(always)]
     fn gather(&self, img: &Image<'_>, p0: usize, col: &mut [f32]) {
         let &Image { x, h, w, c, ow, .. } = img;
         let [_, cg, kh, kw] = self.dims;
@@ -229,8 +249,9 @@ fn super_group(groups: usize, per_group_out: usize) -> usize {
 }
 
 /// Copy a run of values. Runs of a few vectors (a kernel row of a 16-channel conv: 48 values)
-/// are copied in fixed blocks of 16, each a few vector moves in place: a call to `memcpy` for
-/// them was a twentieth of a CIFAR ResNet's training step. Long runs go to `memcpy`.
+/// are copied in fixed blocks of 16, each one vector move in place where the caller runs in the
+/// CPU's dispatch (as [`Im2col::gather`] does): a call to `memcpy` for them was a twentieth of a
+/// CIFAR ResNet's training step. Long runs go to `memcpy`.
 #[inline(always)]
 fn copy_short(dst: &mut [f32], src: &[f32]) {
     if dst.len() > 256 {
