@@ -17,6 +17,7 @@
 //! the thread count, and the pieces' partial sums are added in a fixed order: the same inputs
 //! give bitwise the same gradients with any [`Par`].
 
+use super::simd::simd_scope;
 use super::{Ctx, Epilogue, PackedConv, Par};
 use crate::naive_grad::BnSaved;
 use crate::{Conv2dParams, ConvGeometry, Cpu, KernelError, PoolGeometry, check_len};
@@ -30,20 +31,6 @@ const WGRAD_ROWS: usize = 256;
 
 /// Output pixels per partial sum of a weight gradient (whole images per piece, at least one).
 const WGRAD_PIXELS: usize = 1024;
-
-/// Run `f` compiled for the best instruction set `cpu` has, so that its plain loops are
-/// vectorised for it (the workspace builds for the baseline of the architecture).
-fn simd_scope<R>(cpu: Cpu, f: impl FnOnce() -> R) -> R {
-    struct Run<F>(F);
-    impl<R, F: FnOnce() -> R> pulp::WithSimd for Run<F> {
-        type Output = R;
-        #[inline(always)]
-        fn with_simd<S: pulp::Simd>(self, _: S) -> R {
-            (self.0)()
-        }
-    }
-    cpu.dispatch(Run(f))
-}
 
 /// Run `f` on every item, on the current rayon pool with [`Par::Rayon`], in order otherwise;
 /// the results in the items' order.

@@ -337,7 +337,7 @@ impl PackedMatrix {
         let mr = kern.mr();
         let wide = Wide::for_rows(cpu, rows.len());
         // Pixels per kernel call: the wide kernel's where it applies.
-        let step = wide.map_or(kern.nr, |w| w.cols());
+        let step = wide.map_or(kern.nr, |w| w.cols);
         let (rhs, lhs) = (rhs.as_ptr(), self.data.as_ptr());
         let panels = m.div_ceil(panel);
         let (p_first, p_end) = (rows.start / panel, rows.end.div_ceil(panel));
@@ -374,8 +374,8 @@ impl PackedMatrix {
                         // panel); the kernel reads `kc` steps of `height` packed values and
                         // `cols` rhs rows of `kc ≤ k` values, and writes `height x cols` of
                         // dst, as gemm's kernels below do.
-                        Some(w) if cols == w.cols() => unsafe {
-                            w.run(kc, out, ldd, lhs, panel, rhs, ldr)
+                        Some(w) if cols == w.cols => unsafe {
+                            (w.run)(kc, out, ldd, lhs, panel, rhs, ldr)
                         },
                         _ => {
                             for c0 in (0..cols).step_by(kern.nr) {
@@ -425,17 +425,15 @@ impl PackedMatrix {
 /// multiply-add per step in order, then added to the destination), so the results are bitwise
 /// the same; only the speed differs.
 #[derive(Clone, Copy)]
-enum Wide {
-    /// One vector of rows, [`WIDE_COLS_1`] pixels.
-    One,
-    /// Two vectors of rows, [`WIDE_COLS_2`] pixels.
-    Two,
+struct Wide {
+    /// Pixels (columns of the output block) per call.
+    cols: usize,
+    /// `dst[j*ldd + i] += Σ_kk lhs[kk*panel + i] * rhs[j*ldr + kk]` for `i` in the kernel's
+    /// rows, `j < cols`, `kk < kc`; arguments `(kc, dst, ldd, lhs, panel, rhs, ldr)`. Safety:
+    /// the CPU has AVX-512F, the elements named are valid (reads of `lhs` and `rhs`, reads and
+    /// writes of `dst`) and `dst`'s are used by no one else during the call.
+    run: unsafe fn(usize, *mut f32, usize, *const f32, usize, *const f32, usize),
 }
-
-/// Pixels per call of [`Wide::One`].
-const WIDE_COLS_1: usize = 14;
-/// Pixels per call of [`Wide::Two`].
-const WIDE_COLS_2: usize = 12;
 
 impl Wide {
     /// The wide kernel for a block of `rows` output channels on `cpu`, if there is one: with
@@ -443,59 +441,24 @@ impl Wide {
     fn for_rows(cpu: Cpu, rows: usize) -> Option<Self> {
         match (cpu.level(), rows) {
             #[cfg(target_arch = "x86_64")]
-            (SimdLevel::Avx512, 16) => Some(Self::One),
+            (SimdLevel::Avx512, 16) => Some(Self {
+                cols: 14,
+                run: wide_avx512::<1, 14>,
+            }),
             #[cfg(target_arch = "x86_64")]
-            (SimdLevel::Avx512, 32) => Some(Self::Two),
+            (SimdLevel::Avx512, 32) => Some(Self {
+                cols: 12,
+                run: wide_avx512::<2, 12>,
+            }),
             _ => None,
-        }
-    }
-
-    /// Pixels (columns of the output block) per call.
-    fn cols(self) -> usize {
-        match self {
-            Self::One => WIDE_COLS_1,
-            Self::Two => WIDE_COLS_2,
-        }
-    }
-
-    /// `dst[j*ldd + i] += Σ_kk lhs[kk*panel + i] * rhs[j*ldr + kk]` for `i` in the kernel's
-    /// rows, `j < self.cols()`, `kk < kc`.
-    ///
-    /// # Safety
-    /// The CPU has AVX-512F ([`Wide::for_rows`] checks it); the elements named above are valid
-    /// (reads of `lhs` and `rhs`, reads and writes of `dst`) and `dst`'s are used by no one
-    /// else during the call.
-    #[allow(clippy::too_many_arguments)]
-    unsafe fn run(
-        self,
-        kc: usize,
-        dst: *mut f32,
-        ldd: usize,
-        lhs: *const f32,
-        panel: usize,
-        rhs: *const f32,
-        ldr: usize,
-    ) {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: passed on from the caller.
-        unsafe {
-            match self {
-                Self::One => wide_avx512::<1, WIDE_COLS_1>(kc, dst, ldd, lhs, panel, rhs, ldr),
-                Self::Two => wide_avx512::<2, WIDE_COLS_2>(kc, dst, ldd, lhs, panel, rhs, ldr),
-            }
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        {
-            let _ = (kc, dst, ldd, lhs, panel, rhs, ldr);
-            unreachable!("the wide kernels exist on x86-64 only");
         }
     }
 }
 
-/// [`Wide::run`] for `MV` vectors of rows and `NR` pixels: `MV * NR` sums in registers.
+/// A [`Wide`] kernel for `MV` vectors of rows and `NR` pixels: `MV * NR` sums in registers.
 ///
 /// # Safety
-/// As [`Wide::run`].
+/// As [`Wide::run`] says.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]

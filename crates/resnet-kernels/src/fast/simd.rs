@@ -3,6 +3,21 @@
 use crate::Cpu;
 use pulp::{Simd, WithSimd};
 
+/// Run `f` compiled for the best instruction set `cpu` has, so that its plain loops are
+/// vectorised for it (the workspace builds for the baseline of the architecture). Only code
+/// inlined into `f` is: pass an `#[inline(always)]` closure calling `#[inline(always)]` code.
+pub(crate) fn simd_scope<R>(cpu: Cpu, f: impl FnOnce() -> R) -> R {
+    struct Run<F>(F);
+    impl<R, F: FnOnce() -> R> pulp::WithSimd for Run<F> {
+        type Output = R;
+        #[inline(always)]
+        fn with_simd<S: pulp::Simd>(self, _: S) -> R {
+            (self.0)()
+        }
+    }
+    cpu.dispatch(Run(f))
+}
+
 /// ReLU as PyTorch computes it: `x` where `x > 0`, NaN where `x` is NaN, `+0.0` elsewhere.
 #[inline(always)]
 pub(crate) fn relu_s(x: f32) -> f32 {

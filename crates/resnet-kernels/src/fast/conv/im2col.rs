@@ -3,6 +3,7 @@
 //! one product per block of groups.
 
 use super::super::matmul::{OutRows, PackedMatrix};
+use super::super::simd::simd_scope;
 use super::Image;
 use crate::{Conv2dParams, Cpu};
 
@@ -134,25 +135,11 @@ impl Im2col {
         }
         let col = &mut col[..rows * k];
         // Compiled for the CPU's instruction set, so that the copies are its widest moves.
-        struct Gather<'a, 'b> {
-            im: &'a Im2col,
-            img: &'a Image<'b>,
-            p0: usize,
-            col: &'a mut [f32],
-        }
-        impl pulp::WithSimd for Gather<'_, '_> {
-            type Output = ();
+        simd_scope(
+            cpu,
             #[inline(always)]
-            fn with_simd<S: pulp::Simd>(self, _: S) {
-                self.im.gather(self.img, self.p0, self.col);
-            }
-        }
-        cpu.dispatch(Gather {
-            im: self,
-            img,
-            p0,
-            col: &mut *col,
-        });
+            || self.gather(img, p0, col),
+        );
         if self.packed.len() == 1 {
             // SAFETY: passed on from the caller.
             unsafe { self.packed[0].matmul_acc_rows(cpu, rows, col, k, dst) };
