@@ -436,6 +436,27 @@ fn awkward() -> Vec<ConvCase> {
             k: [2, 2],
             ..base
         },
+        // Tiles of several whole images (a training batch's late stages): 7 images of 6x6
+        // whose im2col rows are 1800 long go 4 + 3 to a tile.
+        ConvCase {
+            n: 7,
+            cg: 200,
+            og: 70,
+            h: 6,
+            w: 6,
+            k: [3, 3],
+            pad: [1, 1],
+            ..base
+        },
+        // The same for a pointwise conv: 5 images of 7x7 with 1500 channels, 3 + 2.
+        ConvCase {
+            n: 5,
+            cg: 1500,
+            og: 16,
+            h: 7,
+            w: 7,
+            ..base
+        },
     ]
 }
 

@@ -813,7 +813,8 @@ impl ConvGrad {
             pieces,
             #[inline(always)]
             |imgs: &[usize]| {
-                let mut part = vec![0.0f32; lw];
+                // Every value is written below (each group's block of rows, every column).
+                let mut part = take_part(lw);
                 let rows = imgs.len() * px;
                 let first = imgs[0];
                 // The thread's scratch buffer is taken out, not held locked: the row blocks below
@@ -879,35 +880,100 @@ impl ConvGrad {
                 part
             },
         );
-        // Sum the pieces in order (taps-last layout), then reorder to [O, C/g, KH, KW].
-        let mut total = vec![0.0f64; lw];
-        for p in &parts {
-            total
-                .iter_mut()
-                .zip(p)
-                .for_each(|(t, &v)| *t += f64::from(v));
-        }
-        for oi in 0..o {
-            for ci in 0..cg {
-                for t in 0..kh * kw {
-                    grad_weight[(oi * cg + ci) * kh * kw + t] =
-                        total[(oi * kh * kw + t) * cg + ci] as f32;
+        // Sum the pieces in order (taps-last layout), then reorder to [O, C/g, KH, KW]. One
+        // piece needs no sum (its f32 values pass through f64 unchanged).
+        let reorder = |grad_weight: &mut [f32], at: &dyn Fn(usize) -> f32| {
+            for (oi, gw) in grad_weight.chunks_exact_mut(cg * kh * kw).enumerate() {
+                for (ci, gwc) in gw.chunks_exact_mut(kh * kw).enumerate() {
+                    for (t, v) in gwc.iter_mut().enumerate() {
+                        *v = at((oi * kh * kw + t) * cg + ci);
+                    }
                 }
             }
+        };
+        if let [part] = &parts[..] {
+            reorder(grad_weight, &|i| part[i]);
+        } else {
+            TOTAL.with_borrow_mut(|total| {
+                total.clear();
+                total.resize(lw, 0.0);
+                for p in &parts {
+                    total
+                        .iter_mut()
+                        .zip(p)
+                        .for_each(|(t, &v)| *t += f64::from(v));
+                }
+                reorder(grad_weight, &|i| total[i] as f32);
+            });
         }
+        give_parts(parts);
         Ok(())
+    }
+}
+
+/// Partial weight gradients kept between calls: a training step of a wide net would otherwise
+/// take tens of megabytes of fresh pages from the kernel for them every step (a large
+/// allocation is a new mapping, faulted in and zeroed page by page).
+static PARTS: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
+
+/// Values [`PARTS`] keeps at most (64 MiB); buffers beyond it are freed.
+const PARTS_KEPT: usize = 16 << 20;
+
+thread_local! {
+    /// The f64 sum of a weight gradient's pieces, kept between calls on this thread.
+    static TOTAL: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// A buffer of `len` values from [`PARTS`] (or new), contents unspecified.
+fn take_part(len: usize) -> Vec<f32> {
+    let mut pool = PARTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    // The smallest buffer that holds `len`, else the largest (grown): small pieces keep
+    // small buffers.
+    let fits = (0..pool.len())
+        .filter(|&i| pool[i].capacity() >= len)
+        .min_by_key(|&i| pool[i].capacity());
+    let pick = fits.or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
+    let mut v = pick.map(|i| pool.swap_remove(i)).unwrap_or_default();
+    drop(pool);
+    v.truncate(len);
+    v.resize(len, 0.0);
+    v
+}
+
+/// Return buffers to [`PARTS`], up to [`PARTS_KEPT`] values in all.
+fn give_parts(parts: Vec<Vec<f32>>) {
+    let mut pool = PARTS
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    let mut kept: usize = pool.iter().map(Vec::capacity).sum();
+    for p in parts {
+        if kept + p.capacity() <= PARTS_KEPT {
+            kept += p.capacity();
+            pool.push(p);
+        }
     }
 }
 
 /// `W'[c, o, ky, kx] = W[o, c, KH-1-ky, KW-1-kx]`: the weights of the input gradient as a
 /// convolution (lengths equal).
 fn flip([o, cg, kh, kw]: [usize; 4], weight: &[f32], out: &mut [f32]) {
-    for oi in 0..o {
-        for ci in 0..cg {
-            for ky in 0..kh {
-                for kx in 0..kw {
-                    out[((ci * o + oi) * kh + ky) * kw + kx] =
-                        weight[((oi * cg + ci) * kh + kh - 1 - ky) * kw + kw - 1 - kx];
+    // In blocks of 16 x 16 channel pairs: each block reads 16 runs of the source and writes
+    // 16 runs of the destination, all in cache (one output channel after the other wrote a
+    // run of `KH * KW` values every `O * KH * KW`, a cache miss per kernel on wide layers).
+    const B: usize = 16;
+    let taps = kh * kw;
+    for oi0 in (0..o).step_by(B) {
+        for ci0 in (0..cg).step_by(B) {
+            for ci in ci0..(ci0 + B).min(cg) {
+                for oi in oi0..(oi0 + B).min(o) {
+                    let src = &weight[(oi * cg + ci) * taps..][..taps];
+                    let dst = &mut out[(ci * o + oi) * taps..][..taps];
+                    // Reversing the taps reverses both `ky` and `kx`.
+                    dst.iter_mut()
+                        .zip(src.iter().rev())
+                        .for_each(|(d, &v)| *d = v);
                 }
             }
         }

@@ -110,9 +110,10 @@ impl Im2col {
         self.packed[0].panel()
     }
 
-    /// Accumulate the sums of output pixels `p0 .. p0 + rows` of one image onto `dst`, with
-    /// `col` as the im2col buffer (grown if short). Channel ranges other than all of them only
-    /// come with one group.
+    /// Accumulate the sums of output pixels `p0 .. p0 + rows` of one image onto `dst` (or of
+    /// all pixels of several images: `p0` 0, `rows` all of theirs, one group), with `col` as
+    /// the im2col buffer (grown if short). Channel ranges other than all of them only come
+    /// with one group.
     ///
     /// # Safety
     /// As [`PackedMatrix::matmul_acc_rows`]: `dst` covers `rows` rows of its channels, used by
@@ -120,7 +121,7 @@ impl Im2col {
     pub(crate) unsafe fn tile(
         &self,
         cpu: Cpu,
-        img: &Image<'_>,
+        imgs: &[Image<'_>],
         p0: usize,
         rows: usize,
         dst: OutRows,
@@ -138,7 +139,12 @@ impl Im2col {
         simd_scope(
             cpu,
             #[inline(always)]
-            || self.gather(img, p0, col),
+            || {
+                let per = rows / imgs.len().max(1);
+                for (img, col) in imgs.iter().zip(col.chunks_mut(per * k)) {
+                    self.gather(img, p0, col);
+                }
+            },
         );
         if self.packed.len() == 1 {
             // SAFETY: passed on from the caller.

@@ -366,12 +366,17 @@ impl PackedConv {
 
     /// Output pixels per tile of the matrix-product paths (independent of the thread count,
     /// so results are bitwise identical whatever the parallelism).
-    fn tile_pixels(&self, pixels: usize) -> usize {
+    /// Most output pixels per tile: their im2col rows fill about [`TILE_BYTES`].
+    fn tile_cap(&self) -> usize {
         let row = match &self.kernel {
             Kernel::Im2col(i) => i.row_len(),
             _ => self.weight_dims[1] * self.params.groups,
         };
-        let pt = (TILE_BYTES / 4 / row.max(1)).clamp(16, 1024);
+        (TILE_BYTES / 4 / row.max(1)).clamp(16, 1024)
+    }
+
+    fn tile_pixels(&self, pixels: usize) -> usize {
+        let pt = self.tile_cap();
         // Balance the tiles of an image (49 pixels: 25 + 24, not 48 + 1).
         let pixels = pixels.max(1);
         pixels.div_ceil(pixels.div_ceil(pt))
@@ -439,7 +444,7 @@ impl PackedConv {
                 );
             }
             Kernel::Pointwise(_) | Kernel::Im2col(_) => {
-                self.run_tiles(ctx, input_dims[0], &image, out, epi)
+                self.run_tiles(ctx, input_dims[0], &image, input, out, epi)
             }
         }
         Ok(())
@@ -452,19 +457,70 @@ impl PackedConv {
         ctx: &Ctx<'_>,
         n: usize,
         image: &(dyn Fn(usize) -> Image<'a> + Sync),
+        input: &[f32],
         out: &mut [f32],
         epi: Epilogue<'_>,
     ) {
         let img0 = image(0);
         let pixels = img0.oh * img0.ow;
+        let img_in = img0.h * img0.w * img0.c;
         let o = self.weight_dims[0];
         let img_out = pixels * o;
-        let pt = self.tile_pixels(pixels);
-        let tiles = pixels.div_ceil(pt);
         let (panel, groups) = match &self.kernel {
             Kernel::Pointwise(p) => (p.panel(), 1),
             Kernel::Im2col(i) => (i.panel(), self.params.groups),
             _ => unreachable!("only the matrix-product paths run in tiles"),
+        };
+        // Small maps (a training batch's late stages): a tile is several whole images, so
+        // that each block of weights meets as many pixels as a tile holds, not one image's
+        // few (ResNet-18 at 64x64 has 4 pixels per image in its last stage). Images per
+        // tile depend on the shapes only; each value's sum is the same either way.
+        let per_tile = self.tile_cap() / pixels.max(1);
+        if groups == 1 && per_tile >= 2 && n >= 2 {
+            let tiles = n.div_ceil(per_tile);
+            let per = n.div_ceil(tiles);
+            let blocks = match ctx.par {
+                Par::Rayon(threads) => channel_blocks(threads.get(), tiles, o.div_ceil(panel)),
+                _ => 1,
+            };
+            let panels = o.div_ceil(panel);
+            let chans = |b: usize| {
+                (b * panels / blocks * panel).min(o)..((b + 1) * panels / blocks * panel).min(o)
+            };
+            let shared = SharedOut(out.as_mut_ptr());
+            let run = |task: usize| {
+                let (t, b) = (task / blocks, task % blocks);
+                let imgs = t * per..((t + 1) * per).min(n);
+                let at = imgs.start * img_out;
+                let rows = imgs.len() * pixels;
+                let dst = shared.at(at);
+                let epi = epi.part(at, rows * o);
+                let src = Images {
+                    each: imgs.clone().map(image).collect(),
+                    all: &input[imgs.start * img_in..imgs.end * img_in],
+                };
+                let task = Task {
+                    p0: 0,
+                    rows,
+                    chans: chans(b),
+                };
+                // SAFETY: `out` holds `n * img_out` values (checked by `run`) and stays
+                // borrowed for the whole loop; task (images, block) touches only its images'
+                // rows and its block's channels, which no other task touches.
+                unsafe { self.tile(ctx, &src, task, dst, epi) };
+            };
+            if ctx.par.is_parallel() && tiles * blocks > 1 {
+                (0..tiles * blocks).into_par_iter().for_each(run);
+            } else {
+                (0..tiles * blocks).for_each(run);
+            }
+            return;
+        }
+        let pt = self.tile_pixels(pixels);
+        let tiles = pixels.div_ceil(pt);
+        let one = |ni: usize| Images {
+            each: vec![image(ni)],
+            all: &input[ni * img_in..(ni + 1) * img_in],
         };
         let blocks = match ctx.par {
             Par::Rayon(threads) if groups == 1 => {
@@ -498,7 +554,7 @@ impl PackedConv {
                 // SAFETY: `out` holds `n * img_out` values (checked by `run`) and stays
                 // borrowed for the whole parallel loop; task (image, tile, block) touches only
                 // its tile's rows and its block's channels, which no other task touches.
-                unsafe { self.tile(ctx, &image(ni), task, dst, epi) };
+                unsafe { self.tile(ctx, &one(ni), task, dst, epi) };
             });
             return;
         }
@@ -511,7 +567,7 @@ impl PackedConv {
                 chans: 0..o,
             };
             // SAFETY: `tile` is uniquely borrowed and holds `rows` whole output rows.
-            unsafe { self.tile(ctx, &image(ni), task, tile.as_mut_ptr(), epi) };
+            unsafe { self.tile(ctx, &one(ni), task, tile.as_mut_ptr(), epi) };
         });
     }
 
@@ -524,7 +580,7 @@ impl PackedConv {
     unsafe fn tile(
         &self,
         ctx: &Ctx<'_>,
-        img: &Image<'_>,
+        src: &Images<'_>,
         Task { p0, rows, chans }: Task,
         dst: *mut f32,
         epi: Epilogue<'_>,
@@ -545,10 +601,10 @@ impl PackedConv {
         };
         match &self.kernel {
             // SAFETY: the contract covers these rows and channels.
-            Kernel::Pointwise(p) => unsafe { p.tile(cpu, img.x, p0, rows, rows_out) },
+            Kernel::Pointwise(p) => unsafe { p.tile(cpu, src.all, p0, rows, rows_out) },
             Kernel::Im2col(i) => ctx.scratch.with(|col| {
                 // SAFETY: the contract covers these rows and channels.
-                unsafe { i.tile(cpu, img, p0, rows, rows_out, col) }
+                unsafe { i.tile(cpu, &src.each, p0, rows, rows_out, col) }
             }),
             _ => unreachable!("only the matrix-product paths run in tiles"),
         }
@@ -563,8 +619,17 @@ impl PackedConv {
 /// destination rows, scratch)`.
 type BandFn<'a> = dyn Fn(Image<'_>, usize, Epilogue<'_>, &mut [f32], &mut Vec<f32>) + Sync + 'a;
 
+/// The input of a task of the matrix-product paths: one image, or several whole ones in a
+/// row.
+struct Images<'a> {
+    /// Each image.
+    each: Vec<Image<'a>>,
+    /// Their NHWC values, one after the other (they are adjacent in the batch).
+    all: &'a [f32],
+}
+
 /// A task of the matrix-product paths: output channels `chans` of the `rows` output pixels
-/// from `p0` of one image. Channel ranges other than `0..O` start at a panel boundary and
+/// from `p0` of one image (or of several whole images: `p0` 0 and `rows` all their pixels). Channel ranges other than `0..O` start at a panel boundary and
 /// only come with one group.
 struct Task {
     p0: usize,
