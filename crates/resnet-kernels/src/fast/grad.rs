@@ -29,6 +29,10 @@ const STAT_PIXELS: usize = 256;
 /// Rows (`(ky, kx, channel)` columns of im2col) per product of a weight gradient.
 const WGRAD_ROWS: usize = 256;
 
+/// Output pixels per product of an input gradient computed as `col2im(dY · W)` (whole images
+/// per product, at least one).
+const INPUT_GRAD_ROWS: usize = 64;
+
 /// Output pixels per partial sum of a weight gradient (whole images per piece, at least one).
 const WGRAD_PIXELS: usize = 1024;
 
@@ -718,10 +722,15 @@ impl ConvGrad {
         let g = self.params.groups;
         let og = o / g;
         let (px, width) = (cols.pixels(), cols.width());
+        // Images in groups of about INPUT_GRAD_ROWS output pixels: one product per group
+        // (strided convs on small maps have a handful of pixels per image, and the weights
+        // would otherwise stream once per image), then col2im image by image. The grouping
+        // depends on the shapes only.
+        let per = (INPUT_GRAD_ROWS / px.max(1)).max(1);
         let items: Vec<_> = grad_in
-            .chunks_mut(h * w * c)
-            .zip(grad_out.chunks(px * o))
-            .take(n)
+            .chunks_mut(per * h * w * c)
+            .zip(grad_out.chunks(per * px * o))
+            .take(n.div_ceil(per))
             .collect();
         map_items(
             ctx.cpu,
@@ -729,15 +738,17 @@ impl ConvGrad {
             items,
             #[inline(always)]
             |(gx, gy)| {
+                let imgs = gy.len() / (px * o).max(1);
+                let rows = imgs * px;
                 ctx.scratch.with(|col| {
-                    if col.len() < px * width {
-                        col.resize(px * width, 0.0);
+                    if col.len() < rows * width {
+                        col.resize(rows * width, 0.0);
                     }
-                    let col = &mut col[..px * width];
+                    let col = &mut col[..rows * width];
                     for gi in 0..g {
                         // col[p, j] = Σ_o dY[p, o] W[o, j] over the group's output channels.
                         gemm(
-                            [px, width, og],
+                            [rows, width, og],
                             col,
                             [width, 1],
                             false,
@@ -746,7 +757,12 @@ impl ConvGrad {
                             &self.taps_last[gi * og * width..],
                             [width, 1],
                         );
-                        cols.col2im(col, gi, gx);
+                        for (colj, gxj) in col
+                            .chunks_exact(px * width)
+                            .zip(gx.chunks_exact_mut(h * w * c))
+                        {
+                            cols.col2im(colj, gi, gxj);
+                        }
                     }
                 })
             },

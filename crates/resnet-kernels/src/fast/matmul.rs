@@ -202,6 +202,27 @@ impl PackedMatrix {
         }
     }
 
+    /// The packed values of rows `i0 .. i0 + nr` at depth `kk`, side by side (one run of
+    /// the storage): rows of one panel, `i0` a multiple of [`ROW_BLOCK`], `nr` at most that
+    /// many. What a packer that reads the source in its own order writes into.
+    ///
+    /// # Panics
+    /// If the rows run past `m`, break the block rule, or `kk` is not below `k`.
+    #[inline(always)]
+    pub(crate) fn run_mut(&mut self, i0: usize, nr: usize, kk: usize) -> &mut [f32] {
+        let (m, k, panel) = (self.m, self.k, self.panel);
+        assert!(
+            i0.is_multiple_of(ROW_BLOCK) && nr <= ROW_BLOCK && i0 + nr <= m && kk < k,
+            "run_mut: rows {i0}..{} at depth {kk} of {m} x {k}",
+            i0 + nr
+        );
+        let k0 = kk - kk % KC;
+        let at = Self::block_offset(k0, KC.min(k - k0), i0 / panel, panel, m.div_ceil(panel))
+            + (kk - k0) * panel
+            + i0 % panel;
+        &mut self.data[at..at + nr]
+    }
+
     /// [`PackedMatrix::refill`] from whole rows: `row(i, buf)` writes row `i`'s `k` values into
     /// `buf`; [`ROW_BLOCK`] rows at a time are then written into their panel by
     /// [`PackedMatrix::set_rows`]. Bitwise what [`PackedMatrix::new`] would hold.

@@ -2,7 +2,7 @@
 //! its input patches into a small buffer (sized for the L2 cache, never a whole image), then
 //! one product per block of groups.
 
-use super::super::matmul::{OutRows, PackedMatrix};
+use super::super::matmul::{OutRows, PackedMatrix, ROW_BLOCK};
 use super::super::simd::simd_scope;
 use super::Image;
 use crate::{Conv2dParams, Cpu};
@@ -84,14 +84,23 @@ impl Im2col {
             // Row `i` is output channel `i`'s weights in im2col order `(tap, channel)`.
             let [_, cg, kh, kw] = dims;
             let taps = kh * kw;
-            self.packed[0].refill_rows(|i, row| {
-                let w = &weight[i * cg * taps..(i + 1) * cg * taps];
-                for (c, wc) in w.chunks_exact(taps).enumerate() {
-                    for (t, &v) in wc.iter().enumerate() {
-                        row[t * cg + c] = v;
+            // Straight from the weights into the panels, a block of rows at a time: for each
+            // input channel, the block's `taps` values per row (adjacent in the source) go to
+            // the `taps` depths `t * C + c` (a transposition that stays in L1; through a
+            // buffer of whole rows it cost two passes over memory).
+            let packed = &mut self.packed[0];
+            let o = dims[0];
+            for i0 in (0..o).step_by(ROW_BLOCK) {
+                let nr = ROW_BLOCK.min(o - i0);
+                for c in 0..cg {
+                    for t in 0..taps {
+                        let run = packed.run_mut(i0, nr, t * cg + c);
+                        for (r, d) in run.iter_mut().enumerate() {
+                            *d = weight[((i0 + r) * cg + c) * taps + t];
+                        }
                     }
                 }
-            });
+            }
             return;
         }
         for (b, p) in self.packed.iter_mut().enumerate() {
