@@ -647,6 +647,31 @@ fn awkward_convs() -> Vec<ConvCase> {
             bias: false,
             ..base
         },
+        // Strided on small maps (4 output pixels per image): the input gradient's products
+        // take 16 images each, here 16 + 3; with groups too.
+        ConvCase {
+            n: 19,
+            cg: 3,
+            og: 5,
+            h: 4,
+            w: 4,
+            k: [3, 3],
+            stride: [2, 2],
+            pad: [1, 1],
+            ..base
+        },
+        ConvCase {
+            n: 19,
+            cg: 2,
+            og: 3,
+            groups: 2,
+            h: 3,
+            w: 3,
+            k: [3, 3],
+            stride: [2, 2],
+            pad: [1, 1],
+            ..base
+        },
     ]
 }
 

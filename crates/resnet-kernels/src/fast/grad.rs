@@ -857,19 +857,25 @@ impl ConvGrad {
                         // blocks of rows of a fixed size (so the same products run whatever the
                         // threads), spread over the threads: wide convs on small maps have few
                         // pieces but many rows.
-                        let blocks: Vec<usize> = (0..width).step_by(WGRAD_ROWS).collect();
+                        // Each block's product lands in its own run of the group's part
+                        // (column-major `[jb, og]`, as the kernels store it).
                         let gyg = &gy[gi * og..];
-                        let outs = map_items(
+                        let dst = &mut part[gi * og * width..(gi + 1) * og * width];
+                        let blocks: Vec<(usize, &mut [f32])> = dst
+                            .chunks_mut(WGRAD_ROWS * og)
+                            .enumerate()
+                            .map(|(b, d)| (b * WGRAD_ROWS, d))
+                            .collect();
+                        map_items(
                             ctx.cpu,
                             ctx.par,
                             blocks,
                             #[inline(always)]
-                            |j0| {
+                            |(j0, out): (usize, &mut [f32])| {
                                 let jb = WGRAD_ROWS.min(width - j0);
-                                let mut out = vec![0.0f32; jb * og];
                                 gemm(
                                     [jb, og, rows],
-                                    &mut out,
+                                    out,
                                     [1, jb],
                                     false,
                                     &rhs[j0..],
@@ -877,15 +883,8 @@ impl ConvGrad {
                                     gyg,
                                     [o, 1],
                                 );
-                                (j0, jb, out)
                             },
                         );
-                        let dst = &mut part[gi * og * width..(gi + 1) * og * width];
-                        for (j0, jb, out) in outs {
-                            for (d, s) in dst.chunks_exact_mut(width).zip(out.chunks_exact(jb)) {
-                                d[j0..j0 + jb].copy_from_slice(s);
-                            }
-                        }
                     }
                 }
                 ctx.scratch.with(|b| {
@@ -896,13 +895,18 @@ impl ConvGrad {
                 part
             },
         );
-        // Sum the pieces in order (taps-last layout), then reorder to [O, C/g, KH, KW]. One
-        // piece needs no sum (its f32 values pass through f64 unchanged).
+        // Sum the pieces in order, then reorder to [O, C/g, KH, KW]. One piece needs no sum
+        // (its f32 values pass through f64 unchanged). A part holds, per group, blocks of
+        // `WGRAD_ROWS` taps-last columns `j = (ky, kx, c)`, each column-major `[jb, og]`.
         let reorder = |grad_weight: &mut [f32], at: &dyn Fn(usize) -> f32| {
             for (oi, gw) in grad_weight.chunks_exact_mut(cg * kh * kw).enumerate() {
+                let (gi, ol) = (oi / og, oi % og);
                 for (ci, gwc) in gw.chunks_exact_mut(kh * kw).enumerate() {
                     for (t, v) in gwc.iter_mut().enumerate() {
-                        *v = at((oi * kh * kw + t) * cg + ci);
+                        let j = t * cg + ci;
+                        let j0 = j - j % WGRAD_ROWS;
+                        let jb = WGRAD_ROWS.min(width - j0);
+                        *v = at(gi * og * width + j0 * og + ol * jb + (j - j0));
                     }
                 }
             }
