@@ -33,6 +33,9 @@ const WGRAD_ROWS: usize = 256;
 /// per product, at least one).
 const INPUT_GRAD_ROWS: usize = 64;
 
+/// Values of a weight gradient per task of its final sum and reorder (whole output channels).
+const REORDER_VALUES: usize = 1 << 16;
+
 /// Output pixels per partial sum of a weight gradient (whole images per piece, at least one).
 const WGRAD_PIXELS: usize = 1024;
 
@@ -895,37 +898,42 @@ impl ConvGrad {
                 part
             },
         );
-        // Sum the pieces in order, then reorder to [O, C/g, KH, KW]. One piece needs no sum
-        // (its f32 values pass through f64 unchanged). A part holds, per group, blocks of
-        // `WGRAD_ROWS` taps-last columns `j = (ky, kx, c)`, each column-major `[jb, og]`.
-        let reorder = |grad_weight: &mut [f32], at: &dyn Fn(usize) -> f32| {
-            for (oi, gw) in grad_weight.chunks_exact_mut(cg * kh * kw).enumerate() {
-                let (gi, ol) = (oi / og, oi % og);
-                for (ci, gwc) in gw.chunks_exact_mut(kh * kw).enumerate() {
-                    for (t, v) in gwc.iter_mut().enumerate() {
-                        let j = t * cg + ci;
-                        let j0 = j - j % WGRAD_ROWS;
-                        let jb = WGRAD_ROWS.min(width - j0);
-                        *v = at(gi * og * width + j0 * og + ol * jb + (j - j0));
+        // Sum the pieces in order (in f64), reordered to [O, C/g, KH, KW], output channels
+        // spread over the threads. A part holds, per group, blocks of `WGRAD_ROWS` taps-last
+        // columns `j = (ky, kx, c)`, each column-major `[jb, og]`. One piece needs no sum (its
+        // f32 values pass through f64 unchanged).
+        let per_o = cg * kh * kw;
+        let chunk = (REORDER_VALUES / per_o.max(1)).max(1) * per_o;
+        let items: Vec<(usize, &mut [f32])> = grad_weight
+            .chunks_mut(chunk)
+            .enumerate()
+            .map(|(i, gw)| (i * chunk / per_o, gw))
+            .collect();
+        let all = &parts;
+        map_items(
+            ctx.cpu,
+            ctx.par,
+            items,
+            #[inline(always)]
+            |(o0, gws): (usize, &mut [f32])| {
+                for (d, gw) in gws.chunks_exact_mut(per_o).enumerate() {
+                    let oi = o0 + d;
+                    let (gi, ol) = (oi / og, oi % og);
+                    for (ci, gwc) in gw.chunks_exact_mut(kh * kw).enumerate() {
+                        for (t, v) in gwc.iter_mut().enumerate() {
+                            let j = t * cg + ci;
+                            let j0 = j - j % WGRAD_ROWS;
+                            let jb = WGRAD_ROWS.min(width - j0);
+                            let at = gi * og * width + j0 * og + ol * jb + (j - j0);
+                            *v = match &all[..] {
+                                [one] => one[at],
+                                all => all.iter().fold(0.0f64, |s, p| s + f64::from(p[at])) as f32,
+                            };
+                        }
                     }
                 }
-            }
-        };
-        if let [part] = &parts[..] {
-            reorder(grad_weight, &|i| part[i]);
-        } else {
-            TOTAL.with_borrow_mut(|total| {
-                total.clear();
-                total.resize(lw, 0.0);
-                for p in &parts {
-                    total
-                        .iter_mut()
-                        .zip(p)
-                        .for_each(|(t, &v)| *t += f64::from(v));
-                }
-                reorder(grad_weight, &|i| total[i] as f32);
-            });
-        }
+            },
+        );
         give_parts(parts);
         Ok(())
     }
@@ -938,11 +946,6 @@ static PARTS: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new()
 
 /// Values [`PARTS`] keeps at most (64 MiB); buffers beyond it are freed.
 const PARTS_KEPT: usize = 16 << 20;
-
-thread_local! {
-    /// The f64 sum of a weight gradient's pieces, kept between calls on this thread.
-    static TOTAL: std::cell::RefCell<Vec<f64>> = const { std::cell::RefCell::new(Vec::new()) };
-}
 
 /// A buffer of `len` values from [`PARTS`] (or new), contents unspecified.
 fn take_part(len: usize) -> Vec<f32> {

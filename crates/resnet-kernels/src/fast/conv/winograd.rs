@@ -169,6 +169,26 @@ fn lanes<S: Simd>() -> usize {
     core::mem::size_of::<S::f32s>() / 4
 }
 
+/// A vector from `x` (at most a vector's worth): a plain load when `x` fills it (pulp's
+/// partial load is an out-of-line masked load, even with every lane set), else the partial
+/// one.
+#[inline(always)]
+fn load<S: Simd>(simd: S, x: &[f32]) -> S::f32s {
+    match S::as_simd_f32s(x) {
+        ([v], []) => *v,
+        _ => simd.partial_load_f32s(x),
+    }
+}
+
+/// Store `v` into `x` (at most a vector's worth), as [`load`] reads.
+#[inline(always)]
+fn store<S: Simd>(simd: S, x: &mut [f32], v: S::f32s) {
+    match S::as_mut_simd_f32s(x) {
+        ([d], []) => *d = v,
+        _ => simd.partial_store_f32s(x, v),
+    }
+}
+
 struct InputTransform<'a> {
     x: &'a [f32],
     h: usize,
@@ -212,7 +232,7 @@ impl WithSimd for InputTransform<'_> {
             let mut d = [zero; 16];
             for k in 0..16 {
                 if let Some(off) = at[k] {
-                    d[k] = simd.partial_load_f32s(&x[off + c0..off + c0 + n]);
+                    d[k] = load(simd, &x[off + c0..off + c0 + n]);
                 }
             }
             // Bᵀ d: combine rows.
@@ -235,7 +255,7 @@ impl WithSimd for InputTransform<'_> {
                 ];
                 for (j, val) in out.into_iter().enumerate() {
                     let base = (i * 4 + j) * stride + c0;
-                    simd.partial_store_f32s(&mut v[base..base + n], val);
+                    store(simd, &mut v[base..base + n], val);
                 }
             }
             c0 += n;
@@ -277,7 +297,7 @@ impl WithSimd for OutputTransform<'_> {
             let n = l.min(o - o0);
             let mut mm = [zero; 16];
             for (k, v) in mm.iter_mut().enumerate() {
-                *v = simd.partial_load_f32s(&m[k * stride + o0..k * stride + o0 + n]);
+                *v = load(simd, &m[k * stride + o0..k * stride + o0 + n]);
             }
             // Aᵀ m: 2 rows.
             let mut s = [zero; 8];
@@ -286,7 +306,7 @@ impl WithSimd for OutputTransform<'_> {
                 s[j] = simd.add_f32s(simd.add_f32s(m0, m1), m2);
                 s[4 + j] = simd.sub_f32s(simd.sub_f32s(m1, m2), m3);
             }
-            let b = simd.partial_load_f32s(epi.bias(o0..o0 + n));
+            let b = load(simd, epi.bias(o0..o0 + n));
             for a in 0..2 {
                 let (s0, s1, s2, s3) = (s[a * 4], s[a * 4 + 1], s[a * 4 + 2], s[a * 4 + 3]);
                 let y = [
@@ -305,12 +325,12 @@ impl WithSimd for OutputTransform<'_> {
                     let base = (oy * ow + ox) * o + o0;
                     let mut val = simd.add_f32s(yv, b);
                     if let Some(r) = epi.residual() {
-                        val = simd.add_f32s(val, simd.partial_load_f32s(&r[base..base + n]));
+                        val = simd.add_f32s(val, load(simd, &r[base..base + n]));
                     }
                     if epi.applies_relu() {
                         val = relu_v(simd, val);
                     }
-                    simd.partial_store_f32s(&mut dst[base..base + n], val);
+                    store(simd, &mut dst[base..base + n], val);
                 }
             }
             o0 += n;
