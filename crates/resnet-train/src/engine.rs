@@ -668,14 +668,20 @@ impl Trainer {
         if !out.loss.is_finite() {
             return Err(TrainError::NonFinite { loss: out.loss });
         }
-        for (k, g) in &out.grads {
-            let (w, shape) = self
-                .params
-                .get_mut(k)
-                .ok_or_else(|| TrainError::Input(format!("no parameter {k}")))?;
-            let group = param_group_for(k, shape, policy, prior);
-            sgd.step(k, w, g, Some(&group))?;
-        }
+        // On the trainer's threads: the optimisers split large tensors over the pool they run
+        // on (fixed pieces, elementwise: the same bits with any thread count).
+        let params = &mut self.params;
+        let grads = &out.grads;
+        self.fast.install(|| -> Result<(), TrainError> {
+            for (k, g) in grads {
+                let (w, shape) = params
+                    .get_mut(k)
+                    .ok_or_else(|| TrainError::Input(format!("no parameter {k}")))?;
+                let group = param_group_for(k, shape, policy, prior);
+                sgd.step(k, w, g, Some(&group))?;
+            }
+            Ok(())
+        })?;
         Ok(out)
     }
 

@@ -92,6 +92,14 @@ impl FastState {
     pub(crate) fn threads(&self) -> usize {
         self.threads
     }
+
+    /// Run `f` on this state's pool (on the calling thread without one).
+    pub(crate) fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
+        match &self.pool {
+            Some(p) => p.install(f),
+            None => f(),
+        }
+    }
 }
 
 /// Copy `t` (logical dims `dims`) into `out` in NHWC, with no intermediate copy when it is

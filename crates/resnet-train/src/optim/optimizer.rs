@@ -5,7 +5,7 @@ use super::{AdamW, AdamWConfig, OptimError, ParamGroup, Sgd, SgdConfig, StateTen
 
 /// What a training step and a checkpoint need of an optimiser: an update of one named
 /// parameter, and the state that makes the next update reproducible.
-pub trait Optimize {
+pub trait Optimize: Send {
     /// Updates `param` (named `name`) from its gradient; `group` overrides the learning rate
     /// and weight decay. On error nothing is changed.
     fn step(

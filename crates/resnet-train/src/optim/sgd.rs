@@ -172,9 +172,15 @@ impl Sgd {
         // The arithmetic is resnet-kernels' (`naive_grad::sgd_step` is its reference), compiled
         // for this CPU's vector instructions: fused multiply-adds, the same bits everywhere.
         let cpu = Cpu::detect();
+        // Inside a rayon pool (a trainer's), over its threads: the kernel splits the tensor
+        // into fixed pieces, so the bits do not depend on it.
+        let par = match rayon::current_thread_index() {
+            Some(_) => Par::with_threads(rayon::current_num_threads()),
+            None => Par::Seq,
+        };
         let run = |w: &mut [f32], b: MomentumBuffer<'_>| {
             // Lengths were checked above; the kernel checks them again.
-            grad::sgd_step(cpu, Par::Seq, w, grad, b, &step).map_err(|e| match e {
+            grad::sgd_step(cpu, par, w, grad, b, &step).map_err(|e| match e {
                 KernelError::BadLength {
                     what,
                     expected,
