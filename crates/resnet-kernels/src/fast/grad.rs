@@ -1050,20 +1050,34 @@ pub fn max_pool2d_backward_nhwc(
         items,
         #[inline(always)]
         |((gx, x), gy)| {
+            // Per output pixel, the window's pixels in order, all channels at once: the
+            // running maximum and the pixel it came from, per channel (the first maximum
+            // wins; a NaN wins over anything, the last NaN over an earlier one).
+            let mut best = vec![0.0f32; c];
+            let mut from = vec![0usize; c];
             for oy in 0..oh {
                 for ox in 0..ow {
-                    for ci in 0..c {
-                        let mut best: Option<(usize, f32)> = None;
-                        for (iy, ix) in geom.window(oy, ox) {
-                            let i = (iy * w + ix) * c + ci;
-                            let v = x[i];
-                            let max = best.map_or(f32::NEG_INFINITY, |(_, m)| m);
-                            if best.is_none() || v > max || v.is_nan() {
-                                best = Some((i, v));
+                    let mut any = false;
+                    for (iy, ix) in geom.window(oy, ox) {
+                        let at = (iy * w + ix) * c;
+                        let xs = &x[at..at + c];
+                        if !any {
+                            best.copy_from_slice(xs);
+                            from.fill(at);
+                            any = true;
+                            continue;
+                        }
+                        for ((b, f), &v) in best.iter_mut().zip(from.iter_mut()).zip(xs) {
+                            if v > *b || v.is_nan() {
+                                *b = v;
+                                *f = at;
                             }
                         }
-                        if let Some((i, _)) = best {
-                            gx[i] += gy[(oy * ow + ox) * c + ci];
+                    }
+                    if any {
+                        let gyr = &gy[(oy * ow + ox) * c..][..c];
+                        for (ci, (&f, &g)) in from.iter().zip(gyr).enumerate() {
+                            gx[f + ci] += g;
                         }
                     }
                 }
