@@ -92,7 +92,11 @@ pub fn run_row(cfg: &TrainConfig) -> Result<Value, Box<dyn std::error::Error>> {
             .collect(),
     )?;
     let labels: Vec<usize> = (0..cfg.batch).map(|i| i * 7 % 10).collect();
-    let mut step = || trainer.sgd_step(&mut sgd, &Prior::Zero, DecayPolicy::All, &x, &labels);
+    let mut step = || -> Result<(), resnet_train::TrainError> {
+        let out = trainer.sgd_step(&mut sgd, &Prior::Zero, DecayPolicy::All, &x, &labels)?;
+        trainer.recycle(out);
+        Ok(())
+    };
     for _ in 0..3 {
         step()?;
     }

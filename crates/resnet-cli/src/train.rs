@@ -871,6 +871,7 @@ pub fn train(a: &TrainArgs, threads: Option<usize>) -> Result<()> {
                 .zip(&lb)
                 .filter(|(p, l)| p != l)
                 .count();
+            trainer.recycle(out);
             let secs = t0.elapsed().as_secs_f64();
             t0 = Instant::now();
             tally.add(lb.len(), loss, wrong, secs);

@@ -69,7 +69,8 @@ pub(crate) fn bench_train(b: &TrainBench<'_>) -> Result<()> {
     let x = Tensor::from_vec(&[b.batch, b.channels, b.size, b.size], values)?;
     let labels: Vec<usize> = (0..b.batch).map(|_| (next() % 10) as usize).collect();
     let mut step = || -> Result<()> {
-        trainer.sgd_step(&mut sgd, &Prior::Zero, DecayPolicy::All, &x, &labels)?;
+        let out = trainer.sgd_step(&mut sgd, &Prior::Zero, DecayPolicy::All, &x, &labels)?;
+        trainer.recycle(out);
         Ok(())
     };
     // `time_iters` runs one more untimed step first.

@@ -629,6 +629,32 @@ impl Trainer {
         })
     }
 
+    /// Hand a step's output back once it is no longer needed: its gradient buffers are
+    /// reused by the next steps instead of new ones (a ResNet-18 step's weight gradients are
+    /// 45 MB of fresh pages otherwise). Optional; nothing changes in the results.
+    ///
+    /// ```no_run
+    /// # fn demo(t: &mut resnet_train::Trainer, sgd: &mut resnet_train::optim::Sgd,
+    /// #         x: &resnet_tensor::Tensor, labels: &[usize]) -> Result<(), resnet_train::TrainError> {
+    /// use resnet_train::optim::{DecayPolicy, Prior};
+    /// for _ in 0..10 {
+    ///     let out = t.sgd_step(sgd, &Prior::Zero, DecayPolicy::All, x, labels)?;
+    ///     println!("loss {}", out.loss);
+    ///     t.recycle(out);
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub fn recycle(&mut self, out: StepOutput) {
+        // At most one buffer per parameter is ever needed.
+        let keep = self.params.len();
+        let spare = &mut self.fast.spare_grads;
+        for (_, g) in out.grads {
+            if spare.len() < keep && g.capacity() > 0 {
+                spare.push(g);
+            }
+        }
+    }
+
     /// One optimiser step (SGD, AdamW, or either as an [`Optimizer`](crate::optim::Optimizer))
     /// on a batch, as PyTorch's recipe (and the golden fixtures) define it:
     /// [`Trainer::forward_backward`], the prior's term added to the loss and to each

@@ -51,6 +51,9 @@ pub(crate) struct FastState {
     /// with the new weights (no packing allocations once warm).
     convs: Vec<Option<PackedConv>>,
     conv_grads: Vec<Option<ConvGrad>>,
+    /// Gradient buffers handed back by [`Trainer::recycle`], for the next step's weight
+    /// gradients (fresh ones cost new pages every step).
+    pub(super) spare_grads: Vec<Vec<f32>>,
 }
 
 impl Clone for FastState {
@@ -504,7 +507,8 @@ impl Trainer {
                         _ => ConvGrad::new(self.param(&w), spec.weight_shape(), spec.params())?,
                     };
                     let ctx = Ctx::new(cpu, par, &st.scratch);
-                    let mut gw = vec![0.0; self.param(&w).len()];
+                    // Every value is written by the backward below.
+                    let mut gw = take_spare(&mut st.spare_grads, self.param(&w).len());
                     let mut gbias = spec.bias.then(|| vec![0.0; spec.out_channels]);
                     cg.backward_weight(
                         &ctx,
@@ -626,6 +630,18 @@ impl Trainer {
             predictions,
         })
     }
+}
+
+/// A buffer of `len` values from `spare` (the smallest that holds it, else new), contents
+/// unspecified.
+fn take_spare(spare: &mut Vec<Vec<f32>>, len: usize) -> Vec<f32> {
+    let fit = (0..spare.len())
+        .filter(|&i| spare[i].capacity() >= len)
+        .min_by_key(|&i| spare[i].capacity());
+    let mut v = fit.map(|i| spare.swap_remove(i)).unwrap_or_default();
+    v.truncate(len);
+    v.resize(len, 0.0);
+    v
 }
 
 /// Prepare slot `s`'s gradient buffer for a backward that writes (returns `false`) or adds to
