@@ -4,7 +4,7 @@
 
 use super::super::matmul::{OutRows, PackedMatrix, ROW_BLOCK};
 use super::super::simd::simd_scope;
-use super::Image;
+use super::{Image, Images};
 use crate::{Conv2dParams, Cpu};
 
 /// The packed weights of an im2col convolution: one block-diagonal matrix per block of
@@ -119,8 +119,8 @@ impl Im2col {
         self.packed[0].panel()
     }
 
-    /// Accumulate the sums of output pixels `p0 .. p0 + rows` of one image onto `dst` (or of
-    /// all pixels of several images: `p0` 0, `rows` all of theirs, one group), with `col` as
+    /// Accumulate the sums of output pixels `p0 .. p0 + rows` of the task's image onto `dst`
+    /// (or of all pixels of its several images: `p0` 0, `rows` all of theirs), with `col` as
     /// the im2col buffer (grown if short). Channel ranges other than all of them only come
     /// with one group.
     ///
@@ -130,7 +130,7 @@ impl Im2col {
     pub(crate) unsafe fn tile(
         &self,
         cpu: Cpu,
-        imgs: &[Image<'_>],
+        src: &Images<'_, '_>,
         p0: usize,
         rows: usize,
         dst: OutRows,
@@ -149,9 +149,9 @@ impl Im2col {
             cpu,
             #[inline(always)]
             || {
-                let per = rows / imgs.len().max(1);
-                for (img, col) in imgs.iter().zip(col.chunks_mut(per * k)) {
-                    self.gather(img, p0, col);
+                let per = rows / src.range.len().max(1);
+                for (ni, col) in src.range.clone().zip(col.chunks_mut(per * k)) {
+                    self.gather(&(src.image)(ni), p0, col);
                 }
             },
         );

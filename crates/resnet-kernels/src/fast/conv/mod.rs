@@ -360,12 +360,13 @@ impl PackedConv {
             }
             Kernel::Grouped(grouped) => grouped.scratch_len(GroupedDirect::band_rows(ow, oh), ow),
             Kernel::Pointwise(_) => 0,
-            Kernel::Im2col(i) => self.tile_pixels(oh * ow).min(oh * ow) * i.row_len(),
+            Kernel::Im2col(i) => match self.images_per_tile(input[0], oh * ow) {
+                Some(per) => per * oh * ow * i.row_len(),
+                None => self.tile_pixels(oh * ow).min(oh * ow) * i.row_len(),
+            },
         })
     }
 
-    /// Output pixels per tile of the matrix-product paths (independent of the thread count,
-    /// so results are bitwise identical whatever the parallelism).
     /// Most output pixels per tile: their im2col rows fill about [`TILE_BYTES`].
     fn tile_cap(&self) -> usize {
         let row = match &self.kernel {
@@ -375,6 +376,17 @@ impl PackedConv {
         (TILE_BYTES / 4 / row.max(1)).clamp(16, 1024)
     }
 
+    /// Images per tile when a tile of the matrix-product paths holds several whole images
+    /// (`n` images of `pixels` output pixels each, small maps, one group), else `None`.
+    /// Depends on the shapes only.
+    fn images_per_tile(&self, n: usize, pixels: usize) -> Option<usize> {
+        let per_tile = self.tile_cap() / pixels.max(1);
+        (self.params.groups == 1 && per_tile >= 2 && n >= 2)
+            .then(|| n.div_ceil(n.div_ceil(per_tile)))
+    }
+
+    /// Output pixels per tile of the matrix-product paths (independent of the thread count,
+    /// so results are bitwise identical whatever the parallelism).
     fn tile_pixels(&self, pixels: usize) -> usize {
         let pt = self.tile_cap();
         // Balance the tiles of an image (49 pixels: 25 + 24, not 48 + 1).
@@ -457,7 +469,7 @@ impl PackedConv {
         ctx: &Ctx<'_>,
         n: usize,
         image: &(dyn Fn(usize) -> Image<'a> + Sync),
-        input: &[f32],
+        input: &'a [f32],
         out: &mut [f32],
         epi: Epilogue<'_>,
     ) {
@@ -475,10 +487,8 @@ impl PackedConv {
         // that each block of weights meets as many pixels as a tile holds, not one image's
         // few (ResNet-18 at 64x64 has 4 pixels per image in its last stage). Images per
         // tile depend on the shapes only; each value's sum is the same either way.
-        let per_tile = self.tile_cap() / pixels.max(1);
-        if groups == 1 && per_tile >= 2 && n >= 2 {
-            let tiles = n.div_ceil(per_tile);
-            let per = n.div_ceil(tiles);
+        if let Some(per) = self.images_per_tile(n, pixels) {
+            let tiles = n.div_ceil(per);
             let blocks = match ctx.par {
                 Par::Rayon(threads) => channel_blocks(threads.get(), tiles, o.div_ceil(panel)),
                 _ => 1,
@@ -496,8 +506,9 @@ impl PackedConv {
                 let dst = shared.at(at);
                 let epi = epi.part(at, rows * o);
                 let src = Images {
-                    each: imgs.clone().map(image).collect(),
+                    image,
                     all: &input[imgs.start * img_in..imgs.end * img_in],
+                    range: imgs,
                 };
                 let task = Task {
                     p0: 0,
@@ -519,7 +530,8 @@ impl PackedConv {
         let pt = self.tile_pixels(pixels);
         let tiles = pixels.div_ceil(pt);
         let one = |ni: usize| Images {
-            each: vec![image(ni)],
+            image,
+            range: ni..ni + 1,
             all: &input[ni * img_in..(ni + 1) * img_in],
         };
         let blocks = match ctx.par {
@@ -580,7 +592,7 @@ impl PackedConv {
     unsafe fn tile(
         &self,
         ctx: &Ctx<'_>,
-        src: &Images<'_>,
+        src: &Images<'_, '_>,
         Task { p0, rows, chans }: Task,
         dst: *mut f32,
         epi: Epilogue<'_>,
@@ -604,7 +616,7 @@ impl PackedConv {
             Kernel::Pointwise(p) => unsafe { p.tile(cpu, src.all, p0, rows, rows_out) },
             Kernel::Im2col(i) => ctx.scratch.with(|col| {
                 // SAFETY: the contract covers these rows and channels.
-                unsafe { i.tile(cpu, &src.each, p0, rows, rows_out, col) }
+                unsafe { i.tile(cpu, src, p0, rows, rows_out, col) }
             }),
             _ => unreachable!("only the matrix-product paths run in tiles"),
         }
@@ -621,11 +633,13 @@ type BandFn<'a> = dyn Fn(Image<'_>, usize, Epilogue<'_>, &mut [f32], &mut Vec<f3
 
 /// The input of a task of the matrix-product paths: one image, or several whole ones in a
 /// row.
-struct Images<'a> {
-    /// Each image.
-    each: Vec<Image<'a>>,
+pub(crate) struct Images<'a, 'f> {
+    /// Image `i` of the batch.
+    pub(crate) image: &'f (dyn Fn(usize) -> Image<'a> + Sync),
+    /// The images of the task.
+    pub(crate) range: Range<usize>,
     /// Their NHWC values, one after the other (they are adjacent in the batch).
-    all: &'a [f32],
+    pub(crate) all: &'a [f32],
 }
 
 /// A task of the matrix-product paths: output channels `chans` of the `rows` output pixels
