@@ -646,13 +646,10 @@ impl Trainer {
     /// ```
     pub fn recycle(&mut self, out: StepOutput) {
         // At most one buffer per parameter is ever needed.
-        let keep = self.params.len();
+        let keep = self.params.values().map(|(p, _)| p.len()).sum();
         let spare = &mut self.fast.spare_grads;
-        for (_, g) in out.grads {
-            if spare.len() < keep && g.capacity() > 0 {
-                spare.push(g);
-            }
-        }
+        spare.set_limit(keep);
+        spare.give_all(out.grads.into_values());
     }
 
     /// One optimiser step (SGD, AdamW, or either as an [`Optimizer`](crate::optim::Optimizer))

@@ -57,6 +57,8 @@ impl Par {
 #[derive(Debug, Default)]
 pub struct Scratch {
     buffers: Vec<Mutex<Vec<f32>>>,
+    /// Whole buffers a kernel hands back between calls (the weight gradient's partial sums).
+    parts: BufferPool,
 }
 
 impl Scratch {
@@ -66,6 +68,7 @@ impl Scratch {
             buffers: (0..threads.max(1))
                 .map(|_| Mutex::new(Vec::new()))
                 .collect(),
+            parts: BufferPool::default(),
         }
     }
 
@@ -96,6 +99,93 @@ impl Scratch {
         let i = rayon::current_thread_index().unwrap_or(0) % n;
         let mut b = self.buffers[i].lock().unwrap_or_else(|e| e.into_inner());
         f(&mut b)
+    }
+}
+
+impl Scratch {
+    /// The pool of whole buffers kernels keep between calls.
+    pub(crate) fn parts(&self) -> &BufferPool {
+        &self.parts
+    }
+}
+
+/// Buffers of `f32` kept for reuse, up to a number of values in all.
+///
+/// A large allocation is a fresh mapping whose pages the OS faults in and zeroes one by one;
+/// a loop that needs buffers of the same sizes every iteration (a training step's gradients)
+/// takes them from a pool instead. [`BufferPool::take`] returns the smallest kept buffer that
+/// holds the length asked for (else the largest, grown), so buffers of mixed sizes stay
+/// matched to their uses.
+///
+/// ```
+/// use resnet_kernels::fast::BufferPool;
+/// let pool = BufferPool::new(1 << 20);
+/// let mut a = pool.take(1000);
+/// a.fill(1.0);
+/// pool.give(a);
+/// let b = pool.take(500); // the same allocation, its values left from before
+/// assert_eq!(b.len(), 500);
+/// assert!(b.capacity() >= 1000);
+/// ```
+#[derive(Debug)]
+pub struct BufferPool {
+    buffers: Mutex<Vec<Vec<f32>>>,
+    limit: usize,
+}
+
+impl Default for BufferPool {
+    /// A pool keeping up to 16 Mi values (64 MiB).
+    fn default() -> Self {
+        Self::new(16 << 20)
+    }
+}
+
+impl BufferPool {
+    /// An empty pool that keeps at most `limit` values (counted by capacity).
+    pub fn new(limit: usize) -> Self {
+        Self {
+            buffers: Mutex::new(Vec::new()),
+            limit,
+        }
+    }
+
+    /// Keep at most `limit` values from now on (buffers kept already stay).
+    pub fn set_limit(&mut self, limit: usize) {
+        self.limit = limit;
+    }
+
+    /// A buffer of `len` values: a kept one (the smallest that holds `len`, else the largest,
+    /// grown) or a new one. Values that were in the buffer stay as they were (the rest are
+    /// zero): write every value before reading it.
+    pub fn take(&self, len: usize) -> Vec<f32> {
+        let mut pool = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        let fits = (0..pool.len())
+            .filter(|&i| pool[i].capacity() >= len)
+            .min_by_key(|&i| pool[i].capacity());
+        let pick = fits.or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
+        let mut v = pick.map(|i| pool.swap_remove(i)).unwrap_or_default();
+        drop(pool);
+        v.truncate(len);
+        v.resize(len, 0.0);
+        v
+    }
+
+    /// Keep `buffer` for a later [`BufferPool::take`], unless that would exceed the limit (it
+    /// is freed then).
+    pub fn give(&self, buffer: Vec<f32>) {
+        self.give_all(std::iter::once(buffer));
+    }
+
+    /// [`BufferPool::give`] for several buffers, in order.
+    pub fn give_all(&self, buffers: impl IntoIterator<Item = Vec<f32>>) {
+        let mut pool = self.buffers.lock().unwrap_or_else(|e| e.into_inner());
+        let mut kept: usize = pool.iter().map(Vec::capacity).sum();
+        for b in buffers {
+            if b.capacity() > 0 && kept + b.capacity() <= self.limit {
+                kept += b.capacity();
+                pool.push(b);
+            }
+        }
     }
 }
 

@@ -833,7 +833,7 @@ impl ConvGrad {
             #[inline(always)]
             |imgs: &[usize]| {
                 // Every value is written below (each group's block of rows, every column).
-                let mut part = take_part(lw);
+                let mut part = ctx.scratch.parts().take(lw);
                 let rows = imgs.len() * px;
                 let first = imgs[0];
                 // The thread's scratch buffer is taken out, not held locked: the row blocks below
@@ -934,48 +934,10 @@ impl ConvGrad {
                 }
             },
         );
-        give_parts(parts);
+        // Kept for the next call: a wide net's partial sums are tens of megabytes, fresh
+        // pages every step otherwise.
+        ctx.scratch.parts().give_all(parts);
         Ok(())
-    }
-}
-
-/// Partial weight gradients kept between calls: a training step of a wide net would otherwise
-/// take tens of megabytes of fresh pages from the kernel for them every step (a large
-/// allocation is a new mapping, faulted in and zeroed page by page).
-static PARTS: std::sync::Mutex<Vec<Vec<f32>>> = std::sync::Mutex::new(Vec::new());
-
-/// Values [`PARTS`] keeps at most (64 MiB); buffers beyond it are freed.
-const PARTS_KEPT: usize = 16 << 20;
-
-/// A buffer of `len` values from [`PARTS`] (or new), contents unspecified.
-fn take_part(len: usize) -> Vec<f32> {
-    let mut pool = PARTS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    // The smallest buffer that holds `len`, else the largest (grown): small pieces keep
-    // small buffers.
-    let fits = (0..pool.len())
-        .filter(|&i| pool[i].capacity() >= len)
-        .min_by_key(|&i| pool[i].capacity());
-    let pick = fits.or_else(|| (0..pool.len()).max_by_key(|&i| pool[i].capacity()));
-    let mut v = pick.map(|i| pool.swap_remove(i)).unwrap_or_default();
-    drop(pool);
-    v.truncate(len);
-    v.resize(len, 0.0);
-    v
-}
-
-/// Return buffers to [`PARTS`], up to [`PARTS_KEPT`] values in all.
-fn give_parts(parts: Vec<Vec<f32>>) {
-    let mut pool = PARTS
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner);
-    let mut kept: usize = pool.iter().map(Vec::capacity).sum();
-    for p in parts {
-        if kept + p.capacity() <= PARTS_KEPT {
-            kept += p.capacity();
-            pool.push(p);
-        }
     }
 }
 

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use resnet_kernels::fast::grad::{
     self, BnTrain, ConvGrad, ResidualGrad, batch_norm_backward_nhwc, batch_norm_train_nhwc,
 };
-use resnet_kernels::fast::{self, ConvAlgo, Ctx, Epilogue, PackedConv, Par, Scratch};
+use resnet_kernels::fast::{self, BufferPool, ConvAlgo, Ctx, Epilogue, PackedConv, Par, Scratch};
 use resnet_kernels::naive_grad::BnSaved;
 use resnet_kernels::{Cpu, PoolGeometry, naive};
 use resnet_models::Step;
@@ -53,7 +53,7 @@ pub(crate) struct FastState {
     conv_grads: Vec<Option<ConvGrad>>,
     /// Gradient buffers handed back by [`Trainer::recycle`], for the next step's weight
     /// gradients (fresh ones cost new pages every step).
-    pub(super) spare_grads: Vec<Vec<f32>>,
+    pub(super) spare_grads: BufferPool,
 }
 
 impl Clone for FastState {
@@ -508,7 +508,7 @@ impl Trainer {
                     };
                     let ctx = Ctx::new(cpu, par, &st.scratch);
                     // Every value is written by the backward below.
-                    let mut gw = take_spare(&mut st.spare_grads, self.param(&w).len());
+                    let mut gw = st.spare_grads.take(self.param(&w).len());
                     let mut gbias = spec.bias.then(|| vec![0.0; spec.out_channels]);
                     cg.backward_weight(
                         &ctx,
@@ -630,18 +630,6 @@ impl Trainer {
             predictions,
         })
     }
-}
-
-/// A buffer of `len` values from `spare` (the smallest that holds it, else new), contents
-/// unspecified.
-fn take_spare(spare: &mut Vec<Vec<f32>>, len: usize) -> Vec<f32> {
-    let fit = (0..spare.len())
-        .filter(|&i| spare[i].capacity() >= len)
-        .min_by_key(|&i| spare[i].capacity());
-    let mut v = fit.map(|i| spare.swap_remove(i)).unwrap_or_default();
-    v.truncate(len);
-    v.resize(len, 0.0);
-    v
 }
 
 /// Prepare slot `s`'s gradient buffer for a backward that writes (returns `false`) or adds to
