@@ -916,19 +916,26 @@ impl ConvGrad {
             items,
             #[inline(always)]
             |(o0, gws): (usize, &mut [f32])| {
+                let taps = kh * kw;
                 for (d, gw) in gws.chunks_exact_mut(per_o).enumerate() {
                     let oi = o0 + d;
                     let (gi, ol) = (oi / og, oi % og);
-                    for (ci, gwc) in gw.chunks_exact_mut(kh * kw).enumerate() {
-                        for (t, v) in gwc.iter_mut().enumerate() {
-                            let j = t * cg + ci;
-                            let j0 = j - j % WGRAD_ROWS;
-                            let jb = WGRAD_ROWS.min(width - j0);
-                            let at = gi * og * width + j0 * og + ol * jb + (j - j0);
-                            *v = match &all[..] {
+                    // Column `j = (tap, ci)` of the block from `j0` (`jb` columns) holds
+                    // output channel `ol`'s values at `ol * jb + j - j0`: a contiguous run
+                    // per block, read in order while `(tap, ci)` steps through the columns.
+                    let (mut tap, mut ci) = (0, 0);
+                    for j0 in (0..width).step_by(WGRAD_ROWS) {
+                        let jb = WGRAD_ROWS.min(width - j0);
+                        let run = gi * og * width + j0 * og + ol * jb;
+                        for at in run..run + jb {
+                            gw[ci * taps + tap] = match &all[..] {
                                 [one] => one[at],
                                 all => all.iter().fold(0.0f64, |s, p| s + f64::from(p[at])) as f32,
                             };
+                            ci += 1;
+                            if ci == cg {
+                                (ci, tap) = (0, tap + 1);
+                            }
                         }
                     }
                 }
