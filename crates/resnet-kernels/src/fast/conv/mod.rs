@@ -483,107 +483,57 @@ impl PackedConv {
             Kernel::Im2col(i) => (i.panel(), self.params.groups),
             _ => unreachable!("only the matrix-product paths run in tiles"),
         };
-        // Small maps (a training batch's late stages): a tile is several whole images, so
-        // that each block of weights meets as many pixels as a tile holds, not one image's
-        // few (ResNet-18 at 64x64 has 4 pixels per image in its last stage). Images per
-        // tile depend on the shapes only; each value's sum is the same either way.
-        if let Some(per) = self.images_per_tile(n, pixels) {
-            let tiles = n.div_ceil(per);
-            let blocks = match ctx.par {
-                Par::Rayon(threads) => channel_blocks(threads.get(), tiles, o.div_ceil(panel)),
-                _ => 1,
-            };
-            let panels = o.div_ceil(panel);
-            let chans = |b: usize| {
-                (b * panels / blocks * panel).min(o)..((b + 1) * panels / blocks * panel).min(o)
-            };
-            let shared = SharedOut(out.as_mut_ptr());
-            let run = |task: usize| {
-                let (t, b) = (task / blocks, task % blocks);
-                let imgs = t * per..((t + 1) * per).min(n);
-                let at = imgs.start * img_out;
-                let rows = imgs.len() * pixels;
-                let dst = shared.at(at);
-                let epi = epi.part(at, rows * o);
-                let src = Images {
-                    image,
-                    all: &input[imgs.start * img_in..imgs.end * img_in],
-                    range: imgs,
-                };
-                let task = Task {
-                    p0: 0,
-                    rows,
-                    chans: chans(b),
-                };
-                // SAFETY: `out` holds `n * img_out` values (checked by `run`) and stays
-                // borrowed for the whole loop; task (images, block) touches only its images'
-                // rows and its block's channels, which no other task touches.
-                unsafe { self.tile(ctx, &src, task, dst, epi) };
-            };
-            if ctx.par.is_parallel() && tiles * blocks > 1 {
-                (0..tiles * blocks).into_par_iter().for_each(run);
-            } else {
-                (0..tiles * blocks).for_each(run);
-            }
-            return;
-        }
-        let pt = self.tile_pixels(pixels);
-        let tiles = pixels.div_ceil(pt);
-        let one = |ni: usize| Images {
-            image,
-            range: ni..ni + 1,
-            all: &input[ni * img_in..(ni + 1) * img_in],
+        // A tile is a run of one image's output pixels or, on small maps (a training
+        // batch's late stages), several whole images, so that each block of weights meets as
+        // many pixels as a tile holds, not one image's few (ResNet-18 at 64x64 has 4 pixels
+        // per image in its last stage). Tiles depend on the shapes only; each value's sum is
+        // the same either way.
+        let (per, pt) = match self.images_per_tile(n, pixels) {
+            Some(per) => (per, pixels),
+            None => (1, self.tile_pixels(pixels)),
         };
+        let per_image = pixels.div_ceil(pt);
+        let tiles = n.div_ceil(per) * per_image;
+        // With threads and few tiles (batch 1 on small maps), each tile's output channels are
+        // split into blocks of panels too.
+        let panels = o.div_ceil(panel);
         let blocks = match ctx.par {
-            Par::Rayon(threads) if groups == 1 => {
-                channel_blocks(threads.get(), n * tiles, o.div_ceil(panel))
-            }
+            Par::Rayon(threads) if groups == 1 => channel_blocks(threads.get(), tiles, panels),
             _ => 1,
         };
-        if blocks > 1 {
-            // Tasks are (image, tile, block of output channels), each writing its own channels
-            // of its tile's rows.
-            let panels = o.div_ceil(panel);
-            let chans = |b: usize| {
-                (b * panels / blocks * panel).min(o)..((b + 1) * panels / blocks * panel).min(o)
+        let chans = |b: usize| {
+            (b * panels / blocks * panel).min(o)..((b + 1) * panels / blocks * panel).min(o)
+        };
+        let shared = SharedOut(out.as_mut_ptr());
+        let run = |task: usize| {
+            let (t, b) = (task / blocks, task % blocks);
+            let (first, p0) = (t / per_image * per, t % per_image * pt);
+            let imgs = first..(first + per).min(n);
+            let rows = imgs.len() * pt.min(pixels - p0);
+            let at = imgs.start * img_out + p0 * o;
+            let src = Images {
+                image,
+                all: &input[imgs.start * img_in..imgs.end * img_in],
+                range: imgs,
             };
-            let shared = SharedOut(out.as_mut_ptr());
-            (0..n * tiles * blocks).into_par_iter().for_each(|task| {
-                let (ni, t, b) = (
-                    task / (tiles * blocks),
-                    task / blocks % tiles,
-                    task % blocks,
-                );
-                let (p0, rows) = (t * pt, pt.min(pixels - t * pt));
-                let at = ni * img_out + p0 * o;
-                let dst = shared.at(at);
-                let epi = epi.part(at, rows * o);
-                let task = Task {
-                    p0,
-                    rows,
-                    chans: chans(b),
-                };
-                // SAFETY: `out` holds `n * img_out` values (checked by `run`) and stays
-                // borrowed for the whole parallel loop; task (image, tile, block) touches only
-                // its tile's rows and its block's channels, which no other task touches.
-                unsafe { self.tile(ctx, &one(ni), task, dst, epi) };
-            });
-            return;
-        }
-        for_each_chunk(out, img_out, pt * o, ctx.par, |ni, off, tile| {
-            let (p0, rows) = (off / o, tile.len() / o);
-            let epi = epi.part(ni * img_out + off, tile.len());
             let task = Task {
                 p0,
                 rows,
-                chans: 0..o,
+                chans: chans(b),
             };
-            // SAFETY: `tile` is uniquely borrowed and holds `rows` whole output rows.
-            unsafe { self.tile(ctx, &one(ni), task, tile.as_mut_ptr(), epi) };
-        });
+            // SAFETY: `out` holds `n * img_out` values (checked by `run`) and stays borrowed
+            // for the whole loop; task (tile, block) touches only its tile's rows and its
+            // block's channels, which no other task touches.
+            unsafe { self.tile(ctx, &src, task, shared.at(at), epi.part(at, rows * o)) };
+        };
+        if ctx.par.is_parallel() && tiles * blocks > 1 {
+            (0..tiles * blocks).into_par_iter().for_each(run);
+        } else {
+            (0..tiles * blocks).for_each(run);
+        }
     }
 
-    /// One task of the matrix-product paths on one image, with `dst` pointing at the tile's
+    /// One task of the matrix-product paths (one image or several whole ones), with `dst` pointing at the tile's
     /// first output row (rows `O` apart) and `epi` holding the tile's part of the output step.
     ///
     /// # Safety
