@@ -9,6 +9,8 @@ use resnet_models::{
 };
 use resnet_tensor::Tensor;
 use resnet_train::{StepOutput, Trainer};
+use resnet_weights::TensorMap;
+use std::collections::BTreeMap;
 
 fn rel(ours: &[f32], want: &[f32]) -> f64 {
     let num = ours
@@ -34,6 +36,16 @@ fn input(dims: [usize; 4], seed: u64) -> Tensor {
     Tensor::from_vec(&dims, v).unwrap()
 }
 
+/// A trainer of `plan` from the weights of seed 7.
+fn trainer(plan: &Plan, backend: Backend, threads: usize) -> Trainer {
+    let w = random_plan_weights(plan, 7).unwrap();
+    Trainer::new(plan.clone(), &w)
+        .unwrap()
+        .with_backend(backend)
+        .with_threads(threads)
+        .unwrap()
+}
+
 fn pass(
     plan: &Plan,
     backend: Backend,
@@ -41,12 +53,7 @@ fn pass(
     x: &Tensor,
     labels: &[usize],
 ) -> (StepOutput, Trainer) {
-    let w = random_plan_weights(plan, 7).unwrap();
-    let mut t = Trainer::new(plan.clone(), &w)
-        .unwrap()
-        .with_backend(backend)
-        .with_threads(threads)
-        .unwrap();
+    let mut t = trainer(plan, backend, threads);
     let out = t.forward_backward(x, labels).unwrap();
     (out, t)
 }
@@ -115,41 +122,52 @@ fn torchvision_bottleneck_grouped_net() {
     check("resnext-like", &plan, [2, 3, 35, 37]);
 }
 
-#[test]
-fn three_sgd_steps_match_the_reference() {
+/// Gradients of each step, and the state after the last.
+type Run = (Vec<BTreeMap<String, Vec<f32>>>, TensorMap);
+
+/// Three SGD steps (lr 0.1, momentum 0.9, no prior) on a fixed batch of four 12x12 images
+/// from the weights of seed 7. With `recycle`, each step's output is handed back to the
+/// trainer, poisoned with NaN first: garbage in recycled buffers must not reach the next step.
+fn three_steps(plan: &Plan, backend: Backend, threads: usize, recycle: bool) -> Run {
     use resnet_train::optim::{DecayPolicy, Prior, Sgd, SgdConfig};
-    let cfg = CifarConfig::new(8, 10)
-        .with_in_channels(1)
-        .with_shortcut(CifarShortcut::A);
-    let plan = cifar_plan(&cfg).unwrap();
     let x = input([4, 1, 12, 12], 5);
     let labels = [1, 2, 3, 4];
-    let mut states = Vec::new();
-    let mut all_grads = Vec::new();
-    for backend in [Backend::Naive, Backend::Fast] {
-        let w = random_plan_weights(&plan, 7).unwrap();
-        let mut t = Trainer::new(plan.clone(), &w)
-            .unwrap()
-            .with_backend(backend);
-        let mut sgd = Sgd::try_new(SgdConfig::new(0.1).with_momentum(0.9)).unwrap();
-        let mut grads = Vec::new();
-        for _ in 0..3 {
-            let out = t
-                .sgd_step(&mut sgd, &Prior::Zero, DecayPolicy::All, &x, &labels)
-                .unwrap();
-            grads.push(out.grads);
+    let mut t = trainer(plan, backend, threads);
+    let mut sgd = Sgd::try_new(SgdConfig::new(0.1).with_momentum(0.9)).unwrap();
+    let mut grads = Vec::new();
+    for _ in 0..3 {
+        let mut out = t
+            .sgd_step(&mut sgd, &Prior::Zero, DecayPolicy::All, &x, &labels)
+            .unwrap();
+        grads.push(out.grads.clone());
+        if recycle {
+            out.grads.values_mut().for_each(|g| g.fill(f32::NAN));
+            t.recycle(out);
         }
-        states.push(t.state_dict().unwrap());
-        all_grads.push(grads);
     }
-    for (step, (naive, fast)) in all_grads[0].iter().zip(&all_grads[1]).enumerate() {
+    (grads, t.state_dict().unwrap())
+}
+
+fn cifar8(shortcut: CifarShortcut) -> Plan {
+    let cfg = CifarConfig::new(8, 10)
+        .with_in_channels(1)
+        .with_shortcut(shortcut);
+    cifar_plan(&cfg).unwrap()
+}
+
+#[test]
+fn three_sgd_steps_match_the_reference() {
+    let plan = cifar8(CifarShortcut::A);
+    let (naive_grads, naive) = three_steps(&plan, Backend::Naive, 1, false);
+    let (fast_grads, fast) = three_steps(&plan, Backend::Fast, 1, false);
+    for (step, (naive, fast)) in naive_grads.iter().zip(&fast_grads).enumerate() {
         for (k, g) in naive {
             let e = rel(&fast[k], g);
             assert!(e < 1e-4, "step {step}: grad {k}: {e:.2e}");
         }
     }
-    for (k, v) in states[0].iter() {
-        let e = rel(states[1].get(k).unwrap().as_slice(), v.as_slice());
+    for (k, v) in naive.iter() {
+        let e = rel(fast.get(k).unwrap().as_slice(), v.as_slice());
         assert!(e < 1e-4, "{k}: {e:.2e}");
     }
 }
@@ -158,45 +176,18 @@ fn three_sgd_steps_match_the_reference() {
 /// them) give bitwise the gradients and weights of steps that drop theirs, on 1 and 2 threads.
 #[test]
 fn recycled_gradient_buffers_change_nothing() {
-    use resnet_train::optim::{DecayPolicy, Prior, Sgd, SgdConfig};
-    let cfg = CifarConfig::new(8, 10)
-        .with_in_channels(1)
-        .with_shortcut(CifarShortcut::B);
-    let plan = cifar_plan(&cfg).unwrap();
-    let x = input([4, 1, 12, 12], 5);
-    let labels = [1, 2, 3, 4];
+    let plan = cifar8(CifarShortcut::B);
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for threads in [1, 2] {
-        let mut runs = Vec::new();
-        for recycle in [false, true] {
-            let w = random_plan_weights(&plan, 7).unwrap();
-            let mut t = Trainer::new(plan.clone(), &w)
-                .unwrap()
-                .with_threads(threads)
-                .unwrap();
-            let mut sgd = Sgd::try_new(SgdConfig::new(0.1).with_momentum(0.9)).unwrap();
-            let mut grads = Vec::new();
-            for _ in 0..3 {
-                let out = t
-                    .sgd_step(&mut sgd, &Prior::Zero, DecayPolicy::All, &x, &labels)
-                    .unwrap();
-                grads.push(out.grads.clone());
-                if recycle {
-                    // Garbage in the handed-back buffers must not leak into the next step.
-                    let mut out = out;
-                    out.grads.values_mut().for_each(|g| g.fill(f32::NAN));
-                    t.recycle(out);
-                }
-            }
-            runs.push((grads, t.state_dict().unwrap()));
-        }
-        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
-        for (a, b) in runs[0].0.iter().zip(&runs[1].0) {
+        let (grads, state) = three_steps(&plan, Backend::Fast, threads, false);
+        let (grads_r, state_r) = three_steps(&plan, Backend::Fast, threads, true);
+        for (a, b) in grads.iter().zip(&grads_r) {
             for (k, g) in a {
                 assert_eq!(bits(g), bits(&b[k]), "{threads} thread(s): grad {k}");
             }
         }
-        for (k, v) in runs[0].1.iter() {
-            let w = runs[1].1.get(k).unwrap();
+        for (k, v) in state.iter() {
+            let w = state_r.get(k).unwrap();
             assert_eq!(
                 bits(v.as_slice()),
                 bits(w.as_slice()),
