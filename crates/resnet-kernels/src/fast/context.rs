@@ -53,7 +53,8 @@ impl Par {
 /// One buffer per thread of the pool the kernels run on (a task uses the buffer of the rayon
 /// thread running it; a sequential run uses the first). [`Scratch::reserve`] with the largest
 /// [`crate::fast::PackedConv::scratch_len`] of a network means no kernel allocates afterwards; a
-/// buffer found too small is grown (an allocation, never an error).
+/// buffer found too small is grown (an allocation, never an error). It also keeps, in a
+/// [`BufferPool`] of up to 64 MiB, the partial sums of the weight gradients between calls.
 #[derive(Debug, Default)]
 pub struct Scratch {
     buffers: Vec<Mutex<Vec<f32>>>,
@@ -82,6 +83,11 @@ impl Scratch {
         }
     }
 
+    /// The pool of whole buffers kernels keep between calls.
+    pub(crate) fn parts(&self) -> &BufferPool {
+        &self.parts
+    }
+
     /// Threads this scratch has buffers for.
     pub fn threads(&self) -> usize {
         self.buffers.len()
@@ -99,13 +105,6 @@ impl Scratch {
         let i = rayon::current_thread_index().unwrap_or(0) % n;
         let mut b = self.buffers[i].lock().unwrap_or_else(|e| e.into_inner());
         f(&mut b)
-    }
-}
-
-impl Scratch {
-    /// The pool of whole buffers kernels keep between calls.
-    pub(crate) fn parts(&self) -> &BufferPool {
-        &self.parts
     }
 }
 
@@ -204,5 +203,31 @@ impl<'a> Ctx<'a> {
     /// A context from its parts.
     pub fn new(cpu: Cpu, par: Par, scratch: &'a Scratch) -> Self {
         Self { cpu, par, scratch }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BufferPool;
+
+    #[test]
+    fn pool_takes_the_smallest_fit_and_keeps_within_its_limit() {
+        let pool = BufferPool::new(3000);
+        let (big, small) = (Vec::with_capacity(2000), Vec::with_capacity(500));
+        let (big_at, small_at) = (big.as_ptr(), small.as_ptr());
+        pool.give_all([big, small]);
+        // Best fit: 400 values come from the 500 buffer, 1500 from the 2000 one.
+        let s = pool.take(400);
+        assert_eq!(s.as_ptr(), small_at);
+        let b = pool.take(1500);
+        assert_eq!((b.as_ptr(), b.len()), (big_at, 1500));
+        // Nothing kept: a new buffer, zeroed.
+        assert!(pool.take(10).iter().all(|&v| v == 0.0));
+        // 2000 + 2000 values exceed the limit of 3000: the second buffer is freed.
+        pool.give(b);
+        pool.give(Vec::with_capacity(2000));
+        let b = pool.take(1);
+        assert_eq!(b.as_ptr(), big_at);
+        assert!(pool.take(1).capacity() < 2000);
     }
 }
