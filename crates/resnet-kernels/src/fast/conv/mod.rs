@@ -533,8 +533,9 @@ impl PackedConv {
         }
     }
 
-    /// One task of the matrix-product paths (one image or several whole ones), with `dst` pointing at the tile's
-    /// first output row (rows `O` apart) and `epi` holding the tile's part of the output step.
+    /// One task of the matrix-product paths (on one image or several whole ones), with `dst`
+    /// pointing at the tile's first output row (rows `O` apart) and `epi` holding the tile's
+    /// part of the output step.
     ///
     /// # Safety
     /// `dst + r * O + ch` must be valid for reads and writes, and used by no one else during the
@@ -593,8 +594,8 @@ pub(crate) struct Images<'a, 'f> {
 }
 
 /// A task of the matrix-product paths: output channels `chans` of the `rows` output pixels
-/// from `p0` of one image (or of several whole images: `p0` 0 and `rows` all their pixels). Channel ranges other than `0..O` start at a panel boundary and
-/// only come with one group.
+/// from `p0` of one image (or of several whole images: `p0` 0 and `rows` all their pixels).
+/// Channel ranges other than `0..O` start at a panel boundary and only come with one group.
 struct Task {
     p0: usize,
     rows: usize,
