@@ -645,11 +645,23 @@ impl Trainer {
     /// # Ok(()) }
     /// ```
     pub fn recycle(&mut self, out: StepOutput) {
-        // At most one buffer per parameter is ever needed.
-        let keep = self.params.values().map(|(p, _)| p.len()).sum();
+        // Only the convolutions' weight gradients (rank 4) are taken from the pool again; the
+        // small BN and classifier buffers would linger in it and crowd a conv buffer out.
+        let params = &self.params;
+        let is_conv = |k: &str| params.get(k).is_some_and(|(_, shape)| shape.len() == 4);
+        let keep = params
+            .values()
+            .filter(|(_, shape)| shape.len() == 4)
+            .map(|(p, _)| p.len())
+            .sum();
         let spare = &mut self.fast.spare_grads;
         spare.set_limit(keep);
-        spare.give_all(out.grads.into_values());
+        spare.give_all(
+            out.grads
+                .into_iter()
+                .filter(|(k, _)| is_conv(k))
+                .map(|(_, g)| g),
+        );
     }
 
     /// One optimiser step (SGD, AdamW, or either as an [`Optimizer`](crate::optim::Optimizer))
