@@ -1,12 +1,13 @@
 //! Is the AVX512-BF16 product worth it on this CPU? Times `vdpbf16ps` against `vfmadd231ps`
-//! (independent chains, registers only) and the bf16 product of [`resnet_kernels::bf16`]
-//! against the f32 1x1 convolution on ResNet's shapes, in one run, medians of 20.
+//! (independent chains, registers only) and [`resnet_kernels::bf16::Bf16Conv`] against the
+//! f32 [`resnet_kernels::fast::PackedConv`] on ResNet's shapes at batch 1 (one thread, bias
+//! and ReLU in the output step), in one run, medians of 20.
 //!
 //! `cargo run --release -p resnet-kernels --example bf16_throughput`
 
 #[cfg(target_arch = "x86_64")]
 fn main() {
-    use resnet_kernels::bf16::{Bf16Cpu, Bf16Lhs, Bf16Rhs, matmul};
+    use resnet_kernels::bf16::{Bf16Conv, Bf16Cpu};
     use resnet_kernels::fast::{Ctx, Epilogue, PackedConv, Par, Scratch};
     use resnet_kernels::{Conv2dParams, Cpu};
     use std::time::Instant;
@@ -41,48 +42,60 @@ fn main() {
         ops * 32.0 / f / 1e9,
         (64.0 / b) / (32.0 / f)
     );
-    for &(hw, cin, cout) in &[
-        (56usize, 64usize, 64usize),
-        (28, 128, 128),
-        (14, 256, 256),
-        (7, 512, 512),
-        (56, 64, 256),
+    // ResNet's convolutions at batch 1: (input size, in, out, kernel, stride).
+    for &(hw, cin, cout, k, stride) in &[
+        (224usize, 3usize, 64usize, 7usize, 2usize),
+        (56, 64, 64, 3, 1),
+        (56, 64, 64, 1, 1),
+        (56, 64, 256, 1, 1),
+        (56, 256, 128, 1, 2),
+        (28, 128, 128, 3, 1),
+        (28, 128, 512, 1, 1),
+        (14, 256, 256, 3, 1),
+        (14, 256, 1024, 1, 1),
+        (7, 512, 512, 3, 1),
+        (7, 512, 2048, 1, 1),
     ] {
-        let m = hw * hw;
-        let a: Vec<f32> = (0..m * cin)
+        let x: Vec<f32> = (0..hw * hw * cin)
             .map(|i| ((i * 7919) % 1000) as f32 / 1000.0 - 0.5)
             .collect();
-        let w: Vec<f32> = (0..cout * cin)
+        let w: Vec<f32> = (0..cout * cin * k * k)
             .map(|i| ((i * 104_729) % 1000) as f32 / 1000.0 - 0.5)
             .collect();
-        let pb = Bf16Rhs::pack(cin, cout, |k, j| w[j * cin + k]).unwrap();
-        let mut pa = Bf16Lhs::pack(&a, m, cin, cin).unwrap();
-        let mut c = vec![0.0f32; m * cout];
-        let conv = PackedConv::new(&w, [cout, cin, 1, 1], None, Conv2dParams::default()).unwrap();
+        let params = Conv2dParams::default()
+            .with_stride(stride)
+            .with_padding(k / 2);
+        let dims = [cout, cin, k, k];
+        let f32conv = PackedConv::new(&w, dims, None, params).unwrap();
+        let bf16conv = Bf16Conv::new(&w, dims, None, params).unwrap();
+        let input = [1, cin, hw, hw];
+        let geom = f32conv.geometry(input).unwrap();
+        let mut out = vec![0.0f32; geom.lens().2];
         let scratch = Scratch::new(1);
         let ctx = Ctx::new(Cpu::detect(), Par::Seq, &scratch);
-        let mut out = vec![0.0f32; m * cout];
-        let (mut tp, mut tm, mut tc) = (Vec::new(), Vec::new(), Vec::new());
+        let (mut tb, mut tf) = (Vec::new(), Vec::new());
         for _ in 0..20 {
             let t = Instant::now();
-            pa.repack(&a, m, cin, cin).unwrap();
-            tp.push(t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            matmul(cpu, &pa, &pb, 0..m, &mut c, cout, false).unwrap();
-            tm.push(t.elapsed().as_secs_f64());
-            let t = Instant::now();
-            conv.run(&ctx, &a, [1, cin, hw, hw], &mut out, Epilogue::none())
+            bf16conv
+                .run(cpu, &ctx, &x, input, &mut out, Epilogue::relu())
                 .unwrap();
-            tc.push(t.elapsed().as_secs_f64());
+            tb.push(t.elapsed().as_secs_f64());
+            let t = Instant::now();
+            f32conv
+                .run(&ctx, &x, input, &mut out, Epilogue::relu())
+                .unwrap();
+            tf.push(t.elapsed().as_secs_f64());
         }
-        let (p, mm, cf) = (median(tp), median(tm), median(tc));
-        let flops = 2.0 * (m * cin * cout) as f64;
+        let (b, f) = (median(tb), median(tf));
+        let flops = 2.0 * geom.macs() as f64;
         println!(
-            "1x1 {hw}x{hw} {cin}->{cout}: bf16 product {:.0} GFLOP/s (+ rounding the input {:.3} ms), f32 conv {:.0} GFLOP/s; f32 time / bf16 time {:.2}",
-            flops / mm / 1e9,
-            p * 1e3,
-            flops / cf / 1e9,
-            cf / (mm + p)
+            "{k}x{k}/{stride} {hw}x{hw} {cin}->{cout}: bf16 {:.3} ms ({:.0} GFLOP/s), f32 {} {:.3} ms ({:.0} direct-equivalent GFLOP/s); f32 time / bf16 time {:.2}",
+            b * 1e3,
+            flops / b / 1e9,
+            f32conv.algorithm(),
+            f * 1e3,
+            flops / f / 1e9,
+            f / b
         );
     }
 }

@@ -8,8 +8,10 @@ mod common;
 use common::values;
 use proptest::prelude::*;
 use resnet_kernels::bf16::{
-    Bf16Cpu, Bf16Lhs, Bf16Rhs, matmul, matmul_naive, pack_row, round, widen,
+    Bf16Conv, Bf16Cpu, Bf16Lhs, Bf16Rhs, matmul, matmul_naive, pack_row, round, widen,
 };
+use resnet_kernels::fast::{Ctx, Epilogue, Par, Scratch};
+use resnet_kernels::{Conv2dParams, ConvGeometry, Cpu, naive};
 
 fn cases() -> u32 {
     std::env::var("RESNET_PROPS_CASES")
@@ -170,8 +172,236 @@ fn row_packing_pairs_neighbours() {
     assert_eq!(out[1], u32::from(round(3.0)));
 }
 
+/// One convolution case: `[N, C, H, W]` input, `O` outputs, a square kernel.
+#[derive(Debug, Clone, Copy)]
+struct ConvCase {
+    n: usize,
+    cg: usize,
+    og: usize,
+    groups: usize,
+    h: usize,
+    w: usize,
+    kernel: usize,
+    stride: usize,
+    pad: usize,
+    dilation: usize,
+    residual: bool,
+    relu: bool,
+}
+
+/// The bf16 convolution's twin against f64 arithmetic on the rounded values, and (where the
+/// CPU has AVX512-BF16) its fast path against the twin, bit for bit, on one and two threads.
+fn check_conv(case: ConvCase, exp: i32, special: bool, seed: u64) -> Result<(), TestCaseError> {
+    let ConvCase {
+        n,
+        cg,
+        og,
+        groups: g,
+        h,
+        w,
+        kernel,
+        ..
+    } = case;
+    let (c, o) = (cg * g, og * g);
+    let params = Conv2dParams::default()
+        .with_stride(case.stride)
+        .with_padding(case.pad)
+        .with_dilation(case.dilation)
+        .with_groups(g);
+    let wdims = [o, cg, kernel, kernel];
+    let Ok(geom) = ConvGeometry::new([n, c, h, w], wdims, params) else {
+        return Ok(()); // the kernel does not fit the padded input
+    };
+    let [_, _, oh, ow] = geom.output;
+    let x = spread(n * h * w * c, seed, exp, special);
+    let wt = spread(o * cg * kernel * kernel, seed ^ 0x77, exp, special);
+    let bias = spread(o, seed ^ 0x99, 2, false);
+    let res = spread(n * oh * ow * o, seed ^ 0x42, 2, false);
+    let conv = Bf16Conv::new(&wt, wdims, Some(&bias), params).unwrap();
+    let epi = || {
+        let e = Epilogue::none().with_relu(case.relu);
+        if case.residual {
+            e.with_residual(&res)
+        } else {
+            e
+        }
+    };
+    let mut want = vec![f32::NAN; n * oh * ow * o];
+    conv.run_naive(&x, [n, c, h, w], &mut want, epi()).unwrap();
+    if !special && exp <= 8 {
+        // NCHW copies of the rounded values for the f64 reference.
+        let xr: Vec<f32> = x.iter().map(|&v| widen(round(v))).collect();
+        let mut nchw = vec![0.0; xr.len()];
+        for (i, &v) in xr.iter().enumerate() {
+            let (pix, ch) = (i / c, i % c);
+            let (ni, p) = (pix / (h * w), pix % (h * w));
+            nchw[(ni * c + ch) * h * w + p] = v;
+        }
+        let wr: Vec<f32> = wt.iter().map(|&v| widen(round(v))).collect();
+        let wabs: Vec<f32> = wr.iter().map(|v| v.abs()).collect();
+        let xabs: Vec<f32> = nchw.iter().map(|v| v.abs()).collect();
+        let mut exact = vec![0.0; want.len()];
+        let mut mag = vec![0.0; want.len()];
+        naive::conv2d(&geom, &nchw, &wr, None, &mut exact).unwrap();
+        naive::conv2d(&geom, &xabs, &wabs, None, &mut mag).unwrap();
+        let depth = (cg * kernel * kernel) as f64;
+        for (i, &got) in want.iter().enumerate() {
+            let (pix, ch) = (i / o, i % o);
+            let (ni, p) = (pix / (oh * ow), pix % (oh * ow));
+            let at = (ni * o + ch) * oh * ow + p;
+            let start = f64::from(bias[ch])
+                + if case.residual {
+                    f64::from(res[i])
+                } else {
+                    0.0
+                };
+            let mut e = start + f64::from(exact[at]);
+            if case.relu && e <= 0.0 {
+                e = 0.0;
+            }
+            let bound =
+                (depth + 2.0) * f64::from(f32::EPSILON) * (start.abs() + f64::from(mag[at]))
+                    + 1e-30;
+            prop_assert!(
+                (f64::from(got) - e).abs() <= bound,
+                "value {i}: twin {got} vs {e}"
+            );
+        }
+    }
+    let Some(cpu) = Bf16Cpu::detect() else {
+        return Ok(());
+    };
+    for threads in [1, 2] {
+        let scratch = Scratch::new(threads);
+        let ctx = Ctx::new(Cpu::detect(), Par::with_threads(threads), &scratch);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mut got = vec![f32::NAN; want.len()];
+        pool.install(|| conv.run(cpu, &ctx, &x, [n, c, h, w], &mut got, epi()))
+            .unwrap();
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            prop_assert!(
+                same(*g, *w),
+                "{case:?} value {i}, {threads} threads: fast {g:e} ({:#010x}) vs twin {w:e} ({:#010x})",
+                g.to_bits(),
+                w.to_bits()
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn conv_awkward_shapes() {
+    let _ = cpu();
+    let base = ConvCase {
+        n: 1,
+        cg: 3,
+        og: 5,
+        groups: 1,
+        h: 7,
+        w: 6,
+        kernel: 3,
+        stride: 1,
+        pad: 1,
+        dilation: 1,
+        residual: false,
+        relu: false,
+    };
+    for case in [
+        base,
+        // The stem: 7x7 stride 2 on 3 channels (an odd depth, pairs across taps).
+        ConvCase {
+            cg: 3,
+            og: 64,
+            h: 23,
+            w: 21,
+            kernel: 7,
+            stride: 2,
+            pad: 3,
+            relu: true,
+            ..base
+        },
+        // 1x1 read straight from the rounded input, with a residual and ReLU.
+        ConvCase {
+            n: 2,
+            cg: 64,
+            og: 40,
+            kernel: 1,
+            pad: 0,
+            residual: true,
+            relu: true,
+            ..base
+        },
+        // 1x1 with an odd channel count (gathered), and a strided projection.
+        ConvCase {
+            cg: 5,
+            og: 33,
+            kernel: 1,
+            pad: 0,
+            ..base
+        },
+        ConvCase {
+            n: 3,
+            cg: 16,
+            og: 32,
+            kernel: 1,
+            pad: 0,
+            stride: 2,
+            ..base
+        },
+        // Grouped (ResNeXt-like), dilated, wide and narrow outputs.
+        ConvCase {
+            cg: 4,
+            og: 4,
+            groups: 8,
+            h: 9,
+            w: 9,
+            ..base
+        },
+        ConvCase {
+            cg: 6,
+            og: 70,
+            dilation: 2,
+            pad: 2,
+            ..base
+        },
+        // Many output rows on few columns, and many columns on few rows (column chunks).
+        ConvCase {
+            n: 2,
+            cg: 8,
+            og: 8,
+            h: 30,
+            w: 31,
+            residual: true,
+            ..base
+        },
+        ConvCase {
+            cg: 64,
+            og: 512,
+            h: 3,
+            w: 3,
+            relu: true,
+            ..base
+        },
+    ] {
+        check_conv(case, 2, false, case.og as u64).unwrap();
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+    #[test]
+    fn bf16_conv_matches_its_twin(n in 1usize..3, cg in 1usize..10, og in 1usize..40,
+        groups in 1usize..4, h in 1usize..12, w in 1usize..12, kernel in 1usize..6,
+        stride in 1usize..4, pad in 0usize..3, dilation in 1usize..3, residual in any::<bool>(),
+        relu in any::<bool>(), exp in 0i32..12, special in any::<bool>(), seed in any::<u64>()) {
+        let case = ConvCase { n, cg, og, groups, h, w, kernel, stride, pad, dilation, residual, relu };
+        check_conv(case, exp, special, seed)?;
+    }
 
     #[test]
     fn bf16_product_matches_its_twin(m in 1usize..40, k in 1usize..140, n in 1usize..100,

@@ -41,6 +41,9 @@ pub const NR: usize = 32;
 #[cfg(target_arch = "x86_64")]
 const MR: usize = 12;
 
+mod conv;
+pub use conv::Bf16Conv;
+
 /// Rounds an f32 to bf16 as `vcvtne2ps2bf16` does: to nearest, ties to even; a denormal
 /// input becomes a zero of its sign; NaN stays NaN (quiet).
 ///
@@ -385,6 +388,7 @@ pub fn matmul(
                         cols,
                         pairs,
                         a.data.as_ptr().add(i * pairs),
+                        pairs,
                         b.data.as_ptr().add(panel * pairs * NR),
                         c.as_mut_ptr().add(i * ldc + panel * NR),
                         ldc,
@@ -403,21 +407,23 @@ pub fn matmul(
     }
 }
 
-/// One register tile: rows `0..mr` (at most [`MR`]) of `A` (pairs at `a`, row stride
-/// `pairs`) against one panel of `B` (at `b`), columns `0..cols` (at most [`NR`]) of `C` (at
-/// `c`, row stride `ldc`).
+/// One register tile: rows `0..mr` (at most [`MR`]) of `A` (`pairs` words each at `a`, row
+/// stride `lda` words) against one panel of `B` (at `b`), columns `0..cols` (at most [`NR`])
+/// of `C` (at `c`, row stride `ldc`).
 ///
 /// # Safety
-/// AVX512-F and AVX512-BF16 present; `a` readable for `mr` rows of `pairs` words, `b` for
-/// `pairs * NR` words, `c` readable and writable at `r * ldc + j` for `r < mr`, `j < cols`.
+/// AVX512-F and AVX512-BF16 present; `a` readable for `mr` rows of `pairs` words `lda` apart,
+/// `b` for `pairs * NR` words, `c` readable and writable at `r * ldc + j` for `r < mr`,
+/// `j < cols`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn tile(
+pub(crate) unsafe fn tile(
     mr: usize,
     cols: usize,
     pairs: usize,
     a: *const u32,
+    lda: usize,
     b: *const u32,
     c: *mut f32,
     ldc: usize,
@@ -451,7 +457,7 @@ unsafe fn tile(
     let mut rows = [a; MR];
     for (r, p) in rows.iter_mut().enumerate().take(mr) {
         // SAFETY: row r < mr of `a`.
-        *p = unsafe { a.add(r * pairs) };
+        *p = unsafe { a.add(r * lda) };
     }
     for p in 0..pairs {
         // SAFETY: word p of the panel's pairs, 32 columns (zero-padded past `n`).

@@ -1,0 +1,507 @@
+//! Convolution in bf16: weights rounded and packed once, activations rounded at the input,
+//! sums in f32 from the output step's start (bias, residual), ReLU on the f32 result.
+
+use super::{Bf16Cpu, Bf16Rhs, NR, flush, read, round, size};
+use crate::fast::{Ctx, Epilogue};
+use crate::{Conv2dParams, ConvGeometry, KernelError, check_len};
+
+/// A convolution whose products run in bf16 on `vdpbf16ps` ([`Bf16Conv::run`]), beside the
+/// scalar twin [`Bf16Conv::run_naive`] that rounds and sums in exactly the same order (bitwise
+/// the same output: `cargo xtask props`).
+///
+/// Any shape PyTorch's `Conv2d` takes (stride, padding, dilation, groups). Each output
+/// value starts as the bias (plus the residual, when the [`Epilogue`] has one) in f32 and
+/// takes the products of its im2col row, two by two (`k = (ky * KW + kx) * C/groups + c`,
+/// each pair's second product first, as `vdpbf16ps` adds them): activations and weights
+/// rounded to bf16 (to nearest even, denormals read as zero), products exact, every sum
+/// rounded to f32, denormal sums flushed to zero; then ReLU if asked. Activations are NHWC
+/// as for [`crate::fast::PackedConv`].
+///
+/// ```
+/// use resnet_kernels::bf16::Bf16Conv;
+/// use resnet_kernels::fast::Epilogue;
+/// use resnet_kernels::Conv2dParams;
+///
+/// // One channel, a 3x3 kernel of ones, padding 1, bias -40, ReLU: small integers are
+/// // exact in bf16.
+/// let params = Conv2dParams::default().with_padding(1);
+/// let conv = Bf16Conv::new(&[1.0; 9], [1, 1, 3, 3], Some(&[-40.0]), params)?;
+/// let input: Vec<f32> = (1..=9).map(|v| v as f32).collect();
+/// let mut out = vec![0.0; 9];
+/// conv.run_naive(&input, [1, 1, 3, 3], &mut out, Epilogue::relu())?;
+/// assert_eq!(out[4], 5.0); // 45 - 40
+/// assert_eq!(out[0], 0.0); // 12 - 40, clipped
+/// # Ok::<(), resnet_kernels::KernelError>(())
+/// ```
+#[derive(Debug, Clone)]
+pub struct Bf16Conv {
+    weight_dims: [usize; 4],
+    params: Conv2dParams,
+    bias: Vec<f32>,
+    /// One matrix per group: `K = KH * KW * C/groups` deep in im2col order, `O/groups` wide.
+    groups: Vec<Bf16Rhs>,
+}
+
+/// Bytes of one task's im2col rows: they stay in L2 while every weight panel passes over
+/// them (each panel, `K/2 * 32` words, is read once per task from L2 or beyond).
+const TASK_BYTES: usize = 384 << 10;
+
+/// Most output rows per task: their im2col rows (`pairs` words each) fill [`TASK_BYTES`],
+/// but at least one register tile.
+fn rows_per_task(pairs: usize) -> usize {
+    (TASK_BYTES / (pairs * 4).max(1)).max(12)
+}
+
+/// A raw output pointer shared by tasks that write disjoint rectangles of it.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: tasks write disjoint parts of the output only (see `Bf16Conv::run`).
+unsafe impl Send for OutPtr {}
+// SAFETY: as above.
+unsafe impl Sync for OutPtr {}
+
+impl OutPtr {
+    /// The pointer `i` values on (a method, so that closures capture the whole `OutPtr`).
+    ///
+    /// # Safety
+    /// As [`pointer::add`]: `i` within the output.
+    unsafe fn at(self, i: usize) -> *mut f32 {
+        // SAFETY: the caller's.
+        unsafe { self.0.add(i) }
+    }
+}
+
+impl Bf16Conv {
+    /// Round and pack PyTorch-layout weights `[O, C/groups, KH, KW]` (and an optional bias
+    /// `[O]`, kept in f32).
+    ///
+    /// # Errors
+    /// [`KernelError::Geometry`] for a zero dimension, stride or dilation, groups that do not
+    /// divide the output channels, or sizes past memory; [`KernelError::BadLength`] when
+    /// `weight` or `bias` has the wrong length.
+    pub fn new(
+        weight: &[f32],
+        weight_dims: [usize; 4],
+        bias: Option<&[f32]>,
+        params: Conv2dParams,
+    ) -> Result<Self, KernelError> {
+        let [o, cg, kh, kw] = weight_dims;
+        let g = params.groups;
+        if weight_dims.contains(&0) || g == 0 || !o.is_multiple_of(g) {
+            return Err(KernelError::Geometry(format!(
+                "bf16 conv: weights {weight_dims:?} with {g} groups: every dimension must be \
+                 positive and the groups must divide the output channels"
+            )));
+        }
+        if params.stride.contains(&0) || params.dilation.contains(&0) {
+            return Err(KernelError::Geometry(
+                "bf16 conv: stride and dilation must be at least 1".into(),
+            ));
+        }
+        check_len("conv weight", weight, size("bf16 conv", &weight_dims)?)?;
+        let bias = match bias {
+            Some(b) => {
+                check_len("conv bias", b, o)?;
+                b.to_vec()
+            }
+            None => vec![0.0; o],
+        };
+        let (og, taps) = (o / g, kh * kw);
+        let groups = (0..g)
+            .map(|gi| {
+                Bf16Rhs::pack(taps * cg, og, |kk, j| {
+                    weight[((gi * og + j) * cg + kk % cg) * taps + kk / cg]
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self {
+            weight_dims,
+            params,
+            bias,
+            groups,
+        })
+    }
+
+    /// Weight dimensions `[O, C/groups, KH, KW]`.
+    pub fn weight_dims(&self) -> [usize; 4] {
+        self.weight_dims
+    }
+
+    /// Hyper-parameters.
+    pub fn params(&self) -> Conv2dParams {
+        self.params
+    }
+
+    /// The geometry on an input of logical dims `[N, C, H, W]`.
+    pub fn geometry(&self, input: [usize; 4]) -> Result<ConvGeometry, KernelError> {
+        ConvGeometry::new(input, self.weight_dims, self.params)
+    }
+
+    /// Values of [`crate::fast::Scratch`] one task uses on an input of logical dims
+    /// `input` (`[N, C, H, W]`): its im2col rows, as f32-sized words. A scratch reserved with
+    /// the largest over a network means no later run grows a buffer.
+    pub fn scratch_len(&self, input: [usize; 4]) -> Result<usize, KernelError> {
+        let geom = self.geometry(input)?;
+        let [n, _, oh, ow] = geom.output;
+        let m = n * oh * ow;
+        if m == 0 {
+            return Ok(0);
+        }
+        let pairs = self.depth().div_ceil(2);
+        let blocks = m.div_ceil(rows_per_task(pairs));
+        Ok(m.div_ceil(blocks) * pairs)
+    }
+
+    /// The products' depth per group (one im2col row).
+    fn depth(&self) -> usize {
+        let [_, cg, kh, kw] = self.weight_dims;
+        kh * kw * cg
+    }
+
+    /// Check the buffers against the geometry; the output's dims.
+    fn check(
+        &self,
+        input: &[f32],
+        input_dims: [usize; 4],
+        out: &[f32],
+        epilogue: &Epilogue<'_>,
+    ) -> Result<ConvGeometry, KernelError> {
+        let geom = self.geometry(input_dims)?;
+        let (li, _, lo) = geom.lens();
+        check_len("conv input", input, li)?;
+        check_len("conv output", out, lo)?;
+        if let Some(r) = epilogue.residual() {
+            check_len("conv residual", r, lo)?;
+        }
+        Ok(geom)
+    }
+
+    /// The input value index feeding output row `r` (flat over images and pixels) at tap
+    /// `(ky, kx)`, or `None` in the padding.
+    #[inline(always)]
+    fn source(&self, geom: &ConvGeometry, r: usize, ky: usize, kx: usize) -> Option<usize> {
+        let [_, _, h, w] = geom.input;
+        let [_, _, oh, ow] = geom.output;
+        let p = &self.params;
+        let (ni, pix) = (r / (oh * ow), r % (oh * ow));
+        let (oy, ox) = (pix / ow, pix % ow);
+        let iy = (oy * p.stride[0] + ky * p.dilation[0]).checked_sub(p.padding[0])?;
+        let ix = (ox * p.stride[1] + kx * p.dilation[1]).checked_sub(p.padding[1])?;
+        (iy < h && ix < w).then(|| (ni * h + iy) * w + ix)
+    }
+
+    /// Output row `r`'s im2col row of group `gi` (`(tap, channel)` order, zero in the
+    /// padding) from the input's bf16 values `src` (NHWC).
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn gather(&self, geom: &ConvGeometry, r: usize, gi: usize, src: &[u16], row: &mut [u16]) {
+        let [_, cg, kh, kw] = self.weight_dims;
+        let [_, c, h, w] = geom.input;
+        let [_, _, oh, ow] = geom.output;
+        let p = &self.params;
+        let (ni, pix) = (r / (oh * ow), r % (oh * ow));
+        let (oy, ox) = (pix / ow, pix % ow);
+        let (y0, x0) = (oy * p.stride[0], ox * p.stride[1]);
+        let base = ni * h * w * c + gi * cg;
+        for ky in 0..kh {
+            let taps = &mut row[ky * kw * cg..(ky + 1) * kw * cg];
+            let iy = (y0 + ky * p.dilation[0]).wrapping_sub(p.padding[0]);
+            if iy >= h {
+                taps.fill(0);
+                continue;
+            }
+            if p.dilation[1] == 1 && cg == c {
+                // Undilated, one group: the row's taps are one run of the input row.
+                let lo = p.padding[1].saturating_sub(x0).min(kw);
+                let hi = (w + p.padding[1]).saturating_sub(x0).clamp(lo, kw);
+                taps[..lo * c].fill(0);
+                taps[hi * c..].fill(0);
+                if hi > lo {
+                    let ix = x0 + lo - p.padding[1];
+                    let at = base + (iy * w + ix) * c;
+                    taps[lo * c..hi * c].copy_from_slice(&src[at..at + (hi - lo) * c]);
+                }
+                continue;
+            }
+            for (kx, run) in taps.chunks_exact_mut(cg).enumerate() {
+                let ix = (x0 + kx * p.dilation[1]).wrapping_sub(p.padding[1]);
+                if ix >= w {
+                    run.fill(0);
+                } else {
+                    let from = &src[base + (iy * w + ix) * c..][..cg];
+                    if cg <= 8 {
+                        // A call to `memcpy` costs more than a few moves (the stem: 3).
+                        for (d, &v) in run.iter_mut().zip(from) {
+                            *d = v;
+                        }
+                    } else {
+                        run.copy_from_slice(from);
+                    }
+                }
+            }
+        }
+    }
+
+    /// The scalar twin of [`Bf16Conv::run`]: the same output, bit for bit, one value at a
+    /// time (see the type's documentation for the order). Runs on every CPU.
+    ///
+    /// # Errors
+    /// [`KernelError`] when the buffers do not fit the geometry.
+    pub fn run_naive(
+        &self,
+        input: &[f32],
+        input_dims: [usize; 4],
+        out: &mut [f32],
+        epilogue: Epilogue<'_>,
+    ) -> Result<(), KernelError> {
+        let geom = self.check(input, input_dims, out, &epilogue)?;
+        let [o, cg, kh, kw] = self.weight_dims;
+        let [n, c, _, _] = input_dims;
+        let [_, _, oh, ow] = geom.output;
+        let og = o / self.params.groups;
+        let k = self.depth();
+        let mut a = vec![0.0f32; k + 1];
+        for r in 0..n * oh * ow {
+            for (gi, rhs) in self.groups.iter().enumerate() {
+                // The row's activations as the kernel reads them (zero in the padding).
+                for ky in 0..kh {
+                    for kx in 0..kw {
+                        let at = (ky * kw + kx) * cg;
+                        let src = self.source(&geom, r, ky, kx);
+                        for ci in 0..cg {
+                            a[at + ci] =
+                                src.map_or(0.0, |s| read(round(input[s * c + gi * cg + ci])));
+                        }
+                    }
+                }
+                a[k] = 0.0;
+                for j in 0..og {
+                    let ch = gi * og + j;
+                    let mut acc = match epilogue.residual() {
+                        Some(res) => self.bias[ch] + res[r * o + ch],
+                        None => self.bias[ch],
+                    };
+                    let wt = |kk: usize| rhs.get(kk, j).unwrap_or(0.0);
+                    for p in 0..k.div_ceil(2) {
+                        acc = flush(acc + a[2 * p + 1] * wt(2 * p + 1));
+                        acc = flush(acc + a[2 * p] * wt(2 * p));
+                    }
+                    if epilogue.applies_relu() && acc <= 0.0 {
+                        acc = 0.0;
+                    }
+                    out[r * o + ch] = acc;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Run on an NHWC input of logical dims `input_dims` (`[N, C, H, W]`), writing the NHWC
+    /// output: `out = epilogue(conv(x) + bias)`, in bf16 products on `vdpbf16ps`; bitwise
+    /// [`Bf16Conv::run_naive`]'s output, for any split of the work over `ctx`'s threads.
+    ///
+    /// The input is rounded to bf16 once (its `N * H * W * C / 2` words come from the
+    /// scratch's buffer pool); a 1x1, stride-1, unpadded, ungrouped convolution with an even
+    /// channel count reads its rows straight from there, any other gathers the im2col rows
+    /// of one task (a block of output pixels, sized to stay in L2) into the thread's scratch.
+    ///
+    /// # Errors
+    /// [`KernelError`] when the buffers do not fit the geometry.
+    pub fn run(
+        &self,
+        cpu: Bf16Cpu,
+        ctx: &Ctx<'_>,
+        input: &[f32],
+        input_dims: [usize; 4],
+        out: &mut [f32],
+        epilogue: Epilogue<'_>,
+    ) -> Result<(), KernelError> {
+        let geom = self.check(input, input_dims, out, &epilogue)?;
+        let _ = cpu;
+        #[cfg(target_arch = "x86_64")]
+        self.run_x86(ctx, &geom, input, out, epilogue.with_bias(&self.bias));
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            let _ = (ctx, geom, out);
+            unreachable!("Bf16Cpu::detect returns None off x86-64")
+        }
+        Ok(())
+    }
+
+    /// [`Bf16Conv::run`] once the buffers are checked.
+    #[cfg(target_arch = "x86_64")]
+    fn run_x86(
+        &self,
+        ctx: &Ctx<'_>,
+        geom: &ConvGeometry,
+        input: &[f32],
+        out: &mut [f32],
+        epi: Epilogue<'_>,
+    ) {
+        use rayon::prelude::*;
+        let [o, _, kh, kw] = self.weight_dims;
+        let [n, c, _, _] = geom.input;
+        let [_, _, oh, ow] = geom.output;
+        let g = self.params.groups;
+        let og = o / g;
+        let m = n * oh * ow;
+        if m == 0 {
+            return;
+        }
+        let k = self.depth();
+        let pairs = k.div_ceil(2);
+        let direct = kh == 1
+            && kw == 1
+            && g == 1
+            && self.params.stride == [1, 1]
+            && self.params.padding == [0, 0]
+            && c.is_multiple_of(2);
+
+        // The input in bf16, two channels per word (an f32 buffer of the pool, as words).
+        let pool = ctx.scratch.parts();
+        let mut held = pool.take(input.len().div_ceil(2));
+        {
+            // SAFETY: f32 and u32 have the same size and alignment; the buffer is ours.
+            let words = unsafe {
+                std::slice::from_raw_parts_mut(held.as_mut_ptr().cast::<u32>(), held.len())
+            };
+            let round_chunk = |(i, w): (usize, &mut [u32])| {
+                let at = i * ROUND_CHUNK * 2;
+                let end = (at + w.len() * 2).min(input.len());
+                // SAFETY: `Bf16Cpu` was detected (`run` takes its token).
+                unsafe { round_pairs(&input[at..end], w) };
+            };
+            if ctx.par.is_parallel() && words.len() > ROUND_CHUNK {
+                words
+                    .par_chunks_mut(ROUND_CHUNK)
+                    .enumerate()
+                    .for_each(round_chunk);
+            } else {
+                words
+                    .chunks_mut(ROUND_CHUNK)
+                    .enumerate()
+                    .for_each(round_chunk);
+            }
+        }
+        let words: &[u32] =
+            // SAFETY: as above; read only from here on.
+            unsafe { std::slice::from_raw_parts(held.as_ptr().cast::<u32>(), held.len()) };
+
+        // Tasks: blocks of output rows, times groups, times (on few blocks) column chunks.
+        let blocks = m.div_ceil(rows_per_task(pairs));
+        let rows = m.div_ceil(blocks);
+        let threads = ctx.par.threads();
+        let mut chunk = og.div_ceil(NR) * NR;
+        while blocks * g * og.div_ceil(chunk) < 4 * threads && chunk >= 4 * NR {
+            chunk = (chunk / 2).div_ceil(NR) * NR;
+        }
+        let chunks = og.div_ceil(chunk);
+        let tasks = blocks * g * chunks;
+        let dst = OutPtr(out.as_mut_ptr());
+        let f32cpu = ctx.cpu;
+        let task = |t: usize| {
+            let (block, rest) = (t / (g * chunks), t % (g * chunks));
+            let (gi, ck) = (rest / chunks, rest % chunks);
+            let r0 = block * rows;
+            let nr = rows.min(m - r0);
+            let (j0, j1) = (ck * chunk, ((ck + 1) * chunk).min(og));
+            let chans = gi * og + j0..gi * og + j1;
+            // SAFETY: rows r0..r0 + nr, channels `chans` of the output: this task's alone
+            // (tasks differ in their block, group or chunk), inside `out` (checked lengths).
+            let row = |r: usize| unsafe {
+                std::slice::from_raw_parts_mut(dst.at(r * o + chans.start), chans.len())
+            };
+            for r in r0..r0 + nr {
+                epi.start_row(f32cpu, row(r), r, o, chans.clone());
+            }
+            let product = |a: *const u32, lda: usize| {
+                let rhs = &self.groups[gi];
+                for panel in j0 / NR..j1.div_ceil(NR) {
+                    let cols = NR.min(og - panel * NR);
+                    let b = rhs.data[panel * pairs * NR..].as_ptr();
+                    for i in (0..nr).step_by(super::MR) {
+                        // SAFETY: `Bf16Cpu` detected; `a` holds `nr` rows of `pairs` words
+                        // `lda` apart; the panel `pairs * NR` words; the output rows
+                        // r0 + i.. and columns of this panel are the task's own.
+                        unsafe {
+                            super::tile(
+                                super::MR.min(nr - i),
+                                cols,
+                                pairs,
+                                a.add(i * lda),
+                                lda,
+                                b,
+                                dst.at((r0 + i) * o + gi * og + panel * NR),
+                                o,
+                                true,
+                            );
+                        }
+                    }
+                }
+            };
+            if direct {
+                product(words[r0 * c / 2..].as_ptr(), c / 2);
+            } else {
+                ctx.scratch.with(|buf| {
+                    if buf.len() < nr * pairs {
+                        buf.resize(nr * pairs, 0.0);
+                    }
+                    // SAFETY: f32 and u16 sizes divide; the buffer is this thread's. x86-64 is
+                    // little-endian: value 2p of a row is the low half of its word p.
+                    let col = unsafe {
+                        std::slice::from_raw_parts_mut(
+                            buf.as_mut_ptr().cast::<u16>(),
+                            nr * pairs * 2,
+                        )
+                    };
+                    // SAFETY: as above, the converted input read as its bf16 values.
+                    let src = unsafe {
+                        std::slice::from_raw_parts(words.as_ptr().cast::<u16>(), words.len() * 2)
+                    };
+                    for (i, dst_row) in col.chunks_exact_mut(pairs * 2).enumerate() {
+                        self.gather(geom, r0 + i, gi, src, &mut dst_row[..k]);
+                        if k % 2 == 1 {
+                            dst_row[k] = 0;
+                        }
+                    }
+                    product(buf.as_ptr().cast::<u32>(), pairs);
+                });
+            }
+            for r in r0..r0 + nr {
+                epi.finish_row(f32cpu, row(r));
+            }
+        };
+        if ctx.par.is_parallel() && tasks > 1 {
+            (0..tasks).into_par_iter().for_each(task);
+        } else {
+            (0..tasks).for_each(task);
+        }
+        pool.give(held);
+    }
+}
+
+/// Words per chunk of the input's rounding (a unit of parallel work).
+#[cfg(target_arch = "x86_64")]
+const ROUND_CHUNK: usize = 1 << 14;
+
+/// Round `x` to bf16 pairs: `out[p]` holds `x[2p]` (low half) and `x[2p + 1]` (high half,
+/// zero past the end), as [`super::pack_row`] does, on `vcvtneps2bf16`.
+///
+/// # Safety
+/// AVX512-F and AVX512-BF16 present. `out.len() == x.len().div_ceil(2)`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bf16")]
+unsafe fn round_pairs(x: &[f32], out: &mut [u32]) {
+    use std::arch::x86_64::*;
+    debug_assert_eq!(out.len(), x.len().div_ceil(2));
+    let full = x.len() / 16;
+    for v in 0..full {
+        // SAFETY: values 16v..16v + 16 of `x`, words 8v..8v + 8 of `out`.
+        unsafe {
+            let f = _mm512_loadu_ps(x.as_ptr().add(16 * v));
+            let h: __m256i = std::mem::transmute::<__m256bh, __m256i>(_mm512_cvtneps_pbh(f));
+            _mm256_storeu_si256(out.as_mut_ptr().add(8 * v).cast::<__m256i>(), h);
+        }
+    }
+    super::pack_row(&x[16 * full..], &mut out[8 * full..]);
+}
