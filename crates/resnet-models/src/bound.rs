@@ -7,7 +7,8 @@
 //! after another.
 
 use crate::plan::{ConvSpec, LinearStep, Plan, Step};
-use crate::{Backend, ModelError};
+use crate::{Backend, ModelError, Precision};
+use resnet_kernels::bf16::{Bf16Conv, Bf16Cpu};
 use resnet_kernels::fast::{PackedConv, PackedLinear};
 use resnet_weights::WeightSource;
 
@@ -34,6 +35,8 @@ pub(crate) enum Bound {
     /// The step has no parameters.
     None,
     FastConv(PackedConv),
+    /// A convolution in bf16 products, with the detected CPU's token.
+    Bf16Conv(Bf16Conv, Bf16Cpu),
     FastLinear(PackedLinear),
     NaiveConv(NaiveConv),
     NaiveLinear {
@@ -49,6 +52,7 @@ pub(crate) struct BoundPlan {
     /// One entry per step of `plan`.
     pub(crate) steps: Vec<Bound>,
     pub(crate) backend: Backend,
+    pub(crate) precision: Precision,
 }
 
 impl BoundPlan {
@@ -57,24 +61,47 @@ impl BoundPlan {
         plan: Plan,
         src: &dyn WeightSource,
         backend: Backend,
+        precision: Precision,
     ) -> Result<Self, ModelError> {
+        let bf16 = match (precision, backend) {
+            (Precision::F32, _) => None,
+            (Precision::Bf16, Backend::Naive) => {
+                return Err(ModelError::Unsupported(
+                    "bf16 precision runs on the fast kernels only (the naive backend is the \
+                     f64 reference)"
+                        .into(),
+                ));
+            }
+            (Precision::Bf16, _) => Some(Bf16Cpu::detect().ok_or_else(|| {
+                ModelError::Unsupported(
+                    "bf16 precision needs AVX512-BF16 (vdpbf16ps), which this CPU lacks; use f32"
+                        .into(),
+                )
+            })?),
+        };
         let steps = plan
             .steps()
             .iter()
-            .map(|step| bind(step, src, backend))
+            .map(|step| bind(step, src, backend, bf16))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Self {
             plan,
             steps,
             backend,
+            precision,
         })
     }
 }
 
 /// The parameters of `step` from `src`, in the form `backend` runs them.
-fn bind(step: &Step, src: &dyn WeightSource, backend: Backend) -> Result<Bound, ModelError> {
+fn bind(
+    step: &Step,
+    src: &dyn WeightSource,
+    backend: Backend,
+    bf16: Option<Bf16Cpu>,
+) -> Result<Bound, ModelError> {
     match step {
-        Step::Conv(c) => bind_conv(&c.conv, src, backend),
+        Step::Conv(c) => bind_conv(&c.conv, src, backend, bf16),
         Step::Linear(l) => bind_linear(l, src, backend),
         _ => Ok(Bound::None),
     }
@@ -88,8 +115,14 @@ fn config_error(step: &str, what: impl std::fmt::Display) -> ModelError {
     ModelError::Config(format!("{step}: {what}"))
 }
 
-/// Fold the batch-norm (and the output scale) into the weights and bias in f64, and pack.
-fn bind_conv(c: &ConvSpec, src: &dyn WeightSource, backend: Backend) -> Result<Bound, ModelError> {
+/// Fold the batch-norm (and the output scale) into the weights and bias in f64, and pack
+/// (in bf16 when `bf16` holds the CPU's token).
+fn bind_conv(
+    c: &ConvSpec,
+    src: &dyn WeightSource,
+    backend: Backend,
+    bf16: Option<Bf16Cpu>,
+) -> Result<Bound, ModelError> {
     let shape = c.weight_shape();
     if c.groups == 0
         || !c.in_channels.is_multiple_of(c.groups)
@@ -162,6 +195,10 @@ fn bind_conv(c: &ConvSpec, src: &dyn WeightSource, backend: Backend) -> Result<B
         .map(|(i, &w)| (f64::from(w) * s[i / per]) as f32)
         .collect();
     let bias: Vec<f32> = t.iter().map(|&v| v as f32).collect();
+    if let Some(cpu) = bf16 {
+        let conv = Bf16Conv::new(&folded, shape, Some(&bias), c.params())?;
+        return Ok(Bound::Bf16Conv(conv, cpu));
+    }
     Ok(Bound::FastConv(PackedConv::new(
         &folded,
         shape,

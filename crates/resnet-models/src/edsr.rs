@@ -24,7 +24,7 @@
 
 use crate::network::Network;
 use crate::plan::{ConvSpec, Plan, PlanBuilder};
-use crate::{Backend, EdsrConfig, ModelError};
+use crate::{Backend, EdsrConfig, ModelError, Precision};
 use resnet_kernels::Cpu;
 use resnet_tensor::{Layout, Tensor};
 use resnet_weights::WeightSource;
@@ -223,15 +223,37 @@ impl Edsr {
         config: &EdsrConfig,
         backend: Backend,
     ) -> Result<Self, ModelError> {
+        Self::load_with(src, config, backend, Precision::F32)
+    }
+
+    /// [`Edsr::load_on`] with the convolutions in `precision` (see [`Precision`]: bf16 needs
+    /// AVX512-BF16 and the fast kernels, else [`ModelError::Unsupported`]).
+    pub fn load_with(
+        src: &dyn WeightSource,
+        config: &EdsrConfig,
+        backend: Backend,
+        precision: Precision,
+    ) -> Result<Self, ModelError> {
         Ok(Self {
             config: config.clone(),
-            net: Network::load(edsr_plan(config)?, src, backend)?,
+            net: Network::load_with(edsr_plan(config)?, src, backend, precision)?,
         })
     }
 
     /// A network of `config` with PyTorch's default initialisation, reproducible from `seed`.
     pub fn random(config: &EdsrConfig, seed: u64) -> Result<Self, ModelError> {
-        Self::load(&crate::random_edsr_tensor_map(config, seed)?, config)
+        Self::random_with(config, seed, Precision::F32)
+    }
+
+    /// [`Edsr::random`] with the convolutions in `precision` (the same weights for the same
+    /// seed).
+    pub fn random_with(
+        config: &EdsrConfig,
+        seed: u64,
+        precision: Precision,
+    ) -> Result<Self, ModelError> {
+        let weights = crate::random_edsr_tensor_map(config, seed)?;
+        Self::load_with(&weights, config, Backend::Fast, precision)
     }
 
     /// Open a file, infer the configuration, and load it strictly.
@@ -244,10 +266,19 @@ impl Edsr {
         path: impl AsRef<std::path::Path>,
         backend: Backend,
     ) -> Result<Self, ModelError> {
+        Self::from_file_with(path, backend, Precision::F32)
+    }
+
+    /// [`Edsr::from_file`] on the given kernel set and precision.
+    pub fn from_file_with(
+        path: impl AsRef<std::path::Path>,
+        backend: Backend,
+        precision: Precision,
+    ) -> Result<Self, ModelError> {
         crate::network::load_file_strict(
             path.as_ref(),
             |f| Self::infer_config(f),
-            |src, cfg| Self::load_on(src, cfg, backend),
+            |src, cfg| Self::load_with(src, cfg, backend, precision),
         )
     }
 
@@ -260,6 +291,11 @@ impl Edsr {
     /// Worker threads used by a forward pass.
     pub fn threads(&self) -> usize {
         self.net.threads()
+    }
+
+    /// The convolutions' arithmetic.
+    pub fn precision(&self) -> Precision {
+        self.net.precision()
     }
 
     /// The CPU features the fast kernels dispatch to.

@@ -24,6 +24,57 @@ impl std::fmt::Display for Backend {
     }
 }
 
+/// The arithmetic of a network's convolutions on [`Backend::Fast`] (everything else, the
+/// classifier included, stays in f32).
+///
+/// ```
+/// use resnet_models::{CifarConfig, Precision, ResNet, Backend};
+/// use resnet_tensor::Tensor;
+///
+/// let cfg = CifarConfig::new(20, 10);
+/// match ResNet::random_with(&cfg, 3, Backend::Fast, Precision::Bf16) {
+///     Ok(net) => {
+///         let logits = net.forward(&Tensor::zeros(&[1, 3, 32, 32])?)?;
+///         assert_eq!(logits.shape().dims(), &[1, 10]);
+///     }
+///     // Not every CPU has AVX512-BF16: a clear error, never a silent f32 fallback.
+///     Err(e) => assert!(!Precision::Bf16.is_available(), "{e}"),
+/// }
+/// # Ok::<(), resnet_models::ModelError>(())
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum Precision {
+    /// f32 throughout: the default, and the numerics contract of the README (1e-4 relative
+    /// per stage against PyTorch).
+    #[default]
+    F32,
+    /// Opt-in: convolutions as bf16 products (weights rounded once at load, activations at
+    /// each convolution's input) summed in f32, bias, residual and ReLU in f32; about 1e-2
+    /// relative against f32 (README, "bf16"). Needs AVX512-BF16 (`vdpbf16ps`), detected at
+    /// run time; building a network in bf16 elsewhere is a [`ModelError::Unsupported`].
+    Bf16,
+}
+
+impl Precision {
+    /// Whether this CPU runs this precision.
+    pub fn is_available(self) -> bool {
+        match self {
+            Precision::F32 => true,
+            Precision::Bf16 => resnet_kernels::bf16::Bf16Cpu::detect().is_some(),
+        }
+    }
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::F32 => "f32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
 /// Errors from building or running a model.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -51,4 +102,7 @@ pub enum ModelError {
     /// A kernel refused its arguments.
     #[error(transparent)]
     Kernel(#[from] resnet_kernels::KernelError),
+    /// This CPU (or kernel set) cannot run what was asked, e.g. bf16 without AVX512-BF16.
+    #[error("not supported here: {0}")]
+    Unsupported(String),
 }

@@ -268,8 +268,10 @@ impl Executor {
         let trace = plan.trace(dims)?;
         let mut need = 0;
         for (b, (i, _)) in bound.iter().zip(&trace) {
-            if let Bound::FastConv(p) = b {
-                need = need.max(p.scratch_len(*i)?);
+            match b {
+                Bound::FastConv(p) => need = need.max(p.scratch_len(*i)?),
+                Bound::Bf16Conv(p, _) => need = need.max(p.scratch_len(*i)?),
+                _ => {}
             }
         }
         ws.scratch.reserve(need);
@@ -294,6 +296,7 @@ impl Executor {
             plan,
             steps: bound,
             backend,
+            ..
         } = net;
         let backend = *backend;
         self.plan_for(plan, bound, dims, ws)?;
@@ -338,6 +341,14 @@ impl Executor {
                             epi = epi.with_residual(src(r));
                         }
                         p.run(&ctx, src(c.src), input, dst, epi)?;
+                    }
+                    (Step::Conv(c), Bound::Bf16Conv(p, bf16)) => {
+                        algo = Some(p.algorithm());
+                        let mut epi = Epilogue::none().with_relu(c.relu);
+                        if let Some(r) = c.residual {
+                            epi = epi.with_residual(src(r));
+                        }
+                        p.run(*bf16, &ctx, src(c.src), input, dst, epi)?;
                     }
                     (Step::Conv(c), Bound::NaiveConv(nc)) => {
                         let res = c.residual.map(&src);

@@ -78,7 +78,7 @@ pub use config::{
     wide_resnet50_2, wide_resnet101_2,
 };
 pub use edsr::{Edsr, edsr_block_plan, edsr_plan};
-pub use error::{Backend, ModelError};
+pub use error::{Backend, ModelError, Precision};
 pub use exec::{Flow, LayerTime, Observer, StepEvent, Values};
 pub use infer::{infer_arch, infer_cifar_config, infer_config};
 pub use init::{random_edsr_tensor_map, random_plan_weights, random_tensor_map};

@@ -4,7 +4,7 @@
 use crate::bound::{Bound, BoundPlan};
 use crate::exec::{Executor, Observer};
 use crate::plan::{Plan, Step};
-use crate::{Backend, ModelError};
+use crate::{Backend, ModelError, Precision};
 use resnet_kernels::Cpu;
 use resnet_tensor::{Tensor, TensorView};
 use resnet_weights::{Strictness, Tracked, WeightFile, WeightSource};
@@ -37,7 +37,19 @@ impl Network {
     /// Bind `plan` to the tensors of `src` (named as the plan's steps say) for `backend`, on
     /// all cores. Every tensor is checked against the shape the plan implies.
     pub fn load(plan: Plan, src: &dyn WeightSource, backend: Backend) -> Result<Self, ModelError> {
-        let bound = BoundPlan::new(plan, src, backend)?;
+        Self::load_with(plan, src, backend, Precision::F32)
+    }
+
+    /// [`Network::load`] with the convolutions in `precision` ([`Precision::Bf16`]: an
+    /// [`ModelError::Unsupported`] error where the CPU lacks AVX512-BF16, or on
+    /// [`Backend::Naive`]).
+    pub fn load_with(
+        plan: Plan,
+        src: &dyn WeightSource,
+        backend: Backend,
+        precision: Precision,
+    ) -> Result<Self, ModelError> {
+        let bound = BoundPlan::new(plan, src, backend, precision)?;
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
         Ok(Self {
             bound: Arc::new(bound),
@@ -68,6 +80,11 @@ impl Network {
         self.bound.backend
     }
 
+    /// The convolutions' arithmetic.
+    pub fn precision(&self) -> Precision {
+        self.bound.precision
+    }
+
     /// Worker threads.
     pub fn threads(&self) -> usize {
         self.exec.threads()
@@ -88,6 +105,9 @@ impl Network {
                 .zip(&self.bound.steps)
                 .filter_map(|(s, b)| match (s, b) {
                     (Step::Conv(c), Bound::FastConv(p)) => {
+                        Some((c.conv.name.clone(), p.algorithm()))
+                    }
+                    (Step::Conv(c), Bound::Bf16Conv(p, _)) => {
                         Some((c.conv.name.clone(), p.algorithm()))
                     }
                     _ => None,

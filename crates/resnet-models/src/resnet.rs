@@ -3,7 +3,7 @@
 
 use crate::network::Network;
 use crate::plan::{ConvSpec, Plan, PlanBuilder, Slot};
-use crate::{Arch, Backend, BlockKind, ModelError, ResNetConfig};
+use crate::{Arch, Backend, BlockKind, ModelError, Precision, ResNetConfig};
 use resnet_kernels::Cpu;
 use resnet_tensor::{Tensor, TensorView};
 use resnet_weights::{Strictness, Tracked, WeightSource};
@@ -199,9 +199,21 @@ impl ResNet {
         config: &C,
         backend: Backend,
     ) -> Result<Self, ModelError> {
+        Self::load_with(src, config, backend, Precision::F32)
+    }
+
+    /// [`ResNet::load_on`] with the convolutions in `precision` (see [`Precision`]: bf16
+    /// needs AVX512-BF16 and the fast kernels, else [`ModelError::Unsupported`]). Precision
+    /// is chosen here, where the weights are packed, not after.
+    pub fn load_with<C: Clone + Into<Arch>>(
+        src: &dyn WeightSource,
+        config: &C,
+        backend: Backend,
+        precision: Precision,
+    ) -> Result<Self, ModelError> {
         let config: Arch = config.clone().into();
         Ok(Self {
-            net: Network::load(config.plan()?, src, backend)?,
+            net: Network::load_with(config.plan()?, src, backend, precision)?,
             config,
         })
     }
@@ -231,10 +243,26 @@ impl ResNet {
         path: impl AsRef<std::path::Path>,
         backend: Backend,
     ) -> Result<Self, ModelError> {
+        Self::from_file_with(path, backend, Precision::F32)
+    }
+
+    /// [`ResNet::from_file`] on the given kernel set and precision (see
+    /// [`ResNet::load_with`]).
+    ///
+    /// ```no_run
+    /// use resnet_models::{Backend, Precision, ResNet};
+    /// let net = ResNet::from_file_with("resnet18.safetensors", Backend::Fast, Precision::Bf16)?;
+    /// # Ok::<(), resnet_models::ModelError>(())
+    /// ```
+    pub fn from_file_with(
+        path: impl AsRef<std::path::Path>,
+        backend: Backend,
+        precision: Precision,
+    ) -> Result<Self, ModelError> {
         crate::network::load_file_strict(
             path.as_ref(),
             |f| crate::infer_arch(f),
-            |src, cfg| Self::load_on(src, cfg, backend),
+            |src, cfg| Self::load_with(src, cfg, backend, precision),
         )
     }
 
@@ -247,9 +275,19 @@ impl ResNet {
     /// metadata the caller also reads, a prefixed view, tensors in memory): infer the
     /// architecture with [`crate::infer_arch`] and load strictly.
     pub fn from_source_on(src: &dyn WeightSource, backend: Backend) -> Result<Self, ModelError> {
+        Self::from_source_with(src, backend, Precision::F32)
+    }
+
+    /// [`ResNet::from_source_on`] with the convolutions in `precision` (see
+    /// [`ResNet::load_with`]).
+    pub fn from_source_with(
+        src: &dyn WeightSource,
+        backend: Backend,
+        precision: Precision,
+    ) -> Result<Self, ModelError> {
         let config = crate::infer_arch(src)?;
         let tracked = Tracked::new(src);
-        let model = Self::load_on(&tracked, &config, backend)?;
+        let model = Self::load_with(&tracked, &config, backend, precision)?;
         tracked.finish(Strictness::Strict)?;
         Ok(model)
     }
@@ -266,9 +304,20 @@ impl ResNet {
         seed: u64,
         backend: Backend,
     ) -> Result<Self, ModelError> {
+        Self::random_with(config, seed, backend, Precision::F32)
+    }
+
+    /// [`ResNet::random_on`] with the convolutions in `precision` (the same weights for the
+    /// same seed; see [`ResNet::load_with`]).
+    pub fn random_with<C: Clone + Into<Arch>>(
+        config: &C,
+        seed: u64,
+        backend: Backend,
+        precision: Precision,
+    ) -> Result<Self, ModelError> {
         let config: Arch = config.clone().into();
         let weights = crate::random_plan_weights(&config.plan()?, seed)?;
-        Self::load_on(&weights, &config, backend)
+        Self::load_with(&weights, &config, backend, precision)
     }
 
     /// The same network on `threads` worker threads (1: the calling thread only).
@@ -296,6 +345,11 @@ impl ResNet {
     /// The backend in use.
     pub fn backend(&self) -> Backend {
         self.net.backend()
+    }
+
+    /// The convolutions' arithmetic.
+    pub fn precision(&self) -> Precision {
+        self.net.precision()
     }
 
     /// The architecture: [`Arch::ResNet`] or [`Arch::Cifar`] with its configuration. It

@@ -2,7 +2,7 @@
 //! sums in f32 from the output step's start (bias, residual), ReLU on the f32 result.
 
 use super::{Bf16Cpu, Bf16Rhs, NR, flush, read, round, size};
-use crate::fast::{Ctx, Epilogue};
+use crate::fast::{ConvAlgo, Ctx, Epilogue};
 use crate::{Conv2dParams, ConvGeometry, KernelError, check_len};
 
 /// A convolution whose products run in bf16 on `vdpbf16ps` ([`Bf16Conv::run`]), beside the
@@ -125,6 +125,12 @@ impl Bf16Conv {
     /// Weight dimensions `[O, C/groups, KH, KW]`.
     pub fn weight_dims(&self) -> [usize; 4] {
         self.weight_dims
+    }
+
+    /// The algorithm: always [`ConvAlgo::Bf16Im2col`] (for per-layer reports beside
+    /// [`crate::fast::PackedConv::algorithm`]).
+    pub fn algorithm(&self) -> ConvAlgo {
+        ConvAlgo::Bf16Im2col
     }
 
     /// Hyper-parameters.

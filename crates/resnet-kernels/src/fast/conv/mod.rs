@@ -46,6 +46,10 @@ pub enum ConvAlgo {
     /// ResNeXt): a direct convolution vectorised along output pixels, per group, on
     /// channel-major copies of the input rows.
     GroupedDirect,
+    /// Any shape, in bf16 products (f32 sums) on AVX512-BF16: [`crate::bf16::Bf16Conv`]'s
+    /// algorithm (im2col rows per tile, or the input's own rows for a 1x1). Reported by the
+    /// opt-in reduced-precision path; a [`PackedConv`] never runs it.
+    Bf16Im2col,
 }
 
 impl ConvAlgo {
@@ -88,6 +92,7 @@ impl std::fmt::Display for ConvAlgo {
             ConvAlgo::Im2colTiled => "im2col-tiled-gemm",
             ConvAlgo::Winograd2x2 => "winograd-f2x2-3x3",
             ConvAlgo::GroupedDirect => "grouped-direct",
+            ConvAlgo::Bf16Im2col => "bf16-im2col-gemm",
         })
     }
 }
@@ -220,6 +225,7 @@ impl PackedConv {
             ConvAlgo::Im2colTiled => Kernel::Im2col(Im2col::new(weight, weight_dims, params)),
             ConvAlgo::Winograd2x2 => Kernel::Winograd(Winograd::new(weight, o, cg)),
             ConvAlgo::GroupedDirect => Kernel::Grouped(GroupedDirect::new(weight, weight_dims, g)),
+            ConvAlgo::Bf16Im2col => unreachable!("`choose` refuses bf16"),
         };
         Ok(Self {
             weight_dims,
@@ -255,6 +261,9 @@ impl PackedConv {
             }
             Some(ConvAlgo::GroupedDirect) if !grouped_ok => {
                 return refuse("the direct grouped path needs a grouped, stride-1, undilated conv");
+            }
+            Some(ConvAlgo::Bf16Im2col) => {
+                return refuse("bf16 products run in `bf16::Bf16Conv`, not in a PackedConv");
             }
             Some(a) => a,
             None if winograd_ok
