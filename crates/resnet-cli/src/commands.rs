@@ -6,8 +6,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use resnet_image::Preprocess;
 use resnet_models::timing::{median_min, time_iters};
 use resnet_models::{
-    Arch, CifarConfig, CifarShortcut, Edsr, Plan, ResNet, ResNetConfig, Strictness, WeightFile,
-    edsr_plan, infer_arch, top_k,
+    Arch, Backend, CifarConfig, CifarShortcut, Edsr, Plan, Precision, ResNet, ResNetConfig,
+    Strictness, WeightFile, edsr_plan, infer_arch, top_k,
 };
 use resnet_tensor::{Layout, Tensor};
 use resnet_weights::{WeightSource, write_safetensors};
@@ -32,8 +32,32 @@ macro_rules! out {
     }};
 }
 
+/// What every model-running command takes from the global options.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Opts {
+    /// `--threads` (default: all cores).
+    pub(crate) threads: Option<usize>,
+    /// `--precision`.
+    pub(crate) precision: Precision,
+}
+
 pub fn run(cli: Cli) -> Result<()> {
     let threads = cli.threads.map(usize::from);
+    let precision = match cli.precision {
+        crate::PrecisionArg::F32 => Precision::F32,
+        crate::PrecisionArg::Bf16 => Precision::Bf16,
+    };
+    let opts = Opts { threads, precision };
+    let training = matches!(
+        cli.command,
+        Command::Train(_) | Command::Bench { train: true, .. }
+    );
+    if training && precision != Precision::F32 {
+        bail!(
+            "training runs in f32; --precision {precision} applies to classify, embed, forward, \
+             enhance, eval and bench (without --train)"
+        );
+    }
     match cli.command {
         Command::Classify {
             inputs,
@@ -53,7 +77,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 Some(p) => Some(read_labels(&p)?),
                 None => None,
             };
-            let Loaded { model, meta } = load_model(&weights.weights, threads)?;
+            let Loaded { model, meta } = load_model(&weights.weights, opts)?;
             let names = class_names(labels, &model, &meta)?;
             let pre = preprocess(&pre, &model, &meta)?;
             let batch = usize::from(batch).min(paths.len());
@@ -99,7 +123,7 @@ pub fn run(cli: Cli) -> Result<()> {
             skips.single_image(paths.len());
             check_preprocess(&pre)?;
             check_writable(&output)?;
-            let Loaded { model, meta } = load_model(&weights.weights, threads)?;
+            let Loaded { model, meta } = load_model(&weights.weights, opts)?;
             let pre = preprocess(&pre, &model, &meta)?;
             let batch = usize::from(batch).min(paths.len());
             check_batch_memory(&model, &pre, batch)?;
@@ -139,7 +163,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let format = image_output_format(&output)?;
             let writer = AtomicOutput::create(&output)?;
             let img = resnet_image::decode_file(&input)?.to_rgb8();
-            let model = load_edsr(&weights.weights, threads)?;
+            let model = load_edsr(&weights.weights, opts)?;
             let (w, h) = img.dimensions();
             let halo = overlap.map_or_else(|| model.halo(), |o| o as usize);
             let tile = limits::tile_size(tile, halo);
@@ -219,7 +243,7 @@ pub fn run(cli: Cli) -> Result<()> {
             let mut out: Vec<(String, Tensor)> = Vec::new();
             let dims = x.shape().dims4();
             if edsr {
-                let model = load_edsr(&weights.weights, threads)?;
+                let model = load_edsr(&weights.weights, opts)?;
                 let tile = limits::tile_size(tile, model.halo());
                 if let Some(d) = dims
                     && d[1] == model.config().channels
@@ -228,7 +252,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 }
                 out.push(("output".into(), model.forward_tiled(&x, tile)?));
             } else {
-                let model = load_model(&weights.weights, threads)?.model;
+                let model = load_model(&weights.weights, opts)?.model;
                 // An input the plan does not fit is left to the model's own error.
                 if let Some(d) = dims
                     && let Ok(need) = limits::forward_bytes(model.plan(), d)
@@ -300,11 +324,11 @@ pub fn run(cli: Cli) -> Result<()> {
             usize::from(batch),
             iters as usize,
             size as usize,
-            threads,
+            opts,
             json,
         ),
         Command::Train(args) => crate::train::train(&args, threads),
-        Command::Eval(args) => crate::eval::eval(&args, threads),
+        Command::Eval(args) => crate::eval::eval(&args, opts),
     }
 }
 
@@ -314,7 +338,7 @@ pub(crate) struct Loaded {
     pub(crate) meta: HashMap<String, String>,
 }
 
-pub(crate) fn load_model(spec: &str, threads: Option<usize>) -> Result<Loaded> {
+pub(crate) fn load_model(spec: &str, opts: Opts) -> Result<Loaded> {
     let path = weights::resolve(spec)?;
     let file = WeightFile::open(&path).with_context(|| path.display().to_string())?;
     if is_edsr(&file) {
@@ -325,8 +349,9 @@ pub(crate) fn load_model(spec: &str, threads: Option<usize>) -> Result<Loaded> {
             path.display()
         );
     }
-    let model = ResNet::from_source(&file).with_context(|| path.display().to_string())?;
-    let model = match threads {
+    let model = ResNet::from_source_with(&file, Backend::Fast, opts.precision)
+        .with_context(|| path.display().to_string())?;
+    let model = match opts.threads {
         Some(t) => model.with_threads(t)?,
         None => model,
     };
@@ -369,10 +394,11 @@ fn is_edsr(file: &WeightFile) -> bool {
     file.contains("head.0.weight") && file.contains("tail.1.weight")
 }
 
-fn load_edsr(spec: &str, threads: Option<usize>) -> Result<Edsr> {
+fn load_edsr(spec: &str, opts: Opts) -> Result<Edsr> {
     let path = weights::resolve(spec)?;
-    let model = Edsr::from_file(&path).with_context(|| path.display().to_string())?;
-    match threads {
+    let model = Edsr::from_file_with(&path, Backend::Fast, opts.precision)
+        .with_context(|| path.display().to_string())?;
+    match opts.threads {
         Some(t) => Ok(model.with_threads(t)?),
         None => Ok(model),
     }
@@ -1112,11 +1138,11 @@ fn bench(
     batch: usize,
     iters: usize,
     size: usize,
-    threads: Option<usize>,
+    opts: Opts,
     json_out: bool,
 ) -> Result<()> {
     let model = match weights {
-        Some(w) => load_model(w, threads)?.model,
+        Some(w) => load_model(w, opts)?.model,
         None => {
             let cfg: Arch = match (
                 ResNetConfig::by_name(arch, 1000),
@@ -1130,8 +1156,8 @@ fn bench(
                     CifarConfig::NAME_FORMS
                 ),
             };
-            let m = ResNet::random(&cfg, 0)?;
-            match threads {
+            let m = ResNet::random_with(&cfg, 0, Backend::Fast, opts.precision)?;
+            match opts.threads {
                 Some(t) => m.with_threads(t)?,
                 None => m,
             }
@@ -1165,12 +1191,14 @@ fn bench(
                 "median_ms": median * 1e3, "min_ms": min * 1e3,
                 "images_per_s": batch as f64 / median, "gflops": flop / median / 1e9,
                 "simd": model.cpu().level().to_string(),
+                "precision": model.precision().to_string(),
             })
         );
     } else {
         out!(
-            "{name} batch {batch} threads {} {size}x{size}: median {:.2} ms, min {:.2} ms, {:.1} images/s, {:.1} GFLOP/s ({})",
+            "{name} batch {batch} threads {} {size}x{size} {}: median {:.2} ms, min {:.2} ms, {:.1} images/s, {:.1} GFLOP/s ({})",
             model.threads(),
+            model.precision(),
             median * 1e3,
             min * 1e3,
             batch as f64 / median,

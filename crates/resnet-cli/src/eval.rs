@@ -1,6 +1,6 @@
 //! `resnet eval`: a classifier's error, loss and confusion matrix on a dataset split.
 
-use crate::commands::{Loaded, load_model, meta_array};
+use crate::commands::{Loaded, Opts, load_model, meta_array};
 use crate::train_data::TrainData;
 use crate::{EvalArgs, SplitArg};
 use anyhow::{Context, Result, bail};
@@ -9,8 +9,8 @@ use resnet_train::evaluate;
 use serde_json::json;
 
 /// Run `resnet eval`.
-pub fn eval(a: &EvalArgs, threads: Option<usize>) -> Result<()> {
-    let Loaded { model, meta } = load_model(&a.weights.weights, threads)?;
+pub fn eval(a: &EvalArgs, opts: Opts) -> Result<()> {
+    let Loaded { model, meta } = load_model(&a.weights.weights, opts)?;
     let crop = match a.crop {
         Some(c) => c as usize,
         None => meta.get("crop").and_then(|c| c.parse().ok()).unwrap_or(224),

@@ -995,3 +995,100 @@ fn a_net_saved_by_train_classifies_and_forwards() {
         assert_eq!(lines[0]["indices"].as_array().unwrap().len(), 3);
     }
 }
+
+/// `--precision bf16`: the golden ResNet-18's logits through `forward` within the documented
+/// bound of f32's, `bench` reports it, training refuses it; on a CPU without AVX512-BF16 a
+/// one-line error (said loudly: the numeric half is skipped).
+#[test]
+fn precision_bf16_on_the_cli() {
+    let e = fails(&[
+        "train",
+        "--precision",
+        "bf16",
+        "--data",
+        "tensors:x",
+        "--model",
+        "cifar-resnet20",
+        "--steps",
+        "1",
+        "--save",
+        "x.safetensors",
+    ]);
+    assert!(e.contains("training runs in f32"), "{e}");
+    let e = fails(&[
+        "bench",
+        "--train",
+        "--precision",
+        "bf16",
+        "--arch",
+        "cifar-resnet20",
+    ]);
+    assert!(e.contains("training runs in f32"), "{e}");
+    let Some(g) = golden_dir() else { return };
+    let weights = g.join("resnet18_f16.safetensors");
+    let expected = g.join("resnet18_f16.expected.safetensors");
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("y.safetensors");
+    let args = [
+        "forward",
+        "--precision",
+        "bf16",
+        "--weights",
+        s(&weights),
+        "--input",
+        s(&expected),
+        "--key",
+        "x224",
+        "--output",
+        s(&out),
+    ];
+    if !resnet_models::Precision::Bf16.is_available() {
+        eprintln!(
+            "\n!!!!!!!! SKIPPED: no AVX512-BF16 on this CPU: --precision bf16 only checked to fail !!!!!!!!\n"
+        );
+        let e = fails(&args);
+        assert!(e.contains("AVX512-BF16"), "{e}");
+        return;
+    }
+    resnet().args(args).assert().success();
+    let got = WeightFile::open(&out).unwrap().load("logits").unwrap();
+    let want = WeightFile::open(&expected)
+        .unwrap()
+        .load("x224.logits")
+        .unwrap();
+    let num = got
+        .as_slice()
+        .iter()
+        .zip(want.as_slice())
+        .map(|(x, y)| (x - y).abs())
+        .fold(0.0f32, f32::max);
+    let den = want
+        .as_slice()
+        .iter()
+        .map(|y| y.abs())
+        .fold(0.0f32, f32::max);
+    // bf16, not f32: above f32's error, within bf16's documented bound.
+    assert!(num / den < 1e-2 && num / den > 1e-5, "{}", num / den);
+    let out = resnet()
+        .args([
+            "bench",
+            "--precision",
+            "bf16",
+            "--size",
+            "64",
+            "--iters",
+            "1",
+            "--threads",
+            "1",
+            "--json",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["precision"], "bf16");
+}

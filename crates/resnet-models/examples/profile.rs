@@ -1,13 +1,18 @@
-//! Per-layer times of one forward pass: `cargo run --release -p resnet-models --example profile -- WEIGHTS [BATCH] [THREADS]`.
+//! Per-layer times of one forward pass: `cargo run --release -p resnet-models --example profile -- WEIGHTS [BATCH] [THREADS] [f32|bf16]`.
 
-use resnet_models::ResNet;
+use resnet_models::{Backend, Precision, ResNet};
 use resnet_tensor::Tensor;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let a: Vec<String> = std::env::args().skip(1).collect();
     let batch: usize = a.get(1).map_or(Ok(1), |v| v.parse())?;
     let threads: usize = a.get(2).map_or(Ok(1), |v| v.parse())?;
-    let model = ResNet::from_file(&a[0])?.with_threads(threads)?;
+    let precision = match a.get(3).map(String::as_str) {
+        None | Some("f32") => Precision::F32,
+        Some("bf16") => Precision::Bf16,
+        Some(other) => return Err(format!("precision {other:?}: f32 or bf16").into()),
+    };
+    let model = ResNet::from_file_with(&a[0], Backend::Fast, precision)?.with_threads(threads)?;
     let x = Tensor::zeros(&[batch, 3, 224, 224])?;
     model.forward(&x)?;
     let mut runs: Vec<Vec<resnet_models::LayerTime>> = (0..9)
