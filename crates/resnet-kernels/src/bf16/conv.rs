@@ -196,55 +196,97 @@ impl Bf16Conv {
         (iy < h && ix < w).then(|| (ni * h + iy) * w + ix)
     }
 
-    /// Output row `r`'s im2col row of group `gi` (`(tap, channel)` order, zero in the
-    /// padding) from the input's bf16 values `src` (NHWC).
+    /// The im2col rows of output rows `r0..r0 + rows.len() / row_len` of group `gi`
+    /// (`(tap, channel)` order, zero in the padding, then zero up to `row_len`) from the
+    /// input's bf16 values `src` (NHWC). Runs are copied with masked vector moves: the stem's
+    /// are 21 values, too short to pay for a call to `memcpy`.
+    ///
+    /// # Safety
+    /// AVX512-F and AVX512-BW present (a [`Bf16Cpu`] proves both). `rows.len()` is
+    /// a multiple of `row_len`, which is at least the products' depth; the geometry is the
+    /// checked one of this convolution and `src` holds its whole input.
     #[cfg(target_arch = "x86_64")]
-    #[inline(always)]
-    fn gather(&self, geom: &ConvGeometry, r: usize, gi: usize, src: &[u16], row: &mut [u16]) {
+    #[target_feature(enable = "avx512f,avx512bw")]
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn gather_rows(
+        &self,
+        geom: &ConvGeometry,
+        r0: usize,
+        gi: usize,
+        src: &[u16],
+        rows: &mut [u16],
+        row_len: usize,
+    ) {
+        use std::arch::x86_64::*;
+        // Copy `len` values from `from` (or zeros, for a null `from`) to `to`.
+        macro_rules! run {
+            ($to:expr, $from:expr, $len:expr) => {{
+                let (to, from, len): (*mut u16, *const u16, usize) = ($to, $from, $len);
+                let mut i = 0;
+                while i < len {
+                    let m: __mmask32 = if len - i >= 32 {
+                        !0
+                    } else {
+                        (1u32 << (len - i)) - 1
+                    };
+                    // SAFETY: values i..i + 32 (masked to `len`) of `to` and `from`.
+                    unsafe {
+                        let v = if from.is_null() {
+                            _mm512_setzero_si512()
+                        } else {
+                            _mm512_maskz_loadu_epi16(m, from.add(i).cast())
+                        };
+                        _mm512_mask_storeu_epi16(to.add(i).cast(), m, v);
+                    }
+                    i += 32;
+                }
+            }};
+        }
         let [_, cg, kh, kw] = self.weight_dims;
         let [_, c, h, w] = geom.input;
         let [_, _, oh, ow] = geom.output;
         let p = &self.params;
-        let (ni, pix) = (r / (oh * ow), r % (oh * ow));
-        let (oy, ox) = (pix / ow, pix % ow);
-        let (y0, x0) = (oy * p.stride[0], ox * p.stride[1]);
-        let base = ni * h * w * c + gi * cg;
-        for ky in 0..kh {
-            let taps = &mut row[ky * kw * cg..(ky + 1) * kw * cg];
-            let iy = (y0 + ky * p.dilation[0]).wrapping_sub(p.padding[0]);
-            if iy >= h {
-                taps.fill(0);
-                continue;
-            }
-            if p.dilation[1] == 1 && cg == c {
-                // Undilated, one group: the row's taps are one run of the input row.
-                let lo = p.padding[1].saturating_sub(x0).min(kw);
-                let hi = (w + p.padding[1]).saturating_sub(x0).clamp(lo, kw);
-                taps[..lo * c].fill(0);
-                taps[hi * c..].fill(0);
-                if hi > lo {
-                    let ix = x0 + lo - p.padding[1];
-                    let at = base + (iy * w + ix) * c;
-                    taps[lo * c..hi * c].copy_from_slice(&src[at..at + (hi - lo) * c]);
+        let k = kh * kw * cg;
+        let whole_rows = p.dilation[1] == 1 && cg == c;
+        let none = std::ptr::null::<u16>();
+        for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
+            let r = r0 + i;
+            let (ni, pix) = (r / (oh * ow), r % (oh * ow));
+            let (oy, ox) = (pix / ow, pix % ow);
+            let (y0, x0) = (oy * p.stride[0], ox * p.stride[1]);
+            let base = &src[ni * h * w * c + gi * cg..];
+            let out = row.as_mut_ptr();
+            for ky in 0..kh {
+                let at = ky * kw * cg;
+                let iy = (y0 + ky * p.dilation[0]).wrapping_sub(p.padding[0]);
+                if iy >= h {
+                    run!(out.wrapping_add(at), none, kw * cg);
+                    continue;
                 }
-                continue;
-            }
-            for (kx, run) in taps.chunks_exact_mut(cg).enumerate() {
-                let ix = (x0 + kx * p.dilation[1]).wrapping_sub(p.padding[1]);
-                if ix >= w {
-                    run.fill(0);
-                } else {
-                    let from = &src[base + (iy * w + ix) * c..][..cg];
-                    if cg <= 8 {
-                        // A call to `memcpy` costs more than a few moves (the stem: 3).
-                        for (d, &v) in run.iter_mut().zip(from) {
-                            *d = v;
-                        }
+                let line = &base[iy * w * c..];
+                if whole_rows {
+                    // Undilated, one group: the row's taps are one run of the input row.
+                    let lo = p.padding[1].saturating_sub(x0).min(kw);
+                    let hi = (w + p.padding[1]).saturating_sub(x0).clamp(lo, kw);
+                    run!(out.wrapping_add(at), none, lo * c);
+                    run!(out.wrapping_add(at + hi * c), none, (kw - hi) * c);
+                    if hi > lo {
+                        let from = &line[(x0 + lo - p.padding[1]) * c..][..(hi - lo) * c];
+                        run!(out.wrapping_add(at + lo * c), from.as_ptr(), from.len());
+                    }
+                    continue;
+                }
+                for kx in 0..kw {
+                    let ix = (x0 + kx * p.dilation[1]).wrapping_sub(p.padding[1]);
+                    let to = out.wrapping_add(at + kx * cg);
+                    if ix >= w {
+                        run!(to, none, cg);
                     } else {
-                        run.copy_from_slice(from);
+                        run!(to, line[ix * c..][..cg].as_ptr(), cg);
                     }
                 }
             }
+            row[k..].fill(0);
         }
     }
 
@@ -325,7 +367,7 @@ impl Bf16Conv {
         let geom = self.check(input, input_dims, out, &epilogue)?;
         let _ = cpu;
         #[cfg(target_arch = "x86_64")]
-        self.run_x86(ctx, &geom, input, out, epilogue.with_bias(&self.bias));
+        self.run_x86(ctx, &geom, input, out, epilogue);
         #[cfg(not(target_arch = "x86_64"))]
         {
             let _ = (ctx, geom, out);
@@ -404,22 +446,13 @@ impl Bf16Conv {
         let chunks = og.div_ceil(chunk);
         let tasks = blocks * g * chunks;
         let dst = OutPtr(out.as_mut_ptr());
-        let f32cpu = ctx.cpu;
+        let (bias, residual, relu) = (&self.bias, epi.residual(), epi.applies_relu());
         let task = |t: usize| {
             let (block, rest) = (t / (g * chunks), t % (g * chunks));
             let (gi, ck) = (rest / chunks, rest % chunks);
             let r0 = block * rows;
             let nr = rows.min(m - r0);
             let (j0, j1) = (ck * chunk, ((ck + 1) * chunk).min(og));
-            let chans = gi * og + j0..gi * og + j1;
-            // SAFETY: rows r0..r0 + nr, channels `chans` of the output: this task's alone
-            // (tasks differ in their block, group or chunk), inside `out` (checked lengths).
-            let row = |r: usize| unsafe {
-                std::slice::from_raw_parts_mut(dst.at(r * o + chans.start), chans.len())
-            };
-            for r in r0..r0 + nr {
-                epi.start_row(f32cpu, row(r), r, o, chans.clone());
-            }
             let product = |a: *const u32, lda: usize| {
                 let rhs = &self.groups[gi];
                 for panel in j0 / NR..j1.div_ceil(NR) {
@@ -439,7 +472,14 @@ impl Bf16Conv {
                                 b,
                                 dst.at((r0 + i) * o + gi * og + panel * NR),
                                 o,
-                                true,
+                                super::Start::Bias {
+                                    bias: bias[gi * og + panel * NR..].as_ptr(),
+                                    res: residual.map_or(std::ptr::null(), |res| {
+                                        res[(r0 + i) * o + gi * og + panel * NR..].as_ptr()
+                                    }),
+                                    ldr: o,
+                                },
+                                relu,
                             );
                         }
                     }
@@ -464,17 +504,11 @@ impl Bf16Conv {
                     let src = unsafe {
                         std::slice::from_raw_parts(words.as_ptr().cast::<u16>(), words.len() * 2)
                     };
-                    for (i, dst_row) in col.chunks_exact_mut(pairs * 2).enumerate() {
-                        self.gather(geom, r0 + i, gi, src, &mut dst_row[..k]);
-                        if k % 2 == 1 {
-                            dst_row[k] = 0;
-                        }
-                    }
+                    // SAFETY: `Bf16Cpu` proves AVX512-F and AVX512-BW; `col` is `nr` rows of
+                    // `pairs * 2 >= k` values.
+                    unsafe { self.gather_rows(geom, r0, gi, src, col, pairs * 2) };
                     product(buf.as_ptr().cast::<u32>(), pairs);
                 });
-            }
-            for r in r0..r0 + nr {
-                epi.finish_row(f32cpu, row(r));
             }
         };
         if ctx.par.is_parallel() && tasks > 1 {

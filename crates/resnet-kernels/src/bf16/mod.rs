@@ -253,7 +253,8 @@ impl Bf16Rhs {
     }
 }
 
-/// Proof that this CPU has AVX512-F and AVX512-BF16 (made only by detection).
+/// Proof that this CPU has AVX512-F, AVX512-BW and AVX512-BF16 (made only by detection; every
+/// CPU with the last has the first two).
 #[derive(Debug, Clone, Copy)]
 pub struct Bf16Cpu {
     _private: (),
@@ -266,6 +267,7 @@ impl Bf16Cpu {
         #[cfg(target_arch = "x86_64")]
         {
             if std::arch::is_x86_feature_detected!("avx512f")
+                && std::arch::is_x86_feature_detected!("avx512bw")
                 && std::arch::is_x86_feature_detected!("avx512bf16")
             {
                 return Some(Self { _private: () });
@@ -392,7 +394,12 @@ pub fn matmul(
                         b.data.as_ptr().add(panel * pairs * NR),
                         c.as_mut_ptr().add(i * ldc + panel * NR),
                         ldc,
-                        accumulate,
+                        if accumulate {
+                            Start::Output
+                        } else {
+                            Start::Zero
+                        },
+                        false,
                     );
                 }
             }
@@ -407,17 +414,39 @@ pub fn matmul(
     }
 }
 
+/// Where a register tile's sums start.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) enum Start {
+    /// From zero.
+    Zero,
+    /// From the output's values.
+    Output,
+    /// From `bias[j]` (the panel's columns at `bias`), plus `res[r * ldr + j]` when `res`
+    /// is not null: a convolution's output step, as `bias + res` in f32.
+    Bias {
+        bias: *const f32,
+        res: *const f32,
+        ldr: usize,
+    },
+}
+
 /// One register tile: rows `0..mr` (at most [`MR`]) of `A` (`pairs` words each at `a`, row
 /// stride `lda` words) against one panel of `B` (at `b`), columns `0..cols` (at most [`NR`])
-/// of `C` (at `c`, row stride `ldc`).
+/// of `C` (at `c`, row stride `ldc`), the sums starting as `start` says; ReLU on them before
+/// they are stored when `relu`.
 ///
 /// # Safety
 /// AVX512-F and AVX512-BF16 present; `a` readable for `mr` rows of `pairs` words `lda` apart,
 /// `b` for `pairs * NR` words, `c` readable and writable at `r * ldc + j` for `r < mr`,
-/// `j < cols`.
+/// `j < cols`; for [`Start::Bias`], `bias` readable for `cols` values and a non-null `res`
+/// at `r * ldr + j` alike.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
+// Indexed loops of fixed trip counts: they unroll, so that `acc` stays in registers (with
+// iterators over `take(mr)` it went to the stack, and the kernel ran at half speed).
+#[allow(clippy::needless_range_loop)]
 pub(crate) unsafe fn tile(
     mr: usize,
     cols: usize,
@@ -427,7 +456,8 @@ pub(crate) unsafe fn tile(
     b: *const u32,
     c: *mut f32,
     ldc: usize,
-    accumulate: bool,
+    start: Start,
+    relu: bool,
 ) {
     use std::arch::x86_64::*;
     let m0: __mmask16 = if cols >= 16 {
@@ -443,12 +473,39 @@ pub(crate) unsafe fn tile(
         0
     };
     let mut acc = [[_mm512_setzero_ps(); 2]; MR];
-    if accumulate {
-        for (r, row) in acc.iter_mut().enumerate().take(mr) {
-            // SAFETY: row r < mr of `c`, columns masked below `cols`.
-            unsafe {
-                row[0] = _mm512_maskz_loadu_ps(m0, c.add(r * ldc));
-                row[1] = _mm512_maskz_loadu_ps(m1, c.add(r * ldc + 16));
+    match start {
+        Start::Zero => {}
+        Start::Output => {
+            // Fixed trip counts (rows past `mr` skipped): the loops unroll and `acc` stays in
+            // registers.
+            for r in 0..MR {
+                if r < mr {
+                    // SAFETY: row r < mr of `c`, columns masked below `cols`.
+                    unsafe {
+                        acc[r][0] = _mm512_maskz_loadu_ps(m0, c.add(r * ldc));
+                        acc[r][1] = _mm512_maskz_loadu_ps(m1, c.wrapping_add(r * ldc + 16));
+                    }
+                }
+            }
+        }
+        Start::Bias { bias, res, ldr } => {
+            // SAFETY: `cols` values of `bias`, masked.
+            let b = unsafe {
+                [
+                    _mm512_maskz_loadu_ps(m0, bias),
+                    _mm512_maskz_loadu_ps(m1, bias.wrapping_add(16)),
+                ]
+            };
+            for r in 0..MR {
+                acc[r] = b;
+                if r < mr && !res.is_null() {
+                    // SAFETY: row r < mr of `res`, columns masked below `cols`.
+                    unsafe {
+                        let r0 = _mm512_maskz_loadu_ps(m0, res.add(r * ldr));
+                        let r1 = _mm512_maskz_loadu_ps(m1, res.wrapping_add(r * ldr + 16));
+                        acc[r] = [_mm512_add_ps(b[0], r0), _mm512_add_ps(b[1], r1)];
+                    }
+                }
             }
         }
     }
@@ -480,11 +537,23 @@ pub(crate) unsafe fn tile(
             acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, w1);
         }
     }
-    for (r, row) in acc.iter().enumerate().take(mr) {
-        // SAFETY: row r < mr of `c`, columns masked below `cols`.
-        unsafe {
-            _mm512_mask_storeu_ps(c.add(r * ldc), m0, row[0]);
-            _mm512_mask_storeu_ps(c.add(r * ldc + 16), m1, row[1]);
+    if relu {
+        // ReLU as the f32 path's: a compare and a select (NaN passes through).
+        let zero = _mm512_setzero_ps();
+        for row in &mut acc {
+            for h in 0..2 {
+                let le = _mm512_cmp_ps_mask::<_CMP_LE_OQ>(row[h], zero);
+                row[h] = _mm512_mask_blend_ps(le, row[h], zero);
+            }
+        }
+    }
+    for (r, row) in acc.iter().enumerate() {
+        if r < mr {
+            // SAFETY: row r < mr of `c`, columns masked below `cols`.
+            unsafe {
+                _mm512_mask_storeu_ps(c.add(r * ldc), m0, row[0]);
+                _mm512_mask_storeu_ps(c.wrapping_add(r * ldc + 16), m1, row[1]);
+            }
         }
     }
 }
