@@ -29,12 +29,16 @@ class ResNet:
     """A residual classification network (ResNet-18 … 152, ResNeXt, Wide ResNet, CIFAR nets)."""
 
     @staticmethod
-    def from_file(path: PathLike, threads: Optional[int] = None) -> "ResNet":
+    def from_file(
+        path: PathLike, threads: Optional[int] = None, precision: str = "f32"
+    ) -> "ResNet":
         """Load a network; the architecture comes from the keys and shapes.
 
-        ``threads``: threads one call runs on (default: all cores). Raises
-        ``FileNotFoundError`` when the file is missing, ``WeightsError`` when it cannot be used,
-        ``ValueError`` for ``threads=0``.
+        ``threads``: threads one call runs on (default: all cores). ``precision``: ``"f32"``,
+        or ``"bf16"`` for convolutions in bf16 products with f32 sums (about 1e-2 relative to
+        f32) where the CPU has AVX512-BF16. Raises ``FileNotFoundError`` when the file is
+        missing, ``WeightsError`` when it cannot be used, ``ValueError`` for ``threads=0`` or
+        another precision, ``RuntimeError`` for ``"bf16"`` on a CPU without AVX512-BF16.
         """
 
     def forward(self, x: F32Array) -> F32Array:
@@ -79,14 +83,19 @@ class ResNet:
     @property
     def threads(self) -> int: ...
     @property
+    def precision(self) -> str: ...
+    @property
     def class_names(self) -> Optional[List[str]]: ...
 
 class Edsr:
     """An EDSR super-resolution network (the reference code's key names)."""
 
     @staticmethod
-    def from_file(path: PathLike, threads: Optional[int] = None) -> "Edsr":
-        """Load a network; blocks, features and scale come from the keys and shapes."""
+    def from_file(
+        path: PathLike, threads: Optional[int] = None, precision: str = "f32"
+    ) -> "Edsr":
+        """Load a network; blocks, features and scale come from the keys and shapes;
+        ``precision`` as for ``ResNet.from_file``."""
 
     def enhance(
         self, x: F32Array, tile: Optional[int] = 192, overlap: Optional[int] = None
@@ -102,6 +111,8 @@ class Edsr:
     def rgb_range(self) -> float: ...
     @property
     def threads(self) -> int: ...
+    @property
+    def precision(self) -> str: ...
 
 def preprocess(
     image: Union[PathLike, bytes],

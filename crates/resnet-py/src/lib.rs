@@ -23,11 +23,13 @@ use numpy::{
     PyUntypedArray, PyUntypedArrayMethods,
 };
 use pyo3::create_exception;
-use pyo3::exceptions::{PyException, PyFileNotFoundError, PyTypeError, PyValueError};
+use pyo3::exceptions::{
+    PyException, PyFileNotFoundError, PyRuntimeError, PyTypeError, PyValueError,
+};
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyString};
 use resnet_image::{ImageError, Preprocess};
-use resnet_models::{Edsr, ModelError, ResNet, WeightError, WeightFile, top_k};
+use resnet_models::{Backend, Edsr, ModelError, Precision, ResNet, WeightError, WeightFile, top_k};
 use resnet_tensor::{Layout, Tensor, TensorView};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -60,6 +62,7 @@ fn load_error(path: &Path, e: ModelError) -> PyErr {
         ModelError::Weights(WeightError::Io { source, .. }) if not_found(source) => {
             PyFileNotFoundError::new_err(msg)
         }
+        ModelError::Unsupported(_) => PyRuntimeError::new_err(msg),
         _ => WeightsError::new_err(msg),
     }
 }
@@ -76,6 +79,17 @@ fn image_error(e: ImageError) -> PyErr {
             PyFileNotFoundError::new_err(e.to_string())
         }
         _ => PyValueError::new_err(e.to_string()),
+    }
+}
+
+/// The precision given from Python: `"f32"` or `"bf16"`.
+fn precision(p: &str) -> PyResult<Precision> {
+    match p {
+        "f32" => Ok(Precision::F32),
+        "bf16" => Ok(Precision::Bf16),
+        other => Err(PyValueError::new_err(format!(
+            "precision {other:?}: expected \"f32\" or \"bf16\""
+        ))),
     }
 }
 
@@ -333,14 +347,23 @@ impl PyResNet {
 impl PyResNet {
     /// Load a network from a weights file (safetensors with torchvision, timm or HF names;
     /// whatever `resnet_weights::WeightFile::open` reads). The architecture comes from the
-    /// keys and shapes; `threads` (default: all cores) is the model's thread count.
+    /// keys and shapes; `threads` (default: all cores) is the model's thread count;
+    /// `precision` `"bf16"` runs the convolutions in bf16 products where the CPU has
+    /// AVX512-BF16 (`RuntimeError` elsewhere).
     #[staticmethod]
-    #[pyo3(signature = (path, threads=None))]
-    fn from_file(py: Python<'_>, path: PathBuf, threads: Option<usize>) -> PyResult<Self> {
+    #[pyo3(signature = (path, threads=None, precision="f32"))]
+    fn from_file(
+        py: Python<'_>,
+        path: PathBuf,
+        threads: Option<usize>,
+        precision: &str,
+    ) -> PyResult<Self> {
         let threads = thread_count(threads)?;
+        let precision = self::precision(precision)?;
         let (model, meta) = py.detach(|| -> PyResult<_> {
             let file = WeightFile::open(&path).map_err(|e| load_error(&path, e.into()))?;
-            let model = ResNet::from_source(&file).map_err(|e| load_error(&path, e))?;
+            let model = ResNet::from_source_with(&file, Backend::Fast, precision)
+                .map_err(|e| load_error(&path, e))?;
             let model = match threads {
                 Some(t) => model.with_threads(t).map_err(|e| load_error(&path, e))?,
                 None => model,
@@ -505,6 +528,12 @@ impl PyResNet {
         self.model.threads()
     }
 
+    /// The convolutions' arithmetic: `"f32"` or `"bf16"`.
+    #[getter]
+    fn precision(&self) -> String {
+        self.model.precision().to_string()
+    }
+
     /// The class names (`classify`'s `name`), or `None`.
     #[getter]
     fn class_names(&self) -> Option<Vec<String>> {
@@ -513,10 +542,11 @@ impl PyResNet {
 
     fn __repr__(&self) -> String {
         format!(
-            "ResNet(arch={:?}, classes={}, threads={})",
+            "ResNet(arch={:?}, classes={}, threads={}, precision={:?})",
             self.model.config().name(),
             self.model.config().num_classes(),
-            self.model.threads()
+            self.model.threads(),
+            self.model.precision().to_string()
         )
     }
 }
@@ -531,12 +561,20 @@ pub struct PyEdsr {
 impl PyEdsr {
     /// Load an EDSR network (reference-code key names; blocks, features and scale from the
     /// keys and shapes, `res_scale` and the mean from the metadata).
+    /// `precision` as for `ResNet.from_file`.
     #[staticmethod]
-    #[pyo3(signature = (path, threads=None))]
-    fn from_file(py: Python<'_>, path: PathBuf, threads: Option<usize>) -> PyResult<Self> {
+    #[pyo3(signature = (path, threads=None, precision="f32"))]
+    fn from_file(
+        py: Python<'_>,
+        path: PathBuf,
+        threads: Option<usize>,
+        precision: &str,
+    ) -> PyResult<Self> {
         let threads = thread_count(threads)?;
+        let precision = self::precision(precision)?;
         let model = py.detach(|| -> PyResult<_> {
-            let model = Edsr::from_file(&path).map_err(|e| load_error(&path, e))?;
+            let model = Edsr::from_file_with(&path, Backend::Fast, precision)
+                .map_err(|e| load_error(&path, e))?;
             match threads {
                 Some(t) => model.with_threads(t).map_err(|e| load_error(&path, e)),
                 None => Ok(model),
@@ -592,6 +630,12 @@ impl PyEdsr {
     #[getter]
     fn threads(&self) -> usize {
         self.model.threads()
+    }
+
+    /// The convolutions' arithmetic: `"f32"` or `"bf16"`.
+    #[getter]
+    fn precision(&self) -> String {
+        self.model.precision().to_string()
     }
 
     fn __repr__(&self) -> String {

@@ -46,10 +46,19 @@ pub struct Bf16Conv {
 /// them (each panel, `K/2 * 32` words, is read once per task from L2 or beyond).
 const TASK_BYTES: usize = 384 << 10;
 
-/// Most output rows per task: their im2col rows (`pairs` words each) fill [`TASK_BYTES`],
-/// but at least one register tile.
-fn rows_per_task(pairs: usize) -> usize {
-    (TASK_BYTES / (pairs * 4).max(1)).max(12)
+/// Bytes of one task's output rows (and as many of the residual's): every weight panel
+/// writes a strip of them, so they too stay in L2 (with 3000 rows of 256 channels, a task
+/// rewrote 3 MB from beyond L2 once per panel, at half the speed).
+const TASK_OUT_BYTES: usize = 256 << 10;
+
+/// Most output rows per task: their im2col rows (`pairs` words each) fill [`TASK_BYTES`] and
+/// their outputs (`width` values each, doubled by a residual) [`TASK_OUT_BYTES`], but at
+/// least one register tile.
+fn rows_per_task(pairs: usize, width: usize, residual: bool) -> usize {
+    let out_row = width * 4 * (1 + usize::from(residual));
+    (TASK_BYTES / (pairs * 4).max(1))
+        .min(TASK_OUT_BYTES / out_row.max(1))
+        .max(12)
 }
 
 /// A raw output pointer shared by tasks that write disjoint rectangles of it.
@@ -154,7 +163,9 @@ impl Bf16Conv {
             return Ok(0);
         }
         let pairs = self.depth().div_ceil(2);
-        let blocks = m.div_ceil(rows_per_task(pairs));
+        // The most rows a task takes: no residual, the narrowest output.
+        let width = self.weight_dims[0] / self.params.groups;
+        let blocks = m.div_ceil(rows_per_task(pairs, width, false));
         Ok(m.div_ceil(blocks) * pairs)
     }
 
@@ -436,7 +447,7 @@ impl Bf16Conv {
             unsafe { std::slice::from_raw_parts(held.as_ptr().cast::<u32>(), held.len()) };
 
         // Tasks: blocks of output rows, times groups, times (on few blocks) column chunks.
-        let blocks = m.div_ceil(rows_per_task(pairs));
+        let blocks = m.div_ceil(rows_per_task(pairs, og, epi.residual().is_some()));
         let rows = m.div_ceil(blocks);
         let threads = ctx.par.threads();
         let mut chunk = og.div_ceil(NR) * NR;
