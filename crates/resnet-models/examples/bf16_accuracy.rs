@@ -1,11 +1,12 @@
 //! How far the bf16 path is from f32: relative error per stage (`max|bf16 - f32| / max|f32|`)
 //! and against PyTorch's expected outputs, top-1 agreement with f32 on the three sample
-//! images and on random inputs, for the golden ResNet-18 and ResNet-50.
+//! images and on random inputs, for the golden ResNet-18 and ResNet-50; and the golden EDSR
+//! nets' outputs (RGB, 0..255) against f32's and PyTorch's, as maximum absolute errors.
 //!
 //! `cargo run --release -p resnet-models --example bf16_accuracy -- [GOLDEN_DIR] [RANDOM_INPUTS]`
 //! (defaults: `../shared/golden`, 300; random inputs are N(0, 1) per value, seeded).
 
-use resnet_models::{Backend, Precision, ResNet};
+use resnet_models::{Backend, Edsr, Precision, ResNet};
 use resnet_tensor::Tensor;
 use resnet_weights::WeightFile;
 use std::path::PathBuf;
@@ -100,6 +101,25 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!(
             "  {n} random N(0,1) inputs: top-1 equal on {same} ({:.1}%), worst logits relative error {worst:.2e}",
             100.0 * same as f64 / n as f64
+        );
+    }
+    for name in ["edsr_baseline_x2", "edsr_tiny_x3", "edsr_tiny_x4"] {
+        let w = dir.join(format!("{name}.safetensors"));
+        let expected = WeightFile::open(dir.join(format!("{name}.expected.safetensors")))?;
+        let (x, want) = (expected.load("input")?, expected.load("output")?);
+        let a = Edsr::from_file(&w)?.forward(&x)?;
+        let b = Edsr::from_file_with(&w, Backend::Fast, Precision::Bf16)?.forward(&x)?;
+        let max_abs = |p: &Tensor, q: &Tensor| {
+            p.as_slice()
+                .iter()
+                .zip(q.as_slice())
+                .fold(0.0f32, |m, (u, v)| m.max((u - v).abs()))
+        };
+        println!(
+            "{name}: max |bf16 - f32| {:.3}, max |bf16 - PyTorch| {:.3}, max |f32 - PyTorch| {:.1e} (of 0..255)",
+            max_abs(&b, &a),
+            max_abs(&b, &want),
+            max_abs(&a, &want)
         );
     }
     Ok(())
