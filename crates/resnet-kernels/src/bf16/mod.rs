@@ -434,21 +434,51 @@ pub(crate) enum Start {
 /// One register tile: rows `0..mr` (at most [`MR`]) of `A` (`pairs` words each at `a`, row
 /// stride `lda` words) against one panel of `B` (at `b`), columns `0..cols` (at most [`NR`])
 /// of `C` (at `c`, row stride `ldc`), the sums starting as `start` says; ReLU on them before
-/// they are stored when `relu`.
+/// they are stored when `relu`. A kernel compiled for exactly `mr` rows runs it: a short
+/// tile (49 output pixels are 4 x 12 + 1) costs its rows, not a full tile's.
 ///
 /// # Safety
-/// AVX512-F and AVX512-BF16 present; `a` readable for `mr` rows of `pairs` words `lda` apart,
-/// `b` for `pairs * NR` words, `c` readable and writable at `r * ldc + j` for `r < mr`,
+/// As [`tile_rows`].
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn tile(
+    mr: usize,
+    cols: usize,
+    pairs: usize,
+    a: *const u32,
+    lda: usize,
+    b: *const u32,
+    c: *mut f32,
+    ldc: usize,
+    start: Start,
+    relu: bool,
+) {
+    macro_rules! rows {
+        ($($r:literal)*) => {
+            match mr {
+                // SAFETY: the caller's, for `mr` rows.
+                $($r => unsafe { tile_rows::<$r>(cols, pairs, a, lda, b, c, ldc, start, relu) },)*
+                _ => debug_assert!(mr == 0, "a tile of {mr} rows"),
+            }
+        };
+    }
+    rows!(1 2 3 4 5 6 7 8 9 10 11 12);
+}
+
+/// [`tile`] for exactly `R` rows (at most [`MR`]).
+///
+/// # Safety
+/// AVX512-F and AVX512-BF16 present; `a` readable for `R` rows of `pairs` words `lda` apart,
+/// `b` for `pairs * NR` words, `c` readable and writable at `r * ldc + j` for `r < R`,
 /// `j < cols`; for [`Start::Bias`], `bias` readable for `cols` values and a non-null `res`
 /// at `r * ldr + j` alike.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
 // Indexed loops of fixed trip counts: they unroll, so that `acc` stays in registers (with
-// iterators over `take(mr)` it went to the stack, and the kernel ran at half speed).
+// loops over a run-time row count it went to the stack, and the kernel ran at half speed).
 #[allow(clippy::needless_range_loop)]
-pub(crate) unsafe fn tile(
-    mr: usize,
+unsafe fn tile_rows<const R: usize>(
     cols: usize,
     pairs: usize,
     a: *const u32,
@@ -472,19 +502,15 @@ pub(crate) unsafe fn tile(
     } else {
         0
     };
-    let mut acc = [[_mm512_setzero_ps(); 2]; MR];
+    let mut acc = [[_mm512_setzero_ps(); 2]; R];
     match start {
         Start::Zero => {}
         Start::Output => {
-            // Fixed trip counts (rows past `mr` skipped): the loops unroll and `acc` stays in
-            // registers.
-            for r in 0..MR {
-                if r < mr {
-                    // SAFETY: row r < mr of `c`, columns masked below `cols`.
-                    unsafe {
-                        acc[r][0] = _mm512_maskz_loadu_ps(m0, c.add(r * ldc));
-                        acc[r][1] = _mm512_maskz_loadu_ps(m1, c.wrapping_add(r * ldc + 16));
-                    }
+            for r in 0..R {
+                // SAFETY: row r < R of `c`, columns masked below `cols`.
+                unsafe {
+                    acc[r][0] = _mm512_maskz_loadu_ps(m0, c.add(r * ldc));
+                    acc[r][1] = _mm512_maskz_loadu_ps(m1, c.wrapping_add(r * ldc + 16));
                 }
             }
         }
@@ -496,10 +522,10 @@ pub(crate) unsafe fn tile(
                     _mm512_maskz_loadu_ps(m1, bias.wrapping_add(16)),
                 ]
             };
-            for r in 0..MR {
+            for r in 0..R {
                 acc[r] = b;
-                if r < mr && !res.is_null() {
-                    // SAFETY: row r < mr of `res`, columns masked below `cols`.
+                if !res.is_null() {
+                    // SAFETY: row r < R of `res`, columns masked below `cols`.
                     unsafe {
                         let r0 = _mm512_maskz_loadu_ps(m0, res.add(r * ldr));
                         let r1 = _mm512_maskz_loadu_ps(m1, res.wrapping_add(r * ldr + 16));
@@ -509,11 +535,9 @@ pub(crate) unsafe fn tile(
             }
         }
     }
-    // Rows past `mr` read row 0 again (their results are never stored): the loop stays the
-    // same for every tile.
-    let mut rows = [a; MR];
-    for (r, p) in rows.iter_mut().enumerate().take(mr) {
-        // SAFETY: row r < mr of `a`.
+    let mut rows = [a; R];
+    for (r, p) in rows.iter_mut().enumerate() {
+        // SAFETY: row r < R of `a`.
         *p = unsafe { a.add(r * lda) };
     }
     for p in 0..pairs {
@@ -528,8 +552,8 @@ pub(crate) unsafe fn tile(
                 )),
             )
         };
-        for r in 0..MR {
-            // SAFETY: word p of a row below `mr` (or of row 0).
+        for r in 0..R {
+            // SAFETY: word p of row r < R.
             let x: __m512bh = unsafe {
                 std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*rows[r].add(p) as i32))
             };
@@ -548,12 +572,10 @@ pub(crate) unsafe fn tile(
         }
     }
     for (r, row) in acc.iter().enumerate() {
-        if r < mr {
-            // SAFETY: row r < mr of `c`, columns masked below `cols`.
-            unsafe {
-                _mm512_mask_storeu_ps(c.add(r * ldc), m0, row[0]);
-                _mm512_mask_storeu_ps(c.wrapping_add(r * ldc + 16), m1, row[1]);
-            }
+        // SAFETY: row r < R of `c`, columns masked below `cols`.
+        unsafe {
+            _mm512_mask_storeu_ps(c.add(r * ldc), m0, row[0]);
+            _mm512_mask_storeu_ps(c.wrapping_add(r * ldc + 16), m1, row[1]);
         }
     }
 }
