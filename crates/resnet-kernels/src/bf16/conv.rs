@@ -214,8 +214,8 @@ impl Bf16Conv {
     ///
     /// # Safety
     /// AVX512-F and AVX512-BW present (a [`Bf16Cpu`] proves both). `rows.len()` is
-    /// a multiple of `row_len`, which is at least the products' depth; the geometry is the
-    /// checked one of this convolution and `src` holds its whole input.
+    /// a multiple of `row_len`, which is the products' depth rounded up to even; the geometry
+    /// is the checked one of this convolution and `src` holds its whole input.
     #[cfg(target_arch = "x86_64")]
     #[target_feature(enable = "avx512f,avx512bw")]
     #[allow(clippy::too_many_arguments)]
@@ -260,13 +260,16 @@ impl Bf16Conv {
         let k = kh * kw * cg;
         let whole_rows = p.dilation[1] == 1 && cg == c;
         let none = std::ptr::null::<u16>();
-        for (i, row) in rows.chunks_exact_mut(row_len).enumerate() {
-            let r = r0 + i;
-            let (ni, pix) = (r / (oh * ow), r % (oh * ow));
-            let (oy, ox) = (pix / ow, pix % ow);
+        // An interior window's run (`kw * c` values, one input row): one masked move when
+        // it fits a vector (the stem: 21 values, 7 per output pixel and 88 000 per image).
+        let full = kw * c;
+        let full_mask: __mmask32 = if full < 32 { (1u32 << full) - 1 } else { !0 };
+        let (mut ni, mut oy, mut ox) = (r0 / (oh * ow), (r0 % (oh * ow)) / ow, r0 % ow);
+        for row in rows.chunks_exact_mut(row_len) {
             let (y0, x0) = (oy * p.stride[0], ox * p.stride[1]);
             let base = &src[ni * h * w * c + gi * cg..];
             let out = row.as_mut_ptr();
+            let interior = x0 >= p.padding[1] && x0 + kw <= w + p.padding[1];
             for ky in 0..kh {
                 let at = ky * kw * cg;
                 let iy = (y0 + ky * p.dilation[0]).wrapping_sub(p.padding[0]);
@@ -275,8 +278,21 @@ impl Bf16Conv {
                     continue;
                 }
                 let line = &base[iy * w * c..];
+                if whole_rows && interior {
+                    let from = line[(x0 - p.padding[1]) * c..][..full].as_ptr();
+                    if full <= 32 {
+                        // SAFETY: `full` values of `from` and of the row from `at`.
+                        unsafe {
+                            let v = _mm512_maskz_loadu_epi16(full_mask, from.cast());
+                            _mm512_mask_storeu_epi16(out.add(at).cast(), full_mask, v);
+                        }
+                    } else {
+                        run!(out.wrapping_add(at), from, full);
+                    }
+                    continue;
+                }
                 if whole_rows {
-                    // Undilated, one group: the row's taps are one run of the input row.
+                    // Undilated, one group, at the border: the window's run and zeros.
                     let lo = p.padding[1].saturating_sub(x0).min(kw);
                     let hi = (w + p.padding[1]).saturating_sub(x0).clamp(lo, kw);
                     run!(out.wrapping_add(at), none, lo * c);
@@ -297,7 +313,19 @@ impl Bf16Conv {
                     }
                 }
             }
-            row[k..].fill(0);
+            // The pair padding: at most one value.
+            if let Some(last) = row.get_mut(k) {
+                *last = 0;
+            }
+            ox += 1;
+            if ox == ow {
+                ox = 0;
+                oy += 1;
+                if oy == oh {
+                    oy = 0;
+                    ni += 1;
+                }
+            }
         }
     }
 
