@@ -37,9 +37,9 @@ pub struct Cli {
     /// Worker threads, 1 to 1024 (default: all cores).
     #[arg(long, global = true, value_parser = clap::value_parser!(u16).range(1..=1024))]
     threads: Option<u16>,
-    /// Arithmetic of the convolutions (classify, embed, forward, enhance, eval, bench): f32,
-    /// or bf16 products with f32 sums where the CPU has AVX512-BF16 (about 1e-2 relative
-    /// to f32; an error elsewhere). Training is f32 only.
+    /// Arithmetic of the convolutions and the classifier (classify, embed, forward, enhance,
+    /// eval, bench): f32, or bf16 products with f32 sums where the CPU has AVX512-BF16 (about
+    /// 1e-2 relative to f32; an error elsewhere). Training is f32 only.
     #[arg(long, global = true, value_enum, default_value_t = PrecisionArg::F32)]
     precision: PrecisionArg,
     #[command(subcommand)]

@@ -38,6 +38,8 @@ pub(crate) enum Bound {
     /// A convolution in bf16 products, with the detected CPU's token.
     Bf16Conv(Bf16Conv, Bf16Cpu),
     FastLinear(PackedLinear),
+    /// A classifier in bf16 products: a 1x1 convolution on `[N, in, 1, 1]`.
+    Bf16Linear(Bf16Conv, Bf16Cpu),
     NaiveConv(NaiveConv),
     NaiveLinear {
         weight: Vec<f32>,
@@ -102,7 +104,7 @@ fn bind(
 ) -> Result<Bound, ModelError> {
     match step {
         Step::Conv(c) => bind_conv(&c.conv, src, backend, bf16),
-        Step::Linear(l) => bind_linear(l, src, backend),
+        Step::Linear(l) => bind_linear(l, src, backend, bf16),
         _ => Ok(Bound::None),
     }
 }
@@ -211,10 +213,16 @@ fn bind_linear(
     l: &LinearStep,
     src: &dyn WeightSource,
     backend: Backend,
+    bf16: Option<Bf16Cpu>,
 ) -> Result<Bound, ModelError> {
     let (i, o) = (l.in_features, l.out_features);
     let weight = param(src, format!("{}.weight", l.weight), &[o, i])?;
     let bias = param(src, format!("{}.bias", l.weight), &[o])?;
+    if let Some(cpu) = bf16 {
+        // `[O, I]` is the weight of a 1x1 convolution from I channels to O.
+        let conv = Bf16Conv::new(&weight, [o, i, 1, 1], Some(&bias), Default::default())?;
+        return Ok(Bound::Bf16Linear(conv, cpu));
+    }
     Ok(match backend {
         Backend::Naive => Bound::NaiveLinear { weight, bias },
         Backend::Fast => Bound::FastLinear(PackedLinear::new(&weight, i, o, Some(&bias))?),

@@ -24,8 +24,8 @@ impl std::fmt::Display for Backend {
     }
 }
 
-/// The arithmetic of a network's convolutions on [`Backend::Fast`] (everything else, the
-/// classifier included, stays in f32).
+/// The arithmetic of a network's matrix products (its convolutions and its classifier) on
+/// [`Backend::Fast`]; everything else (bias, residual, ReLU, pooling) stays in f32.
 ///
 /// ```
 /// use resnet_models::{CifarConfig, Precision, ResNet, Backend};
@@ -49,10 +49,10 @@ pub enum Precision {
     /// per stage against PyTorch).
     #[default]
     F32,
-    /// Opt-in: convolutions as bf16 products (weights rounded once at load, activations at
-    /// each convolution's input) summed in f32, bias, residual and ReLU in f32; about 1e-2
-    /// relative against f32 (README, "bf16"). Needs AVX512-BF16 (`vdpbf16ps`), detected at
-    /// run time; building a network in bf16 elsewhere is a [`ModelError::Unsupported`].
+    /// Opt-in: convolutions and the classifier as bf16 products (weights rounded once at
+    /// load, activations at each product's input) summed in f32; about 1e-2 relative against
+    /// f32 (README, "Reduced precision"). Needs AVX512-BF16 (`vdpbf16ps`), detected at run
+    /// time; building a network in bf16 elsewhere is a [`ModelError::Unsupported`].
     Bf16,
 }
 

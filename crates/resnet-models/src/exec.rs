@@ -375,6 +375,10 @@ impl Executor {
                         Backend::Fast => fast::global_avg_pool_nhwc(cpu, input, src(*s), dst)?,
                         Backend::Naive => naive::adaptive_avg_pool2d(input, [1, 1], src(*s), dst)?,
                     },
+                    (Step::Linear(l), Bound::Bf16Linear(p, bf16)) => {
+                        let dims = [input[0], l.in_features, 1, 1];
+                        p.run(*bf16, &ctx, src(l.src), dims, dst, Epilogue::none())?
+                    }
                     (Step::Linear(l), Bound::FastLinear(p)) => {
                         p.run(cpu, input[0], src(l.src), dst)?
                     }
