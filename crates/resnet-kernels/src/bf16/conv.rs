@@ -387,10 +387,11 @@ impl Bf16Conv {
     /// output: `out = epilogue(conv(x) + bias)`, in bf16 products on `vdpbf16ps`; bitwise
     /// [`Bf16Conv::run_naive`]'s output, for any split of the work over `ctx`'s threads.
     ///
-    /// The input is rounded to bf16 once (its `N * H * W * C / 2` words come from the
-    /// scratch's buffer pool); a 1x1, stride-1, unpadded, ungrouped convolution with an even
-    /// channel count reads its rows straight from there, any other gathers the im2col rows
-    /// of one task (a block of output pixels, sized to stay in L2) into the thread's scratch.
+    /// A 1x1, stride-1, unpadded, ungrouped convolution with an even channel count rounds each
+    /// task's input rows (a block of output pixels, sized to stay in L2) into the thread's
+    /// scratch and multiplies them there; any other rounds the input to bf16 once (its
+    /// `N * H * W * C / 2` words come from the scratch's buffer pool) and gathers each task's
+    /// im2col rows from it into the thread's scratch.
     ///
     /// # Errors
     /// [`KernelError`] when the buffers do not fit the geometry.
@@ -444,9 +445,11 @@ impl Bf16Conv {
             && self.params.padding == [0, 0]
             && c.is_multiple_of(2);
 
-        // The input in bf16, two channels per word (an f32 buffer of the pool, as words).
+        // The input in bf16, two channels per word (an f32 buffer of the pool, as words); a
+        // 1x1 convolution rounds each task's rows in its own scratch instead (read once, they
+        // need no copy of the whole input in memory).
         let pool = ctx.scratch.parts();
-        let mut held = pool.take(input.len().div_ceil(2));
+        let mut held = pool.take(if direct { 0 } else { input.len().div_ceil(2) });
         {
             // SAFETY: f32 and u32 have the same size and alignment; the buffer is ours.
             let words = unsafe {
@@ -525,7 +528,19 @@ impl Bf16Conv {
                 }
             };
             if direct {
-                product(words[r0 * c / 2..].as_ptr(), c / 2);
+                ctx.scratch.with(|buf| {
+                    let len = nr * c / 2;
+                    if buf.len() < len {
+                        buf.resize(len, 0.0);
+                    }
+                    // SAFETY: f32 and u32 have the same size and alignment; the buffer is this
+                    // thread's.
+                    let rows =
+                        unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast(), len) };
+                    // SAFETY: `Bf16Cpu` was detected; `nr * c` values (even `c`) in `len` words.
+                    unsafe { round_pairs(&input[r0 * c..(r0 + nr) * c], rows) };
+                    product(buf.as_ptr().cast::<u32>(), c / 2);
+                });
             } else {
                 ctx.scratch.with(|buf| {
                     if buf.len() < nr * pairs {
