@@ -43,6 +43,29 @@ fn fails(args: &[&str]) -> String {
     stderr
 }
 
+/// Run and expect success with one JSON value on stdout (`bench --json`).
+fn json_out(args: &[&str]) -> serde_json::Value {
+    let out = resnet().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `max|a - b| / max|b|` (the shapes must agree).
+fn rel_err(a: &resnet_tensor::Tensor, b: &resnet_tensor::Tensor) -> f32 {
+    assert_eq!(a.shape(), b.shape());
+    let num = a
+        .as_slice()
+        .iter()
+        .zip(b.as_slice())
+        .fold(0.0f32, |m, (x, y)| m.max((x - y).abs()));
+    let den = b.as_slice().iter().fold(0.0f32, |m, y| m.max(y.abs()));
+    num / den
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -176,15 +199,8 @@ fn forward_matches_the_golden_logits_and_stages() {
             got.load(name).unwrap(),
             want.load(&format!("x224.{name}")).unwrap(),
         );
-        assert_eq!(a.shape(), b.shape());
-        let num = a
-            .as_slice()
-            .iter()
-            .zip(b.as_slice())
-            .map(|(x, y)| (x - y).abs())
-            .fold(0.0f32, f32::max);
-        let den = b.as_slice().iter().map(|y| y.abs()).fold(0.0f32, f32::max);
-        assert!(num / den < 1e-4, "{name}: {}", num / den);
+        let e = rel_err(&a, &b);
+        assert!(e < 1e-4, "{name}: {e}");
     }
     // Ambiguous input key: a clear error.
     let e = fails(&[
@@ -270,27 +286,18 @@ fn inspect_describes_the_file() {
 
 #[test]
 fn bench_prints_one_json_line() {
-    let out = resnet()
-        .args([
-            "bench",
-            "--arch",
-            "resnet18",
-            "--size",
-            "64",
-            "--iters",
-            "2",
-            "--threads",
-            "1",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_out(&[
+        "bench",
+        "--arch",
+        "resnet18",
+        "--size",
+        "64",
+        "--iters",
+        "2",
+        "--threads",
+        "1",
+        "--json",
+    ]);
     for k in [
         "arch",
         "batch",
@@ -908,27 +915,18 @@ fn classify_and_forward_a_cifar_net() {
     assert!(e.contains("2 names") && e.contains("10 classes"), "{e}");
 
     // bench runs CIFAR nets by name.
-    let out = resnet()
-        .args([
-            "bench",
-            "--arch",
-            "cifar-resnet20",
-            "--size",
-            "32",
-            "--iters",
-            "1",
-            "--threads",
-            "1",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let v = json_out(&[
+        "bench",
+        "--arch",
+        "cifar-resnet20",
+        "--size",
+        "32",
+        "--iters",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+    ]);
     assert_eq!(v["arch"], "cifar-resnet20");
 }
 
@@ -1056,39 +1054,20 @@ fn precision_bf16_on_the_cli() {
         .unwrap()
         .load("x224.logits")
         .unwrap();
-    let num = got
-        .as_slice()
-        .iter()
-        .zip(want.as_slice())
-        .map(|(x, y)| (x - y).abs())
-        .fold(0.0f32, f32::max);
-    let den = want
-        .as_slice()
-        .iter()
-        .map(|y| y.abs())
-        .fold(0.0f32, f32::max);
     // bf16, not f32: above f32's error, within bf16's documented bound.
-    assert!(num / den < 1e-2 && num / den > 1e-5, "{}", num / den);
-    let out = resnet()
-        .args([
-            "bench",
-            "--precision",
-            "bf16",
-            "--size",
-            "64",
-            "--iters",
-            "1",
-            "--threads",
-            "1",
-            "--json",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let e = rel_err(&got, &want);
+    assert!(e < 1e-2 && e > 1e-5, "{e}");
+    let v = json_out(&[
+        "bench",
+        "--precision",
+        "bf16",
+        "--size",
+        "64",
+        "--iters",
+        "1",
+        "--threads",
+        "1",
+        "--json",
+    ]);
     assert_eq!(v["precision"], "bf16");
 }
