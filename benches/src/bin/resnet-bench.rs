@@ -7,7 +7,7 @@ use clap::Parser;
 use indicatif::{ProgressBar, ProgressStyle};
 use resnet_benches::train::{TrainConfig, run_row};
 use resnet_benches::{Machine, median_min, plot, time_iters};
-use resnet_models::{Edsr, EdsrConfig, LayerTime, ResNet, ResNetConfig};
+use resnet_models::{Backend, Edsr, EdsrConfig, LayerTime, Precision, ResNet, ResNetConfig};
 use resnet_tensor::Tensor;
 use serde_json::json;
 use std::path::PathBuf;
@@ -47,6 +47,13 @@ struct Args {
     /// Also time ONNX Runtime on the same weights with this tool (e.g. ../shared/tools/ort-baseline).
     #[arg(long)]
     ort: Option<PathBuf>,
+    /// Also time OpenVINO in bf16 on the same weights with this tool, for the bf16 table
+    /// (e.g. benches/tools/openvino-baseline).
+    #[arg(long)]
+    openvino: Option<PathBuf>,
+    /// Skip the bf16 table (timed only where the CPU has AVX512-BF16).
+    #[arg(long)]
+    no_bf16: bool,
     /// Skip the EDSR-baseline x2 super-resolution benchmark.
     #[arg(long)]
     no_edsr: bool,
@@ -181,13 +188,20 @@ struct Row {
     min: f64,
     gflop: f64,
     ort: Option<(f64, f64)>,
+    /// Ours in bf16 (median, min), where the CPU has AVX512-BF16.
+    bf16: Option<(f64, f64)>,
+    /// OpenVINO in bf16 (median, min), with --openvino.
+    openvino: Option<(f64, f64)>,
 }
 
 fn flops(profile: &[LayerTime]) -> f64 {
     profile.iter().map(|l| 2.0 * l.macs as f64).sum()
 }
 
-fn ort_time(
+/// Median and fastest seconds of an external engine's run (`--ort`, `--openvino`: a tool
+/// taking the weights file, `--batch`, `--threads`, `--iters`, `--size` and printing one JSON
+/// line with `median_ms` and `min_ms`).
+fn tool_time(
     tool: &PathBuf,
     weights: &PathBuf,
     batch: usize,
@@ -218,11 +232,11 @@ fn ort_time(
         .lines()
         .rev()
         .find(|l| l.starts_with('{'))
-        .ok_or("no JSON from the ORT tool")?;
+        .ok_or_else(|| format!("no JSON from {}", tool.display()))?;
     let v: serde_json::Value = serde_json::from_str(line).map_err(|e| e.to_string())?;
     match (v["median_ms"].as_f64(), v["min_ms"].as_f64()) {
         (Some(a), Some(b)) => Ok((a / 1e3, b / 1e3)),
-        _ => Err(format!("unexpected ORT output: {line}")),
+        _ => Err(format!("unexpected output from {}: {line}", tool.display())),
     }
 }
 
@@ -253,6 +267,10 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
     // The models: from a file, or seeded random weights of the named architectures.
     let tmp = std::env::temp_dir().join(format!("resnet-bench-{}", std::process::id()));
     let mut models: Vec<(String, ResNet, Option<PathBuf>)> = Vec::new();
+    let time_bf16 = !args.no_bf16 && Precision::Bf16.is_available();
+    if !args.no_bf16 && !time_bf16 {
+        println!("bf16: this CPU has no AVX512-BF16; the bf16 table is left out");
+    }
     if let Some(w) = &args.weights {
         let m = ResNet::from_file(w)?;
         models.push((m.config().name(), m, Some(w.clone())));
@@ -266,7 +284,7 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
             })?;
             let m = ResNet::random(&cfg, 0)?;
             // The ORT baseline needs a file of the same weights.
-            let file = if args.ort.is_some() {
+            let file = if args.ort.is_some() || args.openvino.is_some() {
                 std::fs::create_dir_all(&tmp)?;
                 let p = tmp.join(format!("{name}.safetensors"));
                 let map = resnet_models::random_tensor_map(&cfg, 0)?;
@@ -320,9 +338,37 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
         let times = time_iters(iters, || m.forward(&x).map(|_| ()))?;
         let (median, min) = median_min(&times);
         let ort = match (&args.ort, file) {
-            (Some(tool), Some(f)) => {
-                Some(ort_time(tool, f, batch, threads, iters.max(10), args.size)?)
+            (Some(tool), Some(f)) => Some(tool_time(
+                tool,
+                f,
+                batch,
+                threads,
+                iters.max(10),
+                args.size,
+            )?),
+            _ => None,
+        };
+        // The same network in bf16, bound from the same weights (a file, or the same seed).
+        let bf16 = if time_bf16 {
+            let m16 = match file {
+                Some(f) => ResNet::from_file_with(f, Backend::Fast, Precision::Bf16)?,
+                None => ResNet::random_with(model.config(), 0, Backend::Fast, Precision::Bf16)?,
             }
+            .with_threads(threads)?;
+            let times = time_iters(iters, || m16.forward(&x).map(|_| ()))?;
+            Some(median_min(&times))
+        } else {
+            None
+        };
+        let openvino = match (&args.openvino, file, bf16) {
+            (Some(tool), Some(f), Some(_)) => Some(tool_time(
+                tool,
+                f,
+                batch,
+                threads,
+                iters.max(10),
+                args.size,
+            )?),
             _ => None,
         };
         rows.push(Row {
@@ -333,6 +379,8 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
             min,
             gflop: flops(&profiles[mi].1) * batch as f64 / 1e9,
             ort,
+            bf16,
+            openvino,
         });
         bar.inc(1);
     }
@@ -369,6 +417,44 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
             print!(" {:.2} | {:.2} |", om * 1e3, r.median / om);
         }
         println!();
+    }
+    if rows.iter().any(|r| r.bf16.is_some()) {
+        println!(
+            "\nEnd to end in bf16 (opt-in `Precision::Bf16`: bf16 products, f32 sums; about 1e-2 \
+             relative to f32), same weights and inputs"
+        );
+        print!(
+            "| model | batch | threads | bf16 median ms | bf16 min ms | f32 median ms | f32 / bf16 |"
+        );
+        if args.openvino.is_some() {
+            print!(" OpenVINO bf16 median ms | ours bf16 / OpenVINO |");
+        }
+        println!();
+        println!(
+            "|---|---|---|---|---|---|---|{}",
+            if args.openvino.is_some() {
+                "---|---|"
+            } else {
+                ""
+            }
+        );
+        for r in &rows {
+            let Some((bm, bmin)) = r.bf16 else { continue };
+            print!(
+                "| {} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} |",
+                r.model,
+                r.batch,
+                r.threads,
+                bm * 1e3,
+                bmin * 1e3,
+                r.median * 1e3,
+                r.median / bm
+            );
+            if let Some((om, _)) = r.openvino {
+                print!(" {:.2} | {:.2} |", om * 1e3, bm / om);
+            }
+            println!();
+        }
     }
     for (name, layers) in &profiles {
         let total: f64 = layers.iter().map(|l| l.seconds).sum();
@@ -480,6 +566,9 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
                 "median_ms": r.median * 1e3, "min_ms": r.min * 1e3,
                 "images_per_s": r.batch as f64 / r.median, "gflops": r.gflop / r.median,
                 "ort_median_ms": r.ort.map(|o| o.0 * 1e3), "ort_min_ms": r.ort.map(|o| o.1 * 1e3),
+                "bf16_median_ms": r.bf16.map(|o| o.0 * 1e3), "bf16_min_ms": r.bf16.map(|o| o.1 * 1e3),
+                "openvino_bf16_median_ms": r.openvino.map(|o| o.0 * 1e3),
+                "openvino_bf16_min_ms": r.openvino.map(|o| o.1 * 1e3),
             })).collect::<Vec<_>>(),
             "layers": profiles.iter().map(|(name, layers)| json!({
                 "model": name,
