@@ -1,7 +1,9 @@
 //! Convolution in bf16: weights rounded and packed once, activations rounded at the input,
 //! sums in f32 from the output step's start (bias, residual), ReLU on the f32 result.
 
-use super::{Bf16Cpu, Bf16Rhs, NR, flush, read, round, size};
+#[cfg(target_arch = "x86_64")]
+use super::NR;
+use super::{Bf16Cpu, Bf16Rhs, flush, read, round, size};
 use crate::fast::{ConvAlgo, Ctx, Epilogue};
 use crate::{Conv2dParams, ConvGeometry, KernelError, check_len};
 
@@ -62,13 +64,17 @@ fn rows_per_task(pairs: usize, width: usize, residual: bool) -> usize {
 }
 
 /// A raw output pointer shared by tasks that write disjoint rectangles of it.
+#[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 struct OutPtr(*mut f32);
 // SAFETY: tasks write disjoint parts of the output only (see `Bf16Conv::run`).
+#[cfg(target_arch = "x86_64")]
 unsafe impl Send for OutPtr {}
 // SAFETY: as above.
+#[cfg(target_arch = "x86_64")]
 unsafe impl Sync for OutPtr {}
 
+#[cfg(target_arch = "x86_64")]
 impl OutPtr {
     /// The pointer `i` values on (a method, so that closures capture the whole `OutPtr`).
     ///
@@ -407,13 +413,15 @@ impl Bf16Conv {
         let geom = self.check(input, input_dims, out, &epilogue)?;
         let _ = cpu;
         #[cfg(target_arch = "x86_64")]
-        self.run_x86(ctx, &geom, input, out, epilogue);
+        {
+            self.run_x86(ctx, &geom, input, out, epilogue);
+            Ok(())
+        }
         #[cfg(not(target_arch = "x86_64"))]
         {
             let _ = (ctx, geom, out);
             unreachable!("Bf16Cpu::detect returns None off x86-64")
         }
-        Ok(())
     }
 
     /// [`Bf16Conv::run`] once the buffers are checked.
