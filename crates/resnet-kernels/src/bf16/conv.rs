@@ -393,11 +393,13 @@ impl Bf16Conv {
     /// output: `out = epilogue(conv(x) + bias)`, in bf16 products on `vdpbf16ps`; bitwise
     /// [`Bf16Conv::run_naive`]'s output, for any split of the work over `ctx`'s threads.
     ///
-    /// A 1x1, stride-1, unpadded, ungrouped convolution with an even channel count rounds each
-    /// task's input rows (a block of output pixels, sized to stay in L2) into the thread's
-    /// scratch and multiplies them there; any other rounds the input to bf16 once (its
-    /// `N * H * W * C / 2` words come from the scratch's buffer pool) and gathers each task's
-    /// im2col rows from it into the thread's scratch.
+    /// Three ways, one order of summation: a 1x1, stride-1, unpadded, ungrouped convolution
+    /// with an even channel count rounds each task's input rows (a block of output pixels,
+    /// sized to stay in L2) into the thread's scratch and multiplies them there; any other
+    /// stride-1, undilated, ungrouped one with an even channel count rounds the input once
+    /// into a zero-padded copy and reads each tile's rows in place there (one offset per
+    /// kernel tap); the rest round the input once and gather each task's im2col rows into the
+    /// thread's scratch. The rounded copies' words come from the scratch's buffer pool.
     ///
     /// # Errors
     /// [`KernelError`] when the buffers do not fit the geometry.
@@ -446,12 +448,15 @@ impl Bf16Conv {
         }
         let k = self.depth();
         let pairs = k.div_ceil(2);
-        let direct = kh == 1
-            && kw == 1
-            && g == 1
+        let unit = g == 1
             && self.params.stride == [1, 1]
-            && self.params.padding == [0, 0]
+            && self.params.dilation == [1, 1]
             && c.is_multiple_of(2);
+        let direct = unit && kh == 1 && kw == 1 && self.params.padding == [0, 0];
+        if unit && !direct {
+            self.run_in_place(ctx, geom, input, out, epi);
+            return;
+        }
 
         // The input in bf16, two channels per word (an f32 buffer of the pool, as words); a
         // 1x1 convolution rounds each task's rows in its own scratch instead (read once, they
@@ -488,12 +493,7 @@ impl Bf16Conv {
         // Tasks: blocks of output rows, times groups, times (on few blocks) column chunks.
         let blocks = m.div_ceil(rows_per_task(pairs, og, epi.residual().is_some()));
         let rows = m.div_ceil(blocks);
-        let threads = ctx.par.threads();
-        let mut chunk = og.div_ceil(NR) * NR;
-        while blocks * g * og.div_ceil(chunk) < 4 * threads && chunk >= 4 * NR {
-            chunk = (chunk / 2).div_ceil(NR) * NR;
-        }
-        let chunks = og.div_ceil(chunk);
+        let (chunk, chunks) = column_chunks(blocks * g, og, ctx.par.threads());
         let tasks = blocks * g * chunks;
         let dst = OutPtr(out.as_mut_ptr());
         let (bias, residual, relu) = (&self.bias, epi.residual(), epi.applies_relu());
@@ -516,9 +516,12 @@ impl Bf16Conv {
                             super::tile(
                                 super::MR.min(nr - i),
                                 cols,
-                                pairs,
-                                a.add(i * lda),
-                                lda,
+                                super::ARows {
+                                    at: a.add(i * lda),
+                                    lda,
+                                    taps: &[0],
+                                    pairs,
+                                },
                                 b,
                                 dst.at((r0 + i) * o + gi * og + panel * NR),
                                 o,
@@ -580,6 +583,145 @@ impl Bf16Conv {
         }
         pool.give(held);
     }
+
+    /// [`Bf16Conv::run`] for a stride-1, undilated, ungrouped convolution with an even channel
+    /// count (any kernel and padding): the input is rounded once into a zero-padded copy, and
+    /// each register tile reads its rows in place there (consecutive output pixels of one
+    /// output row are consecutive padded pixels, at one word offset per kernel tap), so no
+    /// im2col row is gathered. The depth is summed in the same order as an im2col row's
+    /// (tap-major, channel pairs within a tap), so the result is bitwise the same.
+    #[cfg(target_arch = "x86_64")]
+    fn run_in_place(
+        &self,
+        ctx: &Ctx<'_>,
+        geom: &ConvGeometry,
+        input: &[f32],
+        out: &mut [f32],
+        epi: Epilogue<'_>,
+    ) {
+        use rayon::prelude::*;
+        let [o, _, kh, kw] = self.weight_dims;
+        let [n, c, h, w] = geom.input;
+        let [_, _, oh, ow] = geom.output;
+        let [ph, pw] = self.params.padding;
+        let (hp, wp, half) = (h + 2 * ph, w + 2 * pw, c / 2);
+        // The padded input in bf16: `n * hp` rows of `wp` pixels, `half` words each.
+        let pool = ctx.scratch.parts();
+        let mut held = pool.take(n * hp * wp * half);
+        {
+            // SAFETY: f32 and u32 have the same size and alignment; the buffer is ours.
+            let words = unsafe {
+                std::slice::from_raw_parts_mut(held.as_mut_ptr().cast::<u32>(), held.len())
+            };
+            let pad_row = |(i, row): (usize, &mut [u32])| {
+                let (ni, yp) = (i / hp, i % hp);
+                if yp < ph || yp >= ph + h {
+                    row.fill(0);
+                    return;
+                }
+                let y = yp - ph;
+                let (left, rest) = row.split_at_mut(pw * half);
+                let (mid, right) = rest.split_at_mut(w * half);
+                left.fill(0);
+                right.fill(0);
+                let from = &input[(ni * h + y) * w * c..][..w * c];
+                // SAFETY: `Bf16Cpu` was detected (`run` takes its token); `w * c` values (even
+                // `c`) into `w * half` words.
+                unsafe { round_pairs(from, mid) };
+            };
+            if ctx.par.is_parallel() && words.len() > ROUND_CHUNK {
+                words
+                    .par_chunks_mut(wp * half)
+                    .enumerate()
+                    .for_each(pad_row);
+            } else {
+                words.chunks_mut(wp * half).enumerate().for_each(pad_row);
+            }
+        }
+        let words: &[u32] =
+            // SAFETY: as above; read only from here on.
+            unsafe { std::slice::from_raw_parts(held.as_ptr().cast::<u32>(), held.len()) };
+        let taps: Vec<usize> = (0..kh * kw)
+            .map(|t| ((t / kw) * wp + t % kw) * half)
+            .collect();
+
+        // Tasks: blocks of output rows of one image, times (on few blocks) column chunks.
+        let per_task = (TASK_OUT_BYTES / (o * 4 * (1 + usize::from(epi.residual().is_some()))))
+            .div_ceil(ow)
+            .max(1);
+        let blocks_per_image = oh.div_ceil(per_task.min(oh));
+        let rows = oh.div_ceil(blocks_per_image);
+        let blocks = n * blocks_per_image;
+        let (chunk, chunks) = column_chunks(blocks, o, ctx.par.threads());
+        let dst = OutPtr(out.as_mut_ptr());
+        let (bias, residual, relu) = (&self.bias, epi.residual(), epi.applies_relu());
+        let rhs = &self.groups[0];
+        let pairs = self.depth() / 2;
+        let task = |t: usize| {
+            let (block, ck) = (t / chunks, t % chunks);
+            let (ni, bi) = (block / blocks_per_image, block % blocks_per_image);
+            let y0 = bi * rows;
+            let y1 = (y0 + rows).min(oh);
+            let (j0, j1) = (ck * chunk, ((ck + 1) * chunk).min(o));
+            for panel in j0 / NR..j1.div_ceil(NR) {
+                let cols = NR.min(o - panel * NR);
+                let b = rhs.data[panel * pairs * NR..].as_ptr();
+                for oy in y0..y1 {
+                    for ox in (0..ow).step_by(super::MR) {
+                        let r = (ni * oh + oy) * ow + ox;
+                        let at = ((ni * hp + oy) * wp + ox) * half;
+                        // SAFETY: `Bf16Cpu` detected; the tile's rows (output pixels ox..
+                        // of row oy) read padded pixels within the image's `hp x wp` (stride
+                        // 1: oy + ky < hp, ox + kx < wp); the panel holds `pairs * NR`
+                        // words; output (and residual) rows r.. and this panel's columns are
+                        // the task's own, inside `out` (checked lengths).
+                        unsafe {
+                            super::tile(
+                                super::MR.min(ow - ox),
+                                cols,
+                                super::ARows {
+                                    at: words.as_ptr().add(at),
+                                    lda: half,
+                                    taps: &taps,
+                                    pairs: half,
+                                },
+                                b,
+                                dst.at(r * o + panel * NR),
+                                o,
+                                super::Start::Bias {
+                                    bias: bias[panel * NR..].as_ptr(),
+                                    res: residual.map_or(std::ptr::null(), |res| {
+                                        res[r * o + panel * NR..].as_ptr()
+                                    }),
+                                    ldr: o,
+                                },
+                                relu,
+                            );
+                        }
+                    }
+                }
+            }
+        };
+        let tasks = blocks * chunks;
+        if ctx.par.is_parallel() && tasks > 1 {
+            (0..tasks).into_par_iter().for_each(task);
+        } else {
+            (0..tasks).for_each(task);
+        }
+        pool.give(held);
+    }
+}
+
+/// Output columns per task (a multiple of [`NR`]) and the chunks of a group's `og`: all of
+/// them, unless `tasks` blocks give fewer than 4 tasks per thread, when they are halved (down
+/// to two panels) to spread small maps over the threads.
+#[cfg(target_arch = "x86_64")]
+fn column_chunks(tasks: usize, og: usize, threads: usize) -> (usize, usize) {
+    let mut chunk = og.div_ceil(NR) * NR;
+    while tasks * og.div_ceil(chunk) < 4 * threads && chunk >= 4 * NR {
+        chunk = (chunk / 2).div_ceil(NR) * NR;
+    }
+    (chunk, og.div_ceil(chunk))
 }
 
 /// Words per chunk of the input's rounding (a unit of parallel work).

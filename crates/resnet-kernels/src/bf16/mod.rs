@@ -388,9 +388,12 @@ pub fn matmul(
                     tile(
                         mr,
                         cols,
-                        pairs,
-                        a.data.as_ptr().add(i * pairs),
-                        pairs,
+                        ARows {
+                            at: a.data.as_ptr().add(i * pairs),
+                            lda: pairs,
+                            taps: &[0],
+                            pairs,
+                        },
                         b.data.as_ptr().add(panel * pairs * NR),
                         c.as_mut_ptr().add(i * ldc + panel * NR),
                         ldc,
@@ -431,8 +434,24 @@ pub(crate) enum Start {
     },
 }
 
-/// One register tile: rows `0..mr` (at most [`MR`]) of `A` (`pairs` words each at `a`, row
-/// stride `lda` words) against one panel of `B` (at `b`), columns `0..cols` (at most [`NR`])
+/// The rows of `A` a register tile reads: row `r`'s depth is the segments at word offsets
+/// `taps` from `at + r * lda`, `pairs` words each, in order (one segment for an im2col row;
+/// one per kernel tap when the rows are read in place from a padded input).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct ARows<'t> {
+    /// Row 0's start.
+    pub(crate) at: *const u32,
+    /// Words from one row's start to the next.
+    pub(crate) lda: usize,
+    /// Word offsets of the segments from a row's start.
+    pub(crate) taps: &'t [usize],
+    /// Words (pairs) per segment.
+    pub(crate) pairs: usize,
+}
+
+/// One register tile: rows `0..mr` (at most [`MR`]) of `A` (as `a` says) against one panel of
+/// `B` (at `b`, `a.taps.len() * a.pairs` pairs deep), columns `0..cols` (at most [`NR`])
 /// of `C` (at `c`, row stride `ldc`), the sums starting as `start` says; ReLU on them before
 /// they are stored when `relu`. A kernel compiled for exactly `mr` rows runs it: a short
 /// tile (49 output pixels are 4 x 12 + 1) costs its rows, not a full tile's.
@@ -444,9 +463,7 @@ pub(crate) enum Start {
 pub(crate) unsafe fn tile(
     mr: usize,
     cols: usize,
-    pairs: usize,
-    a: *const u32,
-    lda: usize,
+    a: ARows<'_>,
     b: *const u32,
     c: *mut f32,
     ldc: usize,
@@ -457,7 +474,7 @@ pub(crate) unsafe fn tile(
         ($($r:literal)*) => {
             match mr {
                 // SAFETY: the caller's, for `mr` rows.
-                $($r => unsafe { tile_rows::<$r>(cols, pairs, a, lda, b, c, ldc, start, relu) },)*
+                $($r => unsafe { tile_rows::<$r>(cols, a, b, c, ldc, start, relu) },)*
                 _ => debug_assert!(mr == 0, "a tile of {mr} rows"),
             }
         };
@@ -468,8 +485,8 @@ pub(crate) unsafe fn tile(
 /// [`tile`] for exactly `R` rows (at most [`MR`]).
 ///
 /// # Safety
-/// AVX512-F and AVX512-BF16 present; `a` readable for `R` rows of `pairs` words `lda` apart,
-/// `b` for `pairs * NR` words, `c` readable and writable at `r * ldc + j` for `r < R`,
+/// AVX512-F and AVX512-BF16 present; `a` readable for `R` rows (`a.pairs` words at each of
+/// `a.taps` from `a.at + r * a.lda`), `b` for `a.taps.len() * a.pairs * NR` words, `c` readable and writable at `r * ldc + j` for `r < R`,
 /// `j < cols`; for [`Start::Bias`], `bias` readable for `cols` values and a non-null `res`
 /// at `r * ldr + j` alike.
 #[cfg(target_arch = "x86_64")]
@@ -480,9 +497,7 @@ pub(crate) unsafe fn tile(
 #[allow(clippy::needless_range_loop)]
 unsafe fn tile_rows<const R: usize>(
     cols: usize,
-    pairs: usize,
-    a: *const u32,
-    lda: usize,
+    a: ARows<'_>,
     b: *const u32,
     c: *mut f32,
     ldc: usize,
@@ -535,31 +550,39 @@ unsafe fn tile_rows<const R: usize>(
             }
         }
     }
-    let mut rows = [a; R];
-    for (r, p) in rows.iter_mut().enumerate() {
-        // SAFETY: row r < R of `a`.
-        *p = unsafe { a.add(r * lda) };
-    }
-    for p in 0..pairs {
-        // SAFETY: word p of the panel's pairs, 32 columns (zero-padded past `n`).
-        let (w0, w1): (__m512bh, __m512bh) = unsafe {
-            (
-                std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
-                    b.add(p * NR).cast::<__m512i>(),
-                )),
-                std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
-                    b.add(p * NR + 16).cast::<__m512i>(),
-                )),
-            )
-        };
-        for r in 0..R {
-            // SAFETY: word p of row r < R.
-            let x: __m512bh = unsafe {
-                std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(*rows[r].add(p) as i32))
-            };
-            acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x, w0);
-            acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, w1);
+    let mut b = b;
+    for &off in a.taps {
+        let mut rows = [a.at; R];
+        for (r, p) in rows.iter_mut().enumerate() {
+            // SAFETY: segment `off` of row r < R of `a`.
+            *p = unsafe { a.at.add(r * a.lda + off) };
         }
+        for p in 0..a.pairs {
+            // SAFETY: word p of the segment's pairs in the panel, 32 columns (zero-padded
+            // past `n`).
+            let (w0, w1): (__m512bh, __m512bh) = unsafe {
+                (
+                    std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                        b.add(p * NR).cast::<__m512i>(),
+                    )),
+                    std::mem::transmute::<__m512i, __m512bh>(_mm512_loadu_si512(
+                        b.add(p * NR + 16).cast::<__m512i>(),
+                    )),
+                )
+            };
+            for r in 0..R {
+                // SAFETY: word p of the segment of row r < R.
+                let x: __m512bh = unsafe {
+                    std::mem::transmute::<__m512i, __m512bh>(_mm512_set1_epi32(
+                        *rows[r].add(p) as i32
+                    ))
+                };
+                acc[r][0] = _mm512_dpbf16_ps(acc[r][0], x, w0);
+                acc[r][1] = _mm512_dpbf16_ps(acc[r][1], x, w1);
+            }
+        }
+        // SAFETY: the next segment's pairs in the panel (or one past the end).
+        b = unsafe { b.add(a.pairs * NR) };
     }
     if relu {
         // ReLU as the f32 path's: a compare and a select (NaN passes through).
