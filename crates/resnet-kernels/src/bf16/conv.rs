@@ -396,10 +396,11 @@ impl Bf16Conv {
     /// Three ways, one order of summation: a 1x1, stride-1, unpadded, ungrouped convolution
     /// with an even channel count rounds each task's input rows (a block of output pixels,
     /// sized to stay in L2) into the thread's scratch and multiplies them there; any other
-    /// stride-1, undilated, ungrouped one with an even channel count rounds the input once
-    /// into a zero-padded copy and reads each tile's rows in place there (one offset per
-    /// kernel tap); the rest round the input once and gather each task's im2col rows into the
-    /// thread's scratch. The rounded copies' words come from the scratch's buffer pool.
+    /// ungrouped one with an even channel count rounds the input once into a zero-padded copy
+    /// and reads each tile's rows in place there (one offset per kernel tap); the rest (odd
+    /// channel counts such as the RGB stem's, groups) round the input once and gather each
+    /// task's im2col rows into the thread's scratch. The rounded copies' words come from the
+    /// scratch's buffer pool.
     ///
     /// # Errors
     /// [`KernelError`] when the buffers do not fit the geometry.
@@ -448,12 +449,13 @@ impl Bf16Conv {
         }
         let k = self.depth();
         let pairs = k.div_ceil(2);
-        let unit = g == 1
+        let in_place = g == 1 && c.is_multiple_of(2);
+        let direct = in_place
+            && kh == 1
+            && kw == 1
             && self.params.stride == [1, 1]
-            && self.params.dilation == [1, 1]
-            && c.is_multiple_of(2);
-        let direct = unit && kh == 1 && kw == 1 && self.params.padding == [0, 0];
-        if unit && !direct {
+            && self.params.padding == [0, 0];
+        if in_place && !direct {
             self.run_in_place(ctx, geom, input, out, epi);
             return;
         }
@@ -584,10 +586,10 @@ impl Bf16Conv {
         pool.give(held);
     }
 
-    /// [`Bf16Conv::run`] for a stride-1, undilated, ungrouped convolution with an even channel
-    /// count (any kernel and padding): the input is rounded once into a zero-padded copy, and
+    /// [`Bf16Conv::run`] for an ungrouped convolution with an even channel count (any kernel,
+    /// stride, padding and dilation): the input is rounded once into a zero-padded copy, and
     /// each register tile reads its rows in place there (consecutive output pixels of one
-    /// output row are consecutive padded pixels, at one word offset per kernel tap), so no
+    /// output row are padded pixels a stride apart, at one word offset per kernel tap), so no
     /// im2col row is gathered. The depth is summed in the same order as an im2col row's
     /// (tap-major, channel pairs within a tap), so the result is bitwise the same.
     #[cfg(target_arch = "x86_64")]
@@ -604,6 +606,8 @@ impl Bf16Conv {
         let [n, c, h, w] = geom.input;
         let [_, _, oh, ow] = geom.output;
         let [ph, pw] = self.params.padding;
+        let [sy, sx] = self.params.stride;
+        let [dy, dx] = self.params.dilation;
         let (hp, wp, half) = (h + 2 * ph, w + 2 * pw, c / 2);
         // The padded input in bf16: `n * hp` rows of `wp` pixels, `half` words each.
         let pool = ctx.scratch.parts();
@@ -642,7 +646,7 @@ impl Bf16Conv {
             // SAFETY: as above; read only from here on.
             unsafe { std::slice::from_raw_parts(held.as_ptr().cast::<u32>(), held.len()) };
         let taps: Vec<usize> = (0..kh * kw)
-            .map(|t| ((t / kw) * wp + t % kw) * half)
+            .map(|t| ((t / kw) * dy * wp + (t % kw) * dx) * half)
             .collect();
 
         // Tasks: blocks of output rows of one image, times (on few blocks) column chunks.
@@ -669,10 +673,11 @@ impl Bf16Conv {
                 for oy in y0..y1 {
                     for ox in (0..ow).step_by(super::MR) {
                         let r = (ni * oh + oy) * ow + ox;
-                        let at = ((ni * hp + oy) * wp + ox) * half;
+                        let at = ((ni * hp + oy * sy) * wp + ox * sx) * half;
                         // SAFETY: `Bf16Cpu` detected; the tile's rows (output pixels ox..
-                        // of row oy) read padded pixels within the image's `hp x wp` (stride
-                        // 1: oy + ky < hp, ox + kx < wp); the panel holds `pairs * NR`
+                        // of row oy) read padded pixels within the image's `hp x wp`
+                        // (`oy * sy + ky * dy < hp` and `ox * sx + kx * dx < wp` for every
+                        // output pixel and tap, by the geometry); the panel holds `pairs * NR`
                         // words; output (and residual) rows r.. and this panel's columns are
                         // the task's own, inside `out` (checked lengths).
                         unsafe {
@@ -681,7 +686,7 @@ impl Bf16Conv {
                                 cols,
                                 super::ARows {
                                     at: words.as_ptr().add(at),
-                                    lda: half,
+                                    lda: sx * half,
                                     taps: &taps,
                                     pairs: half,
                                 },
