@@ -4,8 +4,8 @@
 //! accumulating in f64: the oracle the fast paths are tested against (`cargo xtask props`).
 //! [`naive_grad`] holds their backward twins (and the losses), the reference for training,
 //! checked against central finite differences in f64.
-//! [`bf16`] holds the reduced-precision product (bf16 values, f32 sums, on AVX512-BF16) and
-//! its bit-exact scalar twin.
+//! [`bf16`] holds the reduced-precision kernels (bf16 values, f32 sums, on AVX512-BF16): the
+//! matrix product and any convolution ([`bf16::Bf16Conv`]), each with a bit-exact scalar twin.
 //! The [`fast`] kernels work on NHWC activations: convolution as a matrix product on the
 //! activations (1x1), im2col in L2-sized tiles, Winograd F(2x2,3x3) or a direct grouped
 //! kernel, chosen from the shape, with bias, residual add and ReLU in the output step
