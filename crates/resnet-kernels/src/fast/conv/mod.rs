@@ -47,8 +47,9 @@ pub enum ConvAlgo {
     /// channel-major copies of the input rows.
     GroupedDirect,
     /// Any shape, in bf16 products (f32 sums) on AVX512-BF16: [`crate::bf16::Bf16Conv`]'s
-    /// algorithm (im2col rows per tile, or the input's own rows for a 1x1). Reported by the
-    /// opt-in reduced-precision path; a [`PackedConv`] never runs it.
+    /// algorithm (the rows of an im2col matrix, read in place from a padded bf16 copy of the
+    /// input when the channel count is even, else gathered per tile). Reported by the opt-in
+    /// reduced-precision path; a [`PackedConv`] never runs it.
     Bf16Im2col,
 }
 
