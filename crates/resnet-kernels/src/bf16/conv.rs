@@ -437,7 +437,6 @@ impl Bf16Conv {
         out: &mut [f32],
         epi: Epilogue<'_>,
     ) {
-        use rayon::prelude::*;
         let [o, _, kh, kw] = self.weight_dims;
         let [n, c, _, _] = geom.input;
         let [_, _, oh, ow] = geom.output;
@@ -463,34 +462,14 @@ impl Bf16Conv {
         // The input in bf16, two channels per word (an f32 buffer of the pool, as words); a
         // 1x1 convolution rounds each task's rows in its own scratch instead (read once, they
         // need no copy of the whole input in memory).
-        let pool = ctx.scratch.parts();
-        let mut held = pool.take(if direct { 0 } else { input.len().div_ceil(2) });
-        {
-            // SAFETY: f32 and u32 have the same size and alignment; the buffer is ours.
-            let words = unsafe {
-                std::slice::from_raw_parts_mut(held.as_mut_ptr().cast::<u32>(), held.len())
-            };
-            let round_chunk = |(i, w): (usize, &mut [u32])| {
-                let at = i * ROUND_CHUNK * 2;
-                let end = (at + w.len() * 2).min(input.len());
-                // SAFETY: `Bf16Cpu` was detected (`run` takes its token).
-                unsafe { round_pairs(&input[at..end], w) };
-            };
-            if ctx.par.is_parallel() && words.len() > ROUND_CHUNK {
-                words
-                    .par_chunks_mut(ROUND_CHUNK)
-                    .enumerate()
-                    .for_each(round_chunk);
-            } else {
-                words
-                    .chunks_mut(ROUND_CHUNK)
-                    .enumerate()
-                    .for_each(round_chunk);
-            }
-        }
-        let words: &[u32] =
-            // SAFETY: as above; read only from here on.
-            unsafe { std::slice::from_raw_parts(held.as_ptr().cast::<u32>(), held.len()) };
+        let len = if direct { 0 } else { input.len().div_ceil(2) };
+        let held = pooled_words(ctx, len, ROUND_CHUNK, |i, w| {
+            let at = i * ROUND_CHUNK * 2;
+            let end = (at + w.len() * 2).min(input.len());
+            // SAFETY: `Bf16Cpu` was detected (`run` takes its token).
+            unsafe { round_pairs(&input[at..end], w) };
+        });
+        let words = as_words(&held);
 
         // Tasks: blocks of output rows, times groups, times (on few blocks) column chunks.
         let blocks = m.div_ceil(rows_per_task(pairs, og, epi.residual().is_some()));
@@ -498,7 +477,7 @@ impl Bf16Conv {
         let (chunk, chunks) = column_chunks(blocks * g, og, ctx.par.threads());
         let tasks = blocks * g * chunks;
         let dst = OutPtr(out.as_mut_ptr());
-        let (bias, residual, relu) = (&self.bias, epi.residual(), epi.applies_relu());
+        let relu = epi.applies_relu();
         let task = |t: usize| {
             let (block, rest) = (t / (g * chunks), t % (g * chunks));
             let (gi, ck) = (rest / chunks, rest % chunks);
@@ -527,13 +506,7 @@ impl Bf16Conv {
                                 b,
                                 dst.at((r0 + i) * o + gi * og + panel * NR),
                                 o,
-                                super::Start::Bias {
-                                    bias: bias[gi * og + panel * NR..].as_ptr(),
-                                    res: residual.map_or(std::ptr::null(), |res| {
-                                        res[(r0 + i) * o + gi * og + panel * NR..].as_ptr()
-                                    }),
-                                    ldr: o,
-                                },
+                                self.start(&epi, r0 + i, gi * og + panel * NR),
                                 relu,
                             );
                         }
@@ -578,12 +551,22 @@ impl Bf16Conv {
                 });
             }
         };
-        if ctx.par.is_parallel() && tasks > 1 {
-            (0..tasks).into_par_iter().for_each(task);
-        } else {
-            (0..tasks).for_each(task);
+        ctx.par.for_each(tasks, task);
+        ctx.scratch.parts().give(held);
+    }
+
+    /// The sums' start for output row `r` from column `col` on: the bias and, when the output
+    /// step has one, the residual (row stride: the output channels).
+    #[cfg(target_arch = "x86_64")]
+    fn start(&self, epi: &Epilogue<'_>, r: usize, col: usize) -> super::Start {
+        let o = self.weight_dims[0];
+        super::Start::Bias {
+            bias: self.bias[col..].as_ptr(),
+            res: epi
+                .residual()
+                .map_or(std::ptr::null(), |res| res[r * o + col..].as_ptr()),
+            ldr: o,
         }
-        pool.give(held);
     }
 
     /// [`Bf16Conv::run`] for an ungrouped convolution with an even channel count (any kernel,
@@ -601,7 +584,6 @@ impl Bf16Conv {
         out: &mut [f32],
         epi: Epilogue<'_>,
     ) {
-        use rayon::prelude::*;
         let [o, _, kh, kw] = self.weight_dims;
         let [n, c, h, w] = geom.input;
         let [_, _, oh, ow] = geom.output;
@@ -610,41 +592,23 @@ impl Bf16Conv {
         let [dy, dx] = self.params.dilation;
         let (hp, wp, half) = (h + 2 * ph, w + 2 * pw, c / 2);
         // The padded input in bf16: `n * hp` rows of `wp` pixels, `half` words each.
-        let pool = ctx.scratch.parts();
-        let mut held = pool.take(n * hp * wp * half);
-        {
-            // SAFETY: f32 and u32 have the same size and alignment; the buffer is ours.
-            let words = unsafe {
-                std::slice::from_raw_parts_mut(held.as_mut_ptr().cast::<u32>(), held.len())
-            };
-            let pad_row = |(i, row): (usize, &mut [u32])| {
-                let (ni, yp) = (i / hp, i % hp);
-                if yp < ph || yp >= ph + h {
-                    row.fill(0);
-                    return;
-                }
-                let y = yp - ph;
-                let (left, rest) = row.split_at_mut(pw * half);
-                let (mid, right) = rest.split_at_mut(w * half);
-                left.fill(0);
-                right.fill(0);
-                let from = &input[(ni * h + y) * w * c..][..w * c];
-                // SAFETY: `Bf16Cpu` was detected (`run` takes its token); `w * c` values (even
-                // `c`) into `w * half` words.
-                unsafe { round_pairs(from, mid) };
-            };
-            if ctx.par.is_parallel() && words.len() > ROUND_CHUNK {
-                words
-                    .par_chunks_mut(wp * half)
-                    .enumerate()
-                    .for_each(pad_row);
-            } else {
-                words.chunks_mut(wp * half).enumerate().for_each(pad_row);
+        let held = pooled_words(ctx, n * hp * wp * half, wp * half, |i, row| {
+            let (ni, yp) = (i / hp, i % hp);
+            if yp < ph || yp >= ph + h {
+                row.fill(0);
+                return;
             }
-        }
-        let words: &[u32] =
-            // SAFETY: as above; read only from here on.
-            unsafe { std::slice::from_raw_parts(held.as_ptr().cast::<u32>(), held.len()) };
+            let y = yp - ph;
+            let (left, rest) = row.split_at_mut(pw * half);
+            let (mid, right) = rest.split_at_mut(w * half);
+            left.fill(0);
+            right.fill(0);
+            let from = &input[(ni * h + y) * w * c..][..w * c];
+            // SAFETY: `Bf16Cpu` was detected (`run` takes its token); `w * c` values (even
+            // `c`) into `w * half` words.
+            unsafe { round_pairs(from, mid) };
+        });
+        let words = as_words(&held);
         let taps: Vec<usize> = (0..kh * kw)
             .map(|t| ((t / kw) * dy * wp + (t % kw) * dx) * half)
             .collect();
@@ -658,7 +622,7 @@ impl Bf16Conv {
         let blocks = n * blocks_per_image;
         let (chunk, chunks) = column_chunks(blocks, o, ctx.par.threads());
         let dst = OutPtr(out.as_mut_ptr());
-        let (bias, residual, relu) = (&self.bias, epi.residual(), epi.applies_relu());
+        let relu = epi.applies_relu();
         let rhs = &self.groups[0];
         let pairs = self.depth() / 2;
         let task = |t: usize| {
@@ -693,13 +657,7 @@ impl Bf16Conv {
                                 b,
                                 dst.at(r * o + panel * NR),
                                 o,
-                                super::Start::Bias {
-                                    bias: bias[panel * NR..].as_ptr(),
-                                    res: residual.map_or(std::ptr::null(), |res| {
-                                        res[r * o + panel * NR..].as_ptr()
-                                    }),
-                                    ldr: o,
-                                },
+                                self.start(&epi, r, panel * NR),
                                 relu,
                             );
                         }
@@ -707,14 +665,46 @@ impl Bf16Conv {
                 }
             }
         };
-        let tasks = blocks * chunks;
-        if ctx.par.is_parallel() && tasks > 1 {
-            (0..tasks).into_par_iter().for_each(task);
-        } else {
-            (0..tasks).for_each(task);
-        }
-        pool.give(held);
+        ctx.par.for_each(blocks * chunks, task);
+        ctx.scratch.parts().give(held);
     }
+}
+
+/// A buffer of `len` words (an f32 buffer of the scratch's pool; hand it back with
+/// `give`), filled `chunk` words at a time by `fill(chunk index, words)`, on the pool's
+/// threads when the context is parallel and there is more than one chunk.
+#[cfg(target_arch = "x86_64")]
+fn pooled_words(
+    ctx: &Ctx<'_>,
+    len: usize,
+    chunk: usize,
+    fill: impl Fn(usize, &mut [u32]) + Send + Sync,
+) -> Vec<f32> {
+    use rayon::prelude::*;
+    let mut held = ctx.scratch.parts().take(len);
+    // SAFETY: f32 and u32 have the same size and alignment; the buffer is ours.
+    let words =
+        unsafe { std::slice::from_raw_parts_mut(held.as_mut_ptr().cast::<u32>(), held.len()) };
+    let chunk = chunk.max(1);
+    if ctx.par.is_parallel() && words.len() > chunk {
+        words
+            .par_chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, w)| fill(i, w));
+    } else {
+        words
+            .chunks_mut(chunk)
+            .enumerate()
+            .for_each(|(i, w)| fill(i, w));
+    }
+    held
+}
+
+/// An f32 buffer's values as the words [`pooled_words`] wrote there.
+#[cfg(target_arch = "x86_64")]
+fn as_words(held: &[f32]) -> &[u32] {
+    // SAFETY: f32 and u32 have the same size and alignment, and every bit pattern is a u32.
+    unsafe { std::slice::from_raw_parts(held.as_ptr().cast::<u32>(), held.len()) }
 }
 
 /// Output columns per task (a multiple of [`NR`]) and the chunks of a group's `og`: all of

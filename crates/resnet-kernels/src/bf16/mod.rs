@@ -486,9 +486,9 @@ pub(crate) unsafe fn tile(
 ///
 /// # Safety
 /// AVX512-F and AVX512-BF16 present; `a` readable for `R` rows (`a.pairs` words at each of
-/// `a.taps` from `a.at + r * a.lda`), `b` for `a.taps.len() * a.pairs * NR` words, `c` readable and writable at `r * ldc + j` for `r < R`,
-/// `j < cols`; for [`Start::Bias`], `bias` readable for `cols` values and a non-null `res`
-/// at `r * ldr + j` alike.
+/// `a.taps` from `a.at + r * a.lda`), `b` for `a.taps.len() * a.pairs * NR` words, `c`
+/// readable and writable at `r * ldc + j` for `r < R`, `j < cols`; for [`Start::Bias`], `bias`
+/// readable for `cols` values and a non-null `res` at `r * ldr + j` alike.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bf16")]
 #[allow(clippy::too_many_arguments)]

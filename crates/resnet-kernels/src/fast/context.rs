@@ -46,6 +46,17 @@ impl Par {
     pub fn is_parallel(self) -> bool {
         matches!(self, Par::Rayon(_))
     }
+
+    /// Run `task(i)` for every `i < tasks`: on the current rayon pool when parallel and there
+    /// is more than one, else in order on the calling thread.
+    pub(crate) fn for_each(self, tasks: usize, task: impl Fn(usize) + Send + Sync) {
+        use rayon::prelude::*;
+        if self.is_parallel() && tasks > 1 {
+            (0..tasks).into_par_iter().for_each(task);
+        } else {
+            (0..tasks).for_each(task);
+        }
+    }
 }
 
 /// Per-thread scratch memory for the kernels, owned by the caller and sized in advance.

@@ -536,11 +536,7 @@ impl PackedConv {
             // block's channels, which no other task touches.
             unsafe { self.tile(ctx, &src, task, shared.at(at), epi.part(at, rows * o)) };
         };
-        if ctx.par.is_parallel() && tiles * blocks > 1 {
-            (0..tiles * blocks).into_par_iter().for_each(run);
-        } else {
-            (0..tiles * blocks).for_each(run);
-        }
+        ctx.par.for_each(tiles * blocks, run);
     }
 
     /// One task of the matrix-product paths (on one image or several whole ones), with `dst`
