@@ -8,7 +8,8 @@ mod common;
 use common::values;
 use proptest::prelude::*;
 use resnet_kernels::bf16::{
-    Bf16Conv, Bf16Cpu, Bf16Lhs, Bf16Rhs, matmul, matmul_naive, pack_row, round, widen,
+    Bf16Conv, Bf16Cpu, Bf16Dst, Bf16Lhs, Bf16Rhs, Bf16Src, map_to_f32, map_words, matmul,
+    matmul_naive, pack_row, round, widen,
 };
 use resnet_kernels::fast::{Ctx, Epilogue, Par, Scratch};
 use resnet_kernels::{Conv2dParams, ConvGeometry, Cpu, naive};
@@ -391,6 +392,294 @@ fn conv_awkward_shapes() {
     }
 }
 
+/// A bf16 map of the NHWC values `x` (logical dims `dims`) with a border of `pad`, each value
+/// rounded; the border zero.
+fn to_map(x: &[f32], dims: [usize; 4], pad: [usize; 2]) -> Vec<u32> {
+    let [n, c, h, w] = dims;
+    let (hp, wp) = (h + 2 * pad[0], w + 2 * pad[1]);
+    let mut words = vec![0u32; map_words(dims, pad).unwrap()];
+    for (s, px) in x.chunks_exact(c).enumerate() {
+        let (ni, y, xx) = (s / (h * w), (s / w) % h, s % w);
+        let at = ((ni * hp + y + pad[0]) * wp + xx + pad[1]) * c;
+        for (ch, &v) in px.iter().enumerate() {
+            words[(at + ch) / 2] |= u32::from(round(v)) << (16 * ((at + ch) % 2));
+        }
+    }
+    assert_eq!(words.len(), n * hp * wp * c / 2);
+    words
+}
+
+fn same_bf16(a: u16, b: u16) -> bool {
+    let nan = |v: u16| v & 0x7f80 == 0x7f80 && v & 0x7f != 0;
+    a == b || (nan(a) && nan(b))
+}
+
+/// The bf16 maps: a convolution reading its input (and residual) from bf16 maps with a border
+/// of `pads[0]` (`pads[2]`) and writing one with a border of `pads[1]` (`None`: f32 there).
+/// The twin must give what its f32 form gives on the rounded values, rounded (the map's border
+/// zero); the fast path the twin's words, bit for bit, on one and two threads.
+fn check_conv_maps(
+    case: ConvCase,
+    pads: [Option<[usize; 2]>; 3],
+    exp: i32,
+    special: bool,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let ConvCase {
+        n,
+        cg,
+        og,
+        groups: g,
+        h,
+        w,
+        kernel,
+        ..
+    } = case;
+    let (c, o) = (cg * g, og * g);
+    // Maps hold channel pairs: odd counts stay f32.
+    let in_pad = pads[0].filter(|_| c % 2 == 0);
+    let out_pad = pads[1].filter(|_| o % 2 == 0);
+    let res_pad = pads[2].filter(|_| o % 2 == 0 && case.residual);
+    let params = Conv2dParams::default()
+        .with_stride(case.stride)
+        .with_padding(case.pad)
+        .with_dilation(case.dilation)
+        .with_groups(g);
+    let wdims = [o, cg, kernel, kernel];
+    let Ok(geom) = ConvGeometry::new([n, c, h, w], wdims, params) else {
+        return Ok(());
+    };
+    let odims = geom.output;
+    let x = spread(n * h * w * c, seed, exp, special);
+    let wt = spread(o * cg * kernel * kernel, seed ^ 0x77, exp, special);
+    let bias = spread(o, seed ^ 0x99, 2, false);
+    let mut res = spread(geom.lens().2, seed ^ 0x42, 2, false);
+    let conv = Bf16Conv::new(&wt, wdims, Some(&bias), params).unwrap();
+    let xmap = in_pad.map(|p| to_map(&x, [n, c, h, w], p));
+    let rmap = res_pad.map(|p| to_map(&res, odims, p));
+    if res_pad.is_some() {
+        // What the map holds.
+        res.iter_mut().for_each(|v| *v = widen(round(*v)));
+    }
+    let input = || match (&xmap, in_pad) {
+        (Some(words), Some(pad)) => Bf16Src::Bf16 { words, pad },
+        _ => Bf16Src::F32(&x),
+    };
+    let residual = || {
+        case.residual.then(|| match (&rmap, res_pad) {
+            (Some(words), Some(pad)) => Bf16Src::Bf16 { words, pad },
+            _ => Bf16Src::F32(&res),
+        })
+    };
+    // The f32 twin on the same values.
+    let mut plain = vec![f32::NAN; geom.lens().2];
+    let epi = Epilogue::none().with_relu(case.relu);
+    let epi = if case.residual {
+        epi.with_residual(&res)
+    } else {
+        epi
+    };
+    conv.run_naive(&x, [n, c, h, w], &mut plain, epi).unwrap();
+    let garbage = 0xdead_beefu32;
+    let (mut want_f, mut want_w) = (vec![f32::NAN; plain.len()], Vec::new());
+    match out_pad {
+        Some(pad) => {
+            want_w = vec![garbage; map_words(odims, pad).unwrap()];
+            let dst = Bf16Dst::Bf16 {
+                words: &mut want_w,
+                pad,
+            };
+            conv.run_naive_io(input(), [n, c, h, w], dst, residual(), case.relu)
+                .unwrap();
+            let expect = to_map(&plain, odims, pad);
+            for (i, (g, e)) in want_w.iter().zip(&expect).enumerate() {
+                for sh in [0, 16] {
+                    prop_assert!(
+                        same_bf16((g >> sh) as u16, (e >> sh) as u16),
+                        "{case:?} {pads:?}: twin word {i} {g:#010x} vs rounded f32 twin {e:#010x}"
+                    );
+                }
+            }
+            let mut back = vec![0.0; plain.len()];
+            map_to_f32(&want_w, odims, pad, &mut back).unwrap();
+            for (b, p) in back.iter().zip(&plain) {
+                prop_assert!(same(*b, widen(round(*p))));
+            }
+        }
+        None => {
+            let dst = Bf16Dst::F32(&mut want_f);
+            conv.run_naive_io(input(), [n, c, h, w], dst, residual(), case.relu)
+                .unwrap();
+            for (i, (g, p)) in want_f.iter().zip(&plain).enumerate() {
+                prop_assert!(same(*g, *p), "{case:?} {pads:?}: value {i}: {g} vs {p}");
+            }
+        }
+    }
+    let Some(cpu) = Bf16Cpu::detect() else {
+        return Ok(());
+    };
+    for threads in [1, 2] {
+        let scratch = Scratch::new(threads);
+        let ctx = Ctx::new(Cpu::detect(), Par::with_threads(threads), &scratch);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        match out_pad {
+            Some(pad) => {
+                let mut got = vec![garbage; want_w.len()];
+                let dst = Bf16Dst::Bf16 {
+                    words: &mut got,
+                    pad,
+                };
+                pool.install(|| {
+                    conv.run_io(cpu, &ctx, input(), [n, c, h, w], dst, residual(), case.relu)
+                })
+                .unwrap();
+                for (i, (g, e)) in got.iter().zip(&want_w).enumerate() {
+                    for sh in [0, 16] {
+                        prop_assert!(
+                            same_bf16((g >> sh) as u16, (e >> sh) as u16),
+                            "{case:?} {pads:?}, {threads} threads: word {i} fast {g:#010x} vs twin {e:#010x}"
+                        );
+                    }
+                }
+            }
+            None => {
+                let mut got = vec![f32::NAN; want_f.len()];
+                let dst = Bf16Dst::F32(&mut got);
+                pool.install(|| {
+                    conv.run_io(cpu, &ctx, input(), [n, c, h, w], dst, residual(), case.relu)
+                })
+                .unwrap();
+                for (i, (g, e)) in got.iter().zip(&want_f).enumerate() {
+                    prop_assert!(
+                        same(*g, *e),
+                        "{case:?} {pads:?}, {threads} threads: value {i}: fast {g:e} vs twin {e:e}"
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn conv_maps_awkward_shapes() {
+    let _ = cpu();
+    let base = ConvCase {
+        n: 2,
+        cg: 8,
+        og: 16,
+        groups: 1,
+        h: 7,
+        w: 6,
+        kernel: 3,
+        stride: 1,
+        pad: 1,
+        dilation: 1,
+        residual: true,
+        relu: true,
+    };
+    let one = ConvCase {
+        kernel: 1,
+        pad: 0,
+        ..base
+    };
+    // Borders: none, the conv's, wider, narrower, uneven.
+    let pads = [
+        [Some([0, 0]), Some([0, 0]), Some([0, 0])],
+        [Some([1, 1]), Some([1, 1]), Some([0, 0])],
+        [Some([2, 1]), Some([0, 2]), Some([1, 0])],
+        [Some([0, 0]), None, Some([2, 2])],
+        [None, Some([1, 2]), None],
+    ];
+    for case in [
+        base,
+        one,
+        // A 1x1 over 13 output rows of 14 (tiles split at each output row), and a strided one.
+        ConvCase {
+            n: 1,
+            h: 14,
+            w: 14,
+            og: 32,
+            ..one
+        },
+        ConvCase { stride: 2, ..one },
+        // Grouped (gathered from an unpadded copy), the stem (f32 input), dilated.
+        ConvCase {
+            cg: 4,
+            og: 6,
+            groups: 4,
+            ..base
+        },
+        ConvCase {
+            cg: 3,
+            og: 64,
+            h: 23,
+            w: 21,
+            kernel: 7,
+            stride: 2,
+            pad: 3,
+            residual: false,
+            ..base
+        },
+        ConvCase {
+            dilation: 2,
+            pad: 2,
+            og: 40,
+            ..base
+        },
+    ] {
+        for p in pads {
+            check_conv_maps(case, p, 2, false, case.og as u64).unwrap();
+        }
+    }
+}
+
+#[test]
+fn bad_maps_are_errors() {
+    let conv = Bf16Conv::new(
+        &[1.0; 72],
+        [4, 2, 3, 3],
+        None,
+        Conv2dParams::default().with_padding(1),
+    )
+    .unwrap();
+    let x = vec![0u32; map_words([1, 2, 5, 5], [1, 1]).unwrap()];
+    let mut y = vec![0u32; map_words([1, 4, 5, 5], [0, 0]).unwrap()];
+    // A map one word short, a border that does not match its length, odd channels.
+    let short = Bf16Src::Bf16 {
+        words: &x[1..],
+        pad: [1, 1],
+    };
+    let dst = Bf16Dst::Bf16 {
+        words: &mut y,
+        pad: [0, 0],
+    };
+    assert!(
+        conv.run_naive_io(short, [1, 2, 5, 5], dst, None, false)
+            .is_err()
+    );
+    let wrong = Bf16Src::Bf16 {
+        words: &x,
+        pad: [0, 0],
+    };
+    let dst = Bf16Dst::Bf16 {
+        words: &mut y,
+        pad: [0, 0],
+    };
+    assert!(
+        conv.run_naive_io(wrong, [1, 2, 5, 5], dst, None, false)
+            .is_err()
+    );
+    assert!(map_words([1, 3, 5, 5], [0, 0]).is_err());
+    assert!(map_words([usize::MAX, 2, 5, 5], [0, 0]).is_err());
+    assert!(map_words([1, 2, 5, 5], [usize::MAX, 0]).is_err());
+    let mut out = vec![0.0; 10];
+    assert!(map_to_f32(&x, [1, 2, 5, 5], [1, 1], &mut out).is_err());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
 
@@ -408,5 +697,15 @@ proptest! {
         lda_extra in 0usize..3, ldc_extra in 0usize..3, exp in 0i32..20, special in any::<bool>(),
         accumulate in any::<bool>(), seed in any::<u64>()) {
         check(m, k, n, lda_extra, ldc_extra, exp, special, accumulate, seed)?;
+    }
+
+    #[test]
+    fn bf16_conv_maps_match_their_twin(n in 1usize..3, cg in 1usize..10, og in 1usize..24,
+        groups in 1usize..3, h in 1usize..10, w in 1usize..10, kernel in 1usize..5,
+        stride in 1usize..3, pad in 0usize..3, residual in any::<bool>(), relu in any::<bool>(),
+        pads in proptest::array::uniform3(proptest::option::of(proptest::array::uniform2(0usize..3))),
+        special in any::<bool>(), seed in any::<u64>()) {
+        let case = ConvCase { n, cg, og, groups, h, w, kernel, stride, pad, dilation: 1, residual, relu };
+        check_conv_maps(case, pads, 4, special, seed)?;
     }
 }

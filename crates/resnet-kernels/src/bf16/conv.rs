@@ -3,7 +3,7 @@
 
 #[cfg(target_arch = "x86_64")]
 use super::NR;
-use super::{Bf16Cpu, Bf16Rhs, flush, read, round, size};
+use super::{Bf16Cpu, Bf16Rhs, flush, read, round, size, widen};
 use crate::fast::{ConvAlgo, Ctx, Epilogue};
 use crate::{Conv2dParams, ConvGeometry, KernelError, check_len};
 
@@ -61,29 +61,6 @@ fn rows_per_task(pairs: usize, width: usize, residual: bool) -> usize {
     (TASK_BYTES / (pairs * 4).max(1))
         .min(TASK_OUT_BYTES / out_row.max(1))
         .max(12)
-}
-
-/// A raw output pointer shared by tasks that write disjoint rectangles of it.
-#[cfg(target_arch = "x86_64")]
-#[derive(Clone, Copy)]
-struct OutPtr(*mut f32);
-// SAFETY: tasks write disjoint parts of the output only (see `Bf16Conv::run`).
-#[cfg(target_arch = "x86_64")]
-unsafe impl Send for OutPtr {}
-// SAFETY: as above.
-#[cfg(target_arch = "x86_64")]
-unsafe impl Sync for OutPtr {}
-
-#[cfg(target_arch = "x86_64")]
-impl OutPtr {
-    /// The pointer `i` values on (a method, so that closures capture the whole `OutPtr`).
-    ///
-    /// # Safety
-    /// As [`pointer::add`]: `i` within the output.
-    unsafe fn at(self, i: usize) -> *mut f32 {
-        // SAFETY: the caller's.
-        unsafe { self.0.add(i) }
-    }
 }
 
 impl Bf16Conv {
@@ -182,19 +159,28 @@ impl Bf16Conv {
     }
 
     /// Check the buffers against the geometry; the output's dims.
-    fn check(
+    fn check_io(
         &self,
-        input: &[f32],
+        input: &Bf16Src<'_>,
         input_dims: [usize; 4],
-        out: &[f32],
-        epilogue: &Epilogue<'_>,
+        out: &Bf16Dst<'_>,
+        residual: Option<&Bf16Src<'_>>,
     ) -> Result<ConvGeometry, KernelError> {
         let geom = self.geometry(input_dims)?;
         let (li, _, lo) = geom.lens();
-        check_len("conv input", input, li)?;
-        check_len("conv output", out, lo)?;
-        if let Some(r) = epilogue.residual() {
-            check_len("conv residual", r, lo)?;
+        let src = |what, s: &Bf16Src<'_>, len, dims| match s {
+            Bf16Src::F32(x) => check_len(what, x, len),
+            Bf16Src::Bf16 { words, pad } => check_words(what, words, map_words(dims, *pad)?),
+        };
+        src("conv input", input, li, geom.input)?;
+        match out {
+            Bf16Dst::F32(y) => check_len("conv output", y, lo)?,
+            Bf16Dst::Bf16 { words, pad } => {
+                check_words("conv output", words, map_words(geom.output, *pad)?)?
+            }
+        }
+        if let Some(r) = residual {
+            src("conv residual", r, lo, geom.output)?;
         }
         Ok(geom)
     }
@@ -347,12 +333,50 @@ impl Bf16Conv {
         out: &mut [f32],
         epilogue: Epilogue<'_>,
     ) -> Result<(), KernelError> {
-        let geom = self.check(input, input_dims, out, &epilogue)?;
+        self.run_naive_io(
+            Bf16Src::F32(input),
+            input_dims,
+            Bf16Dst::F32(out),
+            epilogue.residual().map(Bf16Src::F32),
+            epilogue.applies_relu(),
+        )
+    }
+
+    /// The scalar twin of [`Bf16Conv::run_io`]: the same output, bit for bit (a bf16 output
+    /// map's border included), one value at a time. Runs on every CPU.
+    ///
+    /// # Errors
+    /// [`KernelError`] when the buffers do not fit the geometry, or a bf16 map has an odd
+    /// channel count.
+    pub fn run_naive_io(
+        &self,
+        input: Bf16Src<'_>,
+        input_dims: [usize; 4],
+        mut out: Bf16Dst<'_>,
+        residual: Option<Bf16Src<'_>>,
+        relu: bool,
+    ) -> Result<(), KernelError> {
+        let geom = self.check_io(&input, input_dims, &out, residual.as_ref())?;
         let [o, cg, kh, kw] = self.weight_dims;
-        let [n, c, _, _] = input_dims;
+        let [n, c, h, w] = input_dims;
         let [_, _, oh, ow] = geom.output;
         let og = o / self.params.groups;
         let k = self.depth();
+        // The activation at unpadded pixel `s`, channel `ch`, as the kernel reads it.
+        let value = |s: usize, ch: usize| match input {
+            Bf16Src::F32(x) => read(round(x[s * c + ch])),
+            Bf16Src::Bf16 { words, pad } => read(half(words, padded(s, h, w, pad) * c + ch)),
+        };
+        let res = |r: usize, ch: usize| match residual {
+            None => 0.0,
+            Some(Bf16Src::F32(res)) => res[r * o + ch],
+            Some(Bf16Src::Bf16 { words, pad }) => {
+                widen(half(words, padded(r, oh, ow, pad) * o + ch))
+            }
+        };
+        if let Bf16Dst::Bf16 { words, .. } = &mut out {
+            words.fill(0);
+        }
         let mut a = vec![0.0f32; k + 1];
         for r in 0..n * oh * ow {
             for (gi, rhs) in self.groups.iter().enumerate() {
@@ -362,16 +386,15 @@ impl Bf16Conv {
                         let at = (ky * kw + kx) * cg;
                         let src = self.source(&geom, r, ky, kx);
                         for ci in 0..cg {
-                            a[at + ci] =
-                                src.map_or(0.0, |s| read(round(input[s * c + gi * cg + ci])));
+                            a[at + ci] = src.map_or(0.0, |s| value(s, gi * cg + ci));
                         }
                     }
                 }
                 a[k] = 0.0;
                 for j in 0..og {
                     let ch = gi * og + j;
-                    let mut acc = match epilogue.residual() {
-                        Some(res) => self.bias[ch] + res[r * o + ch],
+                    let mut acc = match residual {
+                        Some(_) => self.bias[ch] + res(r, ch),
                         None => self.bias[ch],
                     };
                     let wt = |kk: usize| rhs.get(kk, j).unwrap_or(0.0);
@@ -379,10 +402,17 @@ impl Bf16Conv {
                         acc = flush(acc + a[2 * p + 1] * wt(2 * p + 1));
                         acc = flush(acc + a[2 * p] * wt(2 * p));
                     }
-                    if epilogue.applies_relu() && acc <= 0.0 {
+                    if relu && acc <= 0.0 {
                         acc = 0.0;
                     }
-                    out[r * o + ch] = acc;
+                    match &mut out {
+                        Bf16Dst::F32(y) => y[r * o + ch] = acc,
+                        Bf16Dst::Bf16 { words, pad } => {
+                            let i = padded(r, oh, ow, *pad) * o + ch;
+                            let shift = 16 * (i % 2);
+                            words[i / 2] |= u32::from(round(acc)) << shift;
+                        }
+                    }
                 }
             }
         }
@@ -392,15 +422,7 @@ impl Bf16Conv {
     /// Run on an NHWC input of logical dims `input_dims` (`[N, C, H, W]`), writing the NHWC
     /// output: `out = epilogue(conv(x) + bias)`, in bf16 products on `vdpbf16ps`; bitwise
     /// [`Bf16Conv::run_naive`]'s output, for any split of the work over `ctx`'s threads.
-    ///
-    /// Three ways, one order of summation: a 1x1, stride-1, unpadded, ungrouped convolution
-    /// with an even channel count rounds each task's input rows (a block of output pixels,
-    /// sized to stay in L2) into the thread's scratch and multiplies them there; any other
-    /// ungrouped one with an even channel count rounds the input once into a zero-padded copy
-    /// and reads each tile's rows in place there (one offset per kernel tap); the rest (odd
-    /// channel counts such as the RGB stem's, groups) round the input once and gather each
-    /// task's im2col rows into the thread's scratch. The rounded copies' words come from the
-    /// scratch's buffer pool.
+    /// [`Bf16Conv::run_io`] with f32 buffers.
     ///
     /// # Errors
     /// [`KernelError`] when the buffers do not fit the geometry.
@@ -413,29 +435,76 @@ impl Bf16Conv {
         out: &mut [f32],
         epilogue: Epilogue<'_>,
     ) -> Result<(), KernelError> {
-        let geom = self.check(input, input_dims, out, &epilogue)?;
+        self.run_io(
+            cpu,
+            ctx,
+            Bf16Src::F32(input),
+            input_dims,
+            Bf16Dst::F32(out),
+            epilogue.residual().map(Bf16Src::F32),
+            epilogue.applies_relu(),
+        )
+    }
+
+    /// Run on an input of logical dims `input_dims` (`[N, C, H, W]`) held as f32 or as a bf16
+    /// map, writing f32 or a bf16 map (its border zeroed):
+    /// `out = relu?(conv(x) + bias + residual)`, in bf16 products on `vdpbf16ps`; bitwise
+    /// [`Bf16Conv::run_naive_io`]'s output, for any split of the work over `ctx`'s threads.
+    ///
+    /// Bf16 maps between convolutions halve the bytes an activation costs and spare the
+    /// consumer its rounding pass: a bf16 input is read where it lies when its border is at
+    /// least the convolution's padding (else copied once with the padding it needs), and a
+    /// bf16 output is rounded in the register tile. Values are the same as an f32 output
+    /// rounded by the next convolution; only a residual read from a bf16 map differs from its
+    /// f32 original (by its rounding).
+    ///
+    /// Three ways, one order of summation: a 1x1, stride-1, unpadded, ungrouped convolution
+    /// with an even channel count reads its rows in place from an unpadded bf16 input, or
+    /// rounds each task's rows (a block of output pixels, sized to stay in L2) into the
+    /// thread's scratch; any other ungrouped one with an even channel count reads each tile's
+    /// rows in place from a zero-padded bf16 input (one offset per kernel tap), rounding an
+    /// f32 input into such a copy first; the rest (odd channel counts such as the RGB stem's,
+    /// groups) gather each task's im2col rows into the thread's scratch from an unpadded bf16
+    /// copy. Copies take their words from the scratch's buffer pool.
+    ///
+    /// # Errors
+    /// [`KernelError`] when the buffers do not fit the geometry, or a bf16 map has an odd
+    /// channel count.
+    #[allow(clippy::too_many_arguments)]
+    pub fn run_io(
+        &self,
+        cpu: Bf16Cpu,
+        ctx: &Ctx<'_>,
+        input: Bf16Src<'_>,
+        input_dims: [usize; 4],
+        out: Bf16Dst<'_>,
+        residual: Option<Bf16Src<'_>>,
+        relu: bool,
+    ) -> Result<(), KernelError> {
+        let geom = self.check_io(&input, input_dims, &out, residual.as_ref())?;
         let _ = cpu;
         #[cfg(target_arch = "x86_64")]
         {
-            self.run_x86(ctx, &geom, input, out, epilogue);
+            self.run_x86(ctx, &geom, input, out, residual, relu);
             Ok(())
         }
         #[cfg(not(target_arch = "x86_64"))]
         {
-            let _ = (ctx, geom, out);
+            let _ = (ctx, geom, input, out, residual, relu);
             unreachable!("Bf16Cpu::detect returns None off x86-64")
         }
     }
 
-    /// [`Bf16Conv::run`] once the buffers are checked.
+    /// [`Bf16Conv::run_io`] once the buffers are checked.
     #[cfg(target_arch = "x86_64")]
     fn run_x86(
         &self,
         ctx: &Ctx<'_>,
         geom: &ConvGeometry,
-        input: &[f32],
-        out: &mut [f32],
-        epi: Epilogue<'_>,
+        input: Bf16Src<'_>,
+        out: Bf16Dst<'_>,
+        residual: Option<Bf16Src<'_>>,
+        relu: bool,
     ) {
         let [o, _, kh, kw] = self.weight_dims;
         let [n, c, _, _] = geom.input;
@@ -443,6 +512,8 @@ impl Bf16Conv {
         let g = self.params.groups;
         let og = o / g;
         let m = n * oh * ow;
+        let dst = OutMap::new(out, geom.output);
+        let res = ResMap::new(residual, geom.output);
         if m == 0 {
             return;
         }
@@ -453,31 +524,30 @@ impl Bf16Conv {
             && kh == 1
             && kw == 1
             && self.params.stride == [1, 1]
-            && self.params.padding == [0, 0];
+            && self.params.padding == [0, 0]
+            && !matches!(input, Bf16Src::Bf16 { pad, .. } if pad != [0, 0]);
         if in_place && !direct {
-            self.run_in_place(ctx, geom, input, out, epi);
+            self.run_in_place(ctx, geom, input, dst, res, relu);
             return;
         }
 
-        // The input in bf16, two channels per word (an f32 buffer of the pool, as words); a
-        // 1x1 convolution rounds each task's rows in its own scratch instead (read once, they
-        // need no copy of the whole input in memory).
-        let len = if direct { 0 } else { input.len().div_ceil(2) };
-        let held = pooled_words(ctx, len, ROUND_CHUNK, |i, w| {
-            let at = i * ROUND_CHUNK * 2;
-            let end = (at + w.len() * 2).min(input.len());
-            // SAFETY: `Bf16Cpu` was detected (`run` takes its token).
-            unsafe { round_pairs(&input[at..end], w) };
-        });
-        let words = as_words(&held);
+        // The input in bf16 without a border (an f32 buffer of the pool, as words, unless the
+        // input is such a map); a 1x1 convolution on an f32 input rounds each task's rows in
+        // its own scratch instead (read once, they need no copy of the whole input).
+        let held = match input {
+            Bf16Src::F32(_) if direct => Held::Borrowed(&[]),
+            _ => prepare(ctx, input, geom.input, [0, 0], true).0,
+        };
+        let words = held.words();
 
         // Tasks: blocks of output rows, times groups, times (on few blocks) column chunks.
-        let blocks = m.div_ceil(rows_per_task(pairs, og, epi.residual().is_some()));
+        let blocks = m.div_ceil(rows_per_task(pairs, og, res.is_some()));
         let rows = m.div_ceil(blocks);
         let (chunk, chunks) = column_chunks(blocks * g, og, ctx.par.threads());
         let tasks = blocks * g * chunks;
-        let dst = OutPtr(out.as_mut_ptr());
-        let relu = epi.applies_relu();
+        // A tile stays within one output row when a map has a border (its rows are then one
+        // stride apart in memory).
+        let split = dst.padded() || res.padded();
         let task = |t: usize| {
             let (block, rest) = (t / (g * chunks), t % (g * chunks));
             let (gi, ck) = (rest / chunks, rest % chunks);
@@ -489,13 +559,20 @@ impl Bf16Conv {
                 for panel in j0 / NR..j1.div_ceil(NR) {
                     let cols = NR.min(og - panel * NR);
                     let b = rhs.data[panel * pairs * NR..].as_ptr();
-                    for i in (0..nr).step_by(super::MR) {
+                    let mut i = 0;
+                    while i < nr {
+                        let mut mr = super::MR.min(nr - i);
+                        if split {
+                            mr = mr.min(ow - (r0 + i) % ow);
+                        }
+                        let (r, col) = (r0 + i, gi * og + panel * NR);
                         // SAFETY: `Bf16Cpu` detected; `a` holds `nr` rows of `pairs` words
                         // `lda` apart; the panel `pairs * NR` words; the output rows
-                        // r0 + i.. and columns of this panel are the task's own.
+                        // r0 + i.. and columns of this panel are the task's own, one stride
+                        // apart (within one output row when a map has a border).
                         unsafe {
                             super::tile(
-                                super::MR.min(nr - i),
+                                mr,
                                 cols,
                                 super::ARows {
                                     at: a.add(i * lda),
@@ -504,16 +581,23 @@ impl Bf16Conv {
                                     pairs,
                                 },
                                 b,
-                                dst.at((r0 + i) * o + gi * og + panel * NR),
+                                dst.store(r, col),
                                 o,
-                                self.start(&epi, r0 + i, gi * og + panel * NR),
+                                self.start(&res, r, col),
                                 relu,
                             );
                         }
+                        i += mr;
                     }
                 }
             };
-            if direct {
+            if direct && !words.is_empty() {
+                // An unpadded bf16 input: the rows where they lie.
+                product(words[r0 * (c / 2)..].as_ptr(), c / 2);
+            } else if direct {
+                let Bf16Src::F32(input) = input else {
+                    unreachable!("a bf16 input is held")
+                };
                 ctx.scratch.with(|buf| {
                     let len = nr * c / 2;
                     if buf.len() < len {
@@ -552,37 +636,36 @@ impl Bf16Conv {
             }
         };
         ctx.par.for_each(tasks, task);
-        ctx.scratch.parts().give(held);
+        held.give(ctx);
     }
 
     /// The sums' start for output row `r` from column `col` on: the bias and, when the output
     /// step has one, the residual (row stride: the output channels).
     #[cfg(target_arch = "x86_64")]
-    fn start(&self, epi: &Epilogue<'_>, r: usize, col: usize) -> super::Start {
-        let o = self.weight_dims[0];
+    fn start(&self, res: &ResMap, r: usize, col: usize) -> super::Start {
         super::Start::Bias {
             bias: self.bias[col..].as_ptr(),
-            res: epi
-                .residual()
-                .map_or(std::ptr::null(), |res| res[r * o + col..].as_ptr()),
-            ldr: o,
+            res: res.at(r, col),
+            ldr: self.weight_dims[0],
         }
     }
 
-    /// [`Bf16Conv::run`] for an ungrouped convolution with an even channel count (any kernel,
-    /// stride, padding and dilation): the input is rounded once into a zero-padded copy, and
-    /// each register tile reads its rows in place there (consecutive output pixels of one
-    /// output row are padded pixels a stride apart, at one word offset per kernel tap), so no
-    /// im2col row is gathered. The depth is summed in the same order as an im2col row's
-    /// (tap-major, channel pairs within a tap), so the result is bitwise the same.
+    /// [`Bf16Conv::run_io`] for an ungrouped convolution with an even channel count (any
+    /// kernel, stride, padding and dilation): each register tile reads its rows in place from
+    /// a zero-padded bf16 input (the input itself when its border is wide enough, else a copy
+    /// with the convolution's padding): consecutive output pixels of one output row are
+    /// padded pixels a stride apart, at one word offset per kernel tap, so no im2col row is
+    /// gathered. The depth is summed in the same order as an im2col row's (tap-major, channel
+    /// pairs within a tap), so the result is bitwise the same.
     #[cfg(target_arch = "x86_64")]
     fn run_in_place(
         &self,
         ctx: &Ctx<'_>,
         geom: &ConvGeometry,
-        input: &[f32],
-        out: &mut [f32],
-        epi: Epilogue<'_>,
+        input: Bf16Src<'_>,
+        dst: OutMap,
+        res: ResMap,
+        relu: bool,
     ) {
         let [o, _, kh, kw] = self.weight_dims;
         let [n, c, h, w] = geom.input;
@@ -590,39 +673,33 @@ impl Bf16Conv {
         let [ph, pw] = self.params.padding;
         let [sy, sx] = self.params.stride;
         let [dy, dx] = self.params.dilation;
-        let (hp, wp, half) = (h + 2 * ph, w + 2 * pw, c / 2);
-        // The padded input in bf16: `n * hp` rows of `wp` pixels, `half` words each.
-        let held = pooled_words(ctx, n * hp * wp * half, wp * half, |i, row| {
-            let (ni, yp) = (i / hp, i % hp);
-            if yp < ph || yp >= ph + h {
-                row.fill(0);
-                return;
+        // The padded input in bf16: `n * hp` rows of `wp` pixels, `half` words each, with a
+        // border of `bp` (at least the convolution's padding).
+        let (held, bp) = prepare(ctx, input, geom.input, [ph, pw], false);
+        let words = held.words();
+        let (hp, wp, half) = (h + 2 * bp[0], w + 2 * bp[1], c / 2);
+        let (offy, offx) = (bp[0] - ph, bp[1] - pw);
+        let mut taps = [0usize; 64];
+        let spill: Vec<usize>;
+        let offset = |t: usize| ((t / kw) * dy * wp + (t % kw) * dx) * half;
+        let taps: &[usize] = if kh * kw <= taps.len() {
+            for (t, v) in taps.iter_mut().enumerate().take(kh * kw) {
+                *v = offset(t);
             }
-            let y = yp - ph;
-            let (left, rest) = row.split_at_mut(pw * half);
-            let (mid, right) = rest.split_at_mut(w * half);
-            left.fill(0);
-            right.fill(0);
-            let from = &input[(ni * h + y) * w * c..][..w * c];
-            // SAFETY: `Bf16Cpu` was detected (`run` takes its token); `w * c` values (even
-            // `c`) into `w * half` words.
-            unsafe { round_pairs(from, mid) };
-        });
-        let words = as_words(&held);
-        let taps: Vec<usize> = (0..kh * kw)
-            .map(|t| ((t / kw) * dy * wp + (t % kw) * dx) * half)
-            .collect();
+            &taps[..kh * kw]
+        } else {
+            spill = (0..kh * kw).map(offset).collect();
+            &spill
+        };
 
         // Tasks: blocks of output rows of one image, times (on few blocks) column chunks.
-        let per_task = (TASK_OUT_BYTES / (o * 4 * (1 + usize::from(epi.residual().is_some()))))
+        let per_task = (TASK_OUT_BYTES / (o * 4 * (1 + usize::from(res.is_some()))))
             .div_ceil(ow)
             .max(1);
         let blocks_per_image = oh.div_ceil(per_task.min(oh));
         let rows = oh.div_ceil(blocks_per_image);
         let blocks = n * blocks_per_image;
         let (chunk, chunks) = column_chunks(blocks, o, ctx.par.threads());
-        let dst = OutPtr(out.as_mut_ptr());
-        let relu = epi.applies_relu();
         let rhs = &self.groups[0];
         let pairs = self.depth() / 2;
         let task = |t: usize| {
@@ -637,13 +714,15 @@ impl Bf16Conv {
                 for oy in y0..y1 {
                     for ox in (0..ow).step_by(super::MR) {
                         let r = (ni * oh + oy) * ow + ox;
-                        let at = ((ni * hp + oy * sy) * wp + ox * sx) * half;
+                        let at = ((ni * hp + oy * sy + offy) * wp + ox * sx + offx) * half;
                         // SAFETY: `Bf16Cpu` detected; the tile's rows (output pixels ox..
                         // of row oy) read padded pixels within the image's `hp x wp`
-                        // (`oy * sy + ky * dy < hp` and `ox * sx + kx * dx < wp` for every
-                        // output pixel and tap, by the geometry); the panel holds `pairs * NR`
-                        // words; output (and residual) rows r.. and this panel's columns are
-                        // the task's own, inside `out` (checked lengths).
+                        // (`oy * sy + ky * dy < h + 2 * ph` and `ox * sx + kx * dx <
+                        // w + 2 * pw` for every output pixel and tap, by the geometry, and
+                        // the border `bp` is at least the padding); the panel holds
+                        // `pairs * NR` words; output (and residual) pixels r.. of one output
+                        // row, one stride apart, and this panel's columns are the task's own,
+                        // inside their maps (checked lengths).
                         unsafe {
                             super::tile(
                                 super::MR.min(ow - ox),
@@ -651,13 +730,13 @@ impl Bf16Conv {
                                 super::ARows {
                                     at: words.as_ptr().add(at),
                                     lda: sx * half,
-                                    taps: &taps,
+                                    taps,
                                     pairs: half,
                                 },
                                 b,
-                                dst.at(r * o + panel * NR),
+                                dst.store(r, panel * NR),
                                 o,
-                                self.start(&epi, r, panel * NR),
+                                self.start(&res, r, panel * NR),
                                 relu,
                             );
                         }
@@ -666,7 +745,326 @@ impl Bf16Conv {
             }
         };
         ctx.par.for_each(blocks * chunks, task);
-        ctx.scratch.parts().give(held);
+        held.give(ctx);
+    }
+}
+
+/// The pixel index, in a map with a border of `pad`, of unpadded pixel `s` (flat over images,
+/// rows and columns) of an `h x w` grid.
+fn padded(s: usize, h: usize, w: usize, pad: [usize; 2]) -> usize {
+    if pad == [0, 0] {
+        return s;
+    }
+    let (ni, pix) = (s / (h * w), s % (h * w));
+    (ni * (h + 2 * pad[0]) + pix / w + pad[0]) * (w + 2 * pad[1]) + pix % w + pad[1]
+}
+
+/// Value `i` of a bf16 map (low half first).
+fn half(words: &[u32], i: usize) -> u16 {
+    (words[i / 2] >> (16 * (i % 2))) as u16
+}
+
+/// Words of a bf16 map of logical dims `dims` (`[N, C, H, W]`, `C` even) with a border of
+/// `pad`: NHWC bf16 values, two channels per word (channel `2q` in the low half of word `q`
+/// of its pixel), each image `H + 2 pad[0]` rows of `W + 2 pad[1]` pixels, the border zero.
+/// This is the layout of [`Bf16Src::Bf16`] and [`Bf16Dst::Bf16`].
+///
+/// ```
+/// use resnet_kernels::bf16::map_words;
+/// assert_eq!(map_words([2, 4, 3, 3], [1, 1])?, 2 * 5 * 5 * 2);
+/// assert!(map_words([1, 3, 3, 3], [0, 0]).is_err()); // odd channel count
+/// # Ok::<(), resnet_kernels::KernelError>(())
+/// ```
+///
+/// # Errors
+/// [`KernelError::Geometry`] for an odd channel count or a size past memory.
+pub fn map_words(dims: [usize; 4], pad: [usize; 2]) -> Result<usize, KernelError> {
+    let [n, c, h, w] = dims;
+    if !c.is_multiple_of(2) {
+        return Err(KernelError::Geometry(format!(
+            "a bf16 map holds channel pairs: {c} channels is odd"
+        )));
+    }
+    let hp = h.checked_add(pad[0].saturating_mul(2));
+    let wp = w.checked_add(pad[1].saturating_mul(2));
+    match (hp, wp) {
+        (Some(hp), Some(wp)) => size("bf16 map", &[n, hp, wp, c / 2]),
+        _ => Err(KernelError::Geometry(format!(
+            "bf16 map {dims:?} with border {pad:?} is too large"
+        ))),
+    }
+}
+
+/// The f32 values of a bf16 map (logical dims `dims`, border `pad`; see [`map_words`]) as an
+/// unpadded NHWC tensor, exactly.
+///
+/// ```
+/// use resnet_kernels::bf16::{map_to_f32, map_words};
+/// // One pixel of two channels in a border of one: 1.0 and -2.0 in the middle word.
+/// let mut words = vec![0u32; map_words([1, 2, 1, 1], [1, 1])?];
+/// words[4] = 0x3f80 | (0xc000 << 16);
+/// let mut out = [0.0f32; 2];
+/// map_to_f32(&words, [1, 2, 1, 1], [1, 1], &mut out)?;
+/// assert_eq!(out, [1.0, -2.0]);
+/// # Ok::<(), resnet_kernels::KernelError>(())
+/// ```
+///
+/// # Errors
+/// [`KernelError`] when the buffers do not fit the dims.
+pub fn map_to_f32(
+    words: &[u32],
+    dims: [usize; 4],
+    pad: [usize; 2],
+    out: &mut [f32],
+) -> Result<(), KernelError> {
+    check_words("bf16 map", words, map_words(dims, pad)?)?;
+    let [n, c, h, w] = dims;
+    check_len("bf16 map values", out, size("bf16 map", &[n, h, w, c])?)?;
+    for (s, px) in out.chunks_exact_mut(c.max(1)).enumerate() {
+        let at = padded(s, h, w, pad) * c;
+        for (ch, v) in px.iter_mut().enumerate() {
+            *v = widen(half(words, at + ch));
+        }
+    }
+    Ok(())
+}
+
+fn check_words(what: &'static str, words: &[u32], expected: usize) -> Result<(), KernelError> {
+    if words.len() == expected {
+        Ok(())
+    } else {
+        Err(KernelError::BadLength {
+            what,
+            expected,
+            found: words.len(),
+        })
+    }
+}
+
+/// Activations a [`Bf16Conv`] reads: its input, or the residual its output step adds.
+#[derive(Debug, Clone, Copy)]
+pub enum Bf16Src<'a> {
+    /// f32 values, NHWC (rounded to bf16 where they are multiplied; a residual is added as
+    /// it is).
+    F32(&'a [f32]),
+    /// A bf16 map (layout: [`map_words`]) with a border of `pad` (rows, columns).
+    Bf16 {
+        /// The map's words.
+        words: &'a [u32],
+        /// Its border.
+        pad: [usize; 2],
+    },
+}
+
+/// Where a [`Bf16Conv`] writes its output.
+#[derive(Debug)]
+pub enum Bf16Dst<'a> {
+    /// f32 values, NHWC.
+    F32(&'a mut [f32]),
+    /// A bf16 map (layout: [`map_words`]) with a border of `pad`, written whole (the border
+    /// zero): each output value rounded to bf16 as the next convolution would round it.
+    Bf16 {
+        /// The map's words.
+        words: &'a mut [u32],
+        /// Its border.
+        pad: [usize; 2],
+    },
+}
+
+/// The rounded input a kernel reads: a bf16 map that was given, or a copy of the pool's.
+#[cfg(target_arch = "x86_64")]
+enum Held<'a> {
+    Borrowed(&'a [u32]),
+    Pooled(Vec<f32>),
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Held<'_> {
+    fn words(&self) -> &[u32] {
+        match self {
+            Held::Borrowed(w) => w,
+            Held::Pooled(v) => as_words(v),
+        }
+    }
+
+    /// Hand a pooled copy back.
+    fn give(self, ctx: &Ctx<'_>) {
+        if let Held::Pooled(v) = self {
+            ctx.scratch.parts().give(v);
+        }
+    }
+}
+
+/// The input of logical dims `dims` as a bf16 map with a border of `want` (exactly, or at
+/// least when not `exact`), and the border it has: a given bf16 map that fits as it is, else
+/// a copy (rounded from f32, or moved to the wanted border) in the pool's words. An f32 input
+/// without a border is rounded flat, as pairs of consecutive values (any channel count).
+#[cfg(target_arch = "x86_64")]
+fn prepare<'a>(
+    ctx: &Ctx<'_>,
+    input: Bf16Src<'a>,
+    dims: [usize; 4],
+    want: [usize; 2],
+    exact: bool,
+) -> (Held<'a>, [usize; 2]) {
+    let [n, c, h, w] = dims;
+    if let Bf16Src::Bf16 { words, pad } = input
+        && (pad == want || (!exact && pad[0] >= want[0] && pad[1] >= want[1]))
+    {
+        return (Held::Borrowed(words), pad);
+    }
+    if let (Bf16Src::F32(x), [0, 0]) = (input, want) {
+        let held = pooled_words(ctx, x.len().div_ceil(2), ROUND_CHUNK, |i, words| {
+            let at = i * ROUND_CHUNK * 2;
+            let end = (at + words.len() * 2).min(x.len());
+            // SAFETY: `Bf16Cpu` was detected (the kernels take its token).
+            unsafe { round_pairs(&x[at..end], words) };
+        });
+        return (Held::Pooled(held), want);
+    }
+    // A map with the wanted border (even `c`: checked for bf16 maps, and f32 inputs come here
+    // only from the in-place path).
+    let (hp, wp, half) = (h + 2 * want[0], w + 2 * want[1], c / 2);
+    let held = pooled_words(ctx, n * hp * wp * half, wp * half, |i, row| {
+        let (ni, yp) = (i / hp, i % hp);
+        if yp < want[0] || yp >= want[0] + h {
+            row.fill(0);
+            return;
+        }
+        let y = yp - want[0];
+        let (left, rest) = row.split_at_mut(want[1] * half);
+        let (mid, right) = rest.split_at_mut(w * half);
+        left.fill(0);
+        right.fill(0);
+        match input {
+            Bf16Src::F32(x) => {
+                let from = &x[(ni * h + y) * w * c..][..w * c];
+                // SAFETY: `Bf16Cpu` was detected; `w * c` values (even `c`) into
+                // `w * half` words.
+                unsafe { round_pairs(from, mid) };
+            }
+            Bf16Src::Bf16 { words, pad } => {
+                let at = padded((ni * h + y) * w, h, w, pad) * half;
+                mid.copy_from_slice(&words[at..at + w * half]);
+            }
+        }
+    });
+    (Held::Pooled(held), want)
+}
+
+/// Where a convolution's tasks write: f32 values or a bf16 map, by output pixel.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct OutMap {
+    ptr: super::Store,
+    pad: [usize; 2],
+    /// Output rows and columns.
+    grid: [usize; 2],
+    channels: usize,
+}
+
+// SAFETY: tasks write disjoint parts of the output only (see `Bf16Conv::run_io`).
+#[cfg(target_arch = "x86_64")]
+unsafe impl Send for OutMap {}
+// SAFETY: as above.
+#[cfg(target_arch = "x86_64")]
+unsafe impl Sync for OutMap {}
+
+#[cfg(target_arch = "x86_64")]
+impl OutMap {
+    /// The output of dims `dims`; a bf16 map's border is zeroed here.
+    fn new(out: Bf16Dst<'_>, dims: [usize; 4]) -> Self {
+        let [n, o, oh, ow] = dims;
+        let (ptr, pad) = match out {
+            Bf16Dst::F32(y) => (super::Store::F32(y.as_mut_ptr()), [0, 0]),
+            Bf16Dst::Bf16 { words, pad } => {
+                if pad != [0, 0] {
+                    let (hp, wp, half) = (oh + 2 * pad[0], ow + 2 * pad[1], o / 2);
+                    for (i, row) in words.chunks_exact_mut(wp * half).enumerate() {
+                        let yp = i % hp;
+                        if yp < pad[0] || yp >= pad[0] + oh {
+                            row.fill(0);
+                        } else {
+                            row[..pad[1] * half].fill(0);
+                            row[(pad[1] + ow) * half..].fill(0);
+                        }
+                    }
+                    debug_assert_eq!(words.len(), n * hp * wp * half);
+                }
+                (super::Store::Bf16(words.as_mut_ptr().cast()), pad)
+            }
+        };
+        Self {
+            ptr,
+            pad,
+            grid: [oh, ow],
+            channels: o,
+        }
+    }
+
+    fn padded(&self) -> bool {
+        self.pad != [0, 0]
+    }
+
+    /// Output pixel `r` (flat), column `col`.
+    fn store(&self, r: usize, col: usize) -> super::Store {
+        let i = padded(r, self.grid[0], self.grid[1], self.pad) * self.channels + col;
+        match self.ptr {
+            super::Store::F32(p) => super::Store::F32(p.wrapping_add(i)),
+            super::Store::Bf16(p) => super::Store::Bf16(p.wrapping_add(i)),
+        }
+    }
+}
+
+/// The residual a convolution's tasks add, by output pixel.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct ResMap {
+    ptr: super::Res,
+    pad: [usize; 2],
+    grid: [usize; 2],
+    channels: usize,
+}
+
+// SAFETY: the residual is only read.
+#[cfg(target_arch = "x86_64")]
+unsafe impl Send for ResMap {}
+// SAFETY: as above.
+#[cfg(target_arch = "x86_64")]
+unsafe impl Sync for ResMap {}
+
+#[cfg(target_arch = "x86_64")]
+impl ResMap {
+    fn new(res: Option<Bf16Src<'_>>, dims: [usize; 4]) -> Self {
+        let (ptr, pad) = match res {
+            None => (super::Res::None, [0, 0]),
+            Some(Bf16Src::F32(r)) => (super::Res::F32(r.as_ptr()), [0, 0]),
+            Some(Bf16Src::Bf16 { words, pad }) => (super::Res::Bf16(words.as_ptr().cast()), pad),
+        };
+        Self {
+            ptr,
+            pad,
+            grid: [dims[2], dims[3]],
+            channels: dims[1],
+        }
+    }
+
+    fn is_some(&self) -> bool {
+        !matches!(self.ptr, super::Res::None)
+    }
+
+    fn padded(&self) -> bool {
+        self.pad != [0, 0]
+    }
+
+    /// The residual at output pixel `r` (flat), column `col`.
+    fn at(&self, r: usize, col: usize) -> super::Res {
+        let i = padded(r, self.grid[0], self.grid[1], self.pad) * self.channels + col;
+        match self.ptr {
+            super::Res::None => super::Res::None,
+            super::Res::F32(p) => super::Res::F32(p.wrapping_add(i)),
+            super::Res::Bf16(p) => super::Res::Bf16(p.wrapping_add(i)),
+        }
     }
 }
 

@@ -42,7 +42,7 @@ pub const NR: usize = 32;
 const MR: usize = 12;
 
 mod conv;
-pub use conv::Bf16Conv;
+pub use conv::{Bf16Conv, Bf16Dst, Bf16Src, map_to_f32, map_words};
 
 /// Rounds an f32 to bf16 as `vcvtne2ps2bf16` does: to nearest, ties to even; a denormal
 /// input becomes a zero of its sign; NaN stays NaN (quiet).
@@ -395,7 +395,7 @@ pub fn matmul(
                             pairs,
                         },
                         b.data.as_ptr().add(panel * pairs * NR),
-                        c.as_mut_ptr().add(i * ldc + panel * NR),
+                        Store::F32(c.as_mut_ptr().add(i * ldc + panel * NR)),
                         ldc,
                         if accumulate {
                             Start::Output
@@ -423,15 +423,34 @@ pub fn matmul(
 pub(crate) enum Start {
     /// From zero.
     Zero,
-    /// From the output's values.
+    /// From the output's values (an f32 [`Store`] only).
     Output,
-    /// From `bias[j]` (the panel's columns at `bias`), plus `res[r * ldr + j]` when `res`
-    /// is not null: a convolution's output step, as `bias + res` in f32.
+    /// From `bias[j]` (the panel's columns at `bias`), plus the residual's value at row `r`,
+    /// column `j` (`r * ldr + j` from its pointer) when there is one: a convolution's output
+    /// step, as `bias + res` in f32.
     Bias {
         bias: *const f32,
-        res: *const f32,
+        res: Res,
         ldr: usize,
     },
+}
+
+/// A register tile's residual: none, f32 values, or bf16 values widened exactly to f32.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) enum Res {
+    None,
+    F32(*const f32),
+    Bf16(*const u16),
+}
+
+/// Where a register tile stores its sums: row `r`, column `j` at `r * ldc + j` from the
+/// pointer, as f32 values or rounded to bf16 (to nearest even, as [`round`]).
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) enum Store {
+    F32(*mut f32),
+    Bf16(*mut u16),
 }
 
 /// The rows of `A` a register tile reads: row `r`'s depth is the segments at word offsets
@@ -452,8 +471,8 @@ pub(crate) struct ARows<'t> {
 
 /// One register tile: rows `0..mr` (at most [`MR`]) of `A` (as `a` says) against one panel of
 /// `B` (at `b`, `a.taps.len() * a.pairs` pairs deep), columns `0..cols` (at most [`NR`])
-/// of `C` (at `c`, row stride `ldc`), the sums starting as `start` says; ReLU on them before
-/// they are stored when `relu`. A kernel compiled for exactly `mr` rows runs it: a short
+/// of `C` (as `c` says, row stride `ldc` values), the sums starting as `start` says; ReLU on
+/// them before they are stored when `relu`. A kernel compiled for exactly `mr` rows runs it: a short
 /// tile (49 output pixels are 4 x 12 + 1) costs its rows, not a full tile's.
 ///
 /// # Safety
@@ -465,7 +484,7 @@ pub(crate) unsafe fn tile(
     cols: usize,
     a: ARows<'_>,
     b: *const u32,
-    c: *mut f32,
+    c: Store,
     ldc: usize,
     start: Start,
     relu: bool,
@@ -487,10 +506,11 @@ pub(crate) unsafe fn tile(
 /// # Safety
 /// AVX512-F and AVX512-BF16 present; `a` readable for `R` rows (`a.pairs` words at each of
 /// `a.taps` from `a.at + r * a.lda`), `b` for `a.taps.len() * a.pairs * NR` words, `c`
-/// readable and writable at `r * ldc + j` for `r < R`, `j < cols`; for [`Start::Bias`], `bias`
-/// readable for `cols` values and a non-null `res` at `r * ldr + j` alike.
+/// writable (and, for [`Start::Output`], readable) at `r * ldc + j` for `r < R`, `j < cols`;
+/// for [`Start::Bias`], `bias` readable for `cols` values and the residual at `r * ldr + j`
+/// alike.
 #[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx512f,avx512bf16")]
+#[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
 // Indexed loops of fixed trip counts: they unroll, so that `acc` stays in registers (with
 // loops over a run-time row count it went to the stack, and the kernel ran at half speed).
@@ -499,7 +519,7 @@ unsafe fn tile_rows<const R: usize>(
     cols: usize,
     a: ARows<'_>,
     b: *const u32,
-    c: *mut f32,
+    c: Store,
     ldc: usize,
     start: Start,
     relu: bool,
@@ -517,10 +537,25 @@ unsafe fn tile_rows<const R: usize>(
     } else {
         0
     };
+    let m32: __mmask32 = u32::from(m0) | (u32::from(m1) << 16);
+    // 32 bf16 values at `p` (masked to `cols`), widened exactly to two f32 vectors.
+    let widen2 = |p: *const u16| {
+        // SAFETY: the caller's pointer, `cols` values (masked).
+        let v = unsafe { _mm512_maskz_loadu_epi16(m32, p.cast()) };
+        let lo = _mm512_cvtepu16_epi32(_mm512_castsi512_si256(v));
+        let hi = _mm512_cvtepu16_epi32(_mm512_extracti64x4_epi64::<1>(v));
+        [
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(lo)),
+            _mm512_castsi512_ps(_mm512_slli_epi32::<16>(hi)),
+        ]
+    };
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     match start {
         Start::Zero => {}
         Start::Output => {
+            let Store::F32(c) = c else {
+                unreachable!("sums start from the output's values in f32 only")
+            };
             for r in 0..R {
                 // SAFETY: row r < R of `c`, columns masked below `cols`.
                 unsafe {
@@ -538,15 +573,21 @@ unsafe fn tile_rows<const R: usize>(
                 ]
             };
             for r in 0..R {
-                acc[r] = b;
-                if !res.is_null() {
+                let add = match res {
+                    Res::None => None,
                     // SAFETY: row r < R of `res`, columns masked below `cols`.
-                    unsafe {
-                        let r0 = _mm512_maskz_loadu_ps(m0, res.add(r * ldr));
-                        let r1 = _mm512_maskz_loadu_ps(m1, res.wrapping_add(r * ldr + 16));
-                        acc[r] = [_mm512_add_ps(b[0], r0), _mm512_add_ps(b[1], r1)];
-                    }
-                }
+                    Res::F32(res) => Some(unsafe {
+                        [
+                            _mm512_maskz_loadu_ps(m0, res.add(r * ldr)),
+                            _mm512_maskz_loadu_ps(m1, res.wrapping_add(r * ldr + 16)),
+                        ]
+                    }),
+                    Res::Bf16(res) => Some(widen2(res.wrapping_add(r * ldr))),
+                };
+                acc[r] = match add {
+                    None => b,
+                    Some([r0, r1]) => [_mm512_add_ps(b[0], r0), _mm512_add_ps(b[1], r1)],
+                };
             }
         }
     }
@@ -594,11 +635,25 @@ unsafe fn tile_rows<const R: usize>(
             }
         }
     }
-    for (r, row) in acc.iter().enumerate() {
-        // SAFETY: row r < R of `c`, columns masked below `cols`.
-        unsafe {
-            _mm512_mask_storeu_ps(c.add(r * ldc), m0, row[0]);
-            _mm512_mask_storeu_ps(c.wrapping_add(r * ldc + 16), m1, row[1]);
+    match c {
+        Store::F32(c) => {
+            for (r, row) in acc.iter().enumerate() {
+                // SAFETY: row r < R of `c`, columns masked below `cols`.
+                unsafe {
+                    _mm512_mask_storeu_ps(c.add(r * ldc), m0, row[0]);
+                    _mm512_mask_storeu_ps(c.wrapping_add(r * ldc + 16), m1, row[1]);
+                }
+            }
+        }
+        Store::Bf16(c) => {
+            for (r, row) in acc.iter().enumerate() {
+                // Columns 0..16 in the low half, 16..32 in the high half.
+                let v: __m512i =
+                    // SAFETY: same-size reinterpretation of a bf16 vector as integers.
+                    unsafe { std::mem::transmute(_mm512_cvtne2ps_pbh(row[1], row[0])) };
+                // SAFETY: row r < R of `c`, columns masked below `cols`.
+                unsafe { _mm512_mask_storeu_epi16(c.add(r * ldc).cast(), m32, v) };
+            }
         }
     }
 }
