@@ -55,6 +55,9 @@ pub(crate) struct BoundPlan {
     pub(crate) steps: Vec<Bound>,
     pub(crate) backend: Backend,
     pub(crate) precision: Precision,
+    /// Per step: the border of the bf16 map its output is kept in, or `None` for f32 (see
+    /// [`bf16_storage`]).
+    pub(crate) storage: Vec<Option<[usize; 2]>>,
 }
 
 impl BoundPlan {
@@ -86,13 +89,57 @@ impl BoundPlan {
             .iter()
             .map(|step| bind(step, src, backend, bf16))
             .collect::<Result<Vec<_>, _>>()?;
+        let storage = bf16_storage(&plan, &steps);
         Ok(Self {
             plan,
             steps,
             backend,
             precision,
+            storage,
         })
     }
+}
+
+/// Which outputs stay in bf16 between convolutions: a bf16 convolution's output (an even
+/// channel count) that only bf16 convolutions read, as their input or their residual, is kept
+/// as a bf16 map ([`resnet_kernels::bf16::map_words`]) with the widest border its readers'
+/// padding asks for (none for grouped readers, which gather). It costs half the bytes of f32
+/// and spares each reader its rounding pass; the values its readers multiply are the same
+/// (they round their input to bf16 anyway), and a residual is added as its bf16 rounding.
+/// Outputs that anything else reads (pooling, a named output, the classifier) stay f32.
+fn bf16_storage(plan: &Plan, bound: &[Bound]) -> Vec<Option<[usize; 2]>> {
+    let steps = plan.steps();
+    (0..steps.len())
+        .map(|i| {
+            let (Step::Conv(c), Bound::Bf16Conv(..)) = (&steps[i], &bound[i]) else {
+                return None;
+            };
+            if !c.conv.out_channels.is_multiple_of(2) {
+                return None;
+            }
+            let d = c.dst;
+            let mut pad = [0, 0];
+            let mut read = false;
+            for (step, b) in steps.iter().zip(bound).skip(i + 1) {
+                let reads =
+                    step.src() == Some(d) || matches!(step, Step::Conv(r) if r.residual == Some(d));
+                if reads {
+                    let (Step::Conv(r), Bound::Bf16Conv(..)) = (step, b) else {
+                        return None;
+                    };
+                    read = true;
+                    if r.src == d && r.conv.groups == 1 {
+                        pad[0] = pad[0].max(r.conv.padding);
+                        pad[1] = pad[1].max(r.conv.padding);
+                    }
+                }
+                if step.dst() == Some(d) {
+                    break;
+                }
+            }
+            read.then_some(pad)
+        })
+        .collect()
 }
 
 /// The parameters of `step` from `src`, in the form `backend` runs them.

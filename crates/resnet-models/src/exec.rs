@@ -5,6 +5,7 @@
 use crate::bound::{Bound, BoundPlan, NaiveConv};
 use crate::plan::{Plan, Step};
 use crate::{Backend, ModelError};
+use resnet_kernels::bf16::{Bf16Dst, Bf16Src, as_words, as_words_mut, map_words};
 use resnet_kernels::fast::{self, Ctx, Epilogue, Par, Scratch};
 use resnet_kernels::{ConvGeometry, Cpu, PoolGeometry, naive};
 use resnet_tensor::{Layout, Tensor, TensorView};
@@ -138,7 +139,9 @@ impl Observer for Keep<'_> {
 #[derive(Debug, Default)]
 struct Workspace {
     bufs: Vec<Vec<f32>>,
-    dims: Vec<([usize; 4], bool)>,
+    /// Per slot: the dims of the values it holds, whether they are flat, and the border of
+    /// the bf16 map they are kept in (`None`: f32).
+    dims: Vec<([usize; 4], bool, Option<[usize; 2]>)>,
     scratch: Scratch,
     /// Input dims this workspace has sized its scratch for (at most 64: a server may see
     /// many sizes; a forgotten one is sized again, which costs one pass over the plan).
@@ -256,7 +259,7 @@ impl Executor {
     ) -> Result<(), ModelError> {
         if ws.bufs.len() < plan.slots() {
             ws.bufs.resize_with(plan.slots(), Vec::new);
-            ws.dims.resize(plan.slots(), ([0; 4], false));
+            ws.dims.resize(plan.slots(), ([0; 4], false, None));
         }
         if ws.scratch.threads() != self.threads {
             ws.scratch = Scratch::new(self.threads);
@@ -296,6 +299,7 @@ impl Executor {
             plan,
             steps: bound,
             backend,
+            storage,
             ..
         } = net;
         let backend = *backend;
@@ -315,9 +319,10 @@ impl Executor {
         for (index, (step, bound)) in plan.steps().iter().zip(bound).enumerate() {
             let t0 = Instant::now();
             let (input, flat_in) = match step.src() {
-                Some(s) => slot_dims[s.0],
+                Some(s) => (slot_dims[s.0].0, slot_dims[s.0].1),
                 None => (dims, false),
             };
+            let keep = storage[index];
             let output = step.output_dims(input)?;
             let mut algo = None;
             let mut values = None;
@@ -326,33 +331,60 @@ impl Executor {
             let dst_slot = step.dst();
             let mut out = dst_slot.map_or_else(Vec::new, |d| std::mem::take(&mut bufs[d.0]));
             let result = (|| -> Result<(), ModelError> {
+                let len = match keep {
+                    // f32-sized words of a bf16 map.
+                    Some(pad) => map_words(output, pad)?,
+                    None => numel(output),
+                };
                 let dst = match dst_slot {
-                    Some(_) => slot(&mut out, numel(output)),
+                    Some(_) => slot(&mut out, len),
                     None => &mut [],
                 };
-                let src =
-                    |s: crate::plan::Slot| -> &[f32] { &bufs[s.0][..numel(slot_dims[s.0].0)] };
+                // A slot's f32 values (a bf16 map is read by bf16 convolutions only).
+                let src = |s: crate::plan::Slot| -> Result<&[f32], ModelError> {
+                    match slot_dims[s.0] {
+                        (d, _, None) => Ok(&bufs[s.0][..numel(d)]),
+                        (_, _, Some(_)) => Err(ModelError::Config(format!(
+                            "step {index} ({}) reads {s}, which holds bf16 values",
+                            step.name()
+                        ))),
+                    }
+                };
+                // A slot as a bf16 convolution reads it: f32 values or a bf16 map.
+                let act = |s: crate::plan::Slot| -> Result<Bf16Src<'_>, ModelError> {
+                    Ok(match slot_dims[s.0] {
+                        (d, _, None) => Bf16Src::F32(&bufs[s.0][..numel(d)]),
+                        (d, _, Some(pad)) => Bf16Src::Bf16 {
+                            words: as_words(&bufs[s.0][..map_words(d, pad)?]),
+                            pad,
+                        },
+                    })
+                };
                 match (step, bound) {
                     (Step::Input { .. }, _) => copy_input(cpu, x, dims, layout, dst)?,
                     (Step::Conv(c), Bound::FastConv(p)) => {
                         algo = Some(p.algorithm());
                         let mut epi = Epilogue::none().with_relu(c.relu);
                         if let Some(r) = c.residual {
-                            epi = epi.with_residual(src(r));
+                            epi = epi.with_residual(src(r)?);
                         }
-                        p.run(&ctx, src(c.src), input, dst, epi)?;
+                        p.run(&ctx, src(c.src)?, input, dst, epi)?;
                     }
                     (Step::Conv(c), Bound::Bf16Conv(p, bf16)) => {
                         algo = Some(p.algorithm());
-                        let mut epi = Epilogue::none().with_relu(c.relu);
-                        if let Some(r) = c.residual {
-                            epi = epi.with_residual(src(r));
-                        }
-                        p.run(*bf16, &ctx, src(c.src), input, dst, epi)?;
+                        let residual = c.residual.map(act).transpose()?;
+                        let dst = match keep {
+                            Some(pad) => Bf16Dst::Bf16 {
+                                words: as_words_mut(dst),
+                                pad,
+                            },
+                            None => Bf16Dst::F32(dst),
+                        };
+                        p.run_io(*bf16, &ctx, act(c.src)?, input, dst, residual, c.relu)?;
                     }
                     (Step::Conv(c), Bound::NaiveConv(nc)) => {
-                        let res = c.residual.map(&src);
-                        naive_conv(c, nc, input, src(c.src), res, dst)?;
+                        let res = c.residual.map(&src).transpose()?;
+                        naive_conv(c, nc, input, src(c.src)?, res, dst)?;
                     }
                     (
                         Step::MaxPool {
@@ -367,31 +399,31 @@ impl Executor {
                         let g =
                             PoolGeometry::new(input, [*kernel; 2], [*stride; 2], [*padding; 2])?;
                         match backend {
-                            Backend::Fast => fast::max_pool2d_nhwc(cpu, par, &g, src(*s), dst)?,
-                            Backend::Naive => naive::max_pool2d(&g, src(*s), dst)?,
+                            Backend::Fast => fast::max_pool2d_nhwc(cpu, par, &g, src(*s)?, dst)?,
+                            Backend::Naive => naive::max_pool2d(&g, src(*s)?, dst)?,
                         }
                     }
                     (Step::GlobalAvgPool { src: s, .. }, _) => match backend {
-                        Backend::Fast => fast::global_avg_pool_nhwc(cpu, input, src(*s), dst)?,
-                        Backend::Naive => naive::adaptive_avg_pool2d(input, [1, 1], src(*s), dst)?,
+                        Backend::Fast => fast::global_avg_pool_nhwc(cpu, input, src(*s)?, dst)?,
+                        Backend::Naive => naive::adaptive_avg_pool2d(input, [1, 1], src(*s)?, dst)?,
                     },
                     (Step::Linear(l), Bound::Bf16Linear(p, bf16)) => {
                         let dims = [input[0], l.in_features, 1, 1];
-                        p.run(*bf16, &ctx, src(l.src), dims, dst, Epilogue::none())?
+                        p.run(*bf16, &ctx, src(l.src)?, dims, dst, Epilogue::none())?
                     }
                     (Step::Linear(l), Bound::FastLinear(p)) => {
-                        p.run(cpu, input[0], src(l.src), dst)?
+                        p.run(cpu, input[0], src(l.src)?, dst)?
                     }
                     (Step::Linear(l), Bound::NaiveLinear { weight, bias }) => naive::linear(
                         [input[0], l.in_features, l.out_features],
-                        src(l.src),
+                        src(l.src)?,
                         weight,
                         Some(bias),
                         dst,
                     )?,
                     (Step::PixelShuffle { src: s, factor, .. }, _) => match backend {
-                        Backend::Fast => fast::pixel_shuffle_nhwc(input, *factor, src(*s), dst)?,
-                        Backend::Naive => naive::pixel_shuffle(input, *factor, src(*s), dst)?,
+                        Backend::Fast => fast::pixel_shuffle_nhwc(input, *factor, src(*s)?, dst)?,
+                        Backend::Naive => naive::pixel_shuffle(input, *factor, src(*s)?, dst)?,
                     },
                     (
                         Step::SubsamplePad {
@@ -406,14 +438,14 @@ impl Executor {
                             input,
                             *stride,
                             *out_channels,
-                            src(*s),
+                            src(*s)?,
                             dst,
                         )?,
                         Backend::Naive => naive::subsample_pad_channels(
                             input,
                             *stride,
                             *out_channels,
-                            src(*s),
+                            src(*s)?,
                             dst,
                         )?,
                     },
@@ -422,7 +454,7 @@ impl Executor {
                             dims: input,
                             flat: flat_in,
                             layout,
-                            data: src(*s),
+                            data: src(*s)?,
                         });
                     }
                     (step, _) => {
@@ -447,7 +479,7 @@ impl Executor {
             if let Some(d) = dst_slot {
                 bufs[d.0] = out;
                 let flat = matches!(step, Step::GlobalAvgPool { .. } | Step::Linear(_));
-                slot_dims[d.0] = (output, flat);
+                slot_dims[d.0] = (output, flat, keep);
             }
             if flow? == Flow::Stop {
                 break;

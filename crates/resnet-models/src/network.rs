@@ -70,6 +70,12 @@ impl Network {
         Ok(self)
     }
 
+    /// Per step: the border of the bf16 map its output is kept in (`None`: f32).
+    #[cfg(test)]
+    pub(crate) fn storage(&self) -> &[Option<[usize; 2]>] {
+        &self.bound.storage
+    }
+
     /// The plan.
     pub fn plan(&self) -> &Plan {
         &self.bound.plan

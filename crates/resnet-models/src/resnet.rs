@@ -465,3 +465,52 @@ pub fn top_k(logits: &Tensor, k: usize) -> Result<Vec<Vec<(usize, f32)>>, ModelE
         })
         .collect())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::Step;
+
+    /// The borders of the outputs kept in bf16, by layer name (`None`: f32).
+    fn storage(net: &ResNet) -> Vec<(String, Option<[usize; 2]>)> {
+        net.plan()
+            .steps()
+            .iter()
+            .zip(net.net.storage())
+            .filter(|(s, _)| matches!(s, Step::Conv(_)))
+            .map(|(s, k)| (s.name().to_string(), *k))
+            .collect()
+    }
+
+    #[test]
+    fn bf16_maps_between_convolutions_only() {
+        if !Precision::Bf16.is_available() {
+            eprintln!("\n!!!!!!!! SKIPPED: no AVX512-BF16: bf16 storage not checked !!!!!!!!\n");
+            return;
+        }
+        let cfg = ResNetConfig::by_name("resnet18", 10).unwrap();
+        let net = ResNet::random_with(&cfg, 1, Backend::Fast, Precision::Bf16).unwrap();
+        let kept = storage(&net);
+        let at = |name: &str| kept.iter().find(|(n, _)| n == name).unwrap().1;
+        // The stem feeds max-pooling, a stage's last block a named output: f32.
+        assert_eq!(at("conv1"), None);
+        assert_eq!(at("layer1.1.conv2"), None);
+        assert_eq!(at("layer4.1.conv2"), None);
+        // Inside a block, and a block read only by the next one (input and residual): maps
+        // with the 3x3 readers' border.
+        assert_eq!(at("layer1.0.conv1"), Some([1, 1]));
+        assert_eq!(at("layer1.0.conv2"), Some([1, 1]));
+        assert_eq!(at("layer2.0.downsample"), Some([0, 0]));
+        let cfg = ResNetConfig::by_name("resnet50", 10).unwrap();
+        let net = ResNet::random_with(&cfg, 1, Backend::Fast, Precision::Bf16).unwrap();
+        let kept = storage(&net);
+        let at = |name: &str| kept.iter().find(|(n, _)| n == name).unwrap().1;
+        assert_eq!(at("layer1.0.conv1"), Some([1, 1]));
+        assert_eq!(at("layer1.0.conv2"), Some([0, 0]));
+        assert_eq!(at("layer1.0.conv3"), Some([0, 0]));
+        assert_eq!(at("layer1.2.conv3"), None);
+        // f32 networks keep f32.
+        let net = ResNet::random(&cfg, 1).unwrap();
+        assert!(storage(&net).iter().all(|(_, k)| k.is_none()));
+    }
+}

@@ -262,46 +262,69 @@ impl Bf16Conv {
             let base = &src[ni * h * w * c + gi * cg..];
             let out = row.as_mut_ptr();
             let interior = x0 >= p.padding[1] && x0 + kw <= w + p.padding[1];
-            for ky in 0..kh {
-                let at = ky * kw * cg;
-                let iy = (y0 + ky * p.dilation[0]).wrapping_sub(p.padding[0]);
-                if iy >= h {
-                    run!(out.wrapping_add(at), none, kw * cg);
-                    continue;
+            if whole_rows
+                && interior
+                && full <= 32
+                && y0 >= p.padding[0]
+                && y0 + (kh - 1) * p.dilation[0] < h + p.padding[0]
+            {
+                // The whole window inside the image: one masked move per kernel row.
+                let from = base[((y0 - p.padding[0]) * w + x0 - p.padding[1]) * c..].as_ptr();
+                for ky in 0..kh {
+                    // SAFETY: kernel row ky of the window, `full` values of input row
+                    // `y0 - padding + ky * dilation < h`, columns `x0 - padding..+ kw <= w`
+                    // (no group: `c` channels each); `full` values of the row from
+                    // `ky * full`.
+                    unsafe {
+                        let v = _mm512_maskz_loadu_epi16(
+                            full_mask,
+                            from.add(ky * p.dilation[0] * w * c).cast(),
+                        );
+                        _mm512_mask_storeu_epi16(out.add(ky * full).cast(), full_mask, v);
+                    }
                 }
-                let line = &base[iy * w * c..];
-                if whole_rows && interior {
-                    let from = line[(x0 - p.padding[1]) * c..][..full].as_ptr();
-                    if full <= 32 {
-                        // SAFETY: `full` values of `from` and of the row from `at`.
-                        unsafe {
-                            let v = _mm512_maskz_loadu_epi16(full_mask, from.cast());
-                            _mm512_mask_storeu_epi16(out.add(at).cast(), full_mask, v);
+            } else {
+                for ky in 0..kh {
+                    let at = ky * kw * cg;
+                    let iy = (y0 + ky * p.dilation[0]).wrapping_sub(p.padding[0]);
+                    if iy >= h {
+                        run!(out.wrapping_add(at), none, kw * cg);
+                        continue;
+                    }
+                    let line = &base[iy * w * c..];
+                    if whole_rows && interior {
+                        let from = line[(x0 - p.padding[1]) * c..][..full].as_ptr();
+                        if full <= 32 {
+                            // SAFETY: `full` values of `from` and of the row from `at`.
+                            unsafe {
+                                let v = _mm512_maskz_loadu_epi16(full_mask, from.cast());
+                                _mm512_mask_storeu_epi16(out.add(at).cast(), full_mask, v);
+                            }
+                        } else {
+                            run!(out.wrapping_add(at), from, full);
                         }
-                    } else {
-                        run!(out.wrapping_add(at), from, full);
+                        continue;
                     }
-                    continue;
-                }
-                if whole_rows {
-                    // Undilated, one group, at the border: the window's run and zeros.
-                    let lo = p.padding[1].saturating_sub(x0).min(kw);
-                    let hi = (w + p.padding[1]).saturating_sub(x0).clamp(lo, kw);
-                    run!(out.wrapping_add(at), none, lo * c);
-                    run!(out.wrapping_add(at + hi * c), none, (kw - hi) * c);
-                    if hi > lo {
-                        let from = &line[(x0 + lo - p.padding[1]) * c..][..(hi - lo) * c];
-                        run!(out.wrapping_add(at + lo * c), from.as_ptr(), from.len());
+                    if whole_rows {
+                        // Undilated, one group, at the border: the window's run and zeros.
+                        let lo = p.padding[1].saturating_sub(x0).min(kw);
+                        let hi = (w + p.padding[1]).saturating_sub(x0).clamp(lo, kw);
+                        run!(out.wrapping_add(at), none, lo * c);
+                        run!(out.wrapping_add(at + hi * c), none, (kw - hi) * c);
+                        if hi > lo {
+                            let from = &line[(x0 + lo - p.padding[1]) * c..][..(hi - lo) * c];
+                            run!(out.wrapping_add(at + lo * c), from.as_ptr(), from.len());
+                        }
+                        continue;
                     }
-                    continue;
-                }
-                for kx in 0..kw {
-                    let ix = (x0 + kx * p.dilation[1]).wrapping_sub(p.padding[1]);
-                    let to = out.wrapping_add(at + kx * cg);
-                    if ix >= w {
-                        run!(to, none, cg);
-                    } else {
-                        run!(to, line[ix * c..][..cg].as_ptr(), cg);
+                    for kx in 0..kw {
+                        let ix = (x0 + kx * p.dilation[1]).wrapping_sub(p.padding[1]);
+                        let to = out.wrapping_add(at + kx * cg);
+                        if ix >= w {
+                            run!(to, none, cg);
+                        } else {
+                            run!(to, line[ix * c..][..cg].as_ptr(), cg);
+                        }
                     }
                 }
             }
@@ -603,10 +626,7 @@ impl Bf16Conv {
                     if buf.len() < len {
                         buf.resize(len, 0.0);
                     }
-                    // SAFETY: f32 and u32 have the same size and alignment; the buffer is this
-                    // thread's.
-                    let rows =
-                        unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast(), len) };
+                    let rows = as_words_mut(&mut buf[..len]);
                     // SAFETY: `Bf16Cpu` was detected; `nr * c` values (even `c`) in `len` words.
                     unsafe { round_pairs(&input[r0 * c..(r0 + nr) * c], rows) };
                     product(buf.as_ptr().cast::<u32>(), c / 2);
@@ -1080,9 +1100,7 @@ fn pooled_words(
 ) -> Vec<f32> {
     use rayon::prelude::*;
     let mut held = ctx.scratch.parts().take(len);
-    // SAFETY: f32 and u32 have the same size and alignment; the buffer is ours.
-    let words =
-        unsafe { std::slice::from_raw_parts_mut(held.as_mut_ptr().cast::<u32>(), held.len()) };
+    let words = as_words_mut(&mut held);
     let chunk = chunk.max(1);
     if ctx.par.is_parallel() && words.len() > chunk {
         words
@@ -1098,11 +1116,22 @@ fn pooled_words(
     held
 }
 
-/// An f32 buffer's values as the words [`pooled_words`] wrote there.
-#[cfg(target_arch = "x86_64")]
-fn as_words(held: &[f32]) -> &[u32] {
+/// An f32 buffer as words, so that a workspace of f32 buffers can hold bf16 maps
+/// ([`map_words`] of them) too: the same bits, read as `u32`.
+///
+/// ```
+/// use resnet_kernels::bf16::as_words;
+/// assert_eq!(as_words(&[1.0f32]), &[0x3f80_0000]);
+/// ```
+pub fn as_words(buf: &[f32]) -> &[u32] {
     // SAFETY: f32 and u32 have the same size and alignment, and every bit pattern is a u32.
-    unsafe { std::slice::from_raw_parts(held.as_ptr().cast::<u32>(), held.len()) }
+    unsafe { std::slice::from_raw_parts(buf.as_ptr().cast::<u32>(), buf.len()) }
+}
+
+/// [`as_words`], to write (every bit pattern is an f32 too).
+pub fn as_words_mut(buf: &mut [f32]) -> &mut [u32] {
+    // SAFETY: as `as_words`; the borrow is unique.
+    unsafe { std::slice::from_raw_parts_mut(buf.as_mut_ptr().cast::<u32>(), buf.len()) }
 }
 
 /// Output columns per task (a multiple of [`NR`]) and the chunks of a group's `og`: all of

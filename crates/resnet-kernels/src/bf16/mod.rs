@@ -42,7 +42,7 @@ pub const NR: usize = 32;
 const MR: usize = 12;
 
 mod conv;
-pub use conv::{Bf16Conv, Bf16Dst, Bf16Src, map_to_f32, map_words};
+pub use conv::{Bf16Conv, Bf16Dst, Bf16Src, as_words, as_words_mut, map_to_f32, map_words};
 
 /// Rounds an f32 to bf16 as `vcvtne2ps2bf16` does: to nearest, ties to even; a denormal
 /// input becomes a zero of its sign; NaN stays NaN (quiet).
