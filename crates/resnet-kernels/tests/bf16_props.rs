@@ -9,10 +9,10 @@ use common::values;
 use proptest::prelude::*;
 use resnet_kernels::bf16::{
     Bf16Conv, Bf16Cpu, Bf16Dst, Bf16Lhs, Bf16Rhs, Bf16Src, map_to_f32, map_words, matmul,
-    matmul_naive, pack_row, round, widen,
+    matmul_naive, max_pool_map, max_pool_map_naive, pack_row, round, widen,
 };
 use resnet_kernels::fast::{Ctx, Epilogue, Par, Scratch};
-use resnet_kernels::{Conv2dParams, ConvGeometry, Cpu, naive};
+use resnet_kernels::{Conv2dParams, ConvGeometry, Cpu, PoolGeometry, fast, naive};
 
 fn cases() -> u32 {
     std::env::var("RESNET_PROPS_CASES")
@@ -680,6 +680,83 @@ fn bad_maps_are_errors() {
     assert!(map_to_f32(&x, [1, 2, 5, 5], [1, 1], &mut out).is_err());
 }
 
+/// Max-pooling a bf16 map: the twin against the f32 max-pool of the widened values, and the
+/// fast path against the twin, bit for bit (NaN included), on one and two threads.
+#[allow(clippy::too_many_arguments)]
+fn check_pool(
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    kernel: usize,
+    stride: usize,
+    padding: usize,
+    pad: [usize; 2],
+    special: bool,
+    seed: u64,
+) -> Result<(), TestCaseError> {
+    let c = 2 * c;
+    let Ok(geom) = PoolGeometry::new([n, c, h, w], [kernel; 2], [stride; 2], [padding; 2]) else {
+        return Ok(());
+    };
+    let x = spread(n * h * w * c, seed, 6, special);
+    let words = to_map(&x, [n, c, h, w], pad);
+    let [_, _, oh, ow] = geom.output;
+    let mut want = vec![0.0; n * c * oh * ow];
+    max_pool_map_naive(&geom, &words, pad, &mut want).unwrap();
+    let mut wide = vec![0.0; x.len()];
+    map_to_f32(&words, [n, c, h, w], pad, &mut wide).unwrap();
+    let mut reference = vec![0.0; want.len()];
+    fast::max_pool2d_nhwc(Cpu::detect(), Par::Seq, &geom, &wide, &mut reference).unwrap();
+    for (i, (a, b)) in want.iter().zip(&reference).enumerate() {
+        prop_assert!(same(*a, *b), "value {i}: twin {a} vs f32 max-pool {b}");
+    }
+    let Some(cpu) = Bf16Cpu::detect() else {
+        return Ok(());
+    };
+    for threads in [1, 2] {
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        let mut got = vec![f32::NAN; want.len()];
+        pool.install(|| {
+            max_pool_map(
+                cpu,
+                Par::with_threads(threads),
+                &geom,
+                &words,
+                pad,
+                &mut got,
+            )
+        })
+        .unwrap();
+        for (i, (a, b)) in got.iter().zip(&want).enumerate() {
+            prop_assert!(
+                same(*a, *b),
+                "value {i}, {threads} threads: fast {a} vs twin {b}"
+            );
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn pool_maps_awkward_shapes() {
+    let _ = cpu();
+    // The stem's pooling (3x3, stride 2, padding 1) on 64 channels; 34 channels (a masked
+    // tail); a window wider than the stride on a border of 2.
+    check_pool(2, 32, 15, 13, 3, 2, 1, [1, 1], true, 1).unwrap();
+    check_pool(1, 17, 9, 8, 3, 2, 1, [0, 0], false, 2).unwrap();
+    check_pool(1, 8, 7, 7, 4, 1, 2, [2, 0], true, 3).unwrap();
+    let geom = PoolGeometry::new([1, 2, 2, 2], [2, 2], [2, 2], [0, 0]).unwrap();
+    let mut out = [0.0; 2];
+    assert!(max_pool_map_naive(&geom, &[0; 3], [0, 0], &mut out).is_err());
+    assert!(max_pool_map_naive(&geom, &[0; 4], [0, 0], &mut out[..1]).is_err());
+    let odd = PoolGeometry::new([1, 3, 2, 2], [2, 2], [2, 2], [0, 0]).unwrap();
+    assert!(max_pool_map_naive(&odd, &[0; 6], [0, 0], &mut [0.0; 3]).is_err());
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(cases()))]
 
@@ -707,5 +784,12 @@ proptest! {
         special in any::<bool>(), seed in any::<u64>()) {
         let case = ConvCase { n, cg, og, groups, h, w, kernel, stride, pad, dilation: 1, residual, relu };
         check_conv_maps(case, pads, 4, special, seed)?;
+    }
+
+    #[test]
+    fn bf16_pool_maps_match_their_twin(n in 1usize..3, c in 1usize..40, h in 1usize..12,
+        w in 1usize..12, kernel in 1usize..5, stride in 1usize..4, padding in 0usize..3,
+        pad in proptest::array::uniform2(0usize..3), special in any::<bool>(), seed in any::<u64>()) {
+        check_pool(n, c, h, w, kernel, stride, padding, pad, special, seed)?;
     }
 }

@@ -106,7 +106,9 @@ impl BoundPlan {
 /// padding asks for (none for grouped readers, which gather). It costs half the bytes of f32
 /// and spares each reader its rounding pass; the values its readers multiply are the same
 /// (they round their input to bf16 anyway), and a residual is added as its bf16 rounding.
-/// Outputs that anything else reads (pooling, a named output, the classifier) stay f32.
+/// Max-pooling may read a map too (the stem's output): it pools into f32, and since rounding
+/// is monotone its result is the f32 pooling's, rounded. Outputs that anything else reads
+/// (average pooling, a named output, the classifier) stay f32.
 fn bf16_storage(plan: &Plan, bound: &[Bound]) -> Vec<Option<[usize; 2]>> {
     let steps = plan.steps();
     (0..steps.len())
@@ -124,14 +126,18 @@ fn bf16_storage(plan: &Plan, bound: &[Bound]) -> Vec<Option<[usize; 2]>> {
                 let reads =
                     step.src() == Some(d) || matches!(step, Step::Conv(r) if r.residual == Some(d));
                 if reads {
-                    let (Step::Conv(r), Bound::Bf16Conv(..)) = (step, b) else {
-                        return None;
-                    };
-                    read = true;
-                    if r.src == d && r.conv.groups == 1 {
-                        pad[0] = pad[0].max(r.conv.padding);
-                        pad[1] = pad[1].max(r.conv.padding);
+                    match (step, b) {
+                        (Step::Conv(r), Bound::Bf16Conv(..)) => {
+                            if r.src == d && r.conv.groups == 1 {
+                                pad[0] = pad[0].max(r.conv.padding);
+                                pad[1] = pad[1].max(r.conv.padding);
+                            }
+                        }
+                        // Pooled into f32 straight from the map (its windows skip the border).
+                        (Step::MaxPool { .. }, _) => {}
+                        _ => return None,
                     }
+                    read = true;
                 }
                 if step.dst() == Some(d) {
                     break;

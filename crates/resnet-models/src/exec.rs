@@ -5,7 +5,9 @@
 use crate::bound::{Bound, BoundPlan, NaiveConv};
 use crate::plan::{Plan, Step};
 use crate::{Backend, ModelError};
-use resnet_kernels::bf16::{Bf16Dst, Bf16Src, as_words, as_words_mut, map_words};
+use resnet_kernels::bf16::{
+    Bf16Cpu, Bf16Dst, Bf16Src, as_words, as_words_mut, map_words, max_pool_map,
+};
 use resnet_kernels::fast::{self, Ctx, Epilogue, Par, Scratch};
 use resnet_kernels::{ConvGeometry, Cpu, PoolGeometry, naive};
 use resnet_tensor::{Layout, Tensor, TensorView};
@@ -398,9 +400,17 @@ impl Executor {
                     ) => {
                         let g =
                             PoolGeometry::new(input, [*kernel; 2], [*stride; 2], [*padding; 2])?;
-                        match backend {
-                            Backend::Fast => fast::max_pool2d_nhwc(cpu, par, &g, src(*s)?, dst)?,
-                            Backend::Naive => naive::max_pool2d(&g, src(*s)?, dst)?,
+                        match (backend, act(*s)?) {
+                            (Backend::Fast, Bf16Src::Bf16 { words, pad }) => {
+                                let bf16 = Bf16Cpu::detect().ok_or_else(|| {
+                                    ModelError::Unsupported("bf16 maps need AVX512-BF16".into())
+                                })?;
+                                max_pool_map(bf16, par, &g, words, pad, dst)?
+                            }
+                            (Backend::Fast, _) => {
+                                fast::max_pool2d_nhwc(cpu, par, &g, src(*s)?, dst)?
+                            }
+                            (Backend::Naive, _) => naive::max_pool2d(&g, src(*s)?, dst)?,
                         }
                     }
                     (Step::GlobalAvgPool { src: s, .. }, _) => match backend {

@@ -492,8 +492,9 @@ mod tests {
         let net = ResNet::random_with(&cfg, 1, Backend::Fast, Precision::Bf16).unwrap();
         let kept = storage(&net);
         let at = |name: &str| kept.iter().find(|(n, _)| n == name).unwrap().1;
-        // The stem feeds max-pooling, a stage's last block a named output: f32.
-        assert_eq!(at("conv1"), None);
+        // The stem feeds max-pooling (which pools a map into f32), a stage's last block a
+        // named output (f32).
+        assert_eq!(at("conv1"), Some([0, 0]));
         assert_eq!(at("layer1.1.conv2"), None);
         assert_eq!(at("layer4.1.conv2"), None);
         // Inside a block, and a block read only by the next one (input and residual): maps

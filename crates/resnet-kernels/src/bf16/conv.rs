@@ -771,7 +771,7 @@ impl Bf16Conv {
 
 /// The pixel index, in a map with a border of `pad`, of unpadded pixel `s` (flat over images,
 /// rows and columns) of an `h x w` grid.
-fn padded(s: usize, h: usize, w: usize, pad: [usize; 2]) -> usize {
+pub(super) fn padded(s: usize, h: usize, w: usize, pad: [usize; 2]) -> usize {
     if pad == [0, 0] {
         return s;
     }
@@ -780,7 +780,7 @@ fn padded(s: usize, h: usize, w: usize, pad: [usize; 2]) -> usize {
 }
 
 /// Value `i` of a bf16 map (low half first).
-fn half(words: &[u32], i: usize) -> u16 {
+pub(super) fn half(words: &[u32], i: usize) -> u16 {
     (words[i / 2] >> (16 * (i % 2))) as u16
 }
 
@@ -849,7 +849,11 @@ pub fn map_to_f32(
     Ok(())
 }
 
-fn check_words(what: &'static str, words: &[u32], expected: usize) -> Result<(), KernelError> {
+pub(super) fn check_words(
+    what: &'static str,
+    words: &[u32],
+    expected: usize,
+) -> Result<(), KernelError> {
     if words.len() == expected {
         Ok(())
     } else {

@@ -42,7 +42,9 @@ pub const NR: usize = 32;
 const MR: usize = 12;
 
 mod conv;
+mod pool;
 pub use conv::{Bf16Conv, Bf16Dst, Bf16Src, as_words, as_words_mut, map_to_f32, map_words};
+pub use pool::{max_pool_map, max_pool_map_naive};
 
 /// Rounds an f32 to bf16 as `vcvtne2ps2bf16` does: to nearest, ties to even; a denormal
 /// input becomes a zero of its sign; NaN stays NaN (quiet).
