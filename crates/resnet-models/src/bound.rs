@@ -107,8 +107,9 @@ impl BoundPlan {
 /// and spares each reader its rounding pass; the values its readers multiply are the same
 /// (they round their input to bf16 anyway), and a residual is added as its bf16 rounding.
 /// Max-pooling may read a map too (the stem's output): it pools into f32, and since rounding
-/// is monotone its result is the f32 pooling's, rounded. Outputs that anything else reads
-/// (average pooling, a named output, the classifier) stay f32.
+/// is monotone its result is the f32 pooling's, rounded; so may a named output (a stage),
+/// widened to f32 only for an observer that reads it. Outputs that anything else reads
+/// (average pooling, the classifier, f32 kernels) stay f32.
 fn bf16_storage(plan: &Plan, bound: &[Bound]) -> Vec<Option<[usize; 2]>> {
     let steps = plan.steps();
     (0..steps.len())
@@ -133,8 +134,9 @@ fn bf16_storage(plan: &Plan, bound: &[Bound]) -> Vec<Option<[usize; 2]>> {
                                 pad[1] = pad[1].max(r.conv.padding);
                             }
                         }
-                        // Pooled into f32 straight from the map (its windows skip the border).
-                        (Step::MaxPool { .. }, _) => {}
+                        // Pooled into f32 straight from the map (its windows skip the
+                        // border); a named output is widened for the observers that read it.
+                        (Step::MaxPool { .. } | Step::Output { .. }, _) => {}
                         _ => return None,
                     }
                     read = true;

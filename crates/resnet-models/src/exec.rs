@@ -6,7 +6,7 @@ use crate::bound::{Bound, BoundPlan, NaiveConv};
 use crate::plan::{Plan, Step};
 use crate::{Backend, ModelError};
 use resnet_kernels::bf16::{
-    Bf16Cpu, Bf16Dst, Bf16Src, as_words, as_words_mut, map_words, max_pool_map,
+    Bf16Cpu, Bf16Dst, Bf16Src, as_words, as_words_mut, map_to_f32, map_words, max_pool_map,
 };
 use resnet_kernels::fast::{self, Ctx, Epilogue, Par, Scratch};
 use resnet_kernels::{ConvGeometry, Cpu, PoolGeometry, naive};
@@ -72,7 +72,8 @@ pub struct StepEvent<'a> {
     pub algo: Option<resnet_kernels::fast::ConvAlgo>,
     /// Wall time of the step.
     pub seconds: f64,
-    /// For [`Step::Output`]: the values named.
+    /// For [`Step::Output`]: the values named (when the observer [`Observer::wants`] them;
+    /// an output kept in bf16 comes widened exactly to f32).
     pub values: Option<Values<'a>>,
 }
 
@@ -81,6 +82,14 @@ pub struct StepEvent<'a> {
 pub trait Observer: Send {
     /// Called after each step.
     fn step(&mut self, event: &StepEvent<'_>) -> Result<Flow, ModelError>;
+
+    /// Whether this observer reads the values of the named output `name` (default: yes).
+    /// An output it does not read comes without values ([`StepEvent::values`] is `None`),
+    /// which spares a run the widening of an output kept in bf16.
+    fn wants(&self, name: &str) -> bool {
+        let _ = name;
+        true
+    }
 }
 
 /// Keeps named outputs as NCHW tensors: one (and stops the run there), or all.
@@ -118,6 +127,10 @@ impl<'n> Keep<'n> {
 }
 
 impl Observer for Keep<'_> {
+    fn wants(&self, name: &str) -> bool {
+        self.only.is_none_or(|only| only == name)
+    }
+
     fn step(&mut self, e: &StepEvent<'_>) -> Result<Flow, ModelError> {
         let (Step::Output { name, .. }, Some(v)) = (e.step, &e.values) else {
             return Ok(Flow::Continue);
@@ -141,6 +154,8 @@ impl Observer for Keep<'_> {
 #[derive(Debug, Default)]
 struct Workspace {
     bufs: Vec<Vec<f32>>,
+    /// A named output kept in bf16, widened for an observer.
+    wide: Vec<f32>,
     /// Per slot: the dims of the values it holds, whether they are flat, and the border of
     /// the bf16 map they are kept in (`None`: f32).
     dims: Vec<([usize; 4], bool, Option<[usize; 2]>)>,
@@ -315,6 +330,7 @@ impl Executor {
             bufs,
             dims: slot_dims,
             scratch,
+            wide,
             ..
         } = ws;
         let ctx = Ctx::new(cpu, par, scratch);
@@ -330,6 +346,16 @@ impl Executor {
             let mut values = None;
             // The destination is taken out of the slot list while the step runs, so that it
             // can be written while the sources are read (the builder never aliases them).
+            // A named output kept in bf16, widened when the observer reads it.
+            let mut widened = false;
+            if let Step::Output { src: s, name } = step
+                && let (d, _, Some(pad)) = slot_dims[s.0]
+                && obs.wants(name)
+            {
+                let words = as_words(&bufs[s.0][..map_words(d, pad)?]);
+                map_to_f32(words, d, pad, slot(wide, numel(d)))?;
+                widened = true;
+            }
             let dst_slot = step.dst();
             let mut out = dst_slot.map_or_else(Vec::new, |d| std::mem::take(&mut bufs[d.0]));
             let result = (|| -> Result<(), ModelError> {
@@ -459,12 +485,17 @@ impl Executor {
                             dst,
                         )?,
                     },
-                    (Step::Output { src: s, .. }, _) => {
-                        values = Some(Values {
+                    (Step::Output { src: s, name }, _) => {
+                        let data = match widened {
+                            true => &wide[..numel(input)],
+                            false if obs.wants(name) => src(*s)?,
+                            false => &[],
+                        };
+                        values = (widened || obs.wants(name)).then_some(Values {
                             dims: input,
                             flat: flat_in,
                             layout,
-                            data: src(*s)?,
+                            data,
                         });
                     }
                     (step, _) => {
@@ -578,6 +609,10 @@ pub struct LayerTime {
 pub(crate) struct Profile(pub(crate) Vec<LayerTime>);
 
 impl Observer for Profile {
+    fn wants(&self, _: &str) -> bool {
+        false
+    }
+
     fn step(&mut self, e: &StepEvent<'_>) -> Result<Flow, ModelError> {
         if !matches!(e.step, Step::Output { .. }) {
             self.0.push(LayerTime {

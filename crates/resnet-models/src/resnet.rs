@@ -493,9 +493,9 @@ mod tests {
         let kept = storage(&net);
         let at = |name: &str| kept.iter().find(|(n, _)| n == name).unwrap().1;
         // The stem feeds max-pooling (which pools a map into f32), a stage's last block a
-        // named output (f32).
+        // named output (widened when read) and the next stage; the last, average pooling.
         assert_eq!(at("conv1"), Some([0, 0]));
-        assert_eq!(at("layer1.1.conv2"), None);
+        assert_eq!(at("layer1.1.conv2"), Some([1, 1]));
         assert_eq!(at("layer4.1.conv2"), None);
         // Inside a block, and a block read only by the next one (input and residual): maps
         // with the 3x3 readers' border.
@@ -509,7 +509,10 @@ mod tests {
         assert_eq!(at("layer1.0.conv1"), Some([1, 1]));
         assert_eq!(at("layer1.0.conv2"), Some([0, 0]));
         assert_eq!(at("layer1.0.conv3"), Some([0, 0]));
-        assert_eq!(at("layer1.2.conv3"), None);
+        // A stage's output (read by the next stage and a named output), but not the last,
+        // which average pooling reads.
+        assert_eq!(at("layer1.2.conv3"), Some([0, 0]));
+        assert_eq!(at("layer4.2.conv3"), None);
         // f32 networks keep f32.
         let net = ResNet::random(&cfg, 1).unwrap();
         assert!(storage(&net).iter().all(|(_, k)| k.is_none()));

@@ -163,3 +163,66 @@ fn edsr_bf16_within_bounds() {
         .fold(0.0f32, |m, (a, b)| m.max((a - b).abs()));
     assert!(worst < 0.25 && worst > 1e-4, "{worst}");
 }
+
+/// Collects the named outputs it wants, and checks that the others come without values.
+struct Some1<'a> {
+    want: &'a str,
+    got: Option<Vec<f32>>,
+    others: usize,
+}
+
+impl resnet_models::Observer for Some1<'_> {
+    fn wants(&self, name: &str) -> bool {
+        name == self.want
+    }
+
+    fn step(
+        &mut self,
+        e: &resnet_models::StepEvent<'_>,
+    ) -> Result<resnet_models::Flow, ModelError> {
+        if let resnet_models::Step::Output { name, .. } = e.step {
+            if name == self.want {
+                self.got = Some(e.values.expect("a wanted output has values").data.to_vec());
+            } else {
+                assert!(e.values.is_none(), "{name} was not wanted");
+                self.others += 1;
+            }
+        }
+        Ok(resnet_models::Flow::Continue)
+    }
+}
+
+/// Stage outputs kept in bf16 between convolutions are widened for the observers that read
+/// them: the same values whether one stage or all are asked for, and none for the rest.
+#[test]
+fn stages_kept_in_bf16_are_widened_when_read() {
+    if skip_unless_bf16() {
+        return;
+    }
+    let cfg = resnet_models::ResNetConfig::by_name("resnet50", 10).unwrap();
+    let net = ResNet::random_with(&cfg, 4, Backend::Fast, Precision::Bf16).unwrap();
+    let data: Vec<f32> = (0..2 * 3 * 65 * 63)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let x = resnet_tensor::Tensor::from_vec(&[2, 3, 65, 63], data).unwrap();
+    let stages = net.forward_stages(&x).unwrap();
+    for (stage, all) in stages.named() {
+        let mut one = Some1 {
+            want: &stage,
+            got: None,
+            others: 0,
+        };
+        net.network().run(&x, &mut one).unwrap();
+        assert!(one.others > 0);
+        // NHWC values of the stage against the NCHW tensor.
+        let got = one.got.unwrap();
+        let [n, c] = [all.shape().dims()[0], all.shape().dims()[1]];
+        let hw = all.len() / (n * c);
+        let nchw = all.as_slice();
+        for (i, v) in got.iter().enumerate() {
+            let (pix, ch) = (i / c, i % c);
+            let want = nchw[((pix / hw) * c + ch) * hw + pix % hw];
+            assert_eq!(v.to_bits(), want.to_bits(), "{stage} value {i}");
+        }
+    }
+}
