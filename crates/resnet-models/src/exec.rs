@@ -4,7 +4,7 @@
 
 use crate::bound::{Bound, BoundPlan, NaiveConv};
 use crate::plan::{Plan, Step};
-use crate::{Backend, ModelError};
+use crate::{Backend, ModelError, Precision};
 use resnet_kernels::bf16::{
     Bf16Cpu, Bf16Dst, Bf16Src, as_words, as_words_mut, map_to_f32, map_words, max_pool_map,
 };
@@ -117,6 +117,39 @@ impl<'n> Keep<'n> {
         }
     }
 
+    /// A keeper of the same outputs, holding none yet.
+    fn empty(&self) -> Self {
+        Self {
+            only: self.only,
+            one: None,
+            all: Vec::new(),
+        }
+    }
+
+    /// Take the outputs of runs on consecutive parts of a batch, joined along `N`.
+    fn join(&mut self, parts: Vec<Keep<'_>>) -> Result<(), ModelError> {
+        let mut ones = Vec::new();
+        let mut alls: Vec<Vec<(String, Tensor)>> = Vec::new();
+        for p in parts {
+            ones.extend(p.one);
+            alls.push(p.all);
+        }
+        if !ones.is_empty() {
+            self.one = Some(concat(&ones)?);
+        }
+        if let Some(first) = alls.first() {
+            for (i, (name, _)) in first.iter().enumerate() {
+                let t: Vec<Tensor> = alls
+                    .iter()
+                    .filter_map(|a| a.get(i))
+                    .map(|(_, t)| t.clone())
+                    .collect();
+                self.all.push((name.clone(), concat(&t)?));
+            }
+        }
+        Ok(())
+    }
+
     pub(crate) fn take_one(self) -> Option<Tensor> {
         self.one
     }
@@ -147,6 +180,17 @@ impl Observer for Keep<'_> {
             }
         }
     }
+}
+
+/// NCHW (or `[N, C]`) tensors joined along `N`, in order.
+fn concat(parts: &[Tensor]) -> Result<Tensor, ModelError> {
+    let mut dims = parts[0].shape().dims().to_vec();
+    dims[0] = parts.iter().map(|t| t.shape().dims()[0]).sum();
+    let mut data = Vec::with_capacity(parts.iter().map(|t| t.as_slice().len()).sum());
+    for t in parts {
+        data.extend_from_slice(t.as_slice());
+    }
+    Ok(Tensor::from_vec(&dims, data)?)
 }
 
 /// Activation slots and kernel scratch of one run, kept between calls so that a run
@@ -238,13 +282,8 @@ impl Executor {
         self.cpu
     }
 
-    /// Run `plan` (bound as `bound` for `backend`) on `x`, on this executor's threads.
-    pub(crate) fn run(
-        &self,
-        net: &BoundPlan,
-        x: TensorView<'_>,
-        obs: &mut dyn Observer,
-    ) -> Result<(), ModelError> {
+    /// The dims of the input `x`, checked against the plan.
+    fn input_dims(net: &BoundPlan, x: &TensorView<'_>) -> Result<[usize; 4], ModelError> {
         let dims = x.shape().dims4().ok_or_else(|| ModelError::Input {
             found: x.shape().dims().to_vec(),
             reason: "expected a rank-4 [N, C, H, W] tensor".into(),
@@ -255,6 +294,57 @@ impl Executor {
                 reason: format!("expected {} channels", net.plan.in_channels()),
             });
         }
+        Ok(dims)
+    }
+
+    /// Run `plan` on `x` and keep the outputs `keep` asks for. In bf16 a batch runs image by
+    /// image, the images spread over the threads (each image's steps on one thread, its
+    /// activations in that core's cache), and the outputs are joined in order: a bf16 value
+    /// depends on its own image only, so this is bitwise the batch's result. In f32 (whose
+    /// algorithm may depend on the batch) the batch runs whole, as [`Executor::run`].
+    pub(crate) fn run_keep(
+        &self,
+        net: &BoundPlan,
+        x: TensorView<'_>,
+        keep: &mut Keep<'_>,
+    ) -> Result<(), ModelError> {
+        let dims = Self::input_dims(net, &x)?;
+        if net.precision != Precision::Bf16 || dims[0] < 2 {
+            return self.run(net, x, keep);
+        }
+        let one = |i: usize| -> Result<Keep<'_>, ModelError> {
+            let xi = x.image(i)?;
+            let mut k = keep.empty();
+            let mut ws = self.workspaces.take();
+            let result = self.steps(
+                net,
+                xi,
+                [1, dims[1], dims[2], dims[3]],
+                &mut ws,
+                Par::Seq,
+                &mut k,
+            );
+            self.workspaces.give(ws);
+            result.map(|()| k)
+        };
+        let parts: Vec<Result<Keep<'_>, ModelError>> = match &self.pool {
+            Some(p) => p.install(|| {
+                use rayon::prelude::*;
+                (0..dims[0]).into_par_iter().map(one).collect()
+            }),
+            None => (0..dims[0]).map(one).collect(),
+        };
+        keep.join(parts.into_iter().collect::<Result<Vec<_>, _>>()?)
+    }
+
+    /// Run `plan` (bound as `bound` for `backend`) on `x`, on this executor's threads.
+    pub(crate) fn run(
+        &self,
+        net: &BoundPlan,
+        x: TensorView<'_>,
+        obs: &mut dyn Observer,
+    ) -> Result<(), ModelError> {
+        let dims = Self::input_dims(net, &x)?;
         let mut ws = self.workspaces.take();
         let par = Par::with_threads(self.threads);
         let result = match &self.pool {

@@ -147,7 +147,7 @@ impl Network {
     /// [`Network::output`] on borrowed input (see [`Network::run_view`]).
     pub fn output_view(&self, x: TensorView<'_>, name: &str) -> Result<Tensor, ModelError> {
         let mut keep = crate::exec::Keep::one(name);
-        self.run_view(x, &mut keep)?;
+        self.exec.run_keep(&self.bound, x, &mut keep)?;
         keep.take_one()
             .ok_or_else(|| ModelError::Config(format!("the plan has no output {name:?}")))
     }
@@ -163,7 +163,7 @@ impl Network {
     /// Run the whole plan and return every output, in order, with its name.
     pub fn outputs(&self, x: &Tensor) -> Result<Vec<(String, Tensor)>, ModelError> {
         let mut keep = crate::exec::Keep::all();
-        self.run(x, &mut keep)?;
+        self.exec.run_keep(&self.bound, x.view(), &mut keep)?;
         Ok(keep.into_all())
     }
 }

@@ -226,3 +226,47 @@ fn stages_kept_in_bf16_are_widened_when_read() {
         }
     }
 }
+
+/// A bf16 batch runs image by image over the threads: bitwise each image's own run, for
+/// every output and thread count.
+#[test]
+fn a_bf16_batch_is_its_images() {
+    if skip_unless_bf16() {
+        return;
+    }
+    let cfg = resnet_models::ResNetConfig::by_name("resnet18", 10).unwrap();
+    let data: Vec<f32> = (0..3 * 3 * 47 * 45)
+        .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+        .collect();
+    let x = resnet_tensor::Tensor::from_vec(&[3, 3, 47, 45], data).unwrap();
+    for threads in [1, 2, 3] {
+        let net = ResNet::random_with(&cfg, 8, Backend::Fast, Precision::Bf16)
+            .unwrap()
+            .with_threads(threads)
+            .unwrap();
+        let batch = net.forward_stages(&x).unwrap();
+        let logits = net.forward(&x).unwrap();
+        for (i, img) in (0..3).map(|i| (i, x.view().image(i).unwrap())) {
+            let one = resnet_tensor::Tensor::from_slice_with_layout(
+                img.shape().dims(),
+                img.layout(),
+                img.as_slice(),
+            )
+            .unwrap();
+            let single = net.forward_stages(&one).unwrap();
+            for ((name, b), (_, s)) in batch.named().into_iter().zip(single.named()) {
+                let per = s.as_slice().len();
+                assert_eq!(
+                    &b.as_slice()[i * per..(i + 1) * per],
+                    s.as_slice(),
+                    "{threads} threads, image {i}, {name}"
+                );
+            }
+            let per = logits.as_slice().len() / 3;
+            assert_eq!(
+                &logits.as_slice()[i * per..(i + 1) * per],
+                net.forward(&one).unwrap().as_slice()
+            );
+        }
+    }
+}
