@@ -564,9 +564,14 @@ impl Bf16Conv {
         let words = held.words();
 
         // Tasks: blocks of output rows, times groups, times (on few blocks) column chunks.
-        let blocks = m.div_ceil(rows_per_task(pairs, og, res.is_some()));
-        let rows = m.div_ceil(blocks);
+        let mut blocks = m.div_ceil(rows_per_task(pairs, og, res.is_some()));
         let (chunk, chunks) = column_chunks(blocks * g, og, ctx.par.threads());
+        // As in `run_in_place`: at least four tasks per thread, by rows of whole tiles.
+        let want = 4 * ctx.par.threads();
+        if blocks * g * chunks < want {
+            blocks = want.div_ceil(g * chunks).min(m.div_ceil(super::MR)).max(blocks);
+        }
+        let rows = m.div_ceil(blocks);
         let tasks = blocks * g * chunks;
         // A tile stays within one output row when a map has a border (its rows are then one
         // stride apart in memory).
@@ -716,10 +721,16 @@ impl Bf16Conv {
         let per_task = (TASK_OUT_BYTES / (o * 4 * (1 + usize::from(res.is_some()))))
             .div_ceil(ow)
             .max(1);
-        let blocks_per_image = oh.div_ceil(per_task.min(oh));
+        let mut blocks_per_image = oh.div_ceil(per_task.min(oh));
+        let (chunk, chunks) = column_chunks(n * blocks_per_image, o, ctx.par.threads());
+        // Narrow outputs split by columns too little: at least four tasks per thread, so
+        // that no thread waits long for the last one.
+        let want = 4 * ctx.par.threads();
+        if n * blocks_per_image * chunks < want {
+            blocks_per_image = want.div_ceil(n * chunks).min(oh);
+        }
         let rows = oh.div_ceil(blocks_per_image);
         let blocks = n * blocks_per_image;
-        let (chunk, chunks) = column_chunks(blocks, o, ctx.par.threads());
         let rhs = &self.groups[0];
         let pairs = self.depth() / 2;
         let task = |t: usize| {
