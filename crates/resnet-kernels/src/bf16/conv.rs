@@ -569,13 +569,23 @@ impl Bf16Conv {
         // As in `run_in_place`: at least four tasks per thread, by rows of whole tiles.
         let want = 4 * ctx.par.threads();
         if blocks * g * chunks < want {
-            blocks = want.div_ceil(g * chunks).min(m.div_ceil(super::MR)).max(blocks);
+            blocks = want
+                .div_ceil(g * chunks)
+                .min(m.div_ceil(super::MR))
+                .max(blocks);
         }
         let rows = m.div_ceil(blocks);
         let tasks = blocks * g * chunks;
-        // A tile stays within one output row when a map has a border (its rows are then one
-        // stride apart in memory).
+        // When a map has a border, a tile stays within one image and jumps over the border
+        // from one output row to the next.
         let split = dst.padded() || res.padded();
+        let wrap = super::Wrap {
+            x0: 0,
+            run: ow,
+            a: 0,
+            c: (2 * dst.pad[1] * o) as isize,
+            r: (2 * res.pad[1] * o) as isize,
+        };
         let task = |t: usize| {
             let (block, rest) = (t / (g * chunks), t % (g * chunks));
             let (gi, ck) = (rest / chunks, rest % chunks);
@@ -591,13 +601,14 @@ impl Bf16Conv {
                     while i < nr {
                         let mut mr = super::MR.min(nr - i);
                         if split {
-                            mr = mr.min(ow - (r0 + i) % ow);
+                            mr = mr.min(oh * ow - (r0 + i) % (oh * ow));
                         }
                         let (r, col) = (r0 + i, gi * og + panel * NR);
                         // SAFETY: `Bf16Cpu` detected; `a` holds `nr` rows of `pairs` words
                         // `lda` apart; the panel `pairs * NR` words; the output rows
                         // r0 + i.. and columns of this panel are the task's own, one stride
-                        // apart (within one output row when a map has a border).
+                        // apart (within one image, jumping the border between output rows,
+                        // when a map has one).
                         unsafe {
                             super::tile(
                                 mr,
@@ -607,6 +618,13 @@ impl Bf16Conv {
                                     lda,
                                     taps: &[0],
                                     pairs,
+                                    wrap: match split {
+                                        true => super::Wrap {
+                                            x0: (r0 + i) % ow,
+                                            ..wrap
+                                        },
+                                        false => super::Wrap::NONE,
+                                    },
                                 },
                                 b,
                                 dst.store(r, col),
@@ -733,6 +751,23 @@ impl Bf16Conv {
         let blocks = n * blocks_per_image;
         let rhs = &self.groups[0];
         let pairs = self.depth() / 2;
+        // Tiles cross output rows where that saves short tiles: a tile of `r` rows costs
+        // about `max(2r, 6)` cycles per pair (two products per row, and at least the
+        // product's latency: its accumulators wait on each other below three rows).
+        let tiles_cost = |px: usize| {
+            let cost = |r: usize| if r == 0 { 0 } else { (2 * r).max(6) };
+            (px / super::MR) * cost(super::MR) + cost(px % super::MR)
+        };
+        let cross = tiles_cost(rows * ow) < rows * tiles_cost(ow);
+        // From an output row's last pixel to the next row's first: the input moves on `sy`
+        // padded rows less the `ow` steps taken, the maps over their borders.
+        let wrap = super::Wrap {
+            x0: 0,
+            run: ow,
+            a: ((sy * wp) as isize - (ow * sx) as isize) * half as isize,
+            c: (2 * dst.pad[1] * o) as isize,
+            r: (2 * res.pad[1] * o) as isize,
+        };
         let task = |t: usize| {
             let (block, ck) = (t / chunks, t % chunks);
             let (ni, bi) = (block / blocks_per_image, block % blocks_per_image);
@@ -742,36 +777,45 @@ impl Bf16Conv {
             for panel in j0 / NR..j1.div_ceil(NR) {
                 let cols = NR.min(o - panel * NR);
                 let b = rhs.data[panel * pairs * NR..].as_ptr();
-                for oy in y0..y1 {
-                    for ox in (0..ow).step_by(super::MR) {
-                        let r = (ni * oh + oy) * ow + ox;
-                        let at = ((ni * hp + oy * sy + offy) * wp + ox * sx + offx) * half;
-                        // SAFETY: `Bf16Cpu` detected; the tile's rows (output pixels ox..
-                        // of row oy) read padded pixels within the image's `hp x wp`
-                        // (`oy * sy + ky * dy < h + 2 * ph` and `ox * sx + kx * dx <
-                        // w + 2 * pw` for every output pixel and tap, by the geometry, and
-                        // the border `bp` is at least the padding); the panel holds
-                        // `pairs * NR` words; output (and residual) pixels r.. of one output
-                        // row, one stride apart, and this panel's columns are the task's own,
-                        // inside their maps (checked lengths).
-                        unsafe {
-                            super::tile(
-                                super::MR.min(ow - ox),
-                                cols,
-                                super::ARows {
-                                    at: words.as_ptr().add(at),
-                                    lda: sx * half,
-                                    taps,
-                                    pairs: half,
-                                },
-                                b,
-                                dst.store(r, panel * NR),
-                                o,
-                                self.start(&res, r, panel * NR),
-                                relu,
-                            );
-                        }
+                // Tiles of consecutive output pixels, across output rows.
+                let mut q = y0 * ow;
+                while q < y1 * ow {
+                    let mut mr = super::MR.min(y1 * ow - q);
+                    if !cross {
+                        mr = mr.min(ow - q % ow);
                     }
+                    let (oy, ox) = (q / ow, q % ow);
+                    let r = (ni * oh + oy) * ow + ox;
+                    let at = ((ni * hp + oy * sy + offy) * wp + ox * sx + offx) * half;
+                    // SAFETY: `Bf16Cpu` detected; the tile's rows (output pixels q.. of
+                    // rows y0..y1, stepping `sx` padded pixels along an output row and to
+                    // the next row's start at the wrap) read padded pixels within the
+                    // image's `hp x wp` (`oy * sy + ky * dy < h + 2 * ph` and `ox * sx +
+                    // kx * dx < w + 2 * pw` for every output pixel and tap, by the geometry,
+                    // and the border `bp` is at least the padding); the panel holds
+                    // `pairs * NR` words; output (and residual) pixels of rows y0..y1 of
+                    // image ni (one stride apart along a row, the border's jump between
+                    // rows) and this panel's columns are the task's own, inside their maps
+                    // (checked lengths).
+                    unsafe {
+                        super::tile(
+                            mr,
+                            cols,
+                            super::ARows {
+                                at: words.as_ptr().add(at),
+                                lda: sx * half,
+                                taps,
+                                pairs: half,
+                                wrap: super::Wrap { x0: ox, ..wrap },
+                            },
+                            b,
+                            dst.store(r, panel * NR),
+                            o,
+                            self.start(&res, r, panel * NR),
+                            relu,
+                        );
+                    }
+                    q += mr;
                 }
             }
         };

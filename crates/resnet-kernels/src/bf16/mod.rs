@@ -395,6 +395,7 @@ pub fn matmul(
                             lda: pairs,
                             taps: &[0],
                             pairs,
+                            wrap: Wrap::NONE,
                         },
                         b.data.as_ptr().add(panel * pairs * NR),
                         Store::F32(c.as_mut_ptr().add(i * ldc + panel * NR)),
@@ -469,6 +470,34 @@ pub(crate) struct ARows<'t> {
     pub(crate) taps: &'t [usize],
     /// Words (pairs) per segment.
     pub(crate) pairs: usize,
+    /// Where the rows pass from one output row to the next.
+    pub(crate) wrap: Wrap,
+}
+
+/// Where a register tile's rows wrap: they are consecutive pixels of output rows `run` wide,
+/// the first at column `x0`; from the last pixel of one output row to the first of the next,
+/// the activations' step (`lda` words), the output's (`ldc` values) and the residual's
+/// (`ldr` values) each grow by their jump.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+pub(crate) struct Wrap {
+    pub(crate) x0: usize,
+    pub(crate) run: usize,
+    pub(crate) a: isize,
+    pub(crate) c: isize,
+    pub(crate) r: isize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Wrap {
+    /// Rows that never wrap (every row one stride from the last).
+    pub(crate) const NONE: Wrap = Wrap {
+        x0: 0,
+        run: usize::MAX,
+        a: 0,
+        c: 0,
+        r: 0,
+    };
 }
 
 /// One register tile: rows `0..mr` (at most [`MR`]) of `A` (as `a` says) against one panel of
@@ -491,11 +520,16 @@ pub(crate) unsafe fn tile(
     start: Start,
     relu: bool,
 ) {
+    // Rows that wrap within the tile take a kernel that steps them one by one; the others
+    // keep the plain strides (the stepping costs short products a few percent).
+    let wraps = a.wrap.run < mr + a.wrap.x0;
     macro_rules! rows {
         ($($r:literal)*) => {
             match mr {
                 // SAFETY: the caller's, for `mr` rows.
-                $($r => unsafe { tile_rows::<$r>(cols, a, b, c, ldc, start, relu) },)*
+                $($r if wraps => unsafe { tile_rows::<$r, true>(cols, a, b, c, ldc, start, relu) },)*
+                // SAFETY: as above.
+                $($r => unsafe { tile_rows::<$r, false>(cols, a, b, c, ldc, start, relu) },)*
                 _ => debug_assert!(mr == 0, "a tile of {mr} rows"),
             }
         };
@@ -503,21 +537,23 @@ pub(crate) unsafe fn tile(
     rows!(1 2 3 4 5 6 7 8 9 10 11 12);
 }
 
-/// [`tile`] for exactly `R` rows (at most [`MR`]).
+/// [`tile`] for exactly `R` rows (at most [`MR`]); `WRAP` when they pass to another output
+/// row.
 ///
 /// # Safety
 /// AVX512-F and AVX512-BF16 present; `a` readable for `R` rows (`a.pairs` words at each of
-/// `a.taps` from `a.at + r * a.lda`), `b` for `a.taps.len() * a.pairs * NR` words, `c`
-/// writable (and, for [`Start::Output`], readable) at `r * ldc + j` for `r < R`, `j < cols`;
-/// for [`Start::Bias`], `bias` readable for `cols` values and the residual at `r * ldr + j`
-/// alike.
+/// `a.taps` from row r's start: `a.at` plus `r` strides `a.lda` and the wrap's jumps), `b`
+/// for `a.taps.len() * a.pairs * NR` words, `c` writable (and, for [`Start::Output`],
+/// readable) at row r's offset (strides `ldc`, jumps) plus `j` for `r < R`, `j < cols`; for
+/// [`Start::Bias`], `bias` readable for `cols` values and the residual at row r's offset
+/// (strides `ldr`, jumps) plus `j` alike.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f,avx512bw,avx512bf16")]
 #[allow(clippy::too_many_arguments)]
 // Indexed loops of fixed trip counts: they unroll, so that `acc` stays in registers (with
 // loops over a run-time row count it went to the stack, and the kernel ran at half speed).
 #[allow(clippy::needless_range_loop)]
-unsafe fn tile_rows<const R: usize>(
+unsafe fn tile_rows<const R: usize, const WRAP: bool>(
     cols: usize,
     a: ARows<'_>,
     b: *const u32,
@@ -551,6 +587,42 @@ unsafe fn tile_rows<const R: usize>(
             _mm512_castsi512_ps(_mm512_slli_epi32::<16>(hi)),
         ]
     };
+    // Each row's activations, and its output and residual offsets (in values), stepping by
+    // the strides and, where the rows pass to the next output row, by the wrap's jumps.
+    let ldr = match start {
+        Start::Bias { ldr, .. } => ldr,
+        _ => 0,
+    };
+    let mut arow = [a.at; R];
+    let (mut coff, mut roff) = ([0isize; R], [0isize; R]);
+    if WRAP {
+        let (mut x, mut pa, mut pc, mut pr) = (a.wrap.x0, 0isize, 0isize, 0isize);
+        for r in 0..R {
+            arow[r] = a.at.wrapping_offset(pa);
+            coff[r] = pc;
+            roff[r] = pr;
+            pa += a.lda as isize;
+            pc += ldc as isize;
+            pr += ldr as isize;
+            x += 1;
+            if x == a.wrap.run {
+                x = 0;
+                pa += a.wrap.a;
+                pc += a.wrap.c;
+                pr += a.wrap.r;
+            }
+        }
+    }
+    // Without a wrap the rows are plain strides (no arrays to keep across the products).
+    let a_row = |r: usize| {
+        if WRAP {
+            arow[r]
+        } else {
+            a.at.wrapping_add(r * a.lda)
+        }
+    };
+    let c_off = |r: usize| if WRAP { coff[r] } else { (r * ldc) as isize };
+    let r_off = |r: usize| if WRAP { roff[r] } else { (r * ldr) as isize };
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     match start {
         Start::Zero => {}
@@ -561,12 +633,13 @@ unsafe fn tile_rows<const R: usize>(
             for r in 0..R {
                 // SAFETY: row r < R of `c`, columns masked below `cols`.
                 unsafe {
-                    acc[r][0] = _mm512_maskz_loadu_ps(m0, c.add(r * ldc));
-                    acc[r][1] = _mm512_maskz_loadu_ps(m1, c.wrapping_add(r * ldc + 16));
+                    let c = c.wrapping_offset(c_off(r));
+                    acc[r][0] = _mm512_maskz_loadu_ps(m0, c);
+                    acc[r][1] = _mm512_maskz_loadu_ps(m1, c.wrapping_add(16));
                 }
             }
         }
-        Start::Bias { bias, res, ldr } => {
+        Start::Bias { bias, res, .. } => {
             // SAFETY: `cols` values of `bias`, masked.
             let b = unsafe {
                 [
@@ -579,12 +652,13 @@ unsafe fn tile_rows<const R: usize>(
                     Res::None => None,
                     // SAFETY: row r < R of `res`, columns masked below `cols`.
                     Res::F32(res) => Some(unsafe {
+                        let res = res.wrapping_offset(r_off(r));
                         [
-                            _mm512_maskz_loadu_ps(m0, res.add(r * ldr)),
-                            _mm512_maskz_loadu_ps(m1, res.wrapping_add(r * ldr + 16)),
+                            _mm512_maskz_loadu_ps(m0, res),
+                            _mm512_maskz_loadu_ps(m1, res.wrapping_add(16)),
                         ]
                     }),
-                    Res::Bf16(res) => Some(widen2(res.wrapping_add(r * ldr))),
+                    Res::Bf16(res) => Some(widen2(res.wrapping_offset(r_off(r)))),
                 };
                 acc[r] = match add {
                     None => b,
@@ -598,7 +672,7 @@ unsafe fn tile_rows<const R: usize>(
         let mut rows = [a.at; R];
         for (r, p) in rows.iter_mut().enumerate() {
             // SAFETY: segment `off` of row r < R of `a`.
-            *p = unsafe { a.at.add(r * a.lda + off) };
+            *p = unsafe { a_row(r).add(off) };
         }
         for p in 0..a.pairs {
             // SAFETY: word p of the segment's pairs in the panel, 32 columns (zero-padded
@@ -642,8 +716,9 @@ unsafe fn tile_rows<const R: usize>(
             for (r, row) in acc.iter().enumerate() {
                 // SAFETY: row r < R of `c`, columns masked below `cols`.
                 unsafe {
-                    _mm512_mask_storeu_ps(c.add(r * ldc), m0, row[0]);
-                    _mm512_mask_storeu_ps(c.wrapping_add(r * ldc + 16), m1, row[1]);
+                    let c = c.wrapping_offset(c_off(r));
+                    _mm512_mask_storeu_ps(c, m0, row[0]);
+                    _mm512_mask_storeu_ps(c.wrapping_add(16), m1, row[1]);
                 }
             }
         }
@@ -654,7 +729,7 @@ unsafe fn tile_rows<const R: usize>(
                     // SAFETY: same-size reinterpretation of a bf16 vector as integers.
                     unsafe { std::mem::transmute(_mm512_cvtne2ps_pbh(row[1], row[0])) };
                 // SAFETY: row r < R of `c`, columns masked below `cols`.
-                unsafe { _mm512_mask_storeu_epi16(c.add(r * ldc).cast(), m32, v) };
+                unsafe { _mm512_mask_storeu_epi16(c.wrapping_offset(c_off(r)).cast(), m32, v) };
             }
         }
     }
