@@ -82,9 +82,9 @@ pub enum KernelError {
     },
 }
 
-pub(crate) fn check_len(
+pub(crate) fn check_len<T>(
     what: &'static str,
-    buf: &[f32],
+    buf: &[T],
     expected: usize,
 ) -> Result<(), KernelError> {
     if buf.len() == expected {

@@ -133,6 +133,23 @@ fn check(
     Ok(())
 }
 
+/// `check(threads, ctx, pool)` on one thread and on two: a context for the kernels and the
+/// pool to run them on.
+fn on_threads(
+    mut check: impl FnMut(usize, &Ctx<'_>, &rayon::ThreadPool) -> Result<(), TestCaseError>,
+) -> Result<(), TestCaseError> {
+    for threads in [1, 2] {
+        let scratch = Scratch::new(threads);
+        let ctx = Ctx::new(Cpu::detect(), Par::with_threads(threads), &scratch);
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build()
+            .unwrap();
+        check(threads, &ctx, &pool)?;
+    }
+    Ok(())
+}
+
 #[test]
 fn awkward_shapes() {
     let _ = cpu();
@@ -272,15 +289,9 @@ fn check_conv(case: ConvCase, exp: i32, special: bool, seed: u64) -> Result<(), 
     let Some(cpu) = Bf16Cpu::detect() else {
         return Ok(());
     };
-    for threads in [1, 2] {
-        let scratch = Scratch::new(threads);
-        let ctx = Ctx::new(Cpu::detect(), Par::with_threads(threads), &scratch);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
+    on_threads(|threads, ctx, pool| {
         let mut got = vec![f32::NAN; want.len()];
-        pool.install(|| conv.run(cpu, &ctx, &x, [n, c, h, w], &mut got, epi()))
+        pool.install(|| conv.run(cpu, ctx, &x, [n, c, h, w], &mut got, epi()))
             .unwrap();
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
             prop_assert!(
@@ -290,8 +301,8 @@ fn check_conv(case: ConvCase, exp: i32, special: bool, seed: u64) -> Result<(), 
                 w.to_bits()
             );
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[test]
@@ -518,13 +529,7 @@ fn check_conv_maps(
     let Some(cpu) = Bf16Cpu::detect() else {
         return Ok(());
     };
-    for threads in [1, 2] {
-        let scratch = Scratch::new(threads);
-        let ctx = Ctx::new(Cpu::detect(), Par::with_threads(threads), &scratch);
-        let pool = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build()
-            .unwrap();
+    on_threads(|threads, ctx, pool| {
         match out_pad {
             Some(pad) => {
                 let mut got = vec![garbage; want_w.len()];
@@ -533,7 +538,7 @@ fn check_conv_maps(
                     pad,
                 };
                 pool.install(|| {
-                    conv.run_io(cpu, &ctx, input(), [n, c, h, w], dst, residual(), case.relu)
+                    conv.run_io(cpu, ctx, input(), [n, c, h, w], dst, residual(), case.relu)
                 })
                 .unwrap();
                 for (i, (g, e)) in got.iter().zip(&want_w).enumerate() {
@@ -549,7 +554,7 @@ fn check_conv_maps(
                 let mut got = vec![f32::NAN; want_f.len()];
                 let dst = Bf16Dst::F32(&mut got);
                 pool.install(|| {
-                    conv.run_io(cpu, &ctx, input(), [n, c, h, w], dst, residual(), case.relu)
+                    conv.run_io(cpu, ctx, input(), [n, c, h, w], dst, residual(), case.relu)
                 })
                 .unwrap();
                 for (i, (g, e)) in got.iter().zip(&want_f).enumerate() {
@@ -560,8 +565,8 @@ fn check_conv_maps(
                 }
             }
         }
-    }
-    Ok(())
+        Ok(())
+    })
 }
 
 #[test]

@@ -170,13 +170,13 @@ impl Bf16Conv {
         let (li, _, lo) = geom.lens();
         let src = |what, s: &Bf16Src<'_>, len, dims| match s {
             Bf16Src::F32(x) => check_len(what, x, len),
-            Bf16Src::Bf16 { words, pad } => check_words(what, words, map_words(dims, *pad)?),
+            Bf16Src::Bf16 { words, pad } => check_len(what, words, map_words(dims, *pad)?),
         };
         src("conv input", input, li, geom.input)?;
         match out {
             Bf16Dst::F32(y) => check_len("conv output", y, lo)?,
             Bf16Dst::Bf16 { words, pad } => {
-                check_words("conv output", words, map_words(geom.output, *pad)?)?
+                check_len("conv output", words, map_words(geom.output, *pad)?)?
             }
         }
         if let Some(r) = residual {
@@ -892,7 +892,7 @@ pub fn map_to_f32(
     pad: [usize; 2],
     out: &mut [f32],
 ) -> Result<(), KernelError> {
-    check_words("bf16 map", words, map_words(dims, pad)?)?;
+    check_len("bf16 map", words, map_words(dims, pad)?)?;
     let [n, c, h, w] = dims;
     check_len("bf16 map values", out, size("bf16 map", &[n, h, w, c])?)?;
     for (s, px) in out.chunks_exact_mut(c.max(1)).enumerate() {
@@ -902,22 +902,6 @@ pub fn map_to_f32(
         }
     }
     Ok(())
-}
-
-pub(super) fn check_words(
-    what: &'static str,
-    words: &[u32],
-    expected: usize,
-) -> Result<(), KernelError> {
-    if words.len() == expected {
-        Ok(())
-    } else {
-        Err(KernelError::BadLength {
-            what,
-            expected,
-            found: words.len(),
-        })
-    }
 }
 
 /// Activations a [`Bf16Conv`] reads: its input, or the residual its output step adds.

@@ -1,7 +1,7 @@
 //! Max pooling of a bf16 map into f32: the stem's output, kept in bf16, is pooled without
 //! being widened into memory first.
 
-use super::conv::{check_words, half, map_words, padded};
+use super::conv::{half, map_words, padded};
 use super::{Bf16Cpu, widen};
 use crate::fast::Par;
 use crate::{KernelError, PoolGeometry, check_len};
@@ -106,7 +106,7 @@ fn check(
     pad: [usize; 2],
     out: &[f32],
 ) -> Result<(), KernelError> {
-    check_words("max_pool input map", words, map_words(geom.input, pad)?)?;
+    check_len("max_pool input map", words, map_words(geom.input, pad)?)?;
     let [n, c, oh, ow] = geom.output;
     check_len("max_pool output", out, n * c * oh * ow)
 }
