@@ -798,3 +798,35 @@ proptest! {
         check_pool(n, c, h, w, kernel, stride, padding, pad, special, seed)?;
     }
 }
+
+#[test]
+fn scratch_only_where_rows_are_copied() {
+    let conv = |o: usize, c: usize, k: usize, params: Conv2dParams| {
+        let w = vec![0.5; o * c / params.groups * k * k];
+        Bf16Conv::new(&w, [o, c / params.groups, k, k], None, params).unwrap()
+    };
+    let p1 = Conv2dParams::default().with_padding(1);
+    // Read in place from a padded map: no scratch.
+    assert_eq!(conv(64, 64, 3, p1).scratch_len([1, 64, 56, 56]).unwrap(), 0);
+    let s2 = Conv2dParams::default().with_stride(2);
+    assert_eq!(
+        conv(128, 64, 1, s2).scratch_len([1, 64, 56, 56]).unwrap(),
+        0
+    );
+    // A 1x1's rounded rows, the stem's and a grouped conv's im2col rows.
+    assert!(
+        conv(256, 64, 1, Conv2dParams::default())
+            .scratch_len([1, 64, 56, 56])
+            .unwrap()
+            > 0
+    );
+    let stem = Conv2dParams::default().with_stride(2).with_padding(3);
+    assert!(conv(64, 3, 7, stem).scratch_len([1, 3, 224, 224]).unwrap() > 0);
+    let grouped = p1.with_groups(32);
+    assert!(
+        conv(128, 128, 3, grouped)
+            .scratch_len([1, 128, 28, 28])
+            .unwrap()
+            > 0
+    );
+}

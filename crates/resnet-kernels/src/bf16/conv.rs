@@ -136,13 +136,22 @@ impl Bf16Conv {
     }
 
     /// Values of [`crate::fast::Scratch`] one task uses on an input of logical dims
-    /// `input` (`[N, C, H, W]`): its im2col rows, as f32-sized words. A scratch reserved with
-    /// the largest over a network means no later run grows a buffer.
+    /// `input` (`[N, C, H, W]`): its im2col rows (or a 1x1's rounded rows), as f32-sized
+    /// words; none for a convolution that reads its rows in place from a padded map (that map
+    /// comes from the scratch's buffer pool). A scratch reserved with the largest over a
+    /// network means no later run grows a buffer.
     pub fn scratch_len(&self, input: [usize; 4]) -> Result<usize, KernelError> {
         let geom = self.geometry(input)?;
-        let [n, _, oh, ow] = geom.output;
+        let [n, c, _, _] = geom.input;
+        let [_, _, oh, ow] = geom.output;
         let m = n * oh * ow;
         if m == 0 {
+            return Ok(0);
+        }
+        let [_, _, kh, kw] = self.weight_dims;
+        let direct =
+            kh == 1 && kw == 1 && self.params.stride == [1, 1] && self.params.padding == [0, 0];
+        if self.params.groups == 1 && c.is_multiple_of(2) && !direct {
             return Ok(0);
         }
         let pairs = self.depth().div_ceil(2);
