@@ -786,7 +786,8 @@ impl Bf16Conv {
             for panel in j0 / NR..j1.div_ceil(NR) {
                 let cols = NR.min(o - panel * NR);
                 let b = rhs.data[panel * pairs * NR..].as_ptr();
-                // Tiles of consecutive output pixels, across output rows.
+                // Tiles of consecutive output pixels: across output rows when `cross`, else
+                // within each row.
                 let mut q = y0 * ow;
                 while q < y1 * ow {
                     let mut mr = super::MR.min(y1 * ow - q);
