@@ -129,23 +129,23 @@ impl<'n> Keep<'n> {
     /// Take the outputs of runs on consecutive parts of a batch, joined along `N`.
     fn join(&mut self, parts: Vec<Keep<'_>>) -> Result<(), ModelError> {
         let mut ones = Vec::new();
-        let mut alls: Vec<Vec<(String, Tensor)>> = Vec::new();
+        let mut alls = Vec::new();
         for p in parts {
             ones.extend(p.one);
-            alls.push(p.all);
+            alls.push(p.all.into_iter());
         }
         if !ones.is_empty() {
             self.one = Some(concat(&ones)?);
         }
-        if let Some(first) = alls.first() {
-            for (i, (name, _)) in first.iter().enumerate() {
-                let t: Vec<Tensor> = alls
-                    .iter()
-                    .filter_map(|a| a.get(i))
-                    .map(|(_, t)| t.clone())
-                    .collect();
-                self.all.push((name.clone(), concat(&t)?));
-            }
+        // Output by output: the next of every part's, in the parts' order.
+        while let Some(row) = alls
+            .iter_mut()
+            .map(Iterator::next)
+            .collect::<Option<Vec<_>>>()
+        {
+            let name = row[0].0.clone();
+            let t: Vec<Tensor> = row.into_iter().map(|(_, t)| t).collect();
+            self.all.push((name, concat(&t)?));
         }
         Ok(())
     }

@@ -488,10 +488,14 @@ mod tests {
             eprintln!("\n!!!!!!!! SKIPPED: no AVX512-BF16: bf16 storage not checked !!!!!!!!\n");
             return;
         }
-        let cfg = ResNetConfig::by_name("resnet18", 10).unwrap();
-        let net = ResNet::random_with(&cfg, 1, Backend::Fast, Precision::Bf16).unwrap();
-        let kept = storage(&net);
-        let at = |name: &str| kept.iter().find(|(n, _)| n == name).unwrap().1;
+        // The border each layer's output is kept with, in a bf16 net of architecture `arch`.
+        let kept = |arch: &str| {
+            let cfg = ResNetConfig::by_name(arch, 10).unwrap();
+            let kept =
+                storage(&ResNet::random_with(&cfg, 1, Backend::Fast, Precision::Bf16).unwrap());
+            move |name: &str| kept.iter().find(|(n, _)| n == name).unwrap().1
+        };
+        let at = kept("resnet18");
         // The stem feeds max-pooling (which pools a map into f32), a stage's last block a
         // named output (widened when read) and the next stage; the last, average pooling.
         assert_eq!(at("conv1"), Some([0, 0]));
@@ -502,10 +506,7 @@ mod tests {
         assert_eq!(at("layer1.0.conv1"), Some([1, 1]));
         assert_eq!(at("layer1.0.conv2"), Some([1, 1]));
         assert_eq!(at("layer2.0.downsample"), Some([0, 0]));
-        let cfg = ResNetConfig::by_name("resnet50", 10).unwrap();
-        let net = ResNet::random_with(&cfg, 1, Backend::Fast, Precision::Bf16).unwrap();
-        let kept = storage(&net);
-        let at = |name: &str| kept.iter().find(|(n, _)| n == name).unwrap().1;
+        let at = kept("resnet50");
         assert_eq!(at("layer1.0.conv1"), Some([1, 1]));
         assert_eq!(at("layer1.0.conv2"), Some([0, 0]));
         assert_eq!(at("layer1.0.conv3"), Some([0, 0]));
@@ -514,6 +515,7 @@ mod tests {
         assert_eq!(at("layer1.2.conv3"), Some([0, 0]));
         assert_eq!(at("layer4.2.conv3"), None);
         // f32 networks keep f32.
+        let cfg = ResNetConfig::by_name("resnet50", 10).unwrap();
         let net = ResNet::random(&cfg, 1).unwrap();
         assert!(storage(&net).iter().all(|(_, k)| k.is_none()));
     }

@@ -587,13 +587,13 @@ impl Bf16Conv {
         let tasks = blocks * g * chunks;
         // When a map has a border, a tile stays within one image and jumps over the border
         // from one output row to the next.
-        let split = dst.padded() || res.padded();
+        let split = dst.at.padded() || res.at.padded();
         let wrap = super::Wrap {
             x0: 0,
             run: ow,
             a: 0,
-            c: (2 * dst.pad[1] * o) as isize,
-            r: (2 * res.pad[1] * o) as isize,
+            c: dst.at.row_jump(),
+            r: res.at.row_jump(),
         };
         let task = |t: usize| {
             let (block, rest) = (t / (g * chunks), t % (g * chunks));
@@ -774,8 +774,8 @@ impl Bf16Conv {
             x0: 0,
             run: ow,
             a: ((sy * wp) as isize - (ow * sx) as isize) * half as isize,
-            c: (2 * dst.pad[1] * o) as isize,
-            r: (2 * res.pad[1] * o) as isize,
+            c: dst.at.row_jump(),
+            r: res.at.row_jump(),
         };
         let task = |t: usize| {
             let (block, ck) = (t / chunks, t % chunks);
@@ -1025,15 +1025,39 @@ fn prepare<'a>(
     (Held::Pooled(held), want)
 }
 
+/// Where output pixel `r` (flat) of a convolution lies in its output or residual: a map of
+/// output rows and columns `grid` with a border of `pad`, `channels` values per pixel.
+#[cfg(target_arch = "x86_64")]
+#[derive(Clone, Copy)]
+struct Layout {
+    pad: [usize; 2],
+    grid: [usize; 2],
+    channels: usize,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Layout {
+    fn padded(&self) -> bool {
+        self.pad != [0, 0]
+    }
+
+    /// The value index of pixel `r`, column `col`.
+    fn index(&self, r: usize, col: usize) -> usize {
+        padded(r, self.grid[0], self.grid[1], self.pad) * self.channels + col
+    }
+
+    /// Values skipped from an output row's last pixel to the next row's first: the border.
+    fn row_jump(&self) -> isize {
+        (2 * self.pad[1] * self.channels) as isize
+    }
+}
+
 /// Where a convolution's tasks write: f32 values or a bf16 map, by output pixel.
 #[cfg(target_arch = "x86_64")]
 #[derive(Clone, Copy)]
 struct OutMap {
     ptr: super::Store,
-    pad: [usize; 2],
-    /// Output rows and columns.
-    grid: [usize; 2],
-    channels: usize,
+    at: Layout,
 }
 
 // SAFETY: tasks write disjoint parts of the output only (see `Bf16Conv::run_io`).
@@ -1067,21 +1091,17 @@ impl OutMap {
                 (super::Store::Bf16(words.as_mut_ptr().cast()), pad)
             }
         };
-        Self {
-            ptr,
+        let at = Layout {
             pad,
             grid: [oh, ow],
             channels: o,
-        }
-    }
-
-    fn padded(&self) -> bool {
-        self.pad != [0, 0]
+        };
+        Self { ptr, at }
     }
 
     /// Output pixel `r` (flat), column `col`.
     fn store(&self, r: usize, col: usize) -> super::Store {
-        let i = padded(r, self.grid[0], self.grid[1], self.pad) * self.channels + col;
+        let i = self.at.index(r, col);
         match self.ptr {
             super::Store::F32(p) => super::Store::F32(p.wrapping_add(i)),
             super::Store::Bf16(p) => super::Store::Bf16(p.wrapping_add(i)),
@@ -1094,9 +1114,7 @@ impl OutMap {
 #[derive(Clone, Copy)]
 struct ResMap {
     ptr: super::Res,
-    pad: [usize; 2],
-    grid: [usize; 2],
-    channels: usize,
+    at: Layout,
 }
 
 // SAFETY: the residual is only read.
@@ -1114,25 +1132,21 @@ impl ResMap {
             Some(Bf16Src::F32(r)) => (super::Res::F32(r.as_ptr()), [0, 0]),
             Some(Bf16Src::Bf16 { words, pad }) => (super::Res::Bf16(words.as_ptr().cast()), pad),
         };
-        Self {
-            ptr,
+        let at = Layout {
             pad,
             grid: [dims[2], dims[3]],
             channels: dims[1],
-        }
+        };
+        Self { ptr, at }
     }
 
     fn is_some(&self) -> bool {
         !matches!(self.ptr, super::Res::None)
     }
 
-    fn padded(&self) -> bool {
-        self.pad != [0, 0]
-    }
-
     /// The residual at output pixel `r` (flat), column `col`.
     fn at(&self, r: usize, col: usize) -> super::Res {
-        let i = padded(r, self.grid[0], self.grid[1], self.pad) * self.channels + col;
+        let i = self.at.index(r, col);
         match self.ptr {
             super::Res::None => super::Res::None,
             super::Res::F32(p) => super::Res::F32(p.wrapping_add(i)),
