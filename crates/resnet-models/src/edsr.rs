@@ -282,7 +282,9 @@ impl Edsr {
         )
     }
 
-    /// The same network on `threads` worker threads.
+    /// The same network on `threads` worker threads (1: the calling thread only). The threads
+    /// start with the first run, which reports a failure to start them as
+    /// [`ModelError::Config`]; a `threads` of 0 is that error here.
     pub fn with_threads(mut self, threads: usize) -> Result<Self, ModelError> {
         self.net = self.net.with_threads(threads)?;
         Ok(self)

@@ -226,12 +226,38 @@ impl WorkspacePool {
     }
 }
 
+/// The worker threads of an executor, started by its first run (so that a network built
+/// with the default thread count and then given another starts no threads it throws away),
+/// and shared by its clones.
+#[derive(Debug, Default)]
+struct Workers(std::sync::OnceLock<rayon::ThreadPool>);
+
+impl Workers {
+    /// The pool of `threads` threads, started now if it was not, every thread running before
+    /// this returns (a run never waits on a thread that is still starting, nor does a
+    /// thread's start land inside a later run).
+    fn get(&self, threads: usize) -> Result<&rayon::ThreadPool, ModelError> {
+        if let Some(p) = self.0.get() {
+            return Ok(p);
+        }
+        let pool = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .thread_name(|i| format!("resnet-{i}"))
+            .build()
+            .map_err(|e| ModelError::Config(format!("cannot start {threads} threads: {e}")))?;
+        pool.broadcast(|_| ());
+        // Two first runs at once may both start a pool: one is kept, the other dropped.
+        Ok(self.0.get_or_init(|| pool))
+    }
+}
+
 /// Threads, instruction set and workspaces of a network.
 #[derive(Debug, Clone)]
 pub(crate) struct Executor {
     threads: usize,
     cpu: Cpu,
-    pool: Option<Arc<rayon::ThreadPool>>,
+    /// The worker threads when there is more than one.
+    workers: Arc<Workers>,
     workspaces: Arc<WorkspacePool>,
 }
 
@@ -253,23 +279,10 @@ impl Executor {
                 "the thread count must be at least 1".into(),
             ));
         }
-        let pool = if threads > 1 {
-            Some(Arc::new(
-                rayon::ThreadPoolBuilder::new()
-                    .num_threads(threads)
-                    .thread_name(|i| format!("resnet-{i}"))
-                    .build()
-                    .map_err(|e| {
-                        ModelError::Config(format!("cannot start {threads} threads: {e}"))
-                    })?,
-            ))
-        } else {
-            None
-        };
         Ok(Self {
             threads,
             cpu,
-            pool,
+            workers: Arc::default(),
             workspaces: Arc::new(WorkspacePool::default()),
         })
     }
@@ -280,6 +293,15 @@ impl Executor {
 
     pub(crate) fn cpu(&self) -> Cpu {
         self.cpu
+    }
+
+    /// The worker threads, or `None` on one thread (the caller's).
+    fn pool(&self) -> Result<Option<&rayon::ThreadPool>, ModelError> {
+        if self.threads > 1 {
+            self.workers.get(self.threads).map(Some)
+        } else {
+            Ok(None)
+        }
     }
 
     /// The dims of the input `x`, checked against the plan.
@@ -327,7 +349,7 @@ impl Executor {
             self.workspaces.give(ws);
             result.map(|()| k)
         };
-        let parts: Vec<Result<Keep<'_>, ModelError>> = match &self.pool {
+        let parts: Vec<Result<Keep<'_>, ModelError>> = match self.pool()? {
             Some(p) => p.install(|| {
                 use rayon::prelude::*;
                 (0..dims[0]).into_par_iter().map(one).collect()
@@ -345,9 +367,10 @@ impl Executor {
         obs: &mut dyn Observer,
     ) -> Result<(), ModelError> {
         let dims = Self::input_dims(net, &x)?;
+        let pool = self.pool()?;
         let mut ws = self.workspaces.take();
         let par = Par::with_threads(self.threads);
-        let result = match &self.pool {
+        let result = match pool {
             Some(p) => p.install(|| self.steps(net, x, dims, &mut ws, par, obs)),
             None => self.steps(net, x, dims, &mut ws, par, obs),
         };

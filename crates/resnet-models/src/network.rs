@@ -57,7 +57,9 @@ impl Network {
         })
     }
 
-    /// The same network on `threads` worker threads (1: the calling thread only).
+    /// The same network on `threads` worker threads (1: the calling thread only). The threads
+    /// start with the first run, which reports a failure to start them as
+    /// [`ModelError::Config`]; a `threads` of 0 is that error here.
     pub fn with_threads(mut self, threads: usize) -> Result<Self, ModelError> {
         self.exec = Executor::new(threads, self.exec.cpu())?;
         Ok(self)

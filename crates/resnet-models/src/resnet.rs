@@ -320,7 +320,9 @@ impl ResNet {
         Self::load_with(&weights, &config, backend, precision)
     }
 
-    /// The same network on `threads` worker threads (1: the calling thread only).
+    /// The same network on `threads` worker threads (1: the calling thread only). The threads
+    /// start with the first run, which reports a failure to start them as
+    /// [`ModelError::Config`]; a `threads` of 0 is that error here.
     pub fn with_threads(mut self, threads: usize) -> Result<Self, ModelError> {
         self.net = self.net.with_threads(threads)?;
         Ok(self)
