@@ -7,7 +7,7 @@
 //! [`bf16`] holds the reduced-precision kernels (bf16 values, f32 sums, on AVX512-BF16): the
 //! matrix product and any convolution ([`bf16::Bf16Conv`]), each with a bit-exact scalar twin.
 //! The [`fast`] kernels work on NHWC activations: convolution as a matrix product on the
-//! activations (1x1), im2col in L2-sized tiles, Winograd F(2x2,3x3) or a direct grouped
+//! activations (1x1), im2col in L2-sized tiles, Winograd F(4x4,3x3) or F(2x2,3x3) or a direct grouped
 //! kernel, chosen from the shape, with bias, residual add and ReLU in the output step
 //! ([`fast::Epilogue`]); the CPU token, the parallelism ([`fast::Par`]) and scratch memory
 //! ([`fast::Scratch`]) are passed in as values; every matrix product runs `gemm-f32`'s micro-kernels on

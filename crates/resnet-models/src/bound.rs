@@ -9,7 +9,7 @@
 use crate::plan::{ConvSpec, LinearStep, Plan, Step};
 use crate::{Backend, ModelError, Precision};
 use resnet_kernels::bf16::{Bf16Conv, Bf16Cpu};
-use resnet_kernels::fast::{PackedConv, PackedLinear};
+use resnet_kernels::fast::{ConvAlgo, PackedConv, PackedLinear};
 use resnet_weights::WeightSource;
 
 /// A convolution's parameters as the reference kernels take them.
@@ -87,7 +87,7 @@ impl BoundPlan {
         let steps = plan
             .steps()
             .iter()
-            .map(|step| bind(step, src, backend, bf16))
+            .map(|step| bind(step, src, backend, bf16, plan.winograd_tile()))
             .collect::<Result<Vec<_>, _>>()?;
         let storage = bf16_storage(&plan, &steps);
         Ok(Self {
@@ -156,9 +156,10 @@ fn bind(
     src: &dyn WeightSource,
     backend: Backend,
     bf16: Option<Bf16Cpu>,
+    winograd_tile: usize,
 ) -> Result<Bound, ModelError> {
     match step {
-        Step::Conv(c) => bind_conv(&c.conv, src, backend, bf16),
+        Step::Conv(c) => bind_conv(&c.conv, src, backend, bf16, winograd_tile),
         Step::Linear(l) => bind_linear(l, src, backend, bf16),
         _ => Ok(Bound::None),
     }
@@ -173,12 +174,14 @@ fn config_error(step: &str, what: impl std::fmt::Display) -> ModelError {
 }
 
 /// Fold the batch-norm (and the output scale) into the weights and bias in f64, and pack
-/// (in bf16 when `bf16` holds the CPU's token).
+/// (in bf16 when `bf16` holds the CPU's token; in Winograd tiles of at most `winograd_tile`
+/// pixels a side).
 fn bind_conv(
     c: &ConvSpec,
     src: &dyn WeightSource,
     backend: Backend,
     bf16: Option<Bf16Cpu>,
+    winograd_tile: usize,
 ) -> Result<Bound, ModelError> {
     let shape = c.weight_shape();
     if c.groups == 0
@@ -256,11 +259,16 @@ fn bind_conv(
         let conv = Bf16Conv::new(&folded, shape, Some(&bias), c.params())?;
         return Ok(Bound::Bf16Conv(conv, cpu));
     }
-    Ok(Bound::FastConv(PackedConv::new(
+    let algo = match PackedConv::algorithm_for(shape, c.params())? {
+        ConvAlgo::Winograd4x4 if winograd_tile < 4 => ConvAlgo::Winograd2x2,
+        a => a,
+    };
+    Ok(Bound::FastConv(PackedConv::with_algorithm(
         &folded,
         shape,
         Some(&bias),
         c.params(),
+        algo,
     )?))
 }
 

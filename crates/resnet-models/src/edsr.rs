@@ -39,6 +39,8 @@ pub fn edsr_plan(config: &EdsrConfig) -> Result<Plan, ModelError> {
         ConvSpec::new(name, name, cin, cout, k).with_bias()
     };
     let (mut b, x) = PlanBuilder::new(c);
+    // The tiled forward's halo counts on F(2x2)'s reach (see `Edsr::halo`).
+    b.limit_winograd_tile(2);
     let m = b.conv(conv("sub_mean", c, c, 1), x, None, false);
     b.free(x);
     // The head's output is kept for the long skip.

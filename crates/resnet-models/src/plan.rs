@@ -337,6 +337,7 @@ pub struct Plan {
     steps: Vec<Step>,
     slots: usize,
     in_channels: usize,
+    winograd_tile: usize,
 }
 
 impl Plan {
@@ -353,6 +354,12 @@ impl Plan {
     /// Channels of the network's input.
     pub fn in_channels(&self) -> usize {
         self.in_channels
+    }
+
+    /// The largest Winograd output tile (2: F(2x2, 3x3), 4: F(4x4, 3x3)) the fast path may
+    /// choose for this plan's 3x3 convolutions (see [`PlanBuilder::limit_winograd_tile`]).
+    pub fn winograd_tile(&self) -> usize {
+        self.winograd_tile
     }
 
     /// The convolution steps in execution order.
@@ -418,6 +425,7 @@ pub struct PlanBuilder {
     steps: Vec<Step>,
     live: Vec<bool>,
     in_channels: usize,
+    winograd_tile: usize,
 }
 
 /// What a convolution computes, apart from where its data lives: see [`PlanBuilder::conv`].
@@ -532,6 +540,7 @@ impl PlanBuilder {
             steps: Vec::new(),
             live: Vec::new(),
             in_channels,
+            winograd_tile: 4,
         };
         let dst = b.alloc();
         b.steps.push(Step::Input { dst });
@@ -644,12 +653,30 @@ impl PlanBuilder {
         });
     }
 
+    /// Let the fast path compute 3x3 convolutions in Winograd tiles of at most `m x m`
+    /// output pixels (2 or 4; default 4). Winograd rounds every output of a tile with all of
+    /// the tile's inputs, so a change of input reaches `m` pixels further per convolution than
+    /// its receptive field, in rounding: a plan that is run on overlapping crops of an image and
+    /// must give bitwise the uncropped result (EDSR's tiled forward) keeps that reach small
+    /// with `m = 2`.
+    ///
+    /// # Panics
+    /// If `m` is neither 2 nor 4 (a programming error of the plan's author).
+    pub fn limit_winograd_tile(&mut self, m: usize) {
+        assert!(
+            m == 2 || m == 4,
+            "Winograd tiles are 2x2 or 4x4, not {m}x{m}"
+        );
+        self.winograd_tile = m;
+    }
+
     /// The finished plan.
     pub fn finish(self) -> Plan {
         Plan {
             steps: self.steps,
             slots: self.live.len(),
             in_channels: self.in_channels,
+            winograd_tile: self.winograd_tile,
         }
     }
 }

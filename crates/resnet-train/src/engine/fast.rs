@@ -246,7 +246,7 @@ impl Trainer {
                     // patches equal outputs, as PyTorch's f32 path does.
                     let algo = match PackedConv::algorithm_for(spec.weight_shape(), spec.params())?
                     {
-                        ConvAlgo::Winograd2x2 => ConvAlgo::Im2colTiled,
+                        ConvAlgo::Winograd2x2 | ConvAlgo::Winograd4x4 => ConvAlgo::Im2colTiled,
                         a => a,
                     };
                     let conv = match st.convs[i].take() {

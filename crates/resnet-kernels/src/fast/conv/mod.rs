@@ -5,7 +5,7 @@
 //! | --- | --- | --- |
 //! | [`ConvAlgo::Pointwise`] | `pointwise.rs` | 1x1, stride 1, no padding, one group |
 //! | [`ConvAlgo::Im2colTiled`] | `im2col.rs` | any |
-//! | [`ConvAlgo::Winograd2x2`] | `winograd.rs` | 3x3, stride 1, undilated, one group |
+//! | [`ConvAlgo::Winograd2x2`], [`ConvAlgo::Winograd4x4`] | `winograd.rs` | 3x3, stride 1, undilated, one group |
 //! | [`ConvAlgo::GroupedDirect`] | `grouped.rs` | grouped, stride 1, undilated |
 //!
 //! The output step (bias, residual, ReLU) is one [`Epilogue`] value (`epilogue.rs`).
@@ -39,9 +39,14 @@ pub enum ConvAlgo {
     /// group, or per block of narrow groups sharing one block-diagonal product.
     Im2colTiled,
     /// 3x3, stride 1, dilation 1, one group (chosen when there are at least 8 channels in and
-    /// out and at most 256 x 256 channel pairs): Winograd F(2x2, 3x3), 2.25x fewer
-    /// multiplications (see the numerics note in the README).
+    /// out and more than 128 x 128, at most 256 x 256 channel pairs): Winograd F(2x2, 3x3),
+    /// 2.25x fewer multiplications (see the numerics note in the README).
     Winograd2x2,
+    /// 3x3, stride 1, dilation 1, one group (chosen when there are at least 8 channels in and
+    /// out and at most 128 x 128 channel pairs): Winograd F(4x4, 3x3), 4x fewer
+    /// multiplications than direct, four times as many transformed weights, several times
+    /// F(2x2)'s rounding error (see the numerics note in the README).
+    Winograd4x4,
     /// Grouped, stride 1, undilated (chosen for at most 8 output channels per group, as in
     /// ResNeXt): a direct convolution vectorised along output pixels, per group, on
     /// channel-major copies of the input rows.
@@ -56,9 +61,10 @@ pub enum ConvAlgo {
 impl ConvAlgo {
     /// The multiply-adds the algorithm really performs in its matrix products for a
     /// convolution of `direct_macs` direct multiply-adds whose output is `[n, out_channels,
-    /// out_h, out_w]` from `in_channels` channels: the direct count, but for Winograd
-    /// F(2x2, 3x3), whose products work on 4x4 transformed tiles per 2x2 output pixels (16
-    /// instead of 36 multiply-adds per tile and channel pair; the transforms are additions).
+    /// out_h, out_w]` from `in_channels` channels: the direct count, but for Winograd,
+    /// whose products work on transformed tiles: F(2x2, 3x3) 4x4 of them per 2x2 output pixels
+    /// (16 instead of 36 multiply-adds per tile and channel pair), F(4x4, 3x3) 6x6 per 4x4
+    /// (36 instead of 144); the transforms are a few additions per value.
     ///
     /// ```
     /// use resnet_kernels::fast::ConvAlgo;
@@ -66,6 +72,7 @@ impl ConvAlgo {
     /// let direct = 9 * 64 * 64 * 56 * 56;
     /// assert_eq!(ConvAlgo::Im2colTiled.product_macs(direct, 1, 64, 64, 56, 56), direct);
     /// assert_eq!(ConvAlgo::Winograd2x2.product_macs(direct, 1, 64, 64, 56, 56), direct * 16 / 36);
+    /// assert_eq!(ConvAlgo::Winograd4x4.product_macs(direct, 1, 64, 64, 56, 56), direct / 4);
     /// ```
     pub fn product_macs(
         self,
@@ -77,9 +84,11 @@ impl ConvAlgo {
         out_w: usize,
     ) -> u64 {
         match self {
-            ConvAlgo::Winograd2x2 => {
-                let tiles = out_h.div_ceil(2) as u64 * out_w.div_ceil(2) as u64;
-                n as u64 * tiles * 16 * in_channels as u64 * out_channels as u64
+            ConvAlgo::Winograd2x2 | ConvAlgo::Winograd4x4 => {
+                let m = if self == ConvAlgo::Winograd2x2 { 2 } else { 4 };
+                let tiles = out_h.div_ceil(m) as u64 * out_w.div_ceil(m) as u64;
+                let t = (m + 2) as u64;
+                n as u64 * tiles * t * t * in_channels as u64 * out_channels as u64
             }
             _ => direct_macs,
         }
@@ -92,6 +101,7 @@ impl std::fmt::Display for ConvAlgo {
             ConvAlgo::Pointwise => "gemm-1x1",
             ConvAlgo::Im2colTiled => "im2col-tiled-gemm",
             ConvAlgo::Winograd2x2 => "winograd-f2x2-3x3",
+            ConvAlgo::Winograd4x4 => "winograd-f4x4-3x3",
             ConvAlgo::GroupedDirect => "grouped-direct",
             ConvAlgo::Bf16Im2col => "bf16-im2col-gemm",
         })
@@ -164,6 +174,16 @@ const WINOGRAD_MIN_CHANNELS: usize = 8;
 /// 7x7, Winograd took 2.4 ms against 1.1 ms for im2col.
 const WINOGRAD_MAX_WEIGHTS: usize = 256 * 256;
 
+/// Most `C x O` channel pairs for Winograd F(4x4, 3x3) (wider ones up to
+/// [`WINOGRAD_MAX_WEIGHTS`] take F(2x2, 3x3)). Its transformed weights are 4x the direct ones
+/// (F(2x2): 16/9), each used once per 4x4 tile, and a 14x14 map has only 16 tiles: measured on
+/// an AVX-512 EPYC at batch 1, ResNet-18's 256x256 convs at 14x14 took 1.64-1.71 ms in F(4x4)
+/// against 1.29-1.36 ms in F(2x2), while its 64x64 convs at 56x56 took 0.88-0.98 ms against
+/// 1.49-1.65 and its 128x128 ones at 28x28 0.87-0.90 against 1.28-1.36. Whole ResNet-50 at
+/// batch 1: 72.8 ms with this limit, 77.6 ms with F(4x4) up to 256x256 (at batch 8 the wider
+/// F(4x4) was 5% faster on ResNet-18: the choice is made for batch-1 latency).
+const WINOGRAD4_MAX_WEIGHTS: usize = 128 * 128;
+
 /// Most output channels per group for the direct grouped path; wider groups fill the
 /// micro-kernel's rows well enough as matrix products.
 const GROUPED_DIRECT_MAX_OUT: usize = 8;
@@ -224,7 +244,8 @@ impl PackedConv {
         let kernel = match algo {
             ConvAlgo::Pointwise => Kernel::Pointwise(Pointwise::new(weight, o, cg)),
             ConvAlgo::Im2colTiled => Kernel::Im2col(Im2col::new(weight, weight_dims, params)),
-            ConvAlgo::Winograd2x2 => Kernel::Winograd(Winograd::new(weight, o, cg)),
+            ConvAlgo::Winograd2x2 => Kernel::Winograd(Winograd::new(weight, o, cg, 2)),
+            ConvAlgo::Winograd4x4 => Kernel::Winograd(Winograd::new(weight, o, cg, 4)),
             ConvAlgo::GroupedDirect => Kernel::Grouped(GroupedDirect::new(weight, weight_dims, g)),
             ConvAlgo::Bf16Im2col => unreachable!("`choose` refuses bf16"),
         };
@@ -250,10 +271,8 @@ impl PackedConv {
         let grouped_ok = g > 1 && unit;
         let refuse = |what: &str| Err(KernelError::Geometry(what.into()));
         Ok(match force {
-            Some(ConvAlgo::Winograd2x2) if !winograd_ok => {
-                return refuse(
-                    "Winograd F(2x2,3x3) needs a 3x3, stride-1, undilated, ungrouped conv",
-                );
+            Some(ConvAlgo::Winograd2x2 | ConvAlgo::Winograd4x4) if !winograd_ok => {
+                return refuse("Winograd needs a 3x3, stride-1, undilated, ungrouped conv");
             }
             Some(ConvAlgo::Pointwise) if !pointwise_ok => {
                 return refuse(
@@ -267,6 +286,13 @@ impl PackedConv {
                 return refuse("bf16 products run in `bf16::Bf16Conv`, not in a PackedConv");
             }
             Some(a) => a,
+            None if winograd_ok
+                && cg >= WINOGRAD_MIN_CHANNELS
+                && o >= WINOGRAD_MIN_CHANNELS
+                && cg * o <= WINOGRAD4_MAX_WEIGHTS =>
+            {
+                ConvAlgo::Winograd4x4
+            }
             None if winograd_ok
                 && cg >= WINOGRAD_MIN_CHANNELS
                 && o >= WINOGRAD_MIN_CHANNELS
@@ -333,10 +359,11 @@ impl PackedConv {
 
     /// The algorithm this convolution runs.
     pub fn algorithm(&self) -> ConvAlgo {
-        match self.kernel {
+        match &self.kernel {
             Kernel::Pointwise(_) => ConvAlgo::Pointwise,
             Kernel::Im2col(_) => ConvAlgo::Im2colTiled,
-            Kernel::Winograd(_) => ConvAlgo::Winograd2x2,
+            Kernel::Winograd(w) if w.m() == 2 => ConvAlgo::Winograd2x2,
+            Kernel::Winograd(_) => ConvAlgo::Winograd4x4,
             Kernel::Grouped(_) => ConvAlgo::GroupedDirect,
         }
     }
@@ -365,8 +392,9 @@ impl PackedConv {
         let [_, _, oh, ow] = geom.output;
         Ok(match &self.kernel {
             Kernel::Winograd(wino) => {
-                let tw = ow.div_ceil(2);
-                wino.scratch_len(wino.tile_rows(tw).min(oh.div_ceil(2)) * tw)
+                let m = wino.m();
+                let tw = ow.div_ceil(m);
+                wino.scratch_len(wino.tile_rows(tw).min(oh.div_ceil(m)) * tw)
             }
             Kernel::Grouped(grouped) => grouped.scratch_len(GroupedDirect::band_rows(ow, oh), ow),
             Kernel::Pointwise(_) => 0,
@@ -444,7 +472,7 @@ impl PackedConv {
         let o = self.weight_dims[0];
         let img_out = oh * ow * o;
         // Winograd and the direct grouped path compute bands of whole output rows (Winograd's
-        // an even number of them, whole 2x2 tiles), each task owning a contiguous run of rows.
+        // whole rows of tiles), each task owning a contiguous run of rows.
         let mut band = |rows: usize, f: &BandFn<'_>| {
             for_each_chunk(out, img_out, rows * ow * o, ctx.par, |ni, off, band| {
                 let epi = epi.part(ni * img_out + off, band.len());
@@ -454,9 +482,10 @@ impl PackedConv {
         };
         match &self.kernel {
             Kernel::Winograd(wino) => {
+                let m = wino.m();
                 band(
-                    2 * wino.tile_rows(ow.div_ceil(2)),
-                    &|img, oy0, epi, dst, s| wino.band(ctx.cpu, &img, oy0 / 2, epi, dst, s),
+                    m * wino.tile_rows(ow.div_ceil(m)),
+                    &|img, oy0, epi, dst, s| wino.band(ctx.cpu, &img, oy0 / m, epi, dst, s),
                 );
             }
             Kernel::Grouped(grouped) => {

@@ -1,12 +1,16 @@
-//! Winograd F(2x2, 3x3) for 3x3 stride-1 convolutions on NHWC data.
+//! Winograd F(2x2, 3x3) and F(4x4, 3x3) for 3x3 stride-1 convolutions on NHWC data.
 //!
-//! Each 2x2 block of output pixels is computed from a 4x4 input tile with 16 multiplications
-//! per (input, output) channel pair instead of 36: `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` (Lavin &
-//! Gray's F(2,3) matrices, whose constants are 0, ±1 and ±1/2, so the transforms add almost no
-//! rounding error). The weights are transformed (and packed for gemm's micro-kernels) once at
-//! build time; per tile band, the input transform writes 16 `[tiles, C]` matrices, 16 matrix
-//! products give 16 `[tiles, O]` matrices, and the output transform adds bias and residual and
-//! applies ReLU as it writes the result. Both transforms are SIMD across channels.
+//! Each `m x m` block of output pixels (`m` = 2 or 4) is computed from a `t x t` input tile
+//! (`t = m + 2`) with `t²` multiplications per (input, output) channel pair instead of
+//! `9 m²`: `Y = Aᵀ [(G g Gᵀ) ⊙ (Bᵀ d B)] A` (Lavin & Gray's matrices). F(2x2)'s constants are
+//! 0, ±1 and ±1/2, so its transforms add almost no rounding error: 16 products per 4 outputs,
+//! 2.25x fewer than direct. F(4x4)'s are up to 5 in `Bᵀ` and 8 in `Aᵀ` and `1/24` in `G`: 36
+//! products per 16 outputs, 4x fewer than direct, at a few times F(2x2)'s rounding error (see
+//! the numerics note in the README). The weights are transformed (and packed for the
+//! micro-kernels) once at build time; per tile band, the input transform writes `t²` `[tiles,
+//! C]` matrices, `t²` matrix products give `t²` `[tiles, O]` matrices, and the output transform
+//! adds bias and residual and applies ReLU as it writes the result. Both transforms are SIMD
+//! across channels.
 
 use super::super::matmul::{PackedMatrix, ROW_BLOCK, with_rows_buffer};
 use super::super::simd::relu_v;
@@ -14,59 +18,88 @@ use super::{Epilogue, Image};
 use crate::Cpu;
 use pulp::{Simd, WithSimd};
 
+/// F(2x2, 3x3)'s weight transform `G` (4x3).
+const G2: [[f64; 3]; 4] = [
+    [1.0, 0.0, 0.0],
+    [0.5, 0.5, 0.5],
+    [0.5, -0.5, 0.5],
+    [0.0, 0.0, 1.0],
+];
+
+/// F(4x4, 3x3)'s weight transform `G` (6x3).
+const G4: [[f64; 3]; 6] = [
+    [0.25, 0.0, 0.0],
+    [-1.0 / 6.0, -1.0 / 6.0, -1.0 / 6.0],
+    [-1.0 / 6.0, 1.0 / 6.0, -1.0 / 6.0],
+    [1.0 / 24.0, 1.0 / 12.0, 1.0 / 6.0],
+    [1.0 / 24.0, -1.0 / 12.0, 1.0 / 6.0],
+    [0.0, 0.0, 1.0],
+];
+
 #[derive(Debug, Clone)]
 pub(crate) struct Winograd {
     c: usize,
     o: usize,
-    /// `U = G g Gᵀ`: 16 matrices `[O, C]`, packed for the micro-kernels.
+    /// Output pixels per tile side: 2 or 4.
+    m: usize,
+    /// `U = G g Gᵀ`: `(m + 2)²` matrices `[O, C]`, packed for the micro-kernels.
     u: Vec<PackedMatrix>,
 }
 
 impl Winograd {
-    /// Transform PyTorch-layout `[O, C, 3, 3]` weights (in f64).
-    pub(crate) fn new(weight: &[f32], o: usize, c: usize) -> Self {
+    /// Transform PyTorch-layout `[O, C, 3, 3]` weights (in f64) for `m x m` output tiles
+    /// (`m` = 2 or 4).
+    pub(crate) fn new(weight: &[f32], o: usize, c: usize, m: usize) -> Self {
+        assert!(m == 2 || m == 4, "Winograd tiles are 2x2 or 4x4");
+        let t = m + 2;
         let mut s = Self {
             c,
             o,
-            u: (0..16).map(|_| PackedMatrix::zeros(o, c)).collect(),
+            m,
+            u: (0..t * t).map(|_| PackedMatrix::zeros(o, c)).collect(),
         };
         s.repack(weight);
         s
     }
 
+    /// Output pixels per tile side.
+    pub(crate) fn m(&self) -> usize {
+        self.m
+    }
+
+    /// Input pixels per tile side.
+    fn t(&self) -> usize {
+        self.m + 2
+    }
+
     /// New weights of the same shape, transformed into the same storage, a block of output
     /// channels at a time (`U = G g Gᵀ` of each `[3, 3]` kernel, in f64).
     pub(crate) fn repack(&mut self, weight: &[f32]) {
-        const G: [[f64; 3]; 4] = [
-            [1.0, 0.0, 0.0],
-            [0.5, 0.5, 0.5],
-            [0.5, -0.5, 0.5],
-            [0.0, 0.0, 1.0],
-        ];
-        let (o, c) = (self.o, self.c);
+        let g: &[[f64; 3]] = if self.m == 2 { &G2 } else { &G4 };
+        let (o, c, t) = (self.o, self.c, self.t());
         if c == 0 {
             return;
         }
-        // Rows `oc0 ..` (a block of `ROW_BLOCK` output channels) of the 16 matrices:
+        // Rows `oc0 ..` (a block of `ROW_BLOCK` output channels) of the `t²` matrices:
         // `rows[(xi * ROW_BLOCK + r) * c + ic]`.
-        with_rows_buffer(16 * ROW_BLOCK * c, |rows| {
+        with_rows_buffer(t * t * ROW_BLOCK * c, |rows| {
             for oc0 in (0..o).step_by(ROW_BLOCK) {
                 let nr = ROW_BLOCK.min(o - oc0);
                 for r in 0..nr {
                     for ic in 0..c {
-                        let g = &weight[((oc0 + r) * c + ic) * 9..][..9];
-                        // t = G g   (4x3)
-                        let mut t = [[0.0f64; 3]; 4];
-                        for (i, row) in t.iter_mut().enumerate() {
+                        let k = &weight[((oc0 + r) * c + ic) * 9..][..9];
+                        // G k   (t x 3)
+                        let mut gk = [[0.0f64; 3]; 6];
+                        for (i, row) in gk.iter_mut().take(t).enumerate() {
                             for (j, v) in row.iter_mut().enumerate() {
-                                *v = (0..3).map(|k| G[i][k] * f64::from(g[k * 3 + j])).sum();
+                                *v = (0..3).map(|q| g[i][q] * f64::from(k[q * 3 + j])).sum();
                             }
                         }
-                        // U = t Gᵀ  (4x4)
-                        for i in 0..4 {
-                            for j in 0..4 {
-                                let v: f64 = (0..3).map(|k| t[i][k] * G[j][k]).sum();
-                                rows[((i * 4 + j) * ROW_BLOCK + r) * c + ic] = v as f32;
+                        // U = (G k) Gᵀ  (t x t)
+                        for i in 0..t {
+                            for j in 0..t {
+                                let v: f64 = (0..3).map(|q| gk[i][q] * g[j][q]).sum();
+                                rows[((i * t + j) * ROW_BLOCK + r) * c + ic] = v as f32;
                             }
                         }
                     }
@@ -78,21 +111,24 @@ impl Winograd {
         });
     }
 
-    /// Tile rows (of 2 output rows each) per task: enough tiles to feed the matrix products,
-    /// few enough that the transformed tiles stay in L2. Independent of the thread count.
+    /// Tile rows (of `m` output rows each) per task: enough tiles to feed the matrix
+    /// products, few enough that the transformed tiles stay in L2. Independent of the thread
+    /// count.
     pub(crate) fn tile_rows(&self, tiles_w: usize) -> usize {
-        let per_tile_bytes = 16 * (self.c + self.o) * 4;
+        let t = self.t();
+        let per_tile_bytes = t * t * (self.c + self.o) * 4;
         let tiles = (super::TILE_BYTES / per_tile_bytes).clamp(8, 512);
         (tiles / tiles_w.max(1)).max(1)
     }
 
-    /// Scratch values for a band of `tiles` 2x2 tiles: their 16 transformed `[tiles, C]`
-    /// inputs and 16 `[tiles, O]` products.
+    /// Scratch values for a band of `tiles` tiles: their `t²` transformed `[tiles, C]`
+    /// inputs and `t²` `[tiles, O]` products.
     pub(crate) fn scratch_len(&self, tiles: usize) -> usize {
-        16 * tiles * (self.c + self.o)
+        let t = self.t();
+        t * t * tiles * (self.c + self.o)
     }
 
-    /// One band of tile rows `ty0 ..` of one image; `dst` holds output rows `2 * ty0 ..`
+    /// One band of tile rows `ty0 ..` of one image; `dst` holds output rows `m * ty0 ..`
     /// (NHWC, whole rows), `epi` the output step of the same rows.
     pub(crate) fn band(
         &self,
@@ -106,59 +142,69 @@ impl Winograd {
         let &Image {
             x, h, w, ow, pad, ..
         } = img;
-        let (c, o) = (self.c, self.o);
-        let tw = ow.div_ceil(2);
+        let (c, o, m, t) = (self.c, self.o, self.m, self.t());
+        let tw = ow.div_ceil(m);
         let out_rows = dst.len() / (ow * o);
-        let rows = out_rows.div_ceil(2);
+        let rows = out_rows.div_ceil(m);
         let tiles = rows * tw;
-        let (vlen, mlen) = (16 * tiles * c, 16 * tiles * o);
+        let (vlen, mlen) = (t * t * tiles * c, t * t * tiles * o);
         if scratch.len() < self.scratch_len(tiles) {
             scratch.resize(self.scratch_len(tiles), 0.0);
         }
-        let (v, m) = scratch.split_at_mut(vlen);
-        let m = &mut m[..mlen];
+        let (v, prod) = scratch.split_at_mut(vlen);
+        let prod = &mut prod[..mlen];
         for r in 0..rows {
             for tx in 0..tw {
-                let t = r * tw + tx;
-                let y0 = (2 * (ty0 + r)) as isize - pad[0] as isize;
-                let x0 = (2 * tx) as isize - pad[1] as isize;
-                cpu.dispatch(InputTransform {
+                let tile = r * tw + tx;
+                let y0 = (m * (ty0 + r)) as isize - pad[0] as isize;
+                let x0 = (m * tx) as isize - pad[1] as isize;
+                let input = Input {
                     x,
                     h,
                     w,
                     c,
                     y0,
                     x0,
-                    v: &mut v[t * c..],
+                    v: &mut v[tile * c..],
                     stride: tiles * c,
-                });
+                };
+                if m == 2 {
+                    cpu.dispatch(InputTransform(input));
+                } else {
+                    cpu.dispatch(InputTransform4(input));
+                }
             }
         }
-        m.fill(0.0);
+        prod.fill(0.0);
         for (xi, u) in self.u.iter().enumerate() {
             u.matmul_acc(
                 cpu,
                 tiles,
                 &v[xi * tiles * c..(xi + 1) * tiles * c],
                 c,
-                &mut m[xi * tiles * o..(xi + 1) * tiles * o],
+                &mut prod[xi * tiles * o..(xi + 1) * tiles * o],
                 o,
             );
         }
         for r in 0..rows {
             for tx in 0..tw {
-                let t = r * tw + tx;
-                cpu.dispatch(OutputTransform {
-                    m: &m[t * o..],
+                let tile = r * tw + tx;
+                let output = Output {
+                    m: &prod[tile * o..],
                     stride: tiles * o,
                     o,
                     epi,
                     dst: &mut *dst,
-                    row0: 2 * r,
-                    col0: 2 * tx,
+                    row0: m * r,
+                    col0: m * tx,
                     rows: out_rows,
                     ow,
-                });
+                };
+                if m == 2 {
+                    cpu.dispatch(OutputTransform(output));
+                } else {
+                    cpu.dispatch(OutputTransform4(output));
+                }
             }
         }
     }
@@ -189,7 +235,10 @@ fn store<S: Simd>(simd: S, x: &mut [f32], v: S::f32s) {
     }
 }
 
-struct InputTransform<'a> {
+/// Where one tile's input transform reads and writes: the `t x t` input pixels from
+/// `(y0, x0)` (zero outside the image), written to `v` at `k * stride` for transformed value
+/// `k`.
+struct Input<'a> {
     x: &'a [f32],
     h: usize,
     w: usize,
@@ -200,11 +249,14 @@ struct InputTransform<'a> {
     stride: usize,
 }
 
+/// F(2x2)'s input transform of one tile.
+struct InputTransform<'a>(Input<'a>);
+
 impl WithSimd for InputTransform<'_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let Self {
+        let Input {
             x,
             h,
             w,
@@ -213,7 +265,7 @@ impl WithSimd for InputTransform<'_> {
             x0,
             v,
             stride,
-        } = self;
+        } = self.0;
         let l = lanes::<S>();
         let zero = simd.splat_f32s(0.0);
         // Offsets of the 16 input pixels, None where the tile hangs over the padding.
@@ -263,7 +315,10 @@ impl WithSimd for InputTransform<'_> {
     }
 }
 
-struct OutputTransform<'a> {
+/// Where one tile's output transform reads and writes: transformed product `k` at
+/// `m[k * stride ..]`, output rows `row0 ..` and columns `col0 ..` of `dst` (whole rows of
+/// `ow` pixels, `rows` of them: what lies beyond is not written).
+struct Output<'a> {
     m: &'a [f32],
     stride: usize,
     o: usize,
@@ -275,11 +330,14 @@ struct OutputTransform<'a> {
     ow: usize,
 }
 
+/// F(2x2)'s output transform of one tile.
+struct OutputTransform<'a>(Output<'a>);
+
 impl WithSimd for OutputTransform<'_> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
-        let Self {
+        let Output {
             m,
             stride,
             o,
@@ -289,7 +347,7 @@ impl WithSimd for OutputTransform<'_> {
             col0,
             rows,
             ow,
-        } = self;
+        } = self.0;
         let l = lanes::<S>();
         let zero = simd.splat_f32s(0.0);
         let mut o0 = 0;
@@ -323,6 +381,152 @@ impl WithSimd for OutputTransform<'_> {
                         continue;
                     }
                     let base = (oy * ow + ox) * o + o0;
+                    let mut val = simd.add_f32s(yv, b);
+                    if let Some(r) = epi.residual() {
+                        val = simd.add_f32s(val, load(simd, &r[base..base + n]));
+                    }
+                    if epi.applies_relu() {
+                        val = relu_v(simd, val);
+                    }
+                    store(simd, &mut dst[base..base + n], val);
+                }
+            }
+            o0 += n;
+        }
+    }
+}
+
+/// `Bᵀ` of F(4x4, 3x3) applied to six values (a column, then a row, of an input tile).
+#[inline(always)]
+fn bt4<S: Simd>(simd: S, [d0, d1, d2, d3, d4, d5]: [S::f32s; 6]) -> [S::f32s; 6] {
+    let (two, four) = (simd.splat_f32s(2.0), simd.splat_f32s(4.0));
+    let (m2, m4, m5) = (
+        simd.splat_f32s(-2.0),
+        simd.splat_f32s(-4.0),
+        simd.splat_f32s(-5.0),
+    );
+    let (d13, d42) = (simd.sub_f32s(d3, d1), simd.sub_f32s(d4, d2));
+    [
+        simd.mul_add_f32s(four, d0, simd.mul_add_f32s(m5, d2, d4)),
+        simd.mul_add_f32s(m4, simd.add_f32s(d1, d2), simd.add_f32s(d3, d4)),
+        simd.mul_add_f32s(four, simd.sub_f32s(d1, d2), simd.sub_f32s(d4, d3)),
+        simd.mul_add_f32s(two, d13, d42),
+        simd.mul_add_f32s(m2, d13, d42),
+        simd.mul_add_f32s(four, d1, simd.mul_add_f32s(m5, d3, d5)),
+    ]
+}
+
+/// `Aᵀ` of F(4x4, 3x3) applied to six values (a column, then a row, of a product tile).
+#[inline(always)]
+fn at4<S: Simd>(simd: S, [m0, m1, m2, m3, m4, m5]: [S::f32s; 6]) -> [S::f32s; 4] {
+    let (a, b) = (simd.add_f32s(m1, m2), simd.sub_f32s(m1, m2));
+    let (c, d) = (simd.add_f32s(m3, m4), simd.sub_f32s(m3, m4));
+    [
+        simd.add_f32s(simd.add_f32s(m0, a), c),
+        simd.mul_add_f32s(simd.splat_f32s(2.0), d, b),
+        simd.mul_add_f32s(simd.splat_f32s(4.0), c, a),
+        simd.add_f32s(simd.mul_add_f32s(simd.splat_f32s(8.0), d, b), m5),
+    ]
+}
+
+/// F(4x4)'s input transform of one tile: `Bᵀ d B` on its 6x6 input pixels, a vector of
+/// channels at a time.
+struct InputTransform4<'a>(Input<'a>);
+
+impl WithSimd for InputTransform4<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Input {
+            x,
+            h,
+            w,
+            c,
+            y0,
+            x0,
+            v,
+            stride,
+        } = self.0;
+        let l = lanes::<S>();
+        let zero = simd.splat_f32s(0.0);
+        // Offsets of the 36 input pixels, None where the tile hangs over the padding.
+        let mut at = [None; 36];
+        for i in 0..6 {
+            for j in 0..6 {
+                let (yy, xx) = (y0 + i as isize, x0 + j as isize);
+                if yy >= 0 && yy < h as isize && xx >= 0 && xx < w as isize {
+                    at[i * 6 + j] = Some((yy as usize * w + xx as usize) * c);
+                }
+            }
+        }
+        let mut c0 = 0;
+        while c0 < c {
+            let n = l.min(c - c0);
+            // Bᵀ d, column by column.
+            let mut r = [zero; 36];
+            for j in 0..6 {
+                let col = core::array::from_fn(|i| {
+                    at[i * 6 + j].map_or(zero, |off| load(simd, &x[off + c0..off + c0 + n]))
+                });
+                for (i, val) in bt4(simd, col).into_iter().enumerate() {
+                    r[i * 6 + j] = val;
+                }
+            }
+            // (Bᵀ d) B, row by row.
+            for i in 0..6 {
+                let row = core::array::from_fn(|j| r[i * 6 + j]);
+                for (j, val) in bt4(simd, row).into_iter().enumerate() {
+                    let base = (i * 6 + j) * stride + c0;
+                    store(simd, &mut v[base..base + n], val);
+                }
+            }
+            c0 += n;
+        }
+    }
+}
+
+/// F(4x4)'s output transform of one tile: `Aᵀ m A`, then bias, residual and ReLU, a vector
+/// of output channels at a time.
+struct OutputTransform4<'a>(Output<'a>);
+
+impl WithSimd for OutputTransform4<'_> {
+    type Output = ();
+    #[inline(always)]
+    fn with_simd<S: Simd>(self, simd: S) {
+        let Output {
+            m,
+            stride,
+            o,
+            epi,
+            dst,
+            row0,
+            col0,
+            rows,
+            ow,
+        } = self.0;
+        let l = lanes::<S>();
+        let zero = simd.splat_f32s(0.0);
+        let out_rows = rows.saturating_sub(row0).min(4);
+        let out_cols = ow.saturating_sub(col0).min(4);
+        let mut o0 = 0;
+        while o0 < o {
+            let n = l.min(o - o0);
+            // Aᵀ m, column by column: 4 rows of 6.
+            let mut s = [zero; 24];
+            for j in 0..6 {
+                let col = core::array::from_fn(|i| {
+                    let k = (i * 6 + j) * stride + o0;
+                    load(simd, &m[k..k + n])
+                });
+                for (a, val) in at4(simd, col).into_iter().enumerate() {
+                    s[a * 6 + j] = val;
+                }
+            }
+            let b = load(simd, epi.bias(o0..o0 + n));
+            for a in 0..out_rows {
+                let y = at4(simd, core::array::from_fn(|j| s[a * 6 + j]));
+                for (bx, yv) in y.into_iter().take(out_cols).enumerate() {
+                    let base = ((row0 + a) * ow + col0 + bx) * o + o0;
                     let mut val = simd.add_f32s(yv, b);
                     if let Some(r) = epi.residual() {
                         val = simd.add_f32s(val, load(simd, &r[base..base + n]));
