@@ -654,11 +654,14 @@ impl PlanBuilder {
     }
 
     /// Let the fast path compute 3x3 convolutions in Winograd tiles of at most `m x m`
-    /// output pixels (2 or 4; default 4). Winograd rounds every output of a tile with all of
-    /// the tile's inputs, so a change of input reaches `m` pixels further per convolution than
-    /// its receptive field, in rounding: a plan that is run on overlapping crops of an image and
-    /// must give bitwise the uncropped result (EDSR's tiled forward) keeps that reach small
-    /// with `m = 2`.
+    /// output pixels (2 or 4; default 4). Winograd rounds an output with inputs of its tile
+    /// that are outside its receptive field (terms that cancel exactly, not in rounding):
+    /// F(2x2)'s sparse transforms never let an input change an output it does not feed, but
+    /// F(4x4)'s input transform mixes a tile's fifth input row (and column) into all four of
+    /// its output rows, so a change reaches up to 2 pixels further per convolution. A plan
+    /// that is run on overlapping crops of an image and must give bitwise the uncropped
+    /// result with a halo of one pixel per convolution (EDSR's tiled forward) asks for
+    /// `m = 2`.
     ///
     /// # Panics
     /// If `m` is neither 2 nor 4 (a programming error of the plan's author).
