@@ -510,9 +510,9 @@ fn run(mut args: Args) -> Result<(), Box<dyn std::error::Error>> {
         "\n* GFLOP/s count the multiply-adds of direct convolution (2 FLOP each), whatever the \
          algorithm: Winograd layers do fewer, so their rate can exceed the peak.\n** The \
          multiply-adds the algorithm's matrix products really perform (Winograd: in the \
-         transform domain, 16 per 4x4 tile and channel pair instead of 36 per 2x2 output \
-         pixels), so the share of peak is honest for every algorithm; the transforms' additions \
-         are not counted."
+         transform domain, per channel pair: F(2x2) 16 per 4x4 tile instead of 36 per 2x2 \
+         output pixels, F(4x4) 36 per 6x6 tile instead of 144 per 4x4), so the share of peak is \
+         honest for every algorithm; the transforms' additions are not counted."
     );
     // Enhancement: EDSR-baseline x2 on a 480x270 input, tiled as the CLI does.
     let mut edsr_rows = Vec::new();
