@@ -260,6 +260,7 @@ fn bind_conv(
         return Ok(Bound::Bf16Conv(conv, cpu));
     }
     let algo = match PackedConv::algorithm_for(shape, c.params())? {
+        ConvAlgo::Winograd2x2 | ConvAlgo::Winograd4x4 if winograd_tile < 2 => ConvAlgo::Im2colTiled,
         ConvAlgo::Winograd4x4 if winograd_tile < 4 => ConvAlgo::Winograd2x2,
         a => a,
     };

@@ -356,8 +356,9 @@ impl Plan {
         self.in_channels
     }
 
-    /// The largest Winograd output tile (2: F(2x2, 3x3), 4: F(4x4, 3x3)) the fast path may
-    /// choose for this plan's 3x3 convolutions (see [`PlanBuilder::limit_winograd_tile`]).
+    /// The largest Winograd output tile the fast path may choose for this plan's 3x3
+    /// convolutions: 4 or more allows F(4x4, 3x3), 2 or 3 F(2x2, 3x3) only, less none (see
+    /// [`PlanBuilder::limit_winograd_tile`]).
     pub fn winograd_tile(&self) -> usize {
         self.winograd_tile
     }
@@ -654,22 +655,15 @@ impl PlanBuilder {
     }
 
     /// Let the fast path compute 3x3 convolutions in Winograd tiles of at most `m x m`
-    /// output pixels (2 or 4; default 4). Winograd rounds an output with inputs of its tile
-    /// that are outside its receptive field (terms that cancel exactly, not in rounding):
-    /// F(2x2)'s sparse transforms never let an input change an output it does not feed, but
-    /// F(4x4)'s input transform mixes a tile's fifth input row (and column) into all four of
-    /// its output rows, so a change reaches up to 2 pixels further per convolution. A plan
-    /// that is run on overlapping crops of an image and must give bitwise the uncropped
-    /// result with a halo of one pixel per convolution (EDSR's tiled forward) asks for
-    /// `m = 2`.
-    ///
-    /// # Panics
-    /// If `m` is neither 2 nor 4 (a programming error of the plan's author).
+    /// output pixels: 4 or more (the default) allows F(4x4, 3x3), 2 or 3 F(2x2, 3x3) only,
+    /// less no Winograd at all. Winograd rounds an output with inputs of its tile that are
+    /// outside its receptive field (terms that cancel exactly, not in rounding): F(2x2)'s
+    /// sparse transforms never let an input change an output it does not feed, but F(4x4)'s
+    /// input transform mixes a tile's fifth input row (and column) into all four of its
+    /// output rows, so a change reaches up to 2 pixels further per convolution. A plan that
+    /// is run on overlapping crops of an image and must give bitwise the uncropped result
+    /// with a halo of one pixel per convolution (EDSR's tiled forward) asks for `m = 2`.
     pub fn limit_winograd_tile(&mut self, m: usize) {
-        assert!(
-            m == 2 || m == 4,
-            "Winograd tiles are 2x2 or 4x4, not {m}x{m}"
-        );
         self.winograd_tile = m;
     }
 

@@ -210,3 +210,55 @@ fn a_hand_written_plan_runs_on_both_kernel_sets() {
     }
     assert!(fast.output(&x, "nope").is_err());
 }
+
+#[test]
+fn a_plan_can_limit_the_winograd_tile() {
+    // One 3x3 conv of 16 -> 16 channels: F(4x4) by default, F(2x2) at a limit of 2 or 3, none
+    // below; the outputs agree within rounding with the reference kernels' either way.
+    let vals = |n: usize, k: f32| (0..n).map(|i| (i as f32 * k).sin()).collect::<Vec<_>>();
+    let mut w = resnet_weights::TensorMap::new();
+    w.insert(
+        "c.weight",
+        Tensor::from_vec(&[16, 16, 3, 3], vals(16 * 16 * 9, 0.37)).unwrap(),
+    );
+    w.insert("c.bias", Tensor::from_vec(&[16], vals(16, 0.11)).unwrap());
+    let x = Tensor::from_vec(&[1, 16, 13, 11], vals(16 * 13 * 11, 0.53)).unwrap();
+    let mut want = None;
+    for (limit, algo) in [
+        (None, "winograd-f4x4-3x3"),
+        (Some(4), "winograd-f4x4-3x3"),
+        (Some(3), "winograd-f2x2-3x3"),
+        (Some(2), "winograd-f2x2-3x3"),
+        (Some(1), "im2col-tiled-gemm"),
+        (Some(0), "im2col-tiled-gemm"),
+    ] {
+        let (mut b, x0) = PlanBuilder::new(16);
+        if let Some(m) = limit {
+            b.limit_winograd_tile(m);
+        }
+        let h = b.conv(
+            ConvSpec::new("c", "c", 16, 16, 3).with_bias(),
+            x0,
+            None,
+            false,
+        );
+        b.output("y", h);
+        let plan = b.finish();
+        assert_eq!(plan.winograd_tile(), limit.unwrap_or(4));
+        let fast = Network::load(plan.clone(), &w, Backend::Fast).unwrap();
+        let conv = fast.profile(&x).unwrap();
+        let conv = conv.iter().find(|l| l.name == "c").unwrap();
+        assert_eq!(conv.algo.unwrap().to_string(), algo, "limit {limit:?}");
+        let want = want.get_or_insert_with(|| {
+            Network::load(plan, &w, Backend::Naive)
+                .unwrap()
+                .output(&x, "y")
+                .unwrap()
+        });
+        let got = fast.output(&x, "y").unwrap();
+        let top = want.as_slice().iter().fold(0f32, |a, v| a.max(v.abs()));
+        for (p, q) in got.as_slice().iter().zip(want.as_slice()) {
+            assert!((p - q).abs() <= 1e-5 * top, "limit {limit:?}: {p} vs {q}");
+        }
+    }
+}
