@@ -472,9 +472,17 @@ impl PackedConv {
         let o = self.weight_dims[0];
         let img_out = oh * ow * o;
         // Winograd and the direct grouped path compute bands of whole output rows (Winograd's
-        // whole rows of tiles), each task owning a contiguous run of rows.
-        let mut band = |rows: usize, f: &BandFn<'_>| {
-            for_each_chunk(out, img_out, rows * ow * o, ctx.par, |ni, off, band| {
+        // whole rows of tiles: units of `unit` rows), at most `most` units each, each task
+        // owning a contiguous run of rows.
+        let mut band = |unit: usize, most: usize, f: &BandFn<'_>| {
+            let units = oh.div_ceil(unit);
+            let bands = Bands {
+                unit: unit * ow * o,
+                units,
+                count: units.div_ceil(most.max(1)),
+                img_len: img_out,
+            };
+            bands.for_each(out, ctx.par, |ni, off, band| {
                 let epi = epi.part(ni * img_out + off, band.len());
                 ctx.scratch
                     .with(|s| f(image(ni), off / (ow * o), epi, band, s));
@@ -484,12 +492,14 @@ impl PackedConv {
             Kernel::Winograd(wino) => {
                 let m = wino.m();
                 band(
-                    m * wino.tile_rows(ow.div_ceil(m)),
+                    m,
+                    wino.tile_rows(ow.div_ceil(m)),
                     &|img, oy0, epi, dst, s| wino.band(ctx.cpu, &img, oy0 / m, epi, dst, s),
                 );
             }
             Kernel::Grouped(grouped) => {
                 band(
+                    1,
                     GroupedDirect::band_rows(ow, oh),
                     &|img, oy0, epi, dst, s| grouped.band(ctx.cpu, &img, oy0, epi, dst, s),
                 );
@@ -663,29 +673,70 @@ unsafe impl Send for SharedOut {}
 // SAFETY: as above.
 unsafe impl Sync for SharedOut {}
 
-/// Call `f(image, offset, chunk)` for every `chunk`-sized piece of each `img_len`-sized image
-/// of `out`, on the current rayon pool with [`Par::Rayon`], without collecting the pieces.
-/// The pieces do not depend on the thread count.
-fn for_each_chunk(
-    out: &mut [f32],
+/// The bands an image's output is cut into: `count` runs of whole units (`units` of `unit`
+/// values per image, the last one short where the image ends), of balanced sizes (they differ
+/// by one unit at most) laid out so that every halving of the list halves the work too (14
+/// units in 4 bands: 3, 4, 3, 4; equal chunks of 4 would give two threads 8 and 6). They
+/// depend on the shapes only.
+#[derive(Debug, Clone, Copy)]
+struct Bands {
+    unit: usize,
+    units: usize,
+    count: usize,
     img_len: usize,
-    chunk: usize,
-    par: Par,
-    f: impl Fn(usize, usize, &mut [f32]) + Sync + Send,
-) {
-    if par.is_parallel() {
-        out.par_chunks_mut(img_len)
-            .enumerate()
-            .for_each(|(ni, img)| {
-                img.par_chunks_mut(chunk)
-                    .enumerate()
-                    .for_each(|(t, c)| f(ni, t * chunk, c))
-            });
-    } else {
-        for (ni, img) in out.chunks_mut(img_len).enumerate() {
-            for (t, c) in img.chunks_mut(chunk).enumerate() {
-                f(ni, t * chunk, c);
+}
+
+impl Bands {
+    /// Where band `i` (`0..=count`) starts in an image.
+    fn start(&self, i: usize) -> usize {
+        (i * self.units / self.count * self.unit).min(self.img_len)
+    }
+
+    /// Call `f(image, offset, band)` for every band of every image of `out`, on the current
+    /// rayon pool with [`Par::Rayon`] (splitting the bands in halves, without collecting them).
+    fn for_each(
+        &self,
+        out: &mut [f32],
+        par: Par,
+        f: impl Fn(usize, usize, &mut [f32]) + Sync + Send,
+    ) {
+        if self.img_len == 0 || self.count == 0 {
+            return;
+        }
+        if par.is_parallel() {
+            out.par_chunks_mut(self.img_len)
+                .enumerate()
+                .for_each(|(ni, img)| self.split(ni, img, 0..self.count, true, &f));
+        } else {
+            for (ni, img) in out.chunks_mut(self.img_len).enumerate() {
+                self.split(ni, img, 0..self.count, false, &f);
             }
+        }
+    }
+
+    /// Bands `range` of image `ni`, whose values are `img`.
+    fn split(
+        &self,
+        ni: usize,
+        img: &mut [f32],
+        range: Range<usize>,
+        par: bool,
+        f: &(impl Fn(usize, usize, &mut [f32]) + Sync + Send),
+    ) {
+        if range.len() == 1 {
+            f(ni, self.start(range.start), img);
+            return;
+        }
+        let mid = (range.start + range.end) / 2;
+        let (a, b) = img.split_at_mut(self.start(mid) - self.start(range.start));
+        if par {
+            rayon::join(
+                || self.split(ni, a, range.start..mid, par, f),
+                || self.split(ni, b, mid..range.end, par, f),
+            );
+        } else {
+            self.split(ni, a, range.start..mid, par, f);
+            self.split(ni, b, mid..range.end, par, f);
         }
     }
 }
