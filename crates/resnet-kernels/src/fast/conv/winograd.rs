@@ -268,16 +268,7 @@ impl WithSimd for InputTransform<'_> {
         } = self.0;
         let l = lanes::<S>();
         let zero = simd.splat_f32s(0.0);
-        // Offsets of the 16 input pixels, None where the tile hangs over the padding.
-        let mut at = [None; 16];
-        for i in 0..4 {
-            for j in 0..4 {
-                let (yy, xx) = (y0 + i as isize, x0 + j as isize);
-                if yy >= 0 && yy < h as isize && xx >= 0 && xx < w as isize {
-                    at[i * 4 + j] = Some((yy as usize * w + xx as usize) * c);
-                }
-            }
-        }
+        let at: [Option<usize>; 16] = offsets(x0, y0, w, h, c);
         let mut c0 = 0;
         while c0 < c {
             let n = l.min(c - c0);
@@ -381,19 +372,50 @@ impl WithSimd for OutputTransform<'_> {
                         continue;
                     }
                     let base = (oy * ow + ox) * o + o0;
-                    let mut val = simd.add_f32s(yv, b);
-                    if let Some(r) = epi.residual() {
-                        val = simd.add_f32s(val, load(simd, &r[base..base + n]));
-                    }
-                    if epi.applies_relu() {
-                        val = relu_v(simd, val);
-                    }
-                    store(simd, &mut dst[base..base + n], val);
+                    finish(
+                        simd,
+                        epi,
+                        simd.add_f32s(yv, b),
+                        &mut dst[base..base + n],
+                        base,
+                    );
                 }
             }
             o0 += n;
         }
     }
+}
+
+/// Offsets in the image of a tile's `N = t x t` input pixels from `(y0, x0)`, row by row,
+/// `None` where the tile hangs over the padding.
+#[inline(always)]
+fn offsets<const N: usize>(
+    x0: isize,
+    y0: isize,
+    w: usize,
+    h: usize,
+    c: usize,
+) -> [Option<usize>; N] {
+    let t = N.isqrt();
+    core::array::from_fn(|k| {
+        let (yy, xx) = (y0 + (k / t) as isize, x0 + (k % t) as isize);
+        (yy >= 0 && yy < h as isize && xx >= 0 && xx < w as isize)
+            .then(|| (yy as usize * w + xx as usize) * c)
+    })
+}
+
+/// One output vector's last steps: add the residual (at `base` of the output), apply ReLU
+/// as `epi` says, store into `dst`.
+#[inline(always)]
+fn finish<S: Simd>(simd: S, epi: Epilogue<'_>, mut val: S::f32s, dst: &mut [f32], base: usize) {
+    let n = dst.len();
+    if let Some(r) = epi.residual() {
+        val = simd.add_f32s(val, load(simd, &r[base..base + n]));
+    }
+    if epi.applies_relu() {
+        val = relu_v(simd, val);
+    }
+    store(simd, dst, val);
 }
 
 /// `Bᵀ` of F(4x4, 3x3) applied to six values (a column, then a row, of an input tile).
@@ -449,16 +471,7 @@ impl WithSimd for InputTransform4<'_> {
         } = self.0;
         let l = lanes::<S>();
         let zero = simd.splat_f32s(0.0);
-        // Offsets of the 36 input pixels, None where the tile hangs over the padding.
-        let mut at = [None; 36];
-        for i in 0..6 {
-            for j in 0..6 {
-                let (yy, xx) = (y0 + i as isize, x0 + j as isize);
-                if yy >= 0 && yy < h as isize && xx >= 0 && xx < w as isize {
-                    at[i * 6 + j] = Some((yy as usize * w + xx as usize) * c);
-                }
-            }
-        }
+        let at: [Option<usize>; 36] = offsets(x0, y0, w, h, c);
         let mut c0 = 0;
         while c0 < c {
             let n = l.min(c - c0);
@@ -527,14 +540,13 @@ impl WithSimd for OutputTransform4<'_> {
                 let y = at4(simd, core::array::from_fn(|j| s[a * 6 + j]));
                 for (bx, yv) in y.into_iter().take(out_cols).enumerate() {
                     let base = ((row0 + a) * ow + col0 + bx) * o + o0;
-                    let mut val = simd.add_f32s(yv, b);
-                    if let Some(r) = epi.residual() {
-                        val = simd.add_f32s(val, load(simd, &r[base..base + n]));
-                    }
-                    if epi.applies_relu() {
-                        val = relu_v(simd, val);
-                    }
-                    store(simd, &mut dst[base..base + n], val);
+                    finish(
+                        simd,
+                        epi,
+                        simd.add_f32s(yv, b),
+                        &mut dst[base..base + n],
+                        base,
+                    );
                 }
             }
             o0 += n;
