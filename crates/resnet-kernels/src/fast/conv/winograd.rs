@@ -16,6 +16,7 @@ use super::super::matmul::{PackedMatrix, ROW_BLOCK, with_rows_buffer};
 use super::super::simd::relu_v;
 use super::{Epilogue, Image};
 use crate::Cpu;
+use core::marker::PhantomData;
 use pulp::{Simd, WithSimd};
 
 /// F(2x2, 3x3)'s weight transform `G` (4x3).
@@ -169,9 +170,9 @@ impl Winograd {
                     stride: tiles * c,
                 };
                 if m == 2 {
-                    cpu.dispatch(InputTransform(input));
+                    cpu.dispatch(InputTransform::<F2, 4, 2>(input, PhantomData));
                 } else {
-                    cpu.dispatch(InputTransform4(input));
+                    cpu.dispatch(InputTransform::<F4, 6, 4>(input, PhantomData));
                 }
             }
         }
@@ -201,9 +202,9 @@ impl Winograd {
                     ow,
                 };
                 if m == 2 {
-                    cpu.dispatch(OutputTransform(output));
+                    cpu.dispatch(OutputTransform::<F2, 4, 2>(output, PhantomData));
                 } else {
-                    cpu.dispatch(OutputTransform4(output));
+                    cpu.dispatch(OutputTransform::<F4, 6, 4>(output, PhantomData));
                 }
             }
         }
@@ -249,63 +250,6 @@ struct Input<'a> {
     stride: usize,
 }
 
-/// F(2x2)'s input transform of one tile.
-struct InputTransform<'a>(Input<'a>);
-
-impl WithSimd for InputTransform<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        let Input {
-            x,
-            h,
-            w,
-            c,
-            y0,
-            x0,
-            v,
-            stride,
-        } = self.0;
-        let l = lanes::<S>();
-        let zero = simd.splat_f32s(0.0);
-        let at: [Option<usize>; 16] = offsets(x0, y0, w, h, c);
-        let mut c0 = 0;
-        while c0 < c {
-            let n = l.min(c - c0);
-            let mut d = [zero; 16];
-            for k in 0..16 {
-                if let Some(off) = at[k] {
-                    d[k] = load(simd, &x[off + c0..off + c0 + n]);
-                }
-            }
-            // Bᵀ d: combine rows.
-            let mut r = [zero; 16];
-            for j in 0..4 {
-                let (d0, d1, d2, d3) = (d[j], d[4 + j], d[8 + j], d[12 + j]);
-                r[j] = simd.sub_f32s(d0, d2);
-                r[4 + j] = simd.add_f32s(d1, d2);
-                r[8 + j] = simd.sub_f32s(d2, d1);
-                r[12 + j] = simd.sub_f32s(d1, d3);
-            }
-            // (Bᵀ d) B: combine columns.
-            for i in 0..4 {
-                let (a0, a1, a2, a3) = (r[i * 4], r[i * 4 + 1], r[i * 4 + 2], r[i * 4 + 3]);
-                let out = [
-                    simd.sub_f32s(a0, a2),
-                    simd.add_f32s(a1, a2),
-                    simd.sub_f32s(a2, a1),
-                    simd.sub_f32s(a1, a3),
-                ];
-                for (j, val) in out.into_iter().enumerate() {
-                    let base = (i * 4 + j) * stride + c0;
-                    store(simd, &mut v[base..base + n], val);
-                }
-            }
-            c0 += n;
-        }
-    }
-}
-
 /// Where one tile's output transform reads and writes: transformed product `k` at
 /// `m[k * stride ..]`, output rows `row0 ..` and columns `col0 ..` of `dst` (whole rows of
 /// `ow` pixels, `rows` of them: what lies beyond is not written).
@@ -321,141 +265,89 @@ struct Output<'a> {
     ow: usize,
 }
 
-/// F(2x2)'s output transform of one tile.
-struct OutputTransform<'a>(Output<'a>);
-
-impl WithSimd for OutputTransform<'_> {
-    type Output = ();
-    #[inline(always)]
-    fn with_simd<S: Simd>(self, simd: S) {
-        let Output {
-            m,
-            stride,
-            o,
-            epi,
-            dst,
-            row0,
-            col0,
-            rows,
-            ow,
-        } = self.0;
-        let l = lanes::<S>();
-        let zero = simd.splat_f32s(0.0);
-        let mut o0 = 0;
-        while o0 < o {
-            let n = l.min(o - o0);
-            let mut mm = [zero; 16];
-            for (k, v) in mm.iter_mut().enumerate() {
-                *v = load(simd, &m[k * stride + o0..k * stride + o0 + n]);
-            }
-            // Aᵀ m: 2 rows.
-            let mut s = [zero; 8];
-            for j in 0..4 {
-                let (m0, m1, m2, m3) = (mm[j], mm[4 + j], mm[8 + j], mm[12 + j]);
-                s[j] = simd.add_f32s(simd.add_f32s(m0, m1), m2);
-                s[4 + j] = simd.sub_f32s(simd.sub_f32s(m1, m2), m3);
-            }
-            let b = load(simd, epi.bias(o0..o0 + n));
-            for a in 0..2 {
-                let (s0, s1, s2, s3) = (s[a * 4], s[a * 4 + 1], s[a * 4 + 2], s[a * 4 + 3]);
-                let y = [
-                    simd.add_f32s(simd.add_f32s(s0, s1), s2),
-                    simd.sub_f32s(simd.sub_f32s(s1, s2), s3),
-                ];
-                let oy = row0 + a;
-                if oy >= rows {
-                    continue;
-                }
-                for (bx, yv) in y.into_iter().enumerate() {
-                    let ox = col0 + bx;
-                    if ox >= ow {
-                        continue;
-                    }
-                    let base = (oy * ow + ox) * o + o0;
-                    finish(
-                        simd,
-                        epi,
-                        simd.add_f32s(yv, b),
-                        &mut dst[base..base + n],
-                        base,
-                    );
-                }
-            }
-            o0 += n;
-        }
-    }
-}
-
-/// Offsets in the image of a tile's `N = t x t` input pixels from `(y0, x0)`, row by row,
-/// `None` where the tile hangs over the padding.
+/// Offsets in the image of a tile's `t x t` input pixels from `(y0, x0)`, row by row
+/// (`t` at most 6), `None` where the tile hangs over the padding or beyond `t x t`.
 #[inline(always)]
-fn offsets<const N: usize>(
-    x0: isize,
-    y0: isize,
-    w: usize,
-    h: usize,
-    c: usize,
-) -> [Option<usize>; N] {
-    let t = N.isqrt();
+fn offsets(t: usize, x0: isize, y0: isize, w: usize, h: usize, c: usize) -> [Option<usize>; 36] {
     core::array::from_fn(|k| {
         let (yy, xx) = (y0 + (k / t) as isize, x0 + (k % t) as isize);
-        (yy >= 0 && yy < h as isize && xx >= 0 && xx < w as isize)
+        (k < t * t && yy >= 0 && yy < h as isize && xx >= 0 && xx < w as isize)
             .then(|| (yy as usize * w + xx as usize) * c)
     })
 }
 
-/// One output vector's last steps: add the residual (at `base` of the output), apply ReLU
-/// as `epi` says, store into `dst`.
-#[inline(always)]
-fn finish<S: Simd>(simd: S, epi: Epilogue<'_>, mut val: S::f32s, dst: &mut [f32], base: usize) {
-    let n = dst.len();
-    if let Some(r) = epi.residual() {
-        val = simd.add_f32s(val, load(simd, &r[base..base + n]));
+/// A Winograd algorithm F(M x M, 3x3) on `T x T` tiles (`T = M + 2`), by its 1-D transforms,
+/// applied to the columns and then to the rows of a tile.
+trait Transforms<const T: usize, const M: usize> {
+    /// `Bᵀ` applied to `T` values of an input tile.
+    fn bt<S: Simd>(simd: S, d: [S::f32s; T]) -> [S::f32s; T];
+    /// `Aᵀ` applied to `T` values of a product tile.
+    fn at<S: Simd>(simd: S, m: [S::f32s; T]) -> [S::f32s; M];
+}
+
+/// F(2x2, 3x3): constants 0 and ±1 only.
+struct F2;
+
+impl Transforms<4, 2> for F2 {
+    #[inline(always)]
+    fn bt<S: Simd>(simd: S, [d0, d1, d2, d3]: [S::f32s; 4]) -> [S::f32s; 4] {
+        [
+            simd.sub_f32s(d0, d2),
+            simd.add_f32s(d1, d2),
+            simd.sub_f32s(d2, d1),
+            simd.sub_f32s(d1, d3),
+        ]
     }
-    if epi.applies_relu() {
-        val = relu_v(simd, val);
+
+    #[inline(always)]
+    fn at<S: Simd>(simd: S, [m0, m1, m2, m3]: [S::f32s; 4]) -> [S::f32s; 2] {
+        [
+            simd.add_f32s(simd.add_f32s(m0, m1), m2),
+            simd.sub_f32s(simd.sub_f32s(m1, m2), m3),
+        ]
     }
-    store(simd, dst, val);
 }
 
-/// `Bᵀ` of F(4x4, 3x3) applied to six values (a column, then a row, of an input tile).
-#[inline(always)]
-fn bt4<S: Simd>(simd: S, [d0, d1, d2, d3, d4, d5]: [S::f32s; 6]) -> [S::f32s; 6] {
-    let (two, four) = (simd.splat_f32s(2.0), simd.splat_f32s(4.0));
-    let (m2, m4, m5) = (
-        simd.splat_f32s(-2.0),
-        simd.splat_f32s(-4.0),
-        simd.splat_f32s(-5.0),
-    );
-    let (d13, d42) = (simd.sub_f32s(d3, d1), simd.sub_f32s(d4, d2));
-    [
-        simd.mul_add_f32s(four, d0, simd.mul_add_f32s(m5, d2, d4)),
-        simd.mul_add_f32s(m4, simd.add_f32s(d1, d2), simd.add_f32s(d3, d4)),
-        simd.mul_add_f32s(four, simd.sub_f32s(d1, d2), simd.sub_f32s(d4, d3)),
-        simd.mul_add_f32s(two, d13, d42),
-        simd.mul_add_f32s(m2, d13, d42),
-        simd.mul_add_f32s(four, d1, simd.mul_add_f32s(m5, d3, d5)),
-    ]
+/// F(4x4, 3x3): constants up to 5 in `Bᵀ` and 8 in `Aᵀ`, in FMAs.
+struct F4;
+
+impl Transforms<6, 4> for F4 {
+    #[inline(always)]
+    fn bt<S: Simd>(simd: S, [d0, d1, d2, d3, d4, d5]: [S::f32s; 6]) -> [S::f32s; 6] {
+        let (two, four) = (simd.splat_f32s(2.0), simd.splat_f32s(4.0));
+        let (m2, m4, m5) = (
+            simd.splat_f32s(-2.0),
+            simd.splat_f32s(-4.0),
+            simd.splat_f32s(-5.0),
+        );
+        let (d13, d42) = (simd.sub_f32s(d3, d1), simd.sub_f32s(d4, d2));
+        [
+            simd.mul_add_f32s(four, d0, simd.mul_add_f32s(m5, d2, d4)),
+            simd.mul_add_f32s(m4, simd.add_f32s(d1, d2), simd.add_f32s(d3, d4)),
+            simd.mul_add_f32s(four, simd.sub_f32s(d1, d2), simd.sub_f32s(d4, d3)),
+            simd.mul_add_f32s(two, d13, d42),
+            simd.mul_add_f32s(m2, d13, d42),
+            simd.mul_add_f32s(four, d1, simd.mul_add_f32s(m5, d3, d5)),
+        ]
+    }
+
+    #[inline(always)]
+    fn at<S: Simd>(simd: S, [m0, m1, m2, m3, m4, m5]: [S::f32s; 6]) -> [S::f32s; 4] {
+        let (a, b) = (simd.add_f32s(m1, m2), simd.sub_f32s(m1, m2));
+        let (c, d) = (simd.add_f32s(m3, m4), simd.sub_f32s(m3, m4));
+        [
+            simd.add_f32s(simd.add_f32s(m0, a), c),
+            simd.mul_add_f32s(simd.splat_f32s(2.0), d, b),
+            simd.mul_add_f32s(simd.splat_f32s(4.0), c, a),
+            simd.add_f32s(simd.mul_add_f32s(simd.splat_f32s(8.0), d, b), m5),
+        ]
+    }
 }
 
-/// `Aᵀ` of F(4x4, 3x3) applied to six values (a column, then a row, of a product tile).
-#[inline(always)]
-fn at4<S: Simd>(simd: S, [m0, m1, m2, m3, m4, m5]: [S::f32s; 6]) -> [S::f32s; 4] {
-    let (a, b) = (simd.add_f32s(m1, m2), simd.sub_f32s(m1, m2));
-    let (c, d) = (simd.add_f32s(m3, m4), simd.sub_f32s(m3, m4));
-    [
-        simd.add_f32s(simd.add_f32s(m0, a), c),
-        simd.mul_add_f32s(simd.splat_f32s(2.0), d, b),
-        simd.mul_add_f32s(simd.splat_f32s(4.0), c, a),
-        simd.add_f32s(simd.mul_add_f32s(simd.splat_f32s(8.0), d, b), m5),
-    ]
-}
+/// One tile's input transform `Bᵀ d B`, a vector of channels at a time.
+struct InputTransform<'a, F, const T: usize, const M: usize>(Input<'a>, PhantomData<F>);
 
-/// F(4x4)'s input transform of one tile: `Bᵀ d B` on its 6x6 input pixels, a vector of
-/// channels at a time.
-struct InputTransform4<'a>(Input<'a>);
-
-impl WithSimd for InputTransform4<'_> {
+impl<F: Transforms<T, M>, const T: usize, const M: usize> WithSimd for InputTransform<'_, F, T, M> {
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
@@ -471,25 +363,25 @@ impl WithSimd for InputTransform4<'_> {
         } = self.0;
         let l = lanes::<S>();
         let zero = simd.splat_f32s(0.0);
-        let at: [Option<usize>; 36] = offsets(x0, y0, w, h, c);
+        let at = offsets(T, x0, y0, w, h, c);
         let mut c0 = 0;
         while c0 < c {
             let n = l.min(c - c0);
             // Bᵀ d, column by column.
             let mut r = [zero; 36];
-            for j in 0..6 {
+            for j in 0..T {
                 let col = core::array::from_fn(|i| {
-                    at[i * 6 + j].map_or(zero, |off| load(simd, &x[off + c0..off + c0 + n]))
+                    at[i * T + j].map_or(zero, |off| load(simd, &x[off + c0..off + c0 + n]))
                 });
-                for (i, val) in bt4(simd, col).into_iter().enumerate() {
-                    r[i * 6 + j] = val;
+                for (i, val) in F::bt(simd, col).into_iter().enumerate() {
+                    r[i * T + j] = val;
                 }
             }
             // (Bᵀ d) B, row by row.
-            for i in 0..6 {
-                let row = core::array::from_fn(|j| r[i * 6 + j]);
-                for (j, val) in bt4(simd, row).into_iter().enumerate() {
-                    let base = (i * 6 + j) * stride + c0;
+            for i in 0..T {
+                let row = core::array::from_fn(|j| r[i * T + j]);
+                for (j, val) in F::bt(simd, row).into_iter().enumerate() {
+                    let base = (i * T + j) * stride + c0;
                     store(simd, &mut v[base..base + n], val);
                 }
             }
@@ -498,11 +390,13 @@ impl WithSimd for InputTransform4<'_> {
     }
 }
 
-/// F(4x4)'s output transform of one tile: `Aᵀ m A`, then bias, residual and ReLU, a vector
-/// of output channels at a time.
-struct OutputTransform4<'a>(Output<'a>);
+/// One tile's output transform `Aᵀ m A`, then bias, residual and ReLU, a vector of output
+/// channels at a time.
+struct OutputTransform<'a, F, const T: usize, const M: usize>(Output<'a>, PhantomData<F>);
 
-impl WithSimd for OutputTransform4<'_> {
+impl<F: Transforms<T, M>, const T: usize, const M: usize> WithSimd
+    for OutputTransform<'_, F, T, M>
+{
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
@@ -519,34 +413,35 @@ impl WithSimd for OutputTransform4<'_> {
         } = self.0;
         let l = lanes::<S>();
         let zero = simd.splat_f32s(0.0);
-        let out_rows = rows.saturating_sub(row0).min(4);
-        let out_cols = ow.saturating_sub(col0).min(4);
+        let out_rows = rows.saturating_sub(row0).min(M);
+        let out_cols = ow.saturating_sub(col0).min(M);
         let mut o0 = 0;
         while o0 < o {
             let n = l.min(o - o0);
-            // Aᵀ m, column by column: 4 rows of 6.
+            // Aᵀ m, column by column: M rows of T.
             let mut s = [zero; 24];
-            for j in 0..6 {
+            for j in 0..T {
                 let col = core::array::from_fn(|i| {
-                    let k = (i * 6 + j) * stride + o0;
+                    let k = (i * T + j) * stride + o0;
                     load(simd, &m[k..k + n])
                 });
-                for (a, val) in at4(simd, col).into_iter().enumerate() {
-                    s[a * 6 + j] = val;
+                for (a, val) in F::at(simd, col).into_iter().enumerate() {
+                    s[a * T + j] = val;
                 }
             }
             let b = load(simd, epi.bias(o0..o0 + n));
             for a in 0..out_rows {
-                let y = at4(simd, core::array::from_fn(|j| s[a * 6 + j]));
+                let y = F::at(simd, core::array::from_fn(|j| s[a * T + j]));
                 for (bx, yv) in y.into_iter().take(out_cols).enumerate() {
                     let base = ((row0 + a) * ow + col0 + bx) * o + o0;
-                    finish(
-                        simd,
-                        epi,
-                        simd.add_f32s(yv, b),
-                        &mut dst[base..base + n],
-                        base,
-                    );
+                    let mut val = simd.add_f32s(yv, b);
+                    if let Some(r) = epi.residual() {
+                        val = simd.add_f32s(val, load(simd, &r[base..base + n]));
+                    }
+                    if epi.applies_relu() {
+                        val = relu_v(simd, val);
+                    }
+                    store(simd, &mut dst[base..base + n], val);
                 }
             }
             o0 += n;
