@@ -9,7 +9,7 @@
 use crate::plan::{ConvSpec, LinearStep, Plan, Step};
 use crate::{Backend, ModelError, Precision};
 use resnet_kernels::bf16::{Bf16Conv, Bf16Cpu};
-use resnet_kernels::fast::{ConvAlgo, PackedConv, PackedLinear};
+use resnet_kernels::fast::{PackedConv, PackedLinear};
 use resnet_weights::WeightSource;
 
 /// A convolution's parameters as the reference kernels take them.
@@ -259,11 +259,7 @@ fn bind_conv(
         let conv = Bf16Conv::new(&folded, shape, Some(&bias), c.params())?;
         return Ok(Bound::Bf16Conv(conv, cpu));
     }
-    let algo = match PackedConv::algorithm_for(shape, c.params())? {
-        ConvAlgo::Winograd2x2 | ConvAlgo::Winograd4x4 if winograd_tile < 2 => ConvAlgo::Im2colTiled,
-        ConvAlgo::Winograd4x4 if winograd_tile < 4 => ConvAlgo::Winograd2x2,
-        a => a,
-    };
+    let algo = PackedConv::algorithm_within(shape, c.params(), winograd_tile)?;
     Ok(Bound::FastConv(PackedConv::with_algorithm(
         &folded,
         shape,

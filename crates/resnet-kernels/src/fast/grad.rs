@@ -18,7 +18,7 @@
 //! give bitwise the same gradients with any [`Par`].
 
 use super::simd::simd_scope;
-use super::{ConvAlgo, Ctx, Epilogue, PackedConv, Par};
+use super::{Ctx, Epilogue, PackedConv, Par};
 use crate::naive_grad::BnSaved;
 use crate::{Conv2dParams, ConvGeometry, Cpu, KernelError, PoolGeometry, check_len};
 use rayon::prelude::*;
@@ -621,10 +621,7 @@ impl ConvGrad {
             // README's numerics note) would reach the gradients, which the golden training
             // runs hold to 1e-4 of float64.
             let dims = [cg, o, kh, kw];
-            let algo = match PackedConv::algorithm_for(dims, p)? {
-                ConvAlgo::Winograd4x4 => ConvAlgo::Winograd2x2,
-                a => a,
-            };
+            let algo = PackedConv::algorithm_within(dims, p, 2)?;
             Some(PackedConv::with_algorithm(&flipped, dims, None, p, algo)?)
         } else {
             None

@@ -13,7 +13,7 @@ use rayon::prelude::*;
 use resnet_kernels::fast::grad::{
     self, BnTrain, ConvGrad, ResidualGrad, batch_norm_backward_nhwc, batch_norm_train_nhwc,
 };
-use resnet_kernels::fast::{self, BufferPool, ConvAlgo, Ctx, Epilogue, PackedConv, Par, Scratch};
+use resnet_kernels::fast::{self, BufferPool, Ctx, Epilogue, PackedConv, Par, Scratch};
 use resnet_kernels::naive_grad::BnSaved;
 use resnet_kernels::{Cpu, PoolGeometry, naive};
 use resnet_models::Step;
@@ -244,11 +244,7 @@ impl Trainer {
                     // batch-norm over a nearly constant channel then magnifies that noise by
                     // up to 1/sqrt(eps) and ReLU masks flip. The direct product gives equal
                     // patches equal outputs, as PyTorch's f32 path does.
-                    let algo = match PackedConv::algorithm_for(spec.weight_shape(), spec.params())?
-                    {
-                        ConvAlgo::Winograd2x2 | ConvAlgo::Winograd4x4 => ConvAlgo::Im2colTiled,
-                        a => a,
-                    };
+                    let algo = PackedConv::algorithm_within(spec.weight_shape(), spec.params(), 0)?;
                     let conv = match st.convs[i].take() {
                         // Repacked above with this step's weights.
                         Some(conv)

@@ -315,6 +315,36 @@ impl PackedConv {
         Self::choose(weight_dims, params, None)
     }
 
+    /// [`PackedConv::algorithm_for`] with Winograd output tiles of at most `winograd_tile`
+    /// pixels a side: 4 or more allows F(4x4, 3x3), 2 or 3 F(2x2, 3x3) only (F(4x4)'s choices
+    /// fall back to it), less no Winograd (its choices fall back to im2col). For callers whose
+    /// numerics cannot take F(4x4)'s larger rounding (gradients) or its wider reach (exact
+    /// tiles), or Winograd's at all.
+    ///
+    /// ```
+    /// use resnet_kernels::fast::{ConvAlgo, PackedConv};
+    /// use resnet_kernels::Conv2dParams;
+    ///
+    /// let p = Conv2dParams::default().with_padding(1);
+    /// let algo = |tile| PackedConv::algorithm_within([64, 64, 3, 3], p, tile).unwrap();
+    /// assert_eq!(algo(4), ConvAlgo::Winograd4x4);
+    /// assert_eq!(algo(2), ConvAlgo::Winograd2x2);
+    /// assert_eq!(algo(0), ConvAlgo::Im2colTiled);
+    /// ```
+    pub fn algorithm_within(
+        weight_dims: [usize; 4],
+        params: Conv2dParams,
+        winograd_tile: usize,
+    ) -> Result<ConvAlgo, KernelError> {
+        Ok(match Self::choose(weight_dims, params, None)? {
+            ConvAlgo::Winograd2x2 | ConvAlgo::Winograd4x4 if winograd_tile < 2 => {
+                ConvAlgo::Im2colTiled
+            }
+            ConvAlgo::Winograd4x4 if winograd_tile < 4 => ConvAlgo::Winograd2x2,
+            a => a,
+        })
+    }
+
     /// Replace the weights (and bias; `None`: zero) by new ones of the same shape, packed into
     /// the storage this convolution already holds: what a training step does after each
     /// update, without allocating. The result is bitwise that of a convolution built with
