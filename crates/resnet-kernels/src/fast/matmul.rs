@@ -8,6 +8,7 @@
 //! the activations, which need no packing (the kernels broadcast them from any stride). A
 //! product allocates nothing.
 
+use super::simd;
 use crate::{Cpu, SimdLevel};
 
 /// The micro-kernel signature of `gemm-f32` (`gemm_common::microkernel::MicroKernelFn<f32>`):
@@ -137,15 +138,17 @@ pub(crate) fn with_rows_buffer<R>(len: usize, f: impl FnOnce(&mut [f32]) -> R) -
 const KC: usize = 64;
 
 /// Where a product writes: channels `chans` of rows `ld` values apart, `ptr` pointing at
-/// channel `chans.start` of the first row.
+/// channel `chans.start` of the first row; and how its values start and end there.
 #[derive(Debug, Clone)]
-pub(crate) struct OutRows {
+pub(crate) struct OutRows<'a> {
     /// Channel `chans.start` of the first row.
     pub(crate) ptr: *mut f32,
     /// Values from one row to the next.
     pub(crate) ld: usize,
     /// The channels written.
     pub(crate) chans: std::ops::Range<usize>,
+    /// Onto what the rows hold, or from a bias and residual; ReLU or not.
+    pub(crate) ends: Ends<'a>,
 }
 
 /// A `[m, k]` matrix (output channels x reduction) packed for the micro-kernels: panels of
@@ -313,6 +316,7 @@ impl PackedMatrix {
             ptr: dst.as_mut_ptr(),
             ld: ldd,
             chans: 0..self.m,
+            ends: Ends::accumulate(),
         };
         // SAFETY: `dst` is uniquely borrowed and holds every element `(j, i)`, `j < n`,
         // `i < m`, at `j * ldd + i` (asserted above).
@@ -325,46 +329,76 @@ impl PackedMatrix {
     /// bitwise the same values as one call over all of them: each value's sum runs in the same
     /// order either way.
     ///
+    /// `dst.ends` says how each value starts and ends: onto what `dst` holds, or from the bias (and
+    /// residual) it names, and whether ReLU follows. They are applied block by block of the
+    /// product, in registers where a kernel of ours computes the block, so that the
+    /// destination is written once and never read back (the whole tile, in passes of their
+    /// own, left L1 between them). Either way each value is bitwise `relu((bias + residual) +
+    /// Σ)`, the sum in depth blocks as always.
+    ///
     /// # Safety
     /// For every `j < n` and `i` in `dst.chans`, `dst.ptr + j * dst.ld + (i - dst.chans.start)`
     /// must be valid for reads and writes and not accessed by anyone else during the call.
     ///
     /// # Panics
-    /// If `rhs` is too short, the channels are not inside `0..m` or not panel-aligned.
+    /// If `rhs` is too short, the channels are not inside `0..m` or not panel-aligned, or
+    /// `dst.ends` names a bias or residual too short for the channels and rows.
     pub(crate) unsafe fn matmul_acc_rows(
         &self,
         cpu: Cpu,
         n: usize,
         rhs: &[f32],
         ldr: usize,
-        dst: OutRows,
+        dst: OutRows<'_>,
     ) {
         let OutRows {
             ptr: dst,
             ld: ldd,
             chans: rows,
+            ends,
         } = dst;
         let (m, k, panel) = (self.m, self.k, self.panel);
-        if rows.is_empty() || n == 0 || k == 0 {
+        if rows.is_empty() || n == 0 {
             return;
         }
         assert!(
             rows.end <= m && rows.start % panel == 0,
             "matmul rows out of range"
         );
-        assert!(ldr >= k, "matmul rhs stride shorter than a row");
-        assert!(rhs.len() >= (n - 1) * ldr + k, "matmul rhs too short");
+        ends.check(n, ldd, rows.len());
         let kern = Kernels::for_cpu(cpu);
         let mr = kern.mr();
-        let wide = Wide::for_rows(cpu, rows.len());
-        // Pixels per kernel call: the wide kernel's where it applies.
-        let step = wide.map_or(kern.nr, |w| w.cols);
+        if k == 0 {
+            // No sums: the output step alone.
+            for j0 in 0..n {
+                for i0 in (0..rows.len()).step_by(mr) {
+                    let block = Block {
+                        at: i0,
+                        height: mr.min(rows.len() - i0),
+                        cols: 1,
+                    };
+                    let out = dst.wrapping_add(j0 * ldd + i0);
+                    // SAFETY: row `j0`'s channels: the caller's (the contract).
+                    unsafe {
+                        ends.start_block(cpu, out, ldd, j0, block);
+                        ends.finish_block(cpu, out, ldd, block);
+                    }
+                }
+            }
+            return;
+        }
+        assert!(ldr >= k, "matmul rhs stride shorter than a row");
+        assert!(rhs.len() >= (n - 1) * ldr + k, "matmul rhs too short");
+        let own = Own::for_rows(cpu, rows.len());
+        // Pixels per kernel call: our kernels' where they apply.
+        let step = own.map_or(kern.nr, |o| o.cols);
         let (rhs, lhs) = (rhs.as_ptr(), self.data.as_ptr());
         let panels = m.div_ceil(panel);
         let (p_first, p_end) = (rows.start / panel, rows.end.div_ceil(panel));
         let calls = n.div_ceil(step) * rows.len().div_ceil(mr);
         for k0 in (0..k).step_by(KC) {
             let kc = KC.min(k - k0);
+            let (first, last) = (k0 == 0, k0 + kc == k);
             // The next depth block of these panels' weights, pulled towards L2 a share per
             // kernel call while this block is in use.
             let next = if k0 + kc < k {
@@ -387,50 +421,63 @@ impl PackedMatrix {
                     // A block never straddles two panels: `mr` divides `panel` or exceeds `m`.
                     assert!(within + height <= panel, "matmul block straddles panels");
                     let a = Self::block_offset(k0, kc, p, panel, panels) + within;
-                    let out = dst.wrapping_add(j0 * ldd + i0 - rows.start);
+                    let block = Block {
+                        at: i0 - rows.start,
+                        height,
+                        cols,
+                    };
+                    let out = dst.wrapping_add(j0 * ldd + block.at);
                     let (lhs, rhs) = (lhs.wrapping_add(a), rhs.wrapping_add(j0 * ldr + k0));
-                    match wide {
-                        // SAFETY: `Wide::for_rows` vouched for the instruction set and the
-                        // block (`height` is the whole of `rows`, one or two full vectors of a
-                        // panel); the kernel reads `kc` steps of `height` packed values and
-                        // `cols` rhs rows of `kc ≤ k` values, and writes `height x cols` of
-                        // dst, as gemm's kernels below do.
-                        Some(w) if cols == w.cols => unsafe {
-                            (w.run)(kc, out, ldd, lhs, panel, rhs, ldr)
-                        },
-                        _ => {
-                            for c0 in (0..cols).step_by(kern.nr) {
-                                let cc = kern.nr.min(cols - c0);
-                                // SAFETY: `kern` matches the instruction set `cpu` proves
-                                // present; the kernel reads `kc` steps of
-                                // `⌈height/lanes⌉·lanes ≤ panel - within` packed values
-                                // (padded panels) and `cc` rhs rows of `kc ≤ k` values (inside
-                                // the slices, as asserted), and writes `height x cc` of dst,
-                                // which the caller vouches for.
-                                unsafe {
-                                    kern.table[height.div_ceil(kern.lanes) - 1][cc - 1](
-                                        height,
-                                        cc,
-                                        kc,
-                                        out.add(c0 * ldd),
-                                        lhs,
-                                        rhs.add(c0 * ldr),
-                                        ldd as isize,
-                                        1,
-                                        panel as isize,
-                                        1,
-                                        ldr as isize,
-                                        1.0,
-                                        1.0,
-                                        1,
-                                        false,
-                                        false,
-                                        false,
-                                        std::ptr::null(),
-                                    );
-                                }
-                            }
+                    let run = own.and_then(|o| o.kernel(height, cols));
+                    if let Some(run) = run {
+                        let start = ends.block_start(first, j0, ldd, block.at);
+                        let relu = last && ends.relu;
+                        // SAFETY: `Own::for_rows` vouched for the instruction set and
+                        // `kernel` for the block (`height` whole vectors of one panel, `cols`
+                        // pixels); it reads `kc` steps of `height` packed values, `cols` rhs
+                        // rows of `kc ≤ k` values and, from the start, `height` bias values
+                        // and `cols` residual rows of them (checked by `ends.check`), and
+                        // writes `height x cols` of dst, as gemm's kernels below do.
+                        unsafe { run(kc, out, ldd, lhs, panel, rhs, ldr, start, relu) };
+                        continue;
+                    }
+                    if first {
+                        // SAFETY: the block's rows and channels: the caller's.
+                        unsafe { ends.start_block(cpu, out, ldd, j0, block) };
+                    }
+                    for c0 in (0..cols).step_by(kern.nr) {
+                        let cc = kern.nr.min(cols - c0);
+                        // SAFETY: `kern` matches the instruction set `cpu` proves present; the
+                        // kernel reads `kc` steps of `⌈height/lanes⌉·lanes ≤ panel - within`
+                        // packed values (padded panels) and `cc` rhs rows of `kc ≤ k` values
+                        // (inside the slices, as asserted), and writes `height x cc` of dst,
+                        // which the caller vouches for.
+                        unsafe {
+                            kern.table[height.div_ceil(kern.lanes) - 1][cc - 1](
+                                height,
+                                cc,
+                                kc,
+                                out.add(c0 * ldd),
+                                lhs,
+                                rhs.add(c0 * ldr),
+                                ldd as isize,
+                                1,
+                                panel as isize,
+                                1,
+                                ldr as isize,
+                                1.0,
+                                1.0,
+                                1,
+                                false,
+                                false,
+                                false,
+                                std::ptr::null(),
+                            );
                         }
+                    }
+                    if last {
+                        // SAFETY: as the start.
+                        unsafe { ends.finish_block(cpu, out, ldd, block) };
                     }
                 }
             }
@@ -438,52 +485,207 @@ impl PackedMatrix {
     }
 }
 
-/// The products gemm's kernels serve worst: one or two AVX-512 vectors of output channels (the
-/// 16- and 32-channel convs of the CIFAR nets). gemm's widest kernel for them holds a 16 x 6
-/// (or 32 x 6) tile: 6 (12) independent sums, too few to hide the latency of the fused
-/// multiply-adds, and a vector load of weights for every 6 broadcast pixels. These hold 16 x 14
-/// and 32 x 12 tiles instead. Each sum runs exactly as in gemm's kernels (from zero, one fused
-/// multiply-add per step in order, then added to the destination), so the results are bitwise
-/// the same; only the speed differs.
-#[derive(Clone, Copy)]
-struct Wide {
-    /// Pixels (columns of the output block) per call.
-    cols: usize,
-    /// `dst[j*ldd + i] += Σ_kk lhs[kk*panel + i] * rhs[j*ldr + kk]` for `i` in the kernel's
-    /// rows, `j < cols`, `kk < kc`; arguments `(kc, dst, ldd, lhs, panel, rhs, ldr)`. Safety:
-    /// the CPU has AVX-512F, the elements named are valid (reads of `lhs` and `rhs`, reads and
-    /// writes of `dst`) and `dst`'s are used by no one else during the call.
-    run: unsafe fn(usize, *mut f32, usize, *const f32, usize, *const f32, usize),
+/// How the values of a product start and end: see [`PackedMatrix::matmul_acc_rows`].
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Ends<'a> {
+    /// `None`: onto what the destination holds.
+    start: Option<Start<'a>>,
+    /// ReLU on the finished values.
+    relu: bool,
 }
 
-impl Wide {
-    /// The wide kernel for a block of `rows` output channels on `cpu`, if there is one: with
-    /// AVX-512, and `rows` exactly one or two vectors.
-    fn for_rows(cpu: Cpu, rows: usize) -> Option<Self> {
-        match (cpu.level(), rows) {
-            #[cfg(target_arch = "x86_64")]
-            (SimdLevel::Avx512, 16) => Some(Self {
-                cols: 14,
-                run: wide_avx512::<1, 14>,
+/// The value a product's sums are added to, instead of the destination's.
+#[derive(Debug, Clone, Copy)]
+struct Start<'a> {
+    /// Per channel of the product's rows (from the first).
+    bias: &'a [f32],
+    /// Laid out as the destination (same row stride, starting at the same element).
+    residual: Option<&'a [f32]>,
+}
+
+/// A block of the destination: `height` channels from channel `at` (counted from the first
+/// of the product's) of `cols` pixels.
+#[derive(Debug, Clone, Copy)]
+struct Block {
+    at: usize,
+    height: usize,
+    cols: usize,
+}
+
+impl<'a> Ends<'a> {
+    /// Accumulate onto the destination, no ReLU: a plain `dst += product`.
+    pub(crate) fn accumulate() -> Self {
+        Self::default()
+    }
+
+    /// Start from `bias` (one value per channel of the product's rows) plus, if given,
+    /// `residual` (laid out as the destination: same row stride, from the same element);
+    /// ReLU at the end if `relu`.
+    pub(crate) fn output(bias: &'a [f32], residual: Option<&'a [f32]>, relu: bool) -> Self {
+        Self {
+            start: Some(Start { bias, residual }),
+            relu,
+        }
+    }
+
+    /// The same for the channels from `at` on: what a product over a sub-range of the rows
+    /// (one block of groups) takes.
+    pub(crate) fn channels_from(self, at: usize) -> Self {
+        Self {
+            start: self.start.map(|s| Start {
+                bias: &s.bias[at..],
+                residual: s.residual.map(|r| &r[at..]),
             }),
-            #[cfg(target_arch = "x86_64")]
-            (SimdLevel::Avx512, 32) => Some(Self {
-                cols: 12,
-                run: wide_avx512::<2, 12>,
-            }),
-            _ => None,
+            ..self
+        }
+    }
+
+    /// Panics unless the bias and residual cover `n` rows `ld` apart of `chans` channels.
+    fn check(&self, n: usize, ld: usize, chans: usize) {
+        if let Some(s) = self.start {
+            assert!(s.bias.len() >= chans, "matmul bias too short");
+            if let Some(r) = s.residual {
+                assert!(r.len() >= (n - 1) * ld + chans, "matmul residual too short");
+            }
+        }
+    }
+
+    /// What our kernels start a block from (pixel `j0`, channel `at`): pointers into the
+    /// bias and residual checked by [`Ends::check`].
+    fn block_start(&self, first: bool, j0: usize, ld: usize, at: usize) -> KernelStart {
+        match self.start {
+            Some(s) if first => match s.residual {
+                Some(r) => KernelStart::BiasResidual(
+                    s.bias[at..].as_ptr(),
+                    r.as_ptr().wrapping_add(j0 * ld + at),
+                ),
+                None => KernelStart::Bias(s.bias[at..].as_ptr()),
+            },
+            _ => KernelStart::Dst,
+        }
+    }
+
+    /// Set the block at `out` (pixel `j0` of the product) to its start value, if it has one.
+    ///
+    /// # Safety
+    /// `out + j * ld + i` for `j < block.cols`, `i < block.height` is the caller's to write.
+    unsafe fn start_block(&self, cpu: Cpu, out: *mut f32, ld: usize, j0: usize, block: Block) {
+        let Some(s) = self.start else { return };
+        let bias = &s.bias[block.at..block.at + block.height];
+        for j in 0..block.cols {
+            // SAFETY: the contract.
+            let row = unsafe { std::slice::from_raw_parts_mut(out.add(j * ld), block.height) };
+            match s.residual {
+                Some(r) => {
+                    let at = (j0 + j) * ld + block.at;
+                    simd::add_to(cpu, row, bias, &r[at..at + block.height]);
+                }
+                None => row.copy_from_slice(bias),
+            }
+        }
+    }
+
+    /// ReLU on the block at `out`, if asked for.
+    ///
+    /// # Safety
+    /// As [`Ends::start_block`].
+    unsafe fn finish_block(&self, cpu: Cpu, out: *mut f32, ld: usize, block: Block) {
+        if !self.relu {
+            return;
+        }
+        for j in 0..block.cols {
+            // SAFETY: the contract.
+            let row = unsafe { std::slice::from_raw_parts_mut(out.add(j * ld), block.height) };
+            simd::relu_inplace(cpu, row);
         }
     }
 }
 
-/// A [`Wide`] kernel for `MV` vectors of rows and `NR` pixels: `MV * NR` sums in registers.
+/// How one of our kernels starts its block: from the destination, or from the bias (and
+/// residual) at these pointers (the block's first channel; the residual's rows as far apart
+/// as the destination's).
+#[derive(Clone, Copy)]
+#[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
+enum KernelStart {
+    Dst,
+    Bias(*const f32),
+    BiasResidual(*const f32, *const f32),
+}
+
+/// One of our kernels: `dst[j*ldd + i] = end(start(j, i) + Σ_kk lhs[kk*panel + i] *
+/// rhs[j*ldr + kk])` for `i` in the kernel's rows, `j` below its pixels, `kk < kc`; arguments
+/// `(kc, dst, ldd, lhs, panel, rhs, ldr, start, relu)`. Safety: the CPU has AVX-512F, the
+/// elements named are valid (reads of `lhs`, `rhs` and the start's, reads and writes of `dst`)
+/// and `dst`'s are used by no one else during the call.
+type OwnFn =
+    unsafe fn(usize, *mut f32, usize, *const f32, usize, *const f32, usize, KernelStart, bool);
+
+/// Our own kernels, for AVX-512 and blocks of whole vectors. They exist for two reasons.
+/// gemm's serve one or two vectors of output channels (the 16- and 32-channel convs of the
+/// CIFAR nets) worst: its widest kernel for them holds a 16 x 6 (or 32 x 6) tile, 6 (12)
+/// independent sums, too few to hide the latency of the fused multiply-adds; ours hold
+/// 16 x 14 and 32 x 12. And ours apply the output step (bias, residual, ReLU) to the block in
+/// registers. Each sum runs exactly as in gemm's kernels (from zero, one fused multiply-add per
+/// step in order, then added to the start value), so the results are bitwise the same; only
+/// the speed differs.
+#[derive(Clone, Copy)]
+struct Own {
+    /// Pixels (columns of the output block) per call.
+    cols: usize,
+}
+
+impl Own {
+    /// Our kernels for a product over `rows` output channels on `cpu`, if there are: with
+    /// AVX-512, for one to four whole vectors, or more channels (in blocks of four vectors).
+    fn for_rows(cpu: Cpu, rows: usize) -> Option<Self> {
+        #[cfg(target_arch = "x86_64")]
+        if cpu.level() == SimdLevel::Avx512 {
+            let cols = match rows {
+                16 => 14,
+                32 => 12,
+                48 => 8,
+                r if r >= 64 => 6,
+                _ => return None,
+            };
+            return Some(Self { cols });
+        }
+        let _ = (cpu, rows);
+        None
+    }
+
+    /// The kernel for a block of `height` channels and `cols` pixels, if there is one.
+    fn kernel(self, height: usize, cols: usize) -> Option<OwnFn> {
+        if cols != self.cols {
+            return None;
+        }
+        #[cfg(target_arch = "x86_64")]
+        let run: Option<OwnFn> = match (height, cols) {
+            (16, 14) => Some(own_avx512::<1, 14>),
+            (32, 12) => Some(own_avx512::<2, 12>),
+            (48, 8) => Some(own_avx512::<3, 8>),
+            (64, 6) => Some(own_avx512::<4, 6>),
+            (16, 6) => Some(own_avx512::<1, 6>),
+            (32, 6) => Some(own_avx512::<2, 6>),
+            (48, 6) => Some(own_avx512::<3, 6>),
+            _ => None,
+        };
+        #[cfg(not(target_arch = "x86_64"))]
+        let run = {
+            let _ = height;
+            None
+        };
+        run
+    }
+}
+
+/// An [`OwnFn`] for `MV` vectors of rows and `NR` pixels: `MV * NR` sums in registers.
 ///
 /// # Safety
-/// As [`Wide::run`] says.
+/// As [`OwnFn`] says.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx512f")]
 #[allow(clippy::too_many_arguments)]
-unsafe fn wide_avx512<const MV: usize, const NR: usize>(
+unsafe fn own_avx512<const MV: usize, const NR: usize>(
     kc: usize,
     dst: *mut f32,
     ldd: usize,
@@ -491,10 +693,12 @@ unsafe fn wide_avx512<const MV: usize, const NR: usize>(
     panel: usize,
     rhs: *const f32,
     ldr: usize,
+    start: KernelStart,
+    relu: bool,
 ) {
     use std::arch::x86_64::{
-        __m512, _mm512_add_ps, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_set1_ps, _mm512_setzero_ps,
-        _mm512_storeu_ps,
+        __m512, _CMP_LE_OQ, _mm512_add_ps, _mm512_cmp_ps_mask, _mm512_fmadd_ps, _mm512_loadu_ps,
+        _mm512_mask_mov_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
     };
     let mut acc: [[__m512; MV]; NR] = [[_mm512_setzero_ps(); MV]; NR];
     for kk in 0..kc {
@@ -511,12 +715,27 @@ unsafe fn wide_avx512<const MV: usize, const NR: usize>(
             }
         }
     }
+    let zero = _mm512_setzero_ps();
     for (j, acc) in acc.iter().enumerate() {
         for (v, &s) in acc.iter().enumerate() {
-            // SAFETY: pixel `j`'s rows of block `v`: the caller's to read and write.
+            // SAFETY: pixel `j`'s rows of block `v`, and the start values beside them: the
+            // caller's to read (and the destination's to write).
             unsafe {
                 let d = dst.add(j * ldd + 16 * v);
-                _mm512_storeu_ps(d, _mm512_add_ps(_mm512_loadu_ps(d), s));
+                let from = match start {
+                    KernelStart::Dst => _mm512_loadu_ps(d),
+                    KernelStart::Bias(b) => _mm512_loadu_ps(b.add(16 * v)),
+                    KernelStart::BiasResidual(b, r) => _mm512_add_ps(
+                        _mm512_loadu_ps(b.add(16 * v)),
+                        _mm512_loadu_ps(r.add(j * ldd + 16 * v)),
+                    ),
+                };
+                let mut x = _mm512_add_ps(from, s);
+                if relu {
+                    // As `simd::relu_v`: zero where `x <= 0`, so NaN passes.
+                    x = _mm512_mask_mov_ps(x, _mm512_cmp_ps_mask::<_CMP_LE_OQ>(x, zero), zero);
+                }
+                _mm512_storeu_ps(d, x);
             }
         }
     }
@@ -622,6 +841,7 @@ mod tests {
                         ptr: dst[chans.start..].as_mut_ptr(),
                         ld: m,
                         chans: chans.clone(),
+                        ends: Ends::accumulate(),
                     };
                     // SAFETY: `dst` holds `n` rows of `m` values, only this call uses it.
                     unsafe { packed.matmul_acc_rows(cpu, n, &rhs, ldr, out) };
@@ -642,6 +862,92 @@ mod tests {
             }
             for cpu in Cpu::all_levels() {
                 check(cpu, m, n, k);
+            }
+        }
+    }
+
+    /// The output step (start from bias and residual, ReLU at the end) gives bitwise the same
+    /// values whether our AVX-512 kernels apply it in registers or it runs around gemm's
+    /// kernels (AVX2, and AVX-512's edge blocks), and the values a reference computes.
+    #[test]
+    fn the_output_step_is_bitwise_the_same_on_every_level() {
+        let a = |i: usize, kk: usize| ((i * 29 + kk * 13) % 31) as f32 * 0.11 - 1.6;
+        let levels: Vec<Cpu> = Cpu::all_levels()
+            .into_iter()
+            .filter(|c| c.level() != crate::SimdLevel::Scalar)
+            .collect();
+        for (m, n, k, chans) in [
+            (16, 30, 64, 0..16),
+            (32, 25, 70, 0..32),
+            (48, 17, 129, 0..48),
+            (64, 13, 64, 0..64),
+            (256, 50, 64, 64..256),
+            (200, 7, 300, 0..200),
+            (80, 6, 0, 0..80),
+        ] {
+            let packed = PackedMatrix::new(m, k, a);
+            let ldr = k + 2;
+            let rhs: Vec<f32> = (0..n * ldr)
+                .map(|v| ((v * 5) % 17) as f32 * 0.23 - 1.9)
+                .collect();
+            let bias: Vec<f32> = (0..m).map(|i| (i % 7) as f32 * 0.3 - 0.9).collect();
+            let res: Vec<f32> = (0..n * m)
+                .map(|v| ((v * 3) % 11) as f32 * 0.2 - 1.0)
+                .collect();
+            for (residual, relu) in [(false, false), (false, true), (true, false), (true, true)] {
+                let run = |cpu: Cpu| {
+                    let mut dst = vec![f32::NAN; n * m];
+                    let ends = Ends::output(
+                        &bias[chans.clone()],
+                        residual.then(|| &res[chans.start..]),
+                        relu,
+                    );
+                    let out = OutRows {
+                        ptr: dst[chans.start..].as_mut_ptr(),
+                        ld: m,
+                        chans: chans.clone(),
+                        ends,
+                    };
+                    // SAFETY: `dst` holds `n` rows of `m` values, only this call uses it.
+                    unsafe { packed.matmul_acc_rows(cpu, n, &rhs, ldr, out) };
+                    dst
+                };
+                let results: Vec<Vec<f32>> = levels.iter().map(|&cpu| run(cpu)).collect();
+                for (cpu, r) in levels.iter().zip(&results).skip(1) {
+                    let same = r
+                        .iter()
+                        .zip(&results[0])
+                        .all(|(x, y)| x.to_bits() == y.to_bits());
+                    assert!(
+                        same,
+                        "m {m} n {n} k {k} residual {residual} relu {relu}: {} and {} disagree",
+                        cpu.level(),
+                        levels[0].level()
+                    );
+                }
+                let got = run(Cpu::scalar());
+                for j in 0..n {
+                    for (i, &b) in bias.iter().enumerate() {
+                        let at = j * m + i;
+                        if !chans.contains(&i) {
+                            assert!(got[at].is_nan(), "channel {i} outside the product written");
+                            continue;
+                        }
+                        let s: f64 = (0..k)
+                            .map(|kk| f64::from(a(i, kk)) * f64::from(rhs[j * ldr + kk]))
+                            .sum();
+                        let r = if residual { f64::from(res[at]) } else { 0.0 };
+                        let mut want = f64::from(b) + r + s;
+                        if relu {
+                            want = want.max(0.0);
+                        }
+                        let got = f64::from(got[at]);
+                        assert!(
+                            (got - want).abs() <= 1e-4 * (1.0 + want.abs()),
+                            "m {m} n {n} k {k} at ({i}, {j}): {got} vs {want}"
+                        );
+                    }
+                }
             }
         }
     }

@@ -1,8 +1,8 @@
-//! The output step of a convolution: bias, residual add and ReLU, applied to each tile while
-//! it is in cache rather than in passes of their own over memory.
+//! The output step of a convolution: bias, residual add and ReLU, applied to each block of
+//! the output while it is in registers (the matrix-product paths, through the product's
+//! `Ends`) or in cache (Winograd's output transform, the grouped direct path), never in passes
+//! of their own over memory.
 
-use super::super::simd;
-use crate::Cpu;
 use std::ops::Range;
 
 /// What a convolution does to its sums before they are stored: add its bias (the
@@ -81,31 +81,6 @@ impl<'a> Epilogue<'a> {
         Self {
             residual: self.residual.map(|r| &r[at..at + len]),
             ..self
-        }
-    }
-
-    /// Part 1, before the sums accumulate: channels `chans` of output row `r` (rows `o`
-    /// values apart in the residual) start as bias + residual.
-    pub(crate) fn start_row(
-        &self,
-        cpu: Cpu,
-        row: &mut [f32],
-        r: usize,
-        o: usize,
-        chans: Range<usize>,
-    ) {
-        let bias = &self.bias[chans.clone()];
-        match self.residual {
-            Some(res) => simd::add_to(cpu, row, bias, &res[r * o..][chans]),
-            // A loop: rows are short (16-64 channels) and a `memcpy` call per row costs more.
-            None => row.iter_mut().zip(bias).for_each(|(r, &b)| *r = b),
-        }
-    }
-
-    /// Part 2, after the sums: ReLU on a finished row, if asked for.
-    pub(crate) fn finish_row(&self, cpu: Cpu, row: &mut [f32]) {
-        if self.relu {
-            simd::relu_inplace(cpu, row);
         }
     }
 }

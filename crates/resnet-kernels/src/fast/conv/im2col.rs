@@ -119,9 +119,9 @@ impl Im2col {
         self.packed[0].panel()
     }
 
-    /// Accumulate the sums of output pixels `p0 .. p0 + rows` of the task's image onto `dst`
-    /// (or of all pixels of its several images: `p0` 0, `rows` all of theirs), with `col` as
-    /// the im2col buffer (grown if short). Channel ranges other than all of them only come
+    /// The sums of output pixels `p0 .. p0 + rows` of the task's image (or of all pixels of
+    /// its several images: `p0` 0, `rows` all of theirs) into `dst`, started and ended as
+    /// `dst.ends` says, with `col` as the im2col buffer (grown if short). Channel ranges other than all of them only come
     /// with one group.
     ///
     /// # Safety
@@ -133,7 +133,7 @@ impl Im2col {
         src: &Images<'_, '_>,
         p0: usize,
         rows: usize,
-        dst: OutRows,
+        dst: OutRows<'_>,
         col: &mut Vec<f32>,
     ) {
         let k = self.row_len();
@@ -170,6 +170,7 @@ impl Im2col {
                 ptr: dst.ptr.wrapping_add(b * ob),
                 ld: dst.ld,
                 chans: 0..ob,
+                ends: dst.ends.channels_from(b * ob),
             };
             // SAFETY: all channels are the caller's (grouped convs are not split); block `b`
             // writes its own `ob` of them.

@@ -19,7 +19,7 @@ mod winograd;
 pub use epilogue::Epilogue;
 
 use super::context::{Ctx, Par};
-use super::matmul::OutRows;
+use super::matmul::{Ends, OutRows};
 use crate::{Conv2dParams, ConvGeometry, KernelError, check_len};
 use grouped::GroupedDirect;
 use im2col::Im2col;
@@ -623,19 +623,18 @@ impl PackedConv {
         dst: *mut f32,
         epi: Epilogue<'_>,
     ) {
-        let (cpu, o) = (ctx.cpu, self.weight_dims[0]);
-        let row = |r: usize| {
-            // SAFETY: row `r < rows` of the channels `chans`: ours alone, by the contract.
-            unsafe { std::slice::from_raw_parts_mut(dst.add(r * o + chans.start), chans.len()) }
-        };
-        // The output starts as bias (+ residual); the product accumulates onto it.
-        for r in 0..rows {
-            epi.start_row(cpu, row(r), r, o, chans.clone());
-        }
+        let cpu = ctx.cpu;
+        // The output step goes with the product, block by block.
+        let ends = Ends::output(
+            epi.bias(chans.clone()),
+            epi.residual().map(|r| &r[chans.start..]),
+            epi.applies_relu(),
+        );
         let rows_out = OutRows {
             ptr: dst.wrapping_add(chans.start),
-            ld: o,
-            chans: chans.clone(),
+            ld: self.weight_dims[0],
+            chans,
+            ends,
         };
         match &self.kernel {
             // SAFETY: the contract covers these rows and channels.
@@ -645,10 +644,6 @@ impl PackedConv {
                 unsafe { i.tile(cpu, src, p0, rows, rows_out, col) }
             }),
             _ => unreachable!("only the matrix-product paths run in tiles"),
-        }
-        // ReLU while the tile is still in cache.
-        for r in 0..rows {
-            epi.finish_row(cpu, row(r));
         }
     }
 }

@@ -32,13 +32,20 @@ impl Pointwise {
         self.w.panel()
     }
 
-    /// Accumulate the sums of output pixels `p0 .. p0 + rows` of one image (`x`, NHWC) onto
-    /// `dst`.
+    /// The sums of output pixels `p0 .. p0 + rows` of one image (`x`, NHWC) into `dst`,
+    /// started and ended as `dst.ends` says.
     ///
     /// # Safety
     /// As [`PackedMatrix::matmul_acc_rows`]: `dst` covers `rows` rows of its channels, used by
     /// no one else during the call.
-    pub(crate) unsafe fn tile(&self, cpu: Cpu, x: &[f32], p0: usize, rows: usize, dst: OutRows) {
+    pub(crate) unsafe fn tile(
+        &self,
+        cpu: Cpu,
+        x: &[f32],
+        p0: usize,
+        rows: usize,
+        dst: OutRows<'_>,
+    ) {
         let c = self.c;
         // SAFETY: passed on from the caller.
         unsafe {
