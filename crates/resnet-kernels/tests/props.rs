@@ -612,16 +612,28 @@ proptest! {
     }
 
     #[test]
-    fn linear_matches_naive(n in 0usize..4, i in 1usize..300, o in 1usize..150, cpu in any_level(), seed in any::<u64>()) {
+    fn linear_matches_naive(n in 0usize..9, i in 1usize..300, o in 1usize..150, cpu in any_level(), seed in any::<u64>()) {
         let x = values(n * i, seed);
         let w = values(o * i, seed + 1);
         let b = values(o, seed + 2);
         let mut want = vec![0.0; n * o];
         naive::linear([n, i, o], &x, &w, Some(&b), &mut want).unwrap();
+        let fc = PackedLinear::new(&w, i, o, Some(&b)).unwrap();
         let mut got = vec![0.0; n * o];
-        PackedLinear::new(&w, i, o, Some(&b)).unwrap().run(cpu, n, &x, &mut got).unwrap();
+        fc.run(cpu, n, &x, &mut got).unwrap();
         for (a, bb) in got.iter().zip(&want) {
             prop_assert!((a - bb).abs() <= (i + 2) as f32 * f32::EPSILON * (i as f32 + 1.0), "{} vs {}", a, bb);
+        }
+        // Threads (output features split 2 and 5 ways) and the other rows change no bit.
+        for par in [Par::with_threads(2), Par::with_threads(5)] {
+            let mut split = vec![f32::NAN; n * o];
+            fc.run_par(cpu, par, n, &x, &mut split).unwrap();
+            prop_assert!(split.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()), "{:?}", par);
+        }
+        for (r, row) in got.chunks_exact(o).enumerate() {
+            let mut alone = vec![f32::NAN; o];
+            fc.run(cpu, 1, &x[r * i..(r + 1) * i], &mut alone).unwrap();
+            prop_assert!(alone.iter().zip(row).all(|(a, b)| a.to_bits() == b.to_bits()), "row {}", r);
         }
     }
 

@@ -561,7 +561,7 @@ impl Executor {
                         p.run(*bf16, &ctx, src(l.src)?, dims, dst, Epilogue::none())?
                     }
                     (Step::Linear(l), Bound::FastLinear(p)) => {
-                        p.run(cpu, input[0], src(l.src)?, dst)?
+                        p.run_par(cpu, par, input[0], src(l.src)?, dst)?
                     }
                     (Step::Linear(l), Bound::NaiveLinear { weight, bias }) => naive::linear(
                         [input[0], l.in_features, l.out_features],

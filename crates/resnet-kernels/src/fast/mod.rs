@@ -238,7 +238,8 @@ impl PackedLinear {
         })
     }
 
-    /// `output[n, :] = bias + input[n, :] W^T` for `n` rows: `[n, in]` → `[n, out]`.
+    /// `output[n, :] = bias + input[n, :] W^T` for `n` rows: `[n, in]` → `[n, out]`, on the
+    /// calling thread.
     pub fn run(
         &self,
         cpu: Cpu,
@@ -246,24 +247,58 @@ impl PackedLinear {
         input: &[f32],
         output: &mut [f32],
     ) -> Result<(), KernelError> {
+        self.run_par(cpu, Par::Seq, n, input, output)
+    }
+
+    /// [`PackedLinear::run`] with the output features split over the threads of `par`
+    /// (a classifier at batch 1 streams its whole weight for one row: two cores pull it
+    /// faster than one). Bitwise the same result for any parallelism, and each row's result
+    /// does not depend on the other rows.
+    ///
+    /// ```
+    /// use resnet_kernels::{Cpu, fast::{PackedLinear, Par}};
+    /// // out = bias + x W^T with W = [[1, 2], [3, 4], [5, 6]].
+    /// let fc = PackedLinear::new(&[1.0, 2.0, 3.0, 4.0, 5.0, 6.0], 2, 3, Some(&[0.5; 3]))?;
+    /// let mut out = [0.0; 3];
+    /// fc.run_par(Cpu::detect(), Par::with_threads(2), 1, &[1.0, 1.0], &mut out)?;
+    /// assert_eq!(out, [3.5, 7.5, 11.5]);
+    /// # Ok::<(), resnet_kernels::KernelError>(())
+    /// ```
+    pub fn run_par(
+        &self,
+        cpu: Cpu,
+        par: Par,
+        n: usize,
+        input: &[f32],
+        output: &mut [f32],
+    ) -> Result<(), KernelError> {
         let (i, o) = (self.in_features, self.out_features);
         check_len("linear input", input, n * i)?;
         check_len("linear output", output, n * o)?;
-        if o == 0 {
+        if o == 0 || n == 0 {
             return Ok(());
         }
-        if i == 0 {
-            for row in output.chunks_exact_mut(o) {
-                row.copy_from_slice(&self.bias);
-            }
-            return Ok(());
-        }
-        // One row at a time: an image's logits do not depend on the rest of its batch, to the
-        // bit (the classifier is a tiny share of the work).
-        for (x, row) in input.chunks_exact(i).zip(output.chunks_exact_mut(o)) {
-            row.copy_from_slice(&self.bias);
-            self.weight.matmul_acc(cpu, 1, x, i, row, o);
-        }
+        // Blocks of whole panels, one per thread; each value is summed the same way whatever
+        // the blocks, and each row's the same way whatever the other rows.
+        let panel = self.weight.panel();
+        let panels = o.div_ceil(panel);
+        let blocks = par.threads().min(panels);
+        let chans = |b: usize| {
+            (b * panels / blocks * panel).min(o)..((b + 1) * panels / blocks * panel).min(o)
+        };
+        let out = conv::SharedOut(output.as_mut_ptr());
+        par.for_each(blocks, |b| {
+            let chans = chans(b);
+            let dst = matmul::OutRows {
+                ptr: out.at(chans.start),
+                ld: o,
+                ends: matmul::Ends::output(&self.bias[chans.clone()], None, false),
+                chans,
+            };
+            // SAFETY: `output` holds `n` rows of `o` values (checked above) and stays
+            // borrowed for the whole loop; block `b` writes only its own channels of them.
+            unsafe { self.weight.matmul_acc_rows(cpu, n, input, i, dst) };
+        });
         Ok(())
     }
 }

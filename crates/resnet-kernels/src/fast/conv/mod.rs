@@ -684,16 +684,16 @@ fn channel_blocks(threads: usize, tiles: usize, panels: usize) -> usize {
 
 /// The output of a convolution shared by the tasks that fill disjoint parts of it.
 #[derive(Clone, Copy)]
-struct SharedOut(*mut f32);
+pub(crate) struct SharedOut(pub(crate) *mut f32);
 
 impl SharedOut {
     /// The pointer to element `i` (a method, so closures capture the whole `Sync` wrapper).
-    fn at(self, i: usize) -> *mut f32 {
+    pub(crate) fn at(self, i: usize) -> *mut f32 {
         self.0.wrapping_add(i)
     }
 }
 
-// SAFETY: a plain pointer; the tasks that share it write disjoint elements (see its one use).
+// SAFETY: a plain pointer; the tasks that share it write disjoint elements (see its uses).
 unsafe impl Send for SharedOut {}
 // SAFETY: as above.
 unsafe impl Sync for SharedOut {}
