@@ -697,9 +697,25 @@ unsafe fn own_avx512<const MV: usize, const NR: usize>(
     relu: bool,
 ) {
     use std::arch::x86_64::{
-        __m512, _CMP_LE_OQ, _mm512_add_ps, _mm512_cmp_ps_mask, _mm512_fmadd_ps, _mm512_loadu_ps,
-        _mm512_mask_mov_ps, _mm512_set1_ps, _mm512_setzero_ps, _mm512_storeu_ps,
+        __m512, _CMP_LE_OQ, _MM_HINT_ET0, _MM_HINT_T0, _mm_prefetch, _mm512_add_ps,
+        _mm512_cmp_ps_mask, _mm512_fmadd_ps, _mm512_loadu_ps, _mm512_mask_mov_ps, _mm512_set1_ps,
+        _mm512_setzero_ps, _mm512_storeu_ps,
     };
+    // The block's first depth step meets the destination (and the residual) for the first
+    // time; both come from beyond L2. Ask for the same block of the next pixels now, so that
+    // it arrives while this one sums.
+    if !matches!(start, KernelStart::Dst) {
+        for j in NR..2 * NR {
+            for v in 0..MV {
+                let at = j * ldd + 16 * v;
+                // A prefetch is only a hint and never faults, wherever it points.
+                _mm_prefetch::<_MM_HINT_ET0>(dst.wrapping_add(at).cast());
+                if let KernelStart::BiasResidual(_, r) = start {
+                    _mm_prefetch::<_MM_HINT_T0>(r.wrapping_add(at).cast());
+                }
+            }
+        }
+    }
     let mut acc: [[__m512; MV]; NR] = [[_mm512_setzero_ps(); MV]; NR];
     for kk in 0..kc {
         let mut a: [__m512; MV] = [_mm512_setzero_ps(); MV];

@@ -457,9 +457,15 @@ impl PackedConv {
     /// so results are bitwise identical whatever the parallelism).
     fn tile_pixels(&self, pixels: usize) -> usize {
         let pt = self.tile_cap();
-        // Balance the tiles of an image (49 pixels: 25 + 24, not 48 + 1).
+        // Balance the tiles of an image (49 pixels: 25 + 24, not 48 + 1), and make their
+        // count even when there are several, so that two threads share them evenly (the
+        // 7x7 stem's 12544 pixels: 14 tiles of 896, not 13 of 965, 7 against 6).
         let pixels = pixels.max(1);
-        pixels.div_ceil(pixels.div_ceil(pt))
+        let mut tiles = pixels.div_ceil(pt);
+        if tiles > 1 {
+            tiles = tiles.next_multiple_of(2);
+        }
+        pixels.div_ceil(tiles)
     }
 
     /// Run on an NHWC input of logical dims `input_dims` (`[N, C, H, W]`), writing the NHWC
