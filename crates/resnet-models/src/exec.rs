@@ -251,50 +251,6 @@ impl Workers {
     }
 }
 
-/// Run `f` on the current rayon pool (of `threads` threads) with its other threads kept
-/// awake until `f` returns: each spins, taking the work `f` spreads as soon as it is there
-/// ([`rayon::yield_now`]), instead of going to sleep between two layers and being woken for
-/// the next (a wake-up costs tens of microseconds, on a virtual machine more: ResNet-50 has 54
-/// layers). What each thread computes does not change, so neither does any bit. Allocates
-/// nothing (`rayon::join` keeps its jobs on the stack).
-fn with_awake_workers<R: Send>(threads: usize, f: impl FnOnce() -> R + Send) -> R {
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let done = AtomicBool::new(false);
-    let home = rayon::current_thread_index();
-    let spin = || {
-        // The thread running `f` may find a spinner in its own queue while it waits for
-        // stolen work: it must not spin there, `f` could never finish.
-        if rayon::current_thread_index() == home {
-            return;
-        }
-        while !done.load(Ordering::Acquire) {
-            if rayon::yield_now() != Some(rayon::Yield::Executed) {
-                std::hint::spin_loop();
-            }
-        }
-    };
-    let (result, ()) = rayon::join(
-        || {
-            let r = f();
-            done.store(true, Ordering::Release);
-            r
-        },
-        || spinners(threads.saturating_sub(1), &spin),
-    );
-    result
-}
-
-/// `n` spinners, one for each thread that steals one.
-fn spinners(n: usize, spin: &(impl Fn() + Sync)) {
-    match n {
-        0 => {}
-        1 => spin(),
-        _ => {
-            rayon::join(spin, || spinners(n - 1, spin));
-        }
-    }
-}
-
 /// Threads, instruction set and workspaces of a network.
 #[derive(Debug, Clone)]
 pub(crate) struct Executor {
@@ -416,9 +372,7 @@ impl Executor {
         let par = Par::with_threads(self.threads);
         let result = match pool {
             Some(p) => p.install(|| {
-                with_awake_workers(p.current_num_threads(), || {
-                    self.steps(net, x, dims, &mut ws, par, obs)
-                })
+                fast::with_awake_workers(|| self.steps(net, x, dims, &mut ws, par, obs))
             }),
             None => self.steps(net, x, dims, &mut ws, par, obs),
         };

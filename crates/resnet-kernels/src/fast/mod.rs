@@ -13,7 +13,7 @@ mod matmul;
 mod peak;
 mod simd;
 
-pub use context::{BufferPool, Ctx, Par, Scratch};
+pub use context::{BufferPool, Ctx, Par, Scratch, with_awake_workers};
 pub use conv::{ConvAlgo, Epilogue, PackedConv};
 pub use peak::measure_peak_gflops;
 

@@ -99,7 +99,7 @@ impl FastState {
     /// Run `f` on this state's pool (on the calling thread without one).
     pub(crate) fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
         match &self.pool {
-            Some(p) => p.install(f),
+            Some(p) => p.install(|| fast::with_awake_workers(f)),
             None => f(),
         }
     }
@@ -142,7 +142,9 @@ impl Trainer {
         let mut st = std::mem::take(&mut self.fast);
         let pool = st.pool.clone();
         let r = match &pool {
-            Some(p) => p.install(|| self.run_fast(&mut st, x, dims, target)),
+            Some(p) => p.install(|| {
+                fast::with_awake_workers(|| self.run_fast(&mut st, x, dims, target))
+            }),
             None => self.run_fast(&mut st, x, dims, target),
         };
         self.fast = st;
