@@ -10,8 +10,9 @@
 //! activations (1x1), im2col in L2-sized tiles, Winograd F(4x4,3x3) or F(2x2,3x3) or a direct grouped
 //! kernel, chosen from the shape, with bias, residual add and ReLU in the output step
 //! ([`fast::Epilogue`]); the CPU token, the parallelism ([`fast::Par`]) and scratch memory
-//! ([`fast::Scratch`]) are passed in as values; every matrix product runs `gemm-f32`'s micro-kernels on
-//! weights packed once at build time; SIMD written once over `pulp` and run through a [`Cpu`]
+//! ([`fast::Scratch`]) are passed in as values; every matrix product runs register-blocked
+//! micro-kernels on weights packed once at build time (`gemm-f32`'s; on AVX-512 for whole
+//! vectors of output channels our own, which sum alike and apply the output step in registers); SIMD written once over `pulp` and run through a [`Cpu`]
 //! token, which only feature detection makes. This crate holds every `unsafe` block of the
 //! workspace's kernels. Kernels take flat slices and a validated geometry ([`ConvGeometry`],
 //! [`PoolGeometry`]), so they can serve any model, not only resnet-rs's.
