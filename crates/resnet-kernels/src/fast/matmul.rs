@@ -777,6 +777,31 @@ fn prefetch_l2(values: &[f32]) {
 mod tests {
     use super::*;
 
+    /// The SIMD instruction sets of this machine (gemm's scalar kernels multiply and add
+    /// unfused, so they round differently).
+    fn simd_levels() -> Vec<Cpu> {
+        Cpu::all_levels()
+            .into_iter()
+            .filter(|c| c.level() != crate::SimdLevel::Scalar)
+            .collect()
+    }
+
+    /// Panics unless every level's result has the first one's bits.
+    fn assert_same_bits(levels: &[Cpu], results: &[Vec<f32>], what: &str) {
+        for (cpu, r) in levels.iter().zip(results).skip(1) {
+            let same = r
+                .iter()
+                .zip(&results[0])
+                .all(|(x, y)| x.to_bits() == y.to_bits());
+            assert!(
+                same,
+                "{what}: {} and {} disagree",
+                cpu.level(),
+                levels[0].level()
+            );
+        }
+    }
+
     fn check(cpu: Cpu, m: usize, n: usize, k: usize) {
         let a = |i: usize, kk: usize| ((i * 7 + kk * 3) % 11) as f32 - 5.0;
         let packed = PackedMatrix::new(m, k, a);
@@ -824,15 +849,12 @@ mod tests {
 
     /// Every SIMD instruction set sums each value in the same order (from zero, one fused
     /// multiply-add per depth step, then onto the destination), so all give bitwise the same
-    /// products: the wide AVX-512 kernels (16- and 32-row blocks, also as the last block of a
-    /// split) against gemm's AVX2 kernels. (gemm's scalar kernels multiply and add unfused.)
+    /// products: our AVX-512 kernels (16- and 32-row blocks, also as the last block of a
+    /// split) against gemm's AVX2 kernels.
     #[test]
     fn the_wide_kernels_give_gemms_bits() {
         let a = |i: usize, kk: usize| ((i * 37 + kk * 11) % 23) as f32 * 0.37 - 4.1;
-        let levels: Vec<Cpu> = Cpu::all_levels()
-            .into_iter()
-            .filter(|c| c.level() != crate::SimdLevel::Scalar)
-            .collect();
+        let levels = simd_levels();
         for (m, n, k, chans) in [
             (16, 14, 64, 0..16),
             (16, 1, 9, 0..16),
@@ -864,18 +886,7 @@ mod tests {
                     dst
                 })
                 .collect();
-            for (cpu, r) in levels.iter().zip(&results).skip(1) {
-                let same = r
-                    .iter()
-                    .zip(&results[0])
-                    .all(|(x, y)| x.to_bits() == y.to_bits());
-                assert!(
-                    same,
-                    "m {m} n {n} k {k}: {} and {} disagree",
-                    cpu.level(),
-                    levels[0].level()
-                );
-            }
+            assert_same_bits(&levels, &results, &format!("m {m} n {n} k {k}"));
             for cpu in Cpu::all_levels() {
                 check(cpu, m, n, k);
             }
@@ -888,10 +899,7 @@ mod tests {
     #[test]
     fn the_output_step_is_bitwise_the_same_on_every_level() {
         let a = |i: usize, kk: usize| ((i * 29 + kk * 13) % 31) as f32 * 0.11 - 1.6;
-        let levels: Vec<Cpu> = Cpu::all_levels()
-            .into_iter()
-            .filter(|c| c.level() != crate::SimdLevel::Scalar)
-            .collect();
+        let levels = simd_levels();
         for (m, n, k, chans) in [
             (16, 30, 64, 0..16),
             (32, 25, 70, 0..32),
@@ -929,18 +937,8 @@ mod tests {
                     dst
                 };
                 let results: Vec<Vec<f32>> = levels.iter().map(|&cpu| run(cpu)).collect();
-                for (cpu, r) in levels.iter().zip(&results).skip(1) {
-                    let same = r
-                        .iter()
-                        .zip(&results[0])
-                        .all(|(x, y)| x.to_bits() == y.to_bits());
-                    assert!(
-                        same,
-                        "m {m} n {n} k {k} residual {residual} relu {relu}: {} and {} disagree",
-                        cpu.level(),
-                        levels[0].level()
-                    );
-                }
+                let what = format!("m {m} n {n} k {k} residual {residual} relu {relu}");
+                assert_same_bits(&levels, &results, &what);
                 let got = run(Cpu::scalar());
                 for j in 0..n {
                     for (i, &b) in bias.iter().enumerate() {

@@ -142,9 +142,9 @@ impl Trainer {
         let mut st = std::mem::take(&mut self.fast);
         let pool = st.pool.clone();
         let r = match &pool {
-            Some(p) => p.install(|| {
-                fast::with_awake_workers(|| self.run_fast(&mut st, x, dims, target))
-            }),
+            Some(p) => {
+                p.install(|| fast::with_awake_workers(|| self.run_fast(&mut st, x, dims, target)))
+            }
             None => self.run_fast(&mut st, x, dims, target),
         };
         self.fast = st;
