@@ -369,21 +369,16 @@ impl PackedMatrix {
         let kern = Kernels::for_cpu(cpu);
         let mr = kern.mr();
         if k == 0 {
-            // No sums: the output step alone.
-            for j0 in 0..n {
-                for i0 in (0..rows.len()).step_by(mr) {
-                    let block = Block {
-                        at: i0,
-                        height: mr.min(rows.len() - i0),
-                        cols: 1,
-                    };
-                    let out = dst.wrapping_add(j0 * ldd + i0);
-                    // SAFETY: row `j0`'s channels: the caller's (the contract).
-                    unsafe {
-                        ends.start_block(cpu, out, ldd, j0, block);
-                        ends.finish_block(cpu, out, ldd, block);
-                    }
-                }
+            // No sums: the output step alone, over all rows at once.
+            let all = Block {
+                at: 0,
+                height: rows.len(),
+                cols: n,
+            };
+            // SAFETY: every row's channels: the caller's (the contract).
+            unsafe {
+                ends.start_block(cpu, dst, ldd, 0, all);
+                ends.finish_block(cpu, dst, ldd, all);
             }
             return;
         }
@@ -412,6 +407,20 @@ impl PackedMatrix {
             let mut ahead = next.chunks(share);
             for j0 in (0..n).step_by(step) {
                 let cols = step.min(n - j0);
+                // Without our kernels the step runs around gemm's for the whole group of
+                // pixels at once (a call per pixel over all channels, not per block: on AVX2
+                // a block is 16 channels and a dispatched call would cost more than its work);
+                // with them, only their edge blocks take the step around gemm's, block by block.
+                let group = Block {
+                    at: 0,
+                    height: rows.len(),
+                    cols,
+                };
+                let group_out = dst.wrapping_add(j0 * ldd);
+                if own.is_none() && first {
+                    // SAFETY: the group's rows and channels: the caller's.
+                    unsafe { ends.start_block(cpu, group_out, ldd, j0, group) };
+                }
                 for i0 in rows.clone().step_by(mr) {
                     if let Some(part) = ahead.next() {
                         prefetch_l2(part);
@@ -441,7 +450,7 @@ impl PackedMatrix {
                         unsafe { run(kc, out, ldd, lhs, panel, rhs, ldr, start, relu) };
                         continue;
                     }
-                    if first {
+                    if own.is_some() && first {
                         // SAFETY: the block's rows and channels: the caller's.
                         unsafe { ends.start_block(cpu, out, ldd, j0, block) };
                     }
@@ -475,10 +484,14 @@ impl PackedMatrix {
                             );
                         }
                     }
-                    if last {
+                    if own.is_some() && last {
                         // SAFETY: as the start.
                         unsafe { ends.finish_block(cpu, out, ldd, block) };
                     }
+                }
+                if own.is_none() && last {
+                    // SAFETY: as the start.
+                    unsafe { ends.finish_block(cpu, group_out, ldd, group) };
                 }
             }
         }

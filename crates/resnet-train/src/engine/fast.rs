@@ -98,10 +98,16 @@ impl FastState {
 
     /// Run `f` on this state's pool (on the calling thread without one).
     pub(crate) fn install<R: Send>(&self, f: impl FnOnce() -> R + Send) -> R {
-        match &self.pool {
-            Some(p) => p.install(|| fast::with_awake_workers(f)),
-            None => f(),
-        }
+        on_pool(self.pool.as_deref(), f)
+    }
+}
+
+/// Run `f` on `pool` with its other threads kept awake through it (on the calling thread
+/// without a pool).
+fn on_pool<R: Send>(pool: Option<&rayon::ThreadPool>, f: impl FnOnce() -> R + Send) -> R {
+    match pool {
+        Some(p) => p.install(|| fast::with_awake_workers(f)),
+        None => f(),
     }
 }
 
@@ -141,12 +147,7 @@ impl Trainer {
     ) -> Result<StepOutput, TrainError> {
         let mut st = std::mem::take(&mut self.fast);
         let pool = st.pool.clone();
-        let r = match &pool {
-            Some(p) => {
-                p.install(|| fast::with_awake_workers(|| self.run_fast(&mut st, x, dims, target)))
-            }
-            None => self.run_fast(&mut st, x, dims, target),
-        };
+        let r = on_pool(pool.as_deref(), || self.run_fast(&mut st, x, dims, target));
         self.fast = st;
         r
     }

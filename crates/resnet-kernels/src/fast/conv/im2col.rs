@@ -121,8 +121,8 @@ impl Im2col {
 
     /// The sums of output pixels `p0 .. p0 + rows` of the task's image (or of all pixels of
     /// its several images: `p0` 0, `rows` all of theirs) into `dst`, started and ended as
-    /// `dst.ends` says, with `col` as the im2col buffer (grown if short). Channel ranges other than all of them only come
-    /// with one group.
+    /// `dst.ends` says, with `col` as the im2col buffer (grown if short). Channel ranges
+    /// other than all of them only come with one group.
     ///
     /// # Safety
     /// As [`PackedMatrix::matmul_acc_rows`]: `dst` covers `rows` rows of its channels, used by
