@@ -4,7 +4,7 @@
 
 use crate::bound::{Bound, BoundPlan, NaiveConv};
 use crate::plan::{Plan, Step};
-use crate::{Backend, ModelError, Precision};
+use crate::{Backend, ModelError};
 use resnet_kernels::bf16::{
     Bf16Cpu, Bf16Dst, Bf16Src, as_words, as_words_mut, map_to_f32, map_words, max_pool_map,
 };
@@ -40,20 +40,28 @@ impl Values<'_> {
     /// A new NCHW tensor of the values (`[N, C]` when flat): the one allocation an output
     /// costs.
     pub fn to_tensor(&self) -> Result<Tensor, ModelError> {
-        let [n, c, h, w] = self.dims;
-        if self.flat {
-            return Ok(Tensor::from_slice_with_layout(
-                &[n, c],
-                Layout::Nchw,
-                self.data,
-            )?);
-        }
-        let mut t = Tensor::try_zeros_with_layout(&self.dims, Layout::Nchw)?;
-        match self.layout {
-            Layout::Nchw => t.as_mut_slice().copy_from_slice(self.data),
-            Layout::Nhwc => fast::nhwc_to_nchw([n, c, h, w], self.data, t.as_mut_slice())?,
-        }
+        let mut t = Tensor::try_zeros_with_layout(&self.nchw_dims(), Layout::Nchw)?;
+        self.write_nchw(t.as_mut_slice())?;
         Ok(t)
+    }
+
+    /// The dims of [`Values::to_tensor`]'s tensor.
+    fn nchw_dims(&self) -> Vec<usize> {
+        let [n, c, ..] = self.dims;
+        if self.flat {
+            vec![n, c]
+        } else {
+            self.dims.to_vec()
+        }
+    }
+
+    /// Write the values into `dst` (as many elements) in NCHW order.
+    fn write_nchw(&self, dst: &mut [f32]) -> Result<(), ModelError> {
+        match self.layout {
+            Layout::Nhwc if !self.flat => fast::nhwc_to_nchw(self.dims, self.data, dst)?,
+            _ => dst.copy_from_slice(self.data),
+        }
+        Ok(())
     }
 }
 
@@ -117,39 +125,6 @@ impl<'n> Keep<'n> {
         }
     }
 
-    /// A keeper of the same outputs, holding none yet.
-    fn empty(&self) -> Self {
-        Self {
-            only: self.only,
-            one: None,
-            all: Vec::new(),
-        }
-    }
-
-    /// Take the outputs of runs on consecutive parts of a batch, joined along `N`.
-    fn join(&mut self, parts: Vec<Keep<'_>>) -> Result<(), ModelError> {
-        let mut ones = Vec::new();
-        let mut alls = Vec::new();
-        for p in parts {
-            ones.extend(p.one);
-            alls.push(p.all.into_iter());
-        }
-        if !ones.is_empty() {
-            self.one = Some(concat(&ones)?);
-        }
-        // Output by output: the next of every part's, in the parts' order.
-        while let Some(row) = alls
-            .iter_mut()
-            .map(Iterator::next)
-            .collect::<Option<Vec<_>>>()
-        {
-            let name = row[0].0.clone();
-            let t: Vec<Tensor> = row.into_iter().map(|(_, t)| t).collect();
-            self.all.push((name, concat(&t)?));
-        }
-        Ok(())
-    }
-
     pub(crate) fn take_one(self) -> Option<Tensor> {
         self.one
     }
@@ -157,6 +132,48 @@ impl<'n> Keep<'n> {
     pub(crate) fn into_all(self) -> Vec<(String, Tensor)> {
         self.all
     }
+
+    /// Keep the values `v` of the output `name` as images `first..` of a batch of `batch`
+    /// images: the output's tensor is made by its first values, its other images written
+    /// in place by the runs that follow.
+    fn put(
+        &mut self,
+        name: &str,
+        first: usize,
+        batch: usize,
+        v: &Values<'_>,
+    ) -> Result<Flow, ModelError> {
+        let (t, flow) = match self.only {
+            Some(only) if only == name => match &mut self.one {
+                Some(t) => (t, Flow::Stop),
+                None => (self.one.insert(whole(v, batch)?), Flow::Stop),
+            },
+            Some(_) => return Ok(Flow::Continue),
+            None => match self.all.iter().position(|(n, _)| n == name) {
+                Some(at) => (&mut self.all[at].1, Flow::Continue),
+                None => {
+                    self.all.push((name.to_owned(), whole(v, batch)?));
+                    let last = self.all.len() - 1;
+                    (&mut self.all[last].1, Flow::Continue)
+                }
+            },
+        };
+        let per = t.len().checked_div(batch).unwrap_or(0);
+        let rows = t
+            .as_mut_slice()
+            .get_mut(first * per..(first + v.dims[0]) * per)
+            .filter(|r| r.len() == v.data.len())
+            .ok_or_else(|| ModelError::Config(format!("output {name:?} changed shape")))?;
+        v.write_nchw(rows)?;
+        Ok(flow)
+    }
+}
+
+/// A zeroed NCHW tensor for the values `v` of a batch of `batch` images.
+fn whole(v: &Values<'_>, batch: usize) -> Result<Tensor, ModelError> {
+    let mut dims = v.nchw_dims();
+    dims[0] = batch;
+    Ok(Tensor::try_zeros_with_layout(&dims, Layout::Nchw)?)
 }
 
 impl Observer for Keep<'_> {
@@ -165,32 +182,37 @@ impl Observer for Keep<'_> {
     }
 
     fn step(&mut self, e: &StepEvent<'_>) -> Result<Flow, ModelError> {
-        let (Step::Output { name, .. }, Some(v)) = (e.step, &e.values) else {
-            return Ok(Flow::Continue);
-        };
-        match self.only {
-            Some(only) if only == name => {
-                self.one = Some(v.to_tensor()?);
-                Ok(Flow::Stop)
-            }
-            Some(_) => Ok(Flow::Continue),
-            None => {
-                self.all.push((name.clone(), v.to_tensor()?));
-                Ok(Flow::Continue)
-            }
+        match (e.step, &e.values) {
+            (Step::Output { name, .. }, Some(v)) => self.put(name, 0, v.dims[0], v),
+            _ => Ok(Flow::Continue),
         }
     }
 }
 
-/// NCHW (or `[N, C]`) tensors joined along `N`, in order.
-fn concat(parts: &[Tensor]) -> Result<Tensor, ModelError> {
-    let mut dims = parts[0].shape().dims().to_vec();
-    dims[0] = parts.iter().map(|t| t.shape().dims()[0]).sum();
-    let mut data = Vec::with_capacity(parts.iter().map(|t| t.as_slice().len()).sum());
-    for t in parts {
-        data.extend_from_slice(t.as_slice());
+/// The observer of one image's run within a batch: keeps its outputs as that image of the
+/// batch's (see [`Executor::run_keep`]).
+struct Part<'k, 'n> {
+    keep: &'k Mutex<&'k mut Keep<'n>>,
+    only: Option<&'n str>,
+    image: usize,
+    batch: usize,
+}
+
+impl Observer for Part<'_, '_> {
+    fn wants(&self, name: &str) -> bool {
+        self.only.is_none_or(|only| only == name)
     }
-    Ok(Tensor::from_vec(&dims, data)?)
+
+    fn step(&mut self, e: &StepEvent<'_>) -> Result<Flow, ModelError> {
+        match (e.step, &e.values) {
+            (Step::Output { name, .. }, Some(v)) => self
+                .keep
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .put(name, self.image, self.batch, v),
+            _ => Ok(Flow::Continue),
+        }
+    }
 }
 
 /// Activation slots and kernel scratch of one run, kept between calls so that a run
@@ -204,6 +226,8 @@ struct Workspace {
     /// the bf16 map they are kept in (`None`: f32).
     dims: Vec<([usize; 4], bool, Option<[usize; 2]>)>,
     scratch: Scratch,
+    /// The workspaces of the threads that run a batch's images side by side.
+    lanes: Vec<Workspace>,
     /// Input dims this workspace has sized its scratch for (at most 64: a server may see
     /// many sizes; a forgotten one is sized again, which costs one pass over the plan).
     planned: Vec<[usize; 4]>,
@@ -319,11 +343,12 @@ impl Executor {
         Ok(dims)
     }
 
-    /// Run `plan` on `x` and keep the outputs `keep` asks for. In bf16 a batch runs image by
-    /// image, the images spread over the threads (each image's steps on one thread, its
-    /// activations in that core's cache), and the outputs are joined in order: a bf16 value
-    /// depends on its own image only, so this is bitwise the batch's result. In f32 (whose
-    /// algorithm may depend on the batch) the batch runs whole, as [`Executor::run`].
+    /// Run `plan` on `x` and keep the outputs `keep` asks for. A batch runs image by image:
+    /// as many images at once as there are threads, each on one thread with its activations
+    /// in that core's caches (a batch's activations, all images at once, would leave them),
+    /// then the images left over one at a time on every thread. Each output is written into
+    /// its place in the batch's tensor. A value depends on its own image only, and not on the
+    /// thread count, so this is bitwise the whole batch's result ([`Executor::run`]).
     pub(crate) fn run_keep(
         &self,
         net: &BoundPlan,
@@ -331,32 +356,53 @@ impl Executor {
         keep: &mut Keep<'_>,
     ) -> Result<(), ModelError> {
         let dims = Self::input_dims(net, &x)?;
-        if net.precision != Precision::Bf16 || dims[0] < 2 {
+        let batch = dims[0];
+        if batch < 2 {
             return self.run(net, x, keep);
         }
-        let one = |i: usize| -> Result<Keep<'_>, ModelError> {
-            let xi = x.image(i)?;
-            let mut k = keep.empty();
-            let mut ws = self.workspaces.take();
-            let result = self.steps(
-                net,
-                xi,
-                [1, dims[1], dims[2], dims[3]],
-                &mut ws,
-                Par::Seq,
-                &mut k,
-            );
-            self.workspaces.give(ws);
-            result.map(|()| k)
+        let only = keep.only;
+        let keep = Mutex::new(keep);
+        let one = [1, dims[1], dims[2], dims[3]];
+        let image = |image: usize, ws: &mut Workspace, par: Par| -> Result<(), ModelError> {
+            let mut part = Part {
+                keep: &keep,
+                only,
+                image,
+                batch,
+            };
+            self.steps(net, x.image(image)?, one, ws, par, &mut part)
         };
-        let parts: Vec<Result<Keep<'_>, ModelError>> = match self.pool()? {
-            Some(p) => p.install(|| {
-                use rayon::prelude::*;
-                (0..dims[0]).into_par_iter().map(one).collect()
-            }),
-            None => (0..dims[0]).map(one).collect(),
+        let mut ws = self.workspaces.take();
+        let result = match self.pool()? {
+            Some(p) => {
+                // Lane `j` runs images `j, j + lanes, …` on one thread, in a workspace of its
+                // own (kept in the batch's, so that a warm run allocates none).
+                let spread = batch - batch % self.threads;
+                let lanes = self.threads.min(spread);
+                let mut own = std::mem::take(&mut ws.lanes);
+                own.resize_with(own.len().max(lanes), Workspace::default);
+                let result = p.install(|| {
+                    use rayon::prelude::*;
+                    own[..lanes]
+                        .par_iter_mut()
+                        .enumerate()
+                        .try_for_each(|(j, lane)| {
+                            (j..spread)
+                                .step_by(lanes)
+                                .try_for_each(|i| image(i, lane, Par::Seq))
+                        })?;
+                    let all = Par::with_threads(self.threads);
+                    fast::with_awake_workers(|| {
+                        (spread..batch).try_for_each(|i| image(i, &mut ws, all))
+                    })
+                });
+                ws.lanes = own;
+                result
+            }
+            None => (0..batch).try_for_each(|i| image(i, &mut ws, Par::Seq)),
         };
-        keep.join(parts.into_iter().collect::<Result<Vec<_>, _>>()?)
+        self.workspaces.give(ws);
+        result
     }
 
     /// Run `plan` (bound as `bound` for `backend`) on `x`, on this executor's threads.
@@ -380,21 +426,22 @@ impl Executor {
         result
     }
 
-    /// Size the workspace for input dims `dims` (first run on them): every slot, and the
-    /// scratch of every thread for the largest convolution task.
+    /// Size the workspace for input dims `dims` (first run on them) on `threads` threads:
+    /// every slot, and the scratch of every thread for the largest convolution task.
     fn plan_for(
         &self,
         plan: &Plan,
         bound: &[Bound],
         dims: [usize; 4],
+        threads: usize,
         ws: &mut Workspace,
     ) -> Result<(), ModelError> {
         if ws.bufs.len() < plan.slots() {
             ws.bufs.resize_with(plan.slots(), Vec::new);
             ws.dims.resize(plan.slots(), ([0; 4], false, None));
         }
-        if ws.scratch.threads() != self.threads {
-            ws.scratch = Scratch::new(self.threads);
+        if ws.scratch.threads() != threads {
+            ws.scratch = Scratch::new(threads);
             ws.planned.clear();
         }
         if ws.planned.contains(&dims) {
@@ -435,7 +482,7 @@ impl Executor {
             ..
         } = net;
         let backend = *backend;
-        self.plan_for(plan, bound, dims, ws)?;
+        self.plan_for(plan, bound, dims, par.threads(), ws)?;
         let cpu = self.cpu;
         let layout = match backend {
             Backend::Fast => Layout::Nhwc,

@@ -343,3 +343,75 @@ fn forward_view_equals_forward() {
     let bad = TensorView::new(&[1, 4, 8, 8], Layout::Nchw, &data[..256]).unwrap();
     assert!(model.forward_view(bad).is_err());
 }
+
+/// Every output of a whole-batch run ([`Network::run`]: each step over all images at once).
+struct WholeBatch(Vec<(String, Tensor)>);
+
+impl Observer for WholeBatch {
+    fn step(&mut self, e: &StepEvent<'_>) -> Result<Flow, ModelError> {
+        if let (Step::Output { name, .. }, Some(v)) = (e.step, &e.values) {
+            self.0.push((name.clone(), v.to_tensor()?));
+        }
+        Ok(Flow::Continue)
+    }
+}
+
+/// A batch runs image by image (as many side by side as there are threads, the images left
+/// over one at a time on all threads), each output written into its place: bitwise each
+/// image's own run and the whole batch's run, for every family, precision and thread count.
+#[test]
+fn a_batch_is_its_images() {
+    let (n, h, w) = (5, 29, 23);
+    let x = Tensor::from_vec(
+        &[n, 3, h, w],
+        (0..n * 3 * h * w)
+            .map(|i| ((i * 7919) % 1000) as f32 / 500.0 - 1.0)
+            .collect(),
+    )
+    .unwrap();
+    let mut precisions = vec![Precision::F32];
+    if Precision::Bf16.is_available() {
+        precisions.push(Precision::Bf16);
+    } else {
+        eprintln!("\n!!!!!!!! SKIPPED: no AVX512-BF16: bf16 batches not checked !!!!!!!!\n");
+    }
+    for precision in precisions {
+        let resnets = [
+            small(resnet18(1000)).into(),
+            small(resnet50(1000)).into(),
+            small(resnext50_32x4d(1000)).into(),
+            Arch::from(CifarConfig::new(8, 10).with_in_channels(3)),
+        ];
+        let mut nets: Vec<(String, Network)> = Vec::new();
+        for (seed, arch) in resnets.iter().enumerate() {
+            let m = ResNet::random_with(arch, seed as u64, Backend::Fast, precision).unwrap();
+            nets.push((arch.name(), m.network().clone()));
+        }
+        let edsr = Edsr::random_with(&EdsrConfig::baseline(2), 9, precision).unwrap();
+        nets.push(("edsr".into(), edsr.network().clone()));
+        for (name, net) in nets {
+            for threads in [1, 2, 3] {
+                let net = net.clone().with_threads(threads).unwrap();
+                let what = format!("{name} {precision:?} {threads} thread(s)");
+                let batch = net.outputs(&x).unwrap();
+                let mut whole = WholeBatch(Vec::new());
+                net.run(&x, &mut whole).unwrap();
+                assert_eq!(batch, whole.0, "{what}: split against whole batch");
+                for (out, t) in [&batch[0], batch.last().unwrap()] {
+                    assert_eq!(&net.output(&x, out).unwrap(), t, "{what}: only {out}");
+                }
+                for i in 0..n {
+                    let alone = net.outputs(&x.image(i).unwrap().to_tensor()).unwrap();
+                    for ((out, b), (_, a)) in batch.iter().zip(&alone) {
+                        let per = a.len();
+                        assert_eq!(
+                            &b.as_slice()[i * per..(i + 1) * per],
+                            a.as_slice(),
+                            "{what}: image {i}, {out}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+}
