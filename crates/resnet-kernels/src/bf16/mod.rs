@@ -623,6 +623,31 @@ unsafe fn tile_rows<const R: usize, const WRAP: bool>(
     };
     let c_off = |r: usize| if WRAP { coff[r] } else { (r * ldc) as isize };
     let r_off = |r: usize| if WRAP { roff[r] } else { (r * ldr) as isize };
+    // A tile with an output step meets its output and residual rows for the first time, from
+    // beyond L2 on wide maps: ask for the next tile's (the next `R` rows, same columns, when
+    // no row wraps) now, so that they arrive while this one sums.
+    if let (false, Start::Bias { res, .. }) = (WRAP, start) {
+        for r in R..2 * R {
+            // A prefetch is only a hint and never faults, wherever it points.
+            match c {
+                Store::F32(c) => {
+                    let c = c.wrapping_add(r * ldc);
+                    _mm_prefetch::<_MM_HINT_ET0>(c.cast());
+                    _mm_prefetch::<_MM_HINT_ET0>(c.wrapping_add(16).cast());
+                }
+                Store::Bf16(c) => _mm_prefetch::<_MM_HINT_ET0>(c.wrapping_add(r * ldc).cast()),
+            }
+            match res {
+                Res::None => {}
+                Res::F32(p) => {
+                    let p = p.wrapping_add(r * ldr);
+                    _mm_prefetch::<_MM_HINT_T0>(p.cast());
+                    _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(16).cast());
+                }
+                Res::Bf16(p) => _mm_prefetch::<_MM_HINT_T0>(p.wrapping_add(r * ldr).cast()),
+            }
+        }
+    }
     let mut acc = [[_mm512_setzero_ps(); 2]; R];
     match start {
         Start::Zero => {}
