@@ -170,9 +170,9 @@ impl Winograd {
                     stride: tiles * c,
                 };
                 if m == 2 {
-                    cpu.dispatch(InputTransform::<F2, 4, 2>(input, PhantomData));
+                    cpu.dispatch(InputTransform::<F2, 4, 2, 16>(input, PhantomData));
                 } else {
-                    cpu.dispatch(InputTransform::<F4, 6, 4>(input, PhantomData));
+                    cpu.dispatch(InputTransform::<F4, 6, 4, 36>(input, PhantomData));
                 }
             }
         }
@@ -202,9 +202,9 @@ impl Winograd {
                     ow,
                 };
                 if m == 2 {
-                    cpu.dispatch(OutputTransform::<F2, 4, 2>(output, PhantomData));
+                    cpu.dispatch(OutputTransform::<F2, 4, 2, 8>(output, PhantomData));
                 } else {
-                    cpu.dispatch(OutputTransform::<F4, 6, 4>(output, PhantomData));
+                    cpu.dispatch(OutputTransform::<F4, 6, 4, 24>(output, PhantomData));
                 }
             }
         }
@@ -265,13 +265,20 @@ struct Output<'a> {
     ow: usize,
 }
 
-/// Offsets in the image of a tile's `t x t` input pixels from `(y0, x0)`, row by row
-/// (`t` at most 6), `None` where the tile hangs over the padding or beyond `t x t`.
+/// Offsets in the image of a tile's `t x t = TT` input pixels from `(y0, x0)`, row by row,
+/// `None` where the tile hangs over the padding.
 #[inline(always)]
-fn offsets(t: usize, x0: isize, y0: isize, w: usize, h: usize, c: usize) -> [Option<usize>; 36] {
+fn offsets<const TT: usize>(
+    t: usize,
+    x0: isize,
+    y0: isize,
+    w: usize,
+    h: usize,
+    c: usize,
+) -> [Option<usize>; TT] {
     core::array::from_fn(|k| {
         let (yy, xx) = (y0 + (k / t) as isize, x0 + (k % t) as isize);
-        (k < t * t && yy >= 0 && yy < h as isize && xx >= 0 && xx < w as isize)
+        (yy >= 0 && yy < h as isize && xx >= 0 && xx < w as isize)
             .then(|| (yy as usize * w + xx as usize) * c)
     })
 }
@@ -344,10 +351,16 @@ impl Transforms<6, 4> for F4 {
     }
 }
 
-/// One tile's input transform `Bᵀ d B`, a vector of channels at a time.
-struct InputTransform<'a, F, const T: usize, const M: usize>(Input<'a>, PhantomData<F>);
+/// One tile's input transform `Bᵀ d B`, a vector of channels at a time (`TT = T * T`: the
+/// tile's values, sized exactly so that they stay in registers).
+struct InputTransform<'a, F, const T: usize, const M: usize, const TT: usize>(
+    Input<'a>,
+    PhantomData<F>,
+);
 
-impl<F: Transforms<T, M>, const T: usize, const M: usize> WithSimd for InputTransform<'_, F, T, M> {
+impl<F: Transforms<T, M>, const T: usize, const M: usize, const TT: usize> WithSimd
+    for InputTransform<'_, F, T, M, TT>
+{
     type Output = ();
     #[inline(always)]
     fn with_simd<S: Simd>(self, simd: S) {
@@ -361,14 +374,15 @@ impl<F: Transforms<T, M>, const T: usize, const M: usize> WithSimd for InputTran
             v,
             stride,
         } = self.0;
+        const { assert!(TT == T * T) };
         let l = lanes::<S>();
         let zero = simd.splat_f32s(0.0);
-        let at = offsets(T, x0, y0, w, h, c);
+        let at = offsets::<TT>(T, x0, y0, w, h, c);
         let mut c0 = 0;
         while c0 < c {
             let n = l.min(c - c0);
             // Bᵀ d, column by column.
-            let mut r = [zero; 36];
+            let mut r = [zero; TT];
             for j in 0..T {
                 let col = core::array::from_fn(|i| {
                     at[i * T + j].map_or(zero, |off| load(simd, &x[off + c0..off + c0 + n]))
@@ -391,11 +405,14 @@ impl<F: Transforms<T, M>, const T: usize, const M: usize> WithSimd for InputTran
 }
 
 /// One tile's output transform `Aᵀ m A`, then bias, residual and ReLU, a vector of output
-/// channels at a time.
-struct OutputTransform<'a, F, const T: usize, const M: usize>(Output<'a>, PhantomData<F>);
+/// channels at a time (`MT = M * T`: the values between the two passes, sized exactly).
+struct OutputTransform<'a, F, const T: usize, const M: usize, const MT: usize>(
+    Output<'a>,
+    PhantomData<F>,
+);
 
-impl<F: Transforms<T, M>, const T: usize, const M: usize> WithSimd
-    for OutputTransform<'_, F, T, M>
+impl<F: Transforms<T, M>, const T: usize, const M: usize, const MT: usize> WithSimd
+    for OutputTransform<'_, F, T, M, MT>
 {
     type Output = ();
     #[inline(always)]
@@ -411,6 +428,7 @@ impl<F: Transforms<T, M>, const T: usize, const M: usize> WithSimd
             rows,
             ow,
         } = self.0;
+        const { assert!(MT == M * T) };
         let l = lanes::<S>();
         let zero = simd.splat_f32s(0.0);
         let out_rows = rows.saturating_sub(row0).min(M);
@@ -419,7 +437,7 @@ impl<F: Transforms<T, M>, const T: usize, const M: usize> WithSimd
         while o0 < o {
             let n = l.min(o - o0);
             // Aᵀ m, column by column: M rows of T.
-            let mut s = [zero; 24];
+            let mut s = [zero; MT];
             for j in 0..T {
                 let col = core::array::from_fn(|i| {
                     let k = (i * T + j) * stride + o0;
