@@ -426,7 +426,8 @@ enum Command {
         #[arg(long, default_value_t = 192, value_parser = clap::value_parser!(u32).range(1..))]
         tile: u32,
         /// Overlap between tiles in input pixels (default: the receptive field, which makes the
-        /// result identical to untiled processing; less is faster but shows at tile borders).
+        /// result that of untiled processing up to float rounding, far below one 8-bit step;
+        /// less is faster but shows at tile borders).
         #[arg(long)]
         overlap: Option<u32>,
     },

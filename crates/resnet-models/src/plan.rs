@@ -662,7 +662,8 @@ impl PlanBuilder {
     /// input transform mixes a tile's fifth input row (and column) into all four of its
     /// output rows, so a change reaches up to 2 pixels further per convolution. A plan that
     /// is run on overlapping crops of an image and must give bitwise the uncropped result
-    /// with a halo of one pixel per convolution (EDSR's tiled forward) asks for `m = 2`.
+    /// with a halo of one pixel per convolution asks for `m = 2` (EDSR's tiled forward does
+    /// not: it accepts rounding-level differences at tile borders for F(4x4)'s speed).
     pub fn limit_winograd_tile(&mut self, m: usize) {
         self.winograd_tile = m;
     }

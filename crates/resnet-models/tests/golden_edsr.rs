@@ -13,6 +13,16 @@ fn max_abs(a: &[f32], b: &[f32]) -> f32 {
         .fold(0.0, f32::max)
 }
 
+/// How far a tiled result may lie from the untiled one, relative to the output's largest
+/// value: rounding only (Winograd F(4x4) rounds pixels beyond an output's receptive field
+/// into it; measured up to 3e-6).
+const TILED: f32 = 2e-5;
+
+/// `max |tiled - untiled| / max |untiled|`.
+fn tiled_rel(tiled: &[f32], untiled: &[f32]) -> f32 {
+    max_abs(tiled, untiled) / untiled.iter().fold(0.0f32, |m, v| m.max(v.abs()))
+}
+
 fn check(name: &str, scale: usize, blocks: usize, feats: usize, res_scale: f32) {
     let (Some(w), Some(e)) = (
         golden(&format!("{name}.safetensors")),
@@ -34,15 +44,14 @@ fn check(name: &str, scale: usize, blocks: usize, feats: usize, res_scale: f32) 
     let err = max_abs(y.as_slice(), want.as_slice());
     eprintln!("{name}: untiled max abs error {err:.2e}");
     assert!(err < 1e-3, "{name}: {err}");
-    // Tiled, with tiles smaller than the image: the same numbers.
+    // Tiled, with tiles smaller than the image: the same numbers up to rounding.
     let [_, _, h, w] = x.shape().dims4().unwrap();
     for tile in [2, 4, h.max(w) / 2 + 1] {
         let t = model.forward_tiled(&x, tile).unwrap();
-        let d = max_abs(t.as_slice(), y.as_slice());
-        eprintln!("{name}: tile {tile}: max abs difference to untiled {d:.2e}");
-        assert_eq!(
-            t.as_slice(),
-            y.as_slice(),
+        let d = tiled_rel(t.as_slice(), y.as_slice());
+        eprintln!("{name}: tile {tile}: relative difference to untiled {d:.2e}");
+        assert!(
+            d <= TILED,
             "{name}: tile {tile} differs from untiled by {d}"
         );
     }
@@ -107,7 +116,7 @@ fn random_edsr(cfg: &EdsrConfig) -> resnet_weights::TensorMap {
 }
 
 #[test]
-fn tiles_smaller_than_the_image_give_the_untiled_result_exactly() {
+fn tiles_smaller_than_the_image_give_the_untiled_result() {
     for scale in [2, 3, 4] {
         let cfg = EdsrConfig {
             n_resblocks: 2,
@@ -138,18 +147,46 @@ fn tiles_smaller_than_the_image_give_the_untiled_result_exactly() {
                 })
                 .unwrap();
             assert!(seen > 1);
-            assert_eq!(t.as_slice(), y.as_slice(), "scale {scale}, tile {tile}");
+            let d = tiled_rel(t.as_slice(), y.as_slice());
+            assert!(d <= TILED, "scale {scale}, tile {tile}: {d}");
         }
-        // An explicit overlap at least the receptive field: still exact; too small: it shows.
+        // An explicit overlap at least the receptive field: still the same; too small: it
+        // shows, far beyond rounding.
         let big = model
             .forward_tiled_with_progress(&x, 16, Some(model.halo() + 4), |_, _| {})
             .unwrap();
-        assert_eq!(big.as_slice(), y.as_slice());
+        assert!(tiled_rel(big.as_slice(), y.as_slice()) <= TILED);
         let small = model
             .forward_tiled_with_progress(&x, 16, Some(0), |_, _| {})
             .unwrap();
-        assert_ne!(small.as_slice(), y.as_slice());
+        let d = tiled_rel(small.as_slice(), y.as_slice());
+        assert!(d > 100.0 * TILED, "scale {scale}: no overlap, {d}");
     }
+}
+
+/// EDSR-baseline's 64-channel convs run Winograd F(4x4): tiles (grown by its 34-pixel halo)
+/// give the untiled result up to rounding.
+#[test]
+fn baseline_tiles_give_the_untiled_result_up_to_rounding() {
+    let cfg = EdsrConfig::baseline(2);
+    let model = Edsr::load(&random_edsr(&cfg), &cfg).unwrap();
+    let algos = model.network().conv_algorithms().unwrap();
+    assert!(
+        algos
+            .iter()
+            .any(|(_, a)| *a == resnet_models::ConvAlgo::Winograd4x4)
+    );
+    let (h, w) = (150, 110);
+    let x = resnet_tensor::Tensor::from_vec(
+        &[1, 3, h, w],
+        (0..3 * h * w).map(|i| ((i * 7919) % 256) as f32).collect(),
+    )
+    .unwrap();
+    let y = model.forward(&x).unwrap();
+    let t = model.forward_tiled(&x, 64).unwrap();
+    let d = tiled_rel(t.as_slice(), y.as_slice());
+    eprintln!("edsr baseline x2, tile 64: relative difference to untiled {d:.2e}");
+    assert!(d <= TILED, "{d}");
 }
 
 #[test]
