@@ -102,7 +102,7 @@ class Edsr:
     ) -> F32Array:
         """Super-resolve ``[N, 3, H, W]`` (RGB in ``0..rgb_range``, see ``load_rgb``) into
         ``[N, 3, H*scale, W*scale]``, ``tile`` x ``tile`` input pixels at a time (bounded
-        memory; bitwise the untiled result with the default overlap). ``tile=None``: in one
+        memory; the untiled result up to float rounding with the default overlap). ``tile=None``: in one
         piece."""
 
     @property

@@ -585,7 +585,8 @@ impl PyEdsr {
 
     /// Super-resolve a float32 `[N, 3, H, W]` batch (RGB in `0..rgb_range`, as from
     /// `load_rgb`) into `[N, 3, H*scale, W*scale]`, `tile x tile` input pixels at a time
-    /// (bitwise the untiled result with the default overlap; `tile=None`: in one piece).
+    /// (the untiled result up to float rounding with the default overlap; `tile=None`: in one
+    /// piece).
     #[pyo3(signature = (x, tile=Some(192), overlap=None))]
     fn enhance<'py>(
         &self,

@@ -107,7 +107,8 @@ def test_edsr_enhance(name):
     assert whole.shape == exp["output"].shape
     assert np.max(np.abs(whole - exp["output"])) < 1e-3
     tiled = m.enhance(x, tile=16)
-    np.testing.assert_array_equal(tiled, whole)
+    # Up to rounding (Winograd F(4x4) at tile borders): 2e-5 of the largest value.
+    assert np.max(np.abs(tiled - whole)) <= 2e-5 * np.max(np.abs(whole))
 
 
 def test_edsr_on_an_image():
