@@ -102,8 +102,8 @@ class Edsr:
     ) -> F32Array:
         """Super-resolve ``[N, 3, H, W]`` (RGB in ``0..rgb_range``, see ``load_rgb``) into
         ``[N, 3, H*scale, W*scale]``, ``tile`` x ``tile`` input pixels at a time (bounded
-        memory; the untiled result up to float rounding with the default overlap). ``tile=None``: in one
-        piece."""
+        memory; the untiled result up to float rounding with the default overlap).
+        ``tile=None``: in one piece."""
 
     @property
     def scale(self) -> int: ...
