@@ -391,6 +391,9 @@ impl Executor {
                                 .step_by(lanes)
                                 .try_for_each(|i| image(i, lane, Par::Seq))
                         })?;
+                    if spread == batch {
+                        return Ok(());
+                    }
                     let all = Par::with_threads(self.threads);
                     fast::with_awake_workers(|| {
                         (spread..batch).try_for_each(|i| image(i, &mut ws, all))

@@ -319,7 +319,7 @@ impl Tensor {
 
     /// A mutable view of image `n` of the batch (dimension 0).
     pub fn image_mut(&mut self, n: usize) -> Result<TensorViewMut<'_>, TensorError> {
-        let (shape, range) = batch_slice(&self.shape, n..n.saturating_add(1))?;
+        let (shape, range) = batch_slice(&self.shape, n)?;
         Ok(TensorViewMut {
             shape,
             layout: self.layout,
@@ -363,27 +363,20 @@ impl Tensor {
     }
 }
 
-fn batch_slice(
-    shape: &Shape,
-    images: std::ops::Range<usize>,
-) -> Result<(Shape, std::ops::Range<usize>), TensorError> {
+fn batch_slice(shape: &Shape, n: usize) -> Result<(Shape, std::ops::Range<usize>), TensorError> {
     let dims = shape.dims();
     let batch = dims.first().copied().unwrap_or(1);
-    if dims.is_empty() || images.start >= images.end || images.end > batch {
+    if dims.is_empty() || n >= batch {
         return Err(TensorError::IndexOutOfRange {
             axis: 0,
-            index: if images.start >= images.end {
-                images.start
-            } else {
-                images.end - 1
-            },
+            index: n,
             size: if dims.is_empty() { 0 } else { batch },
         });
     }
     let per = shape.numel() / batch;
     let mut sub = *shape;
-    sub.set_dim(0, images.len());
-    Ok((sub, images.start * per..images.end * per))
+    sub.set_dim(0, 1);
+    Ok((sub, n * per..(n + 1) * per))
 }
 
 /// Copy `src` into `dst`, which must have the same logical shape (layouts may differ).
@@ -455,24 +448,7 @@ impl<'a> TensorView<'a> {
 
     /// Image `n` of the batch, as a view with batch size 1.
     pub fn image(&self, n: usize) -> Result<TensorView<'a>, TensorError> {
-        self.images(n..n.saturating_add(1))
-    }
-
-    /// Images `range` of the batch (consecutive, at least one), as a view with batch size
-    /// `range.len()`.
-    ///
-    /// ```
-    /// use resnet_tensor::Tensor;
-    /// let t = Tensor::from_vec(&[4, 1, 1, 2], (0..8).map(|i| i as f32).collect()).unwrap();
-    /// let v = t.view();
-    /// let mid = v.images(1..3).unwrap();
-    /// assert_eq!(mid.shape().dims(), &[2, 1, 1, 2]);
-    /// assert_eq!(mid.as_slice(), &[2.0, 3.0, 4.0, 5.0]);
-    /// assert!(v.images(3..5).is_err());
-    /// assert!(v.images(2..2).is_err());
-    /// ```
-    pub fn images(&self, range: std::ops::Range<usize>) -> Result<TensorView<'a>, TensorError> {
-        let (shape, range) = batch_slice(&self.shape, range)?;
+        let (shape, range) = batch_slice(&self.shape, n)?;
         Ok(TensorView {
             shape,
             layout: self.layout,

@@ -626,7 +626,7 @@ unsafe fn tile_rows<const R: usize, const WRAP: bool>(
     // A tile with an output step meets its output and residual rows for the first time, from
     // beyond L2 on wide maps: ask for the next tile's (the next `R` rows, same columns, when
     // no row wraps) now, so that they arrive while this one sums.
-    if let (false, Start::Bias { res, .. }) = (WRAP, start) {
+    if !WRAP && let Start::Bias { res, .. } = start {
         for r in R..2 * R {
             // A prefetch is only a hint and never faults, wherever it points.
             match c {
