@@ -7,15 +7,16 @@
 //! [`bf16`] holds the reduced-precision kernels (bf16 values, f32 sums, on AVX512-BF16): the
 //! matrix product and any convolution ([`bf16::Bf16Conv`]), each with a bit-exact scalar twin.
 //! The [`fast`] kernels work on NHWC activations: convolution as a matrix product on the
-//! activations (1x1), im2col in L2-sized tiles, Winograd F(4x4,3x3) or F(2x2,3x3) or a direct grouped
-//! kernel, chosen from the shape, with bias, residual add and ReLU in the output step
+//! activations (1x1), im2col in L2-sized tiles, Winograd F(4x4,3x3) or F(2x2,3x3) or a direct
+//! grouped kernel, chosen from the shape, with bias, residual add and ReLU in the output step
 //! ([`fast::Epilogue`]); the CPU token, the parallelism ([`fast::Par`]) and scratch memory
 //! ([`fast::Scratch`]) are passed in as values; every matrix product runs register-blocked
-//! micro-kernels on weights packed once at build time (`gemm-f32`'s; on AVX-512 for whole
-//! vectors of output channels our own, which sum alike and apply the output step in registers); SIMD written once over `pulp` and run through a [`Cpu`]
-//! token, which only feature detection makes. This crate holds every `unsafe` block of the
-//! workspace's kernels. Kernels take flat slices and a validated geometry ([`ConvGeometry`],
-//! [`PoolGeometry`]), so they can serve any model, not only resnet-rs's.
+//! micro-kernels on weights packed once at build time (`gemm-f32`'s; on AVX-512 for whole vectors
+//! of output channels our own, which sum alike and apply the output step in registers); SIMD
+//! written once over `pulp` and run through a [`Cpu`] token, which only feature detection makes.
+//! This crate holds every `unsafe` block of the workspace's kernels. Kernels take flat slices and a
+//! validated geometry ([`ConvGeometry`], [`PoolGeometry`]), so they can serve any model, not only
+//! resnet-rs's.
 //!
 //! ```
 //! use resnet_kernels::{naive, Conv2dParams, ConvGeometry};

@@ -40,19 +40,16 @@ impl Values<'_> {
     /// A new NCHW tensor of the values (`[N, C]` when flat): the one allocation an output
     /// costs.
     pub fn to_tensor(&self) -> Result<Tensor, ModelError> {
-        let mut t = Tensor::try_zeros_with_layout(&self.nchw_dims(), Layout::Nchw)?;
+        let (dims, rank) = self.nchw_dims();
+        let mut t = Tensor::try_zeros_with_layout(&dims[..rank], Layout::Nchw)?;
         self.write_nchw(t.as_mut_slice())?;
         Ok(t)
     }
 
-    /// The dims of [`Values::to_tensor`]'s tensor.
-    fn nchw_dims(&self) -> Vec<usize> {
-        let [n, c, ..] = self.dims;
-        if self.flat {
-            vec![n, c]
-        } else {
-            self.dims.to_vec()
-        }
+    /// The dims of [`Values::to_tensor`]'s tensor: the first `rank` of the array (2 when
+    /// flat, else 4).
+    fn nchw_dims(&self) -> ([usize; 4], usize) {
+        (self.dims, if self.flat { 2 } else { 4 })
     }
 
     /// Write the values into `dst` (as many elements) in NCHW order.
@@ -171,9 +168,9 @@ impl<'n> Keep<'n> {
 
 /// A zeroed NCHW tensor for the values `v` of a batch of `batch` images.
 fn whole(v: &Values<'_>, batch: usize) -> Result<Tensor, ModelError> {
-    let mut dims = v.nchw_dims();
+    let (mut dims, rank) = v.nchw_dims();
     dims[0] = batch;
-    Ok(Tensor::try_zeros_with_layout(&dims, Layout::Nchw)?)
+    Ok(Tensor::try_zeros_with_layout(&dims[..rank], Layout::Nchw)?)
 }
 
 impl Observer for Keep<'_> {

@@ -273,13 +273,13 @@ pub fn with_awake_workers<R: Send>(f: impl FnOnce() -> R + Send) -> R {
         }
     }
     let threads = rayon::current_num_threads();
-    let done = AtomicBool::new(false);
     let Some(home) = rayon::current_thread_index() else {
         return f();
     };
     if threads < 2 {
         return f();
     }
+    let done = AtomicBool::new(false);
     let spin = || {
         // The thread running `f` may find a spinner in its own queue while it waits for
         // stolen work: it must not spin there, `f` could never finish.
